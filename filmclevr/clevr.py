@@ -1,0 +1,207 @@
+"""The CLEVR v1.0 release format: vocabulary, layout and readers.
+
+Facts from the CLEVR paper (Johnson et al., CVPR 2017) and its release; see SPEC §1-§2.
+Every later stage reads CLEVR through this module, so the embedded mini-CLEVR and the real
+release go through the same code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# --- Scene vocabulary (CLEVR's `properties.json`) -------------------------------------------
+COLORS: dict[str, tuple[int, int, int]] = {
+    "gray": (87, 87, 87),
+    "red": (173, 35, 35),
+    "blue": (42, 75, 215),
+    "green": (29, 105, 20),
+    "brown": (129, 74, 25),
+    "purple": (129, 38, 192),
+    "cyan": (41, 208, 208),
+    "yellow": (255, 238, 51),
+}
+SHAPES: tuple[str, ...] = ("cube", "sphere", "cylinder")
+MATERIALS: tuple[str, ...] = ("rubber", "metal")
+SIZES: dict[str, float] = {"large": 0.7, "small": 0.35}  # object scale in scene units
+ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "color": tuple(COLORS),
+    "shape": SHAPES,
+    "material": MATERIALS,
+    "size": tuple(SIZES),
+}
+RELATIONS: tuple[str, ...] = ("left", "right", "front", "behind")
+RELATION_THRESHOLD = 0.2  # j relates to i when dot(c_j - c_i, direction) > 0.2 (SPEC §1)
+
+# Words a question may use for a value; the first is CLEVR's canonical value.
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "thing": ("thing", "object"),
+    "sphere": ("sphere", "ball"),
+    "cube": ("cube", "block"),
+    "cylinder": ("cylinder",),
+    "large": ("large", "big"),
+    "small": ("small", "tiny"),
+    "metal": ("metal", "metallic", "shiny"),
+    "rubber": ("rubber", "matte"),
+}
+
+# The 28 answers (SPEC §1).
+ANSWERS: tuple[str, ...] = (
+    ("yes", "no")
+    + tuple(str(n) for n in range(11))
+    + tuple(COLORS)
+    + SHAPES
+    + MATERIALS
+    + tuple(SIZES)
+)
+
+# --- Programs (SPEC §1) ---------------------------------------------------------------------
+FUNCTIONS: tuple[str, ...] = (
+    "scene",
+    "filter_color", "filter_shape", "filter_size", "filter_material",
+    "unique",
+    "relate",
+    "union", "intersect",
+    "count", "exist",
+    "query_color", "query_shape", "query_size", "query_material",
+    "same_color", "same_shape", "same_size", "same_material",
+    "equal_color", "equal_shape", "equal_size", "equal_material",
+    "equal_integer", "less_than", "greater_than",
+)  # fmt: skip
+
+# The paper's five Table 1 columns, keyed as in `paper/table1_clevr_test.csv` (SPEC §2).
+QUESTION_TYPES: dict[str, tuple[str, ...]] = {
+    "count": ("count",),
+    "exist": ("exist",),
+    "compare_numbers": ("equal_integer", "less_than", "greater_than"),
+    "query_attribute": ("query_color", "query_material", "query_shape", "query_size"),
+    "compare_attribute": ("equal_color", "equal_material", "equal_shape", "equal_size"),
+}
+TYPE_OF_FUNCTION: dict[str, str] = {f: t for t, fs in QUESTION_TYPES.items() for f in fs}
+TERMINAL_FUNCTIONS: tuple[str, ...] = tuple(TYPE_OF_FUNCTION)  # the 13 answer-producing functions
+
+# The 9 template groups of CLEVR's 90 families, with their family counts (SPEC §1).
+TEMPLATE_GROUPS: dict[str, int] = {
+    "compare_integer": 9,
+    "comparison": 16,
+    "zero_hop": 6,
+    "one_hop": 6,
+    "two_hop": 6,
+    "three_hop": 6,
+    "single_and": 5,
+    "single_or": 8,
+    "same_relate": 28,
+}
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+class ClevrFormatError(ValueError):
+    """A CLEVR file does not follow the release format; the message names the file."""
+
+
+def question_type(program: list[dict[str, Any]]) -> str:
+    """The paper column of a question: the type of its program's last function (SPEC §2)."""
+    last = program[-1]["function"]
+    try:
+        return TYPE_OF_FUNCTION[last]
+    except KeyError:
+        raise ValueError(f"last program function {last!r} is not one of the 13 terminal functions")
+
+
+# --- Layout -----------------------------------------------------------------------------------
+def image_filename(split: str, index: int) -> str:
+    return f"CLEVR_{split}_{index:06d}.png"
+
+
+def image_path(root: str | Path, split: str, index: int) -> Path:
+    return Path(root) / "images" / split / image_filename(split, index)
+
+
+def questions_path(root: str | Path, split: str) -> Path:
+    return Path(root) / "questions" / f"CLEVR_{split}_questions.json"
+
+
+def scenes_path(root: str | Path, split: str) -> Path:
+    return Path(root) / "scenes" / f"CLEVR_{split}_scenes.json"
+
+
+# --- Readers ----------------------------------------------------------------------------------
+def _load_json_document(path: Path, key: str) -> list[dict[str, Any]]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            document = json.load(f)
+    except FileNotFoundError:
+        raise ClevrFormatError(f"{path}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise ClevrFormatError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(document, dict) or not isinstance(document.get(key), list):
+        raise ClevrFormatError(f"{path}: expected a JSON object with a list under {key!r}")
+    return document[key]
+
+
+def normalize_answer(answer: Any) -> str:
+    """Release answers are strings; the generator's dialect writes booleans and integers."""
+    if isinstance(answer, bool):
+        return "yes" if answer else "no"
+    return str(answer)
+
+
+def normalize_program(program: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Accept `function` (release) or `type` (generator) and drop the generator's `_output`."""
+    nodes = []
+    for node in program:
+        function = node.get("function", node.get("type"))
+        nodes.append(
+            {
+                "function": function,
+                "inputs": list(node.get("inputs", [])),
+                "value_inputs": list(node.get("value_inputs", [])),
+            }
+        )
+    return nodes
+
+
+def read_questions(path: str | Path) -> list[dict[str, Any]]:
+    """Read a CLEVR question file in either dialect (SPEC §1) into release-dialect dicts.
+
+    Every question gets `image_index`, `image_filename`, `split`, `question`, `question_index`;
+    train/val questions also keep `answer` (a string), `question_family_index` and `program`
+    (nodes with `function`, `inputs`, `value_inputs`).
+    """
+    path = Path(path)
+    questions = []
+    for position, raw in enumerate(_load_json_document(path, "questions")):
+        missing = [k for k in ("image_index", "question") if k not in raw]
+        if missing:
+            raise ClevrFormatError(f"{path}: question #{position} lacks {', '.join(missing)}")
+        split = raw.get("split", "")
+        q = {
+            "image_index": int(raw["image_index"]),
+            "image_filename": raw.get("image_filename")
+            or image_filename(split, int(raw["image_index"])),
+            "split": split,
+            "question": raw["question"],
+            "question_index": int(raw.get("question_index", position)),
+        }
+        if "answer" in raw:
+            q["answer"] = normalize_answer(raw["answer"])
+        if "question_family_index" in raw:
+            q["question_family_index"] = int(raw["question_family_index"])
+        if "program" in raw:
+            q["program"] = normalize_program(raw["program"])
+            if any(node["function"] is None for node in q["program"]):
+                raise ClevrFormatError(f"{path}: question #{position} has a node without function")
+        questions.append(q)
+    return questions
+
+
+def read_scenes(path: str | Path) -> list[dict[str, Any]]:
+    """Read a CLEVR scene file; scenes are returned in image-index order."""
+    path = Path(path)
+    scenes = _load_json_document(path, "scenes")
+    for position, scene in enumerate(scenes):
+        if "objects" not in scene or "image_index" not in scene:
+            raise ClevrFormatError(f"{path}: scene #{position} lacks objects or image_index")
+    return sorted(scenes, key=lambda s: s["image_index"])
