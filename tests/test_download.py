@@ -1,0 +1,356 @@
+"""Tests for filmclevr.download against a local HTTP server serving a fake CLEVR release zip."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import logging
+import re
+import shutil
+import stat
+import threading
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from PIL import Image
+
+from filmclevr import clevr
+from filmclevr.download import (
+    ChecksumError,
+    DownloadError,
+    InsufficientSpaceError,
+    UnsafeArchiveError,
+    fetch_clevr,
+)
+
+TOP = "CLEVR_v1.0"
+
+
+# --- A fake release ---------------------------------------------------------------------------
+def _png(shade: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGBA", (6, 4), (shade, shade, shade, 255)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _release_zip(extra: list[tuple[zipfile.ZipInfo | str, bytes]] = ()) -> bytes:
+    """A tiny zip in the release layout; `extra` entries are appended (for malicious ones)."""
+    files: dict[str, bytes] = {f"{TOP}/README.txt": b"fake CLEVR\n"}
+    for split in ("train", "val"):
+        for i in range(2):
+            files[f"{TOP}/images/{split}/{clevr.image_filename(split, i)}"] = _png(40 * i + 10)
+        questions = [
+            {
+                "image_index": i,
+                "image_filename": clevr.image_filename(split, i),
+                "split": split,
+                "question": "How many things are there?",
+                "answer": "3",
+                "question_family_index": 0,
+                "question_index": i,
+                "program": [
+                    {"function": "scene", "inputs": [], "value_inputs": []},
+                    {"function": "count", "inputs": [0], "value_inputs": []},
+                ],
+            }
+            for i in range(2)
+        ]
+        files[f"{TOP}/questions/CLEVR_{split}_questions.json"] = json.dumps(
+            {"info": {}, "questions": questions}
+        ).encode()
+        scenes = [{"split": split, "image_index": i, "objects": []} for i in range(2)]
+        files[f"{TOP}/scenes/CLEVR_{split}_scenes.json"] = json.dumps(
+            {"info": {}, "scenes": scenes}
+        ).encode()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(f"{TOP}/", b"")
+        for name, data in files.items():
+            zf.writestr(name, data)
+        for info, data in extra:
+            zf.writestr(info, data)
+    return buf.getvalue()
+
+
+RELEASE = _release_zip()
+RELEASE_SHA = hashlib.sha256(RELEASE).hexdigest()
+
+
+# --- A local server with failure switches -------------------------------------------------------
+class _Handler(http.server.BaseHTTPRequestHandler):
+    state: SimpleNamespace  # set per server by the fixture
+
+    def log_message(self, *args: object) -> None:  # keep test output quiet
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 -- name required by BaseHTTPRequestHandler
+        st = self.state
+        st.requests.append(dict(self.headers))
+        if st.status:
+            self.send_error(st.status)
+            return
+        payload = st.payload
+        start = 0
+        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+        if match and not st.ignore_range:
+            start = int(match.group(1))
+            if start >= len(payload):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(payload)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}")
+        else:
+            self.send_response(200)
+        body = payload[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if st.cuts > 0:
+            # Send half the body, then drop the connection (HTTP/1.0: closed after return).
+            st.cuts -= 1
+            self.wfile.write(body[: len(body) // 2])
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch):
+    """Serve `state.payload` at `state.url`; `state.requests` records each request's headers."""
+    monkeypatch.setenv("no_proxy", "*")
+    monkeypatch.setenv("NO_PROXY", "*")
+    state = SimpleNamespace(payload=RELEASE, requests=[], cuts=0, ignore_range=False, status=0)
+    handler = type("Handler", (_Handler,), {"state": state})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{httpd.server_address[1]}/CLEVR_v1.0.zip"
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _fetch(server, tmp_path: Path, **kwargs):
+    kwargs = {"size": len(RELEASE), "sha256": RELEASE_SHA, "progress": False, **kwargs}
+    kwargs.setdefault("backoff_s", 0.0)
+    return fetch_clevr(
+        server.url, tmp_path / "downloads" / "CLEVR_v1.0.zip", tmp_path / "data" / "clevr", **kwargs
+    )
+
+
+def _assert_release(dest: Path) -> None:
+    assert (dest / "README.txt").read_bytes() == b"fake CLEVR\n"
+    assert not (dest / TOP).exists()  # the top folder is stripped
+    with Image.open(clevr.image_path(dest, "train", 1)) as img:
+        assert img.size == (6, 4)
+    questions = clevr.read_questions(clevr.questions_path(dest, "val"))
+    assert [q["answer"] for q in questions] == ["3", "3"]
+    assert len(clevr.read_scenes(clevr.scenes_path(dest, "train"))) == 2
+
+
+def _assert_nothing_extracted(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    leftovers = sorted(p.name for p in data.iterdir()) if data.exists() else []
+    assert leftovers == []  # neither dest nor a temporary extraction folder
+    assert not (tmp_path / "evil.txt").exists()
+    assert not (tmp_path / "downloads" / "evil.txt").exists()
+
+
+# --- Tests ------------------------------------------------------------------------------------
+def test_download_verify_extract(server, tmp_path: Path) -> None:
+    dest = _fetch(server, tmp_path, progress=True, chunk_size=4096)
+    assert dest == tmp_path / "data" / "clevr"
+    _assert_release(dest)
+    archive = tmp_path / "downloads" / "CLEVR_v1.0.zip"
+    assert archive.read_bytes() == RELEASE
+    assert not archive.with_name("CLEVR_v1.0.zip.part").exists()
+    assert len(server.requests) == 1 and "Range" not in server.requests[0]
+
+
+def test_interrupted_transfer_resumes_with_range(server, tmp_path: Path) -> None:
+    server.cuts = 1
+    dest = _fetch(server, tmp_path, chunk_size=1024)
+    _assert_release(dest)
+    assert len(server.requests) == 2
+    assert server.requests[1]["Range"] == f"bytes={len(RELEASE) // 2}-"
+    archive = tmp_path / "downloads" / "CLEVR_v1.0.zip"
+    assert hashlib.sha256(archive.read_bytes()).hexdigest() == RELEASE_SHA
+
+
+def test_resume_of_existing_part_file(server, tmp_path: Path) -> None:
+    part = tmp_path / "downloads" / "CLEVR_v1.0.zip.part"
+    part.parent.mkdir()
+    part.write_bytes(RELEASE[:1000])
+    _assert_release(_fetch(server, tmp_path))
+    assert [r.get("Range") for r in server.requests] == ["bytes=1000-"]
+
+
+def test_server_ignoring_range_restarts_from_zero(server, tmp_path: Path) -> None:
+    server.cuts = 1
+    server.ignore_range = True
+    _assert_release(_fetch(server, tmp_path, chunk_size=1024))
+    assert len(server.requests) == 2 and "Range" in server.requests[1]
+    assert (tmp_path / "downloads" / "CLEVR_v1.0.zip").read_bytes() == RELEASE
+
+
+def test_complete_part_with_unknown_size_gets_416(server, tmp_path: Path, caplog) -> None:
+    part = tmp_path / "downloads" / "CLEVR_v1.0.zip.part"
+    part.parent.mkdir()
+    part.write_bytes(RELEASE)
+    with caplog.at_level(logging.WARNING, logger="filmclevr.download"):
+        _assert_release(_fetch(server, tmp_path, size=None, sha256=None))
+    assert [r.get("Range") for r in server.requests] == [f"bytes={len(RELEASE)}-"]
+    assert "no SHA-256 known" in caplog.text
+
+
+def test_oversized_part_with_unknown_size_restarts(server, tmp_path: Path) -> None:
+    part = tmp_path / "downloads" / "CLEVR_v1.0.zip.part"
+    part.parent.mkdir()
+    part.write_bytes(RELEASE + b"junk")
+    _assert_release(_fetch(server, tmp_path, size=None))
+    assert [r.get("Range") for r in server.requests] == [f"bytes={len(RELEASE) + 4}-", None]
+
+
+def test_corrupted_archive_is_refused(server, tmp_path: Path) -> None:
+    corrupted = bytearray(RELEASE)
+    corrupted[len(corrupted) // 2] ^= 0xFF
+    server.payload = bytes(corrupted)
+    with pytest.raises(ChecksumError, match="SHA-256") as err:
+        _fetch(server, tmp_path)
+    archive = tmp_path / "downloads" / "CLEVR_v1.0.zip"
+    assert str(archive) in str(err.value) and "corrupt" in str(err.value)
+    assert not archive.exists()
+    assert archive.with_name("CLEVR_v1.0.zip.corrupt").read_bytes() == bytes(corrupted)
+    _assert_nothing_extracted(tmp_path)
+
+
+def test_server_file_of_wrong_size_is_refused(server, tmp_path: Path) -> None:
+    with pytest.raises(ChecksumError, match="expected"):
+        _fetch(server, tmp_path, size=len(RELEASE) + 1)
+    _assert_nothing_extracted(tmp_path)
+
+
+def _symlink_entry() -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(f"{TOP}/images/link")
+    info.create_system = 3  # Unix, so the mode bits in external_attr are meaningful
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        (f"{TOP}/../../evil.txt", "'..'"),
+        ("/tmp/evil.txt", "absolute"),
+        (_symlink_entry(), "symbolic link"),
+    ],
+)
+def test_malicious_entries_are_refused(server, tmp_path: Path, entry, problem: str) -> None:
+    payload = _release_zip(extra=[(entry, b"/etc/passwd")])
+    server.payload = payload
+    name = entry if isinstance(entry, str) else entry.filename
+    with pytest.raises(UnsafeArchiveError, match=problem) as err:
+        _fetch(server, tmp_path, size=len(payload), sha256=hashlib.sha256(payload).hexdigest())
+    assert repr(name) in str(err.value)
+    _assert_nothing_extracted(tmp_path)
+
+
+def test_archive_without_release_layout_is_refused(server, tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(f"{TOP}/images/train/CLEVR_train_000000.png", _png(0))
+    server.payload = payload = buf.getvalue()
+    with pytest.raises(clevr.ClevrFormatError, match="questions/"):
+        _fetch(server, tmp_path, size=len(payload), sha256=hashlib.sha256(payload).hexdigest())
+    _assert_nothing_extracted(tmp_path)
+
+
+def test_verified_archive_is_not_downloaded_again(tmp_path: Path) -> None:
+    archive = tmp_path / "downloads" / "CLEVR_v1.0.zip"
+    archive.parent.mkdir()
+    archive.write_bytes(RELEASE)
+    # Nothing listens on this address: any request would fail the test.
+    server = SimpleNamespace(url="http://127.0.0.1:9/CLEVR_v1.0.zip")
+    _assert_release(_fetch(server, tmp_path, retries=0))
+    assert archive.read_bytes() == RELEASE
+
+
+def test_existing_archive_with_wrong_checksum_is_moved_aside(tmp_path: Path) -> None:
+    archive = tmp_path / "downloads" / "CLEVR_v1.0.zip"
+    archive.parent.mkdir()
+    archive.write_bytes(RELEASE)
+    server = SimpleNamespace(url="http://127.0.0.1:9/CLEVR_v1.0.zip")
+    with pytest.raises(ChecksumError, match="moved to"):
+        _fetch(server, tmp_path, sha256="0" * 64, retries=0)
+    assert not archive.exists() and archive.with_name("CLEVR_v1.0.zip.corrupt").exists()
+    _assert_nothing_extracted(tmp_path)
+
+
+def test_extraction_replaces_existing_dest(server, tmp_path: Path) -> None:
+    dest = tmp_path / "data" / "clevr"
+    (dest / "stale").mkdir(parents=True)
+    _assert_release(_fetch(server, tmp_path))
+    assert not (dest / "stale").exists()
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["clevr"]
+
+
+def test_retries_are_bounded_and_part_is_kept(server, tmp_path: Path) -> None:
+    # Every response is cut after half of what is left: attempts make progress (which resets
+    # the count of failures) until one byte is left and attempts start failing without progress.
+    server.cuts = 1000
+    server.payload = b"x" * 1024
+    with pytest.raises(DownloadError, match="run again to resume"):
+        _fetch(server, tmp_path, size=1024, sha256=None, retries=2)
+    part = tmp_path / "downloads" / "CLEVR_v1.0.zip.part"
+    assert part.read_bytes() == b"x" * 1023
+    assert len(server.requests) == 10 + 3  # 10 halvings, then the first try and 2 retries
+    _assert_nothing_extracted(tmp_path)
+
+
+def test_http_error_is_not_retried(server, tmp_path: Path) -> None:
+    server.status = 404
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        _fetch(server, tmp_path, retries=3)
+    assert len(server.requests) == 1
+
+
+def test_server_error_is_retried(server, tmp_path: Path) -> None:
+    server.status = 503
+    with pytest.raises(DownloadError, match="503"):
+        _fetch(server, tmp_path, retries=2)
+    assert len(server.requests) == 3
+
+
+def test_no_free_space_for_download(server, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=100))
+    with pytest.raises(InsufficientSpaceError) as err:
+        _fetch(server, tmp_path)
+    message = str(err.value)
+    assert str(tmp_path / "downloads") in message
+    assert f"{len(RELEASE):,} bytes needed" in message and "100 bytes free" in message
+    assert server.requests == []
+
+
+def test_no_free_space_for_extraction(server, tmp_path: Path, monkeypatch) -> None:
+    real = shutil.disk_usage
+    data = tmp_path / "data"
+
+    def fake(path):
+        return SimpleNamespace(free=10) if Path(path) == data else real(path)
+
+    monkeypatch.setattr(shutil, "disk_usage", fake)
+    with pytest.raises(InsufficientSpaceError, match="extracting") as err:
+        _fetch(server, tmp_path)
+    assert str(data) in str(err.value) and "10 bytes free" in str(err.value)
+    assert (tmp_path / "downloads" / "CLEVR_v1.0.zip").exists()  # kept for the next run
+    _assert_nothing_extracted(tmp_path)
+
+
+def test_bad_sha256_argument() -> None:
+    with pytest.raises(ValueError, match="hexadecimal"):
+        fetch_clevr("http://127.0.0.1:9/x.zip", Path("a.zip"), Path("d"), size=1, sha256="abc")
