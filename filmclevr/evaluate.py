@@ -1,0 +1,489 @@
+"""Evaluation: predictions, accuracy per paper column / function / family, metrics and tables.
+
+The paper's Table 1 (Perez et al., AAAI 2018) reports accuracy on CLEVR's test split in five
+columns; a column pools the questions of its member functions (SPEC §2). The test answers are
+private, so reproductions score val; every number written here carries its context (dataset,
+split, profile, parameter count, commit, checkpoint epoch) so a mini-CLEVR result cannot pass
+for a CLEVR one.
+
+The core (`compute_metrics`, `question_type_prior`, `write_results`, `write_test_answers`) is
+pure data in, files out; only `predict` and `evaluate` touch torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import subprocess
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from filmclevr import clevr
+from filmclevr.figures import COLUMN_TITLES, plot_accuracy_bars
+from filmclevr.io import atomic_dir, write_json_atomic, write_text_atomic
+
+if TYPE_CHECKING:
+    import pandas
+    import torch
+
+log = logging.getLogger(__name__)
+
+COLUMNS: tuple[str, ...] = tuple(clevr.QUESTION_TYPES)
+PAPER_TABLE1 = Path(__file__).resolve().parent / "paper" / "table1_clevr_test.csv"
+PAPER_SOURCE = "CLEVR v1.0 / test"  # the split of every row of the paper's Table 1
+TABLE_COLUMNS: tuple[str, ...] = ("model", "data", "overall", *COLUMNS, "notes")
+CONTEXT_KEYS: tuple[str, ...] = (
+    "dataset",
+    "split",
+    "profile",
+    "parameters",
+    "commit",
+    "questions",
+    "checkpoint_epoch",
+)
+RUN_MODEL = "This run: CNN+GRU+FiLM (raw pixels)"
+RUN_PRIOR = "This run: Q-type prior (train majority per family)"
+
+
+# --- Metrics ------------------------------------------------------------------------------------
+def _percent(correct: int, total: int) -> float | None:
+    """Accuracy in percent, 2 decimals; None when there is nothing to score."""
+    return round(100.0 * correct / total, 2) if total else None
+
+
+def compute_metrics(records: list[dict[str, Any]], predictions: Mapping[int, int]) -> dict:
+    """Accuracy overall, per paper column, per terminal function and per family (SPEC §2).
+
+    A column pools its questions: correct / total over all its member functions, not the mean of
+    the functions' accuracies. Accuracies are percentages (2 decimals), None where a group has no
+    questions; `counts` holds the number of questions behind each accuracy.
+
+    Args:
+        records: encoded-question records (`data/tokens/{split}.json`) with `question_index`,
+            `answer`, `type`, `function` and `family`.
+        predictions: question_index -> predicted answer index; one per record.
+
+    Returns:
+        {"overall", "columns", "functions", "families", "counts": {"overall", "columns",
+        "functions", "families"}}; family keys are strings (JSON object keys).
+
+    Raises:
+        ValueError: a record lacks its prediction or its answer, or has an unknown function.
+    """
+    if not records:
+        raise ValueError("no questions to score")
+    missing = [r["question_index"] for r in records if r["question_index"] not in predictions]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of {len(records)} questions have no prediction "
+            f"(first question_index: {missing[0]})"
+        )
+    total: Counter[tuple[str, Any]] = Counter()
+    correct: Counter[tuple[str, Any]] = Counter()
+    for r in records:
+        if r.get("answer") is None:
+            raise ValueError(f"question {r['question_index']} has no answer (a test split?)")
+        function = r.get("function")
+        if function not in clevr.TYPE_OF_FUNCTION:
+            raise ValueError(
+                f"question {r['question_index']}: {function!r} is not a terminal function"
+            )
+        column = clevr.TYPE_OF_FUNCTION[function]
+        if r.get("type") is not None and r["type"] != column:
+            raise ValueError(
+                f"question {r['question_index']}: type {r['type']!r} disagrees with its "
+                f"function {function!r} ({column})"
+            )
+        hit = int(predictions[r["question_index"]] == r["answer"])
+        for key in (
+            ("overall", None),
+            ("columns", column),
+            ("functions", function),
+            ("families", str(r["family"])),
+        ):
+            total[key] += 1
+            correct[key] += hit
+
+    families = sorted({k for g, k in total if g == "families"}, key=int)
+    groups = {"columns": COLUMNS, "functions": clevr.TERMINAL_FUNCTIONS, "families": families}
+    metrics: dict[str, Any] = {
+        "overall": _percent(correct["overall", None], total["overall", None])
+    }
+    counts: dict[str, Any] = {"overall": total["overall", None]}
+    for group, keys in groups.items():
+        metrics[group] = {k: _percent(correct[group, k], total[group, k]) for k in keys}
+        counts[group] = {k: total[group, k] for k in keys}
+    metrics["counts"] = counts
+    return metrics
+
+
+def question_type_prior(
+    train_records: list[dict[str, Any]], eval_records: list[dict[str, Any]]
+) -> dict:
+    """Score the paper's "Q-type baseline" analogue: the train majority answer of each family.
+
+    CLEVR's baseline answers every question with the most frequent training answer of its
+    question family. Ties go to the smaller answer index; a family absent from train falls back
+    to its function's majority, then to the overall majority.
+
+    Returns:
+        `compute_metrics` of those predictions on `eval_records` (same breakdown).
+    """
+    by_family: dict[Any, Counter[int]] = {}
+    by_function: dict[str, Counter[int]] = {}
+    overall: Counter[int] = Counter()
+    for r in train_records:
+        if r.get("answer") is None:
+            continue
+        by_family.setdefault(r["family"], Counter())[r["answer"]] += 1
+        by_function.setdefault(r["function"], Counter())[r["answer"]] += 1
+        overall[r["answer"]] += 1
+    if not overall:
+        raise ValueError("the training records hold no answers to build the prior from")
+
+    def majority(counter: Counter[int]) -> int:
+        return min(counter.items(), key=lambda item: (-item[1], item[0]))[0]
+
+    family_answer = {family: majority(c) for family, c in by_family.items()}
+    function_answer = {function: majority(c) for function, c in by_function.items()}
+    fallback = majority(overall)
+    predictions = {
+        r["question_index"]: family_answer.get(
+            r["family"], function_answer.get(r["function"], fallback)
+        )
+        for r in eval_records
+    }
+    return compute_metrics(eval_records, predictions)
+
+
+# --- Context and labels -----------------------------------------------------------------------
+def git_commit(cwd: str | Path | None = None) -> str:
+    """Short commit hash of the code (`git rev-parse --short HEAD`), "unknown" outside a repo."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=cwd if cwd is not None else Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip() or "unknown"
+
+
+def is_clevr(dataset: str) -> bool:
+    """Whether a dataset label names CLEVR proper (as params.dataset_label writes it)."""
+    return dataset.strip().lower().startswith("clevr")
+
+
+def run_label(context: Mapping[str, Any]) -> str:
+    """Dataset / split (profile) label of a run, e.g. "mini-CLEVR / val (profile mini)"."""
+    return f"{context['dataset']} / {context['split']} (profile {context['profile']})"
+
+
+# --- Files -------------------------------------------------------------------------------------
+def read_paper_table(path: str | Path) -> pandas.DataFrame:
+    """The paper's Table 1 as written in its CSV, numbers kept as the CSV's text."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        # Text, not floats: the table shows the paper's numbers exactly as transcribed.
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError) as e:
+        raise ValueError(f"{path}: cannot read the paper table ({e})") from None
+    expected = ["model", "overall", *COLUMNS, "notes"]
+    if list(table.columns) != expected:
+        raise ValueError(f"{path}: expected columns {expected}, found {list(table.columns)}")
+    return table
+
+
+def _format(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def results_table(
+    metrics: Mapping[str, Any],
+    prior: Mapping[str, Any],
+    paper: pandas.DataFrame,
+    context: Mapping[str, Any],
+) -> pandas.DataFrame:
+    """Paper rows (labelled CLEVR v1.0 / test) followed by this run's model and prior rows."""
+    import pandas as pd
+
+    label = run_label(context)
+    rows = paper.assign(data=PAPER_SOURCE)[list(TABLE_COLUMNS)].to_dict("records")
+    notes = (
+        f"{context['parameters']:,} parameters; epoch {context['checkpoint_epoch']}; "
+        f"commit {context['commit']}"
+    )
+    for model, scores, note in ((RUN_MODEL, metrics, notes), (RUN_PRIOR, prior, "no model")):
+        rows.append(
+            {
+                "model": model,
+                "data": label,
+                "overall": _format(scores["overall"]),
+                **{c: _format(scores["columns"][c]) for c in COLUMNS},
+                "notes": note,
+            }
+        )
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+def _markdown(table: pandas.DataFrame, context: Mapping[str, Any]) -> str:
+    header = [COLUMN_TITLES.get(c, c).replace("\n", " ") for c in TABLE_COLUMNS]
+    lines = [
+        "# FiLM on CLEVR: accuracy (%)",
+        "",
+        f"This run: **{run_label(context)}**, {context['questions']:,} questions; "
+        f"{context['parameters']:,} parameters; checkpoint epoch {context['checkpoint_epoch']}; "
+        f"commit `{context['commit']}`.",
+        "",
+    ]
+    if not is_clevr(str(context["dataset"])):
+        lines += [
+            f"> **Warning:** this run is on {context['dataset']}, not CLEVR v1.0. Its numbers are "
+            "not comparable to the paper's rows.",
+            "",
+        ]
+    if context["split"] != "test":
+        lines += [
+            f"The paper's rows are CLEVR v1.0 test; this run scores {context['split']} "
+            "(CLEVR's test answers are private).",
+            "",
+        ]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in table.itertuples(index=False):
+        lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(
+    metrics: Mapping[str, Any],
+    prior: Mapping[str, Any],
+    *,
+    paper_csv: Path,
+    out_metrics: Path,
+    out_table_md: Path,
+    out_table_csv: Path,
+    out_bar_png: Path,
+    context: Mapping[str, Any],
+) -> dict:
+    """Write metrics.json (a DVC metric), the results table (md + csv) and the bar chart.
+
+    Args:
+        metrics: `compute_metrics` of the model's predictions.
+        prior: `question_type_prior` on the same questions.
+        paper_csv: `filmclevr/paper/table1_clevr_test.csv` (its numbers are never retyped).
+        context: dataset, split, profile, parameters, commit, questions, checkpoint_epoch.
+
+    Returns:
+        The metrics.json document.
+    """
+    missing = [k for k in CONTEXT_KEYS if k not in context]
+    if missing:
+        raise ValueError(f"context lacks {', '.join(missing)}")
+    document = {
+        "context": {k: context[k] for k in CONTEXT_KEYS},
+        "overall": metrics["overall"],
+        "columns": dict(metrics["columns"]),
+        "functions": dict(metrics["functions"]),
+        "families": dict(metrics["families"]),
+        "counts": dict(metrics["counts"]),
+        "prior": {"overall": prior["overall"], "columns": dict(prior["columns"])},
+    }
+    paper = read_paper_table(paper_csv)
+    table = results_table(metrics, prior, paper, context)
+    plot_accuracy_bars(document, paper, out_bar_png, label=run_label(context))
+    write_text_atomic(out_table_csv, table.to_csv(index=False, lineterminator="\n"))
+    write_text_atomic(out_table_md, _markdown(table, context))
+    write_json_atomic(out_metrics, document)  # last: the DVC metric marks a complete run
+    log.info("overall accuracy %s%% on %s", document["overall"], run_label(context))
+    return document
+
+
+def write_test_answers(
+    records_in_question_order: Iterable[Mapping[str, Any]],
+    predictions: Mapping[int, int],
+    answer_vocab: Mapping[str, int],
+    out_txt: Path,
+) -> None:
+    """Write one predicted answer word per line, in question-index order (CLEVR's test format).
+
+    Args:
+        records_in_question_order: the split's records; sorted here by question_index anyway.
+        predictions: question_index -> answer index.
+        answer_vocab: `answer_token_to_idx` of vocab.json.
+    """
+    words = {index: token for token, index in answer_vocab.items()}
+    if len(words) != len(answer_vocab):
+        raise ValueError("answer vocabulary maps two answers to one index")
+    indices = sorted(r["question_index"] for r in records_in_question_order)
+    if len(set(indices)) != len(indices):
+        raise ValueError("question indices repeat in the test records")
+    missing = [q for q in indices if q not in predictions]
+    if missing:
+        raise ValueError(f"{len(missing)} of {len(indices)} test questions have no prediction")
+    unknown = sorted({predictions[q] for q in indices} - words.keys())
+    if unknown:
+        raise ValueError(f"predicted answer indices {unknown} are not in the answer vocabulary")
+    write_text_atomic(out_txt, "".join(f"{words[predictions[q]]}\n" for q in indices))
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The question records of an encoded split (`data/tokens/{split}.json`)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            document = json.load(f)
+    except FileNotFoundError:
+        raise clevr.ClevrFormatError(f"{path}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise clevr.ClevrFormatError(f"{path}: not valid JSON ({e})") from None
+    questions = document.get("questions") if isinstance(document, dict) else None
+    if not isinstance(questions, list):
+        raise clevr.ClevrFormatError(f"{path}: expected an object with a list under 'questions'")
+    for position, r in enumerate(questions):
+        if not isinstance(r, dict) or "question_index" not in r:
+            raise clevr.ClevrFormatError(f"{path}: question #{position} lacks question_index")
+    return questions
+
+
+# --- Model side ---------------------------------------------------------------------------------
+def predict(model: torch.nn.Module, loader: Iterable, device: torch.device | str) -> dict[int, int]:
+    """Predicted answer index per question_index, in eval mode without gradients.
+
+    Args:
+        model: a `FiLMedNet` (images, questions, lengths) -> logits.
+        loader: yields `shards.Batch`es.
+    """
+    import torch
+
+    model.eval()
+    predictions: dict[int, int] = {}
+    with torch.inference_mode():
+        for batch in loader:
+            logits = model(
+                batch.images.to(device, non_blocking=True),
+                batch.questions.to(device, non_blocking=True),
+                batch.lengths.to(device, non_blocking=True),
+            )
+            answers = logits.argmax(dim=1).cpu().tolist()
+            for q, a in zip(batch.question_indices.tolist(), answers, strict=True):
+                if q in predictions:
+                    raise ValueError(f"the loader yielded question {q} twice")
+                predictions[q] = a
+    return predictions
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """What `evaluate` computed; `write_results` turns it into files."""
+
+    metrics: dict
+    prior: dict
+    context: dict
+    predictions: dict[int, int]
+    test_predictions: dict[int, int] | None
+    history: list[dict]
+
+
+def evaluate(
+    checkpoint: Path,
+    shards_dir: Path,
+    tokens_dir: Path,
+    *,
+    split: str,
+    batch_size: int,
+    device: str = "auto",
+    dataset: str = "unknown",
+    profile: str = "unknown",
+    predictions_dir: Path | None = None,
+) -> Evaluation:
+    """Score a checkpoint on `split` and build the Q-type prior from the training split.
+
+    If the shard index holds a test split, it is predicted too. With `predictions_dir`, that
+    folder is replaced by one holding `{split}_predictions.json` (question_index, predicted and
+    correct answer words, function, family) and, with a test split, `test_answers.txt` (one
+    answer word per line in question order, the format CLEVR's authors took).
+
+    Args:
+        checkpoint: `models/film.pt`.
+        shards_dir: holds `index.json` and the shards.
+        tokens_dir: holds `vocab.json` and `{split}.json` (train.json for the prior).
+        dataset, profile: labels carried into the context (params.dataset_label, profile).
+    """
+    from filmclevr.model import count_parameters
+    from filmclevr.shards import load_index, question_loader, shard_paths
+    from filmclevr.train import model_from_checkpoint, resolve_device
+
+    if split == "test":
+        raise ValueError(
+            "the test split has no answers to score; evaluate val (test answers "
+            "are predicted whenever the shards hold a test split)"
+        )
+    shards_dir, tokens_dir = Path(shards_dir), Path(tokens_dir)
+    torch_device = resolve_device(device)
+    model, state = model_from_checkpoint(checkpoint, torch_device)
+    answer_vocab = state["vocab"]["answer_token_to_idx"]
+    words = {index: token for token, index in answer_vocab.items()}
+
+    def loader(name: str) -> Iterable:
+        # Every question exactly once, in shard order, even under torch.distributed.
+        paths = shard_paths(shards_dir, name)
+        return question_loader(paths, batch_size=batch_size, shuffle=False, split_by_node=False)
+
+    records = read_records(tokens_dir / f"{split}.json")
+    predictions = predict(model, loader(split), torch_device)
+    metrics = compute_metrics(records, predictions)
+    prior = question_type_prior(read_records(tokens_dir / "train.json"), records)
+    context = {
+        "dataset": dataset,
+        "split": split,
+        "profile": profile,
+        "parameters": count_parameters(model)["total"],
+        "commit": git_commit(),
+        "questions": len(records),
+        "checkpoint_epoch": state.get("epoch"),
+    }
+    test_predictions = None
+    if "test" in load_index(shards_dir):
+        test_predictions = predict(model, loader("test"), torch_device)
+    if predictions_dir is not None:
+        rows = [
+            {
+                "question_index": r["question_index"],
+                "predicted": words.get(predictions[r["question_index"]]),
+                "answer": words.get(r["answer"]),
+                "function": r["function"],
+                "family": r["family"],
+            }
+            for r in sorted(records, key=lambda r: r["question_index"])
+        ]
+        # One folder swap, so the folder never mixes this run's files with an older run's.
+        with atomic_dir(predictions_dir) as tmp:
+            write_json_atomic(
+                tmp / f"{split}_predictions.json",
+                {"context": context, "predictions": rows},
+                indent=None,
+            )
+            if test_predictions is not None:
+                write_test_answers(
+                    read_records(tokens_dir / "test.json"),
+                    test_predictions,
+                    answer_vocab,
+                    tmp / "test_answers.txt",
+                )
+    log.info("%s: overall %.2f%% on %d questions", split, metrics["overall"], len(records))
+    return Evaluation(
+        metrics=metrics,
+        prior=prior,
+        context=context,
+        predictions=predictions,
+        test_predictions=test_predictions,
+        history=list(state.get("history") or []),
+    )

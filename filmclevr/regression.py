@@ -1,0 +1,143 @@
+"""The CI regression gate: compare a run's metrics.json against the committed baseline.
+
+Overall and each of the paper's five columns may fall at most `tolerance` accuracy points below
+the baseline. Runs on different data (dataset, split or profile) cannot be compared, so a
+context mismatch fails the gate too.
+
+    python -m filmclevr.regression --baseline results/metrics.json --current new.json --tolerance 2
+
+Exit status: 0 pass, 1 regression or context mismatch, 2 unreadable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from filmclevr import clevr
+
+METRICS: tuple[str, ...] = ("overall", *clevr.QUESTION_TYPES)
+CONTEXT_MATCH: tuple[str, ...] = ("dataset", "split", "profile")
+
+
+def _value(metrics: Mapping[str, Any], name: str) -> float | None:
+    value = metrics.get("overall") if name == "overall" else metrics.get("columns", {}).get(name)
+    return None if value is None else float(value)
+
+
+def _status(base: float | None, cur: float | None, tolerance: float) -> str:
+    if base is None:
+        return "no baseline"  # nothing to hold the current run to
+    if cur is None:
+        return "MISSING"
+    return "REGRESSION" if cur < base - tolerance else "ok"
+
+
+def check_regression(
+    baseline: Mapping[str, Any], current: Mapping[str, Any], tolerance: float
+) -> list[str]:
+    """Messages for every way `current` regresses from `baseline`; empty when it passes.
+
+    Args:
+        baseline, current: metrics.json documents (`context`, `overall`, `columns`).
+        tolerance: accuracy points a metric may fall below the baseline.
+    """
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    failures = []
+    base_context, cur_context = baseline.get("context", {}), current.get("context", {})
+    for key in CONTEXT_MATCH:
+        if base_context.get(key) != cur_context.get(key):
+            failures.append(
+                f"context {key} differs: baseline {base_context.get(key)!r}, "
+                f"current {cur_context.get(key)!r} (the runs cannot be compared)"
+            )
+    for name in METRICS:
+        base, cur = _value(baseline, name), _value(current, name)
+        status = _status(base, cur, tolerance)
+        if status == "MISSING":
+            failures.append(f"{name}: missing in the current metrics (baseline {base:.2f})")
+        elif status == "REGRESSION":
+            failures.append(
+                f"{name}: {cur:.2f} is {base - cur:.2f} points below the baseline {base:.2f} "
+                f"(tolerance {tolerance:g})"
+            )
+    return failures
+
+
+def comparison_table(
+    baseline: Mapping[str, Any], current: Mapping[str, Any], tolerance: float
+) -> str:
+    """Side-by-side text table: metric, baseline, current, delta, status."""
+    rows = [("metric", "baseline", "current", "delta", "status")]
+    for name in METRICS:
+        base, cur = _value(baseline, name), _value(current, name)
+        status = _status(base, cur, tolerance)
+        delta = f"{cur - base:+.2f}" if base is not None and cur is not None else "-"
+        rows.append(
+            (
+                name,
+                "-" if base is None else f"{base:.2f}",
+                "-" if cur is None else f"{cur:.2f}",
+                delta,
+                status,
+            )
+        )
+    for key in CONTEXT_MATCH:
+        b, c = baseline.get("context", {}).get(key), current.get("context", {}).get(key)
+        rows.append((f"context.{key}", str(b), str(c), "", "ok" if b == c else "MISMATCH"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _load(path: Path) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as f:
+        document = json.load(f)
+    if (
+        not isinstance(document, dict)
+        or "overall" not in document
+        or not isinstance(document.get("columns"), dict)
+        or not isinstance(document.get("context", {}), dict)
+    ):
+        raise ValueError("not a metrics.json document (needs 'overall', 'columns', 'context')")
+    return document
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: print the comparison; return 0 pass, 1 regression, 2 unreadable input."""
+    parser = argparse.ArgumentParser(
+        prog="python -m filmclevr.regression",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--baseline", type=Path, required=True, help="committed metrics.json")
+    parser.add_argument("--current", type=Path, required=True, help="metrics.json of this run")
+    parser.add_argument("--tolerance", type=float, required=True, help="accuracy points allowed")
+    args = parser.parse_args(argv)
+    if args.tolerance < 0:
+        parser.error(f"--tolerance must be >= 0, got {args.tolerance}")
+    documents = {}
+    for role in ("baseline", "current"):
+        path = getattr(args, role)
+        try:
+            documents[role] = _load(path)
+        except (OSError, ValueError) as e:  # JSONDecodeError is a ValueError
+            print(f"error: cannot read the {role} metrics {path}: {e}", file=sys.stderr)
+            return 2
+    print(comparison_table(documents["baseline"], documents["current"], args.tolerance))
+    failures = check_regression(documents["baseline"], documents["current"], args.tolerance)
+    for message in failures:
+        print(f"FAIL: {message}")
+    print("regression gate: " + ("FAILED" if failures else "passed"))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

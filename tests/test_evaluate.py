@@ -1,0 +1,467 @@
+"""Tests of filmclevr.evaluate: metrics, the Q-type prior, tables, answers and predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from filmclevr import clevr, evaluate, shards, train
+from filmclevr.model import FiLMConfig
+
+PAPER_CSV = evaluate.PAPER_TABLE1
+
+
+def rec(question_index: int, function: str, answer: int, family: int = 0) -> dict:
+    """A tokens-file record (docs/ARCHITECTURE.md) with only the fields evaluation reads."""
+    return {
+        "question_index": question_index,
+        "answer": answer,
+        "type": clevr.TYPE_OF_FUNCTION[function],
+        "function": function,
+        "family": family,
+    }
+
+
+# --- compute_metrics ----------------------------------------------------------------------------
+def test_compute_metrics_pools_columns_over_functions():
+    # compare_numbers: equal_integer 1/1 right, less_than 0/3 right. Pooled: 1/4 = 25%;
+    # the mean of the two function accuracies would be 50%.
+    records = [
+        rec(0, "equal_integer", 0, family=1),
+        rec(1, "less_than", 0, family=2),
+        rec(2, "less_than", 0, family=2),
+        rec(3, "less_than", 0, family=2),
+        rec(4, "count", 5, family=3),
+        rec(5, "count", 6, family=3),
+        rec(6, "query_color", 20, family=4),
+    ]
+    predictions = {0: 0, 1: 1, 2: 1, 3: 1, 4: 5, 5: 7, 6: 20}
+    m = evaluate.compute_metrics(records, predictions)
+
+    assert m["columns"]["compare_numbers"] == 25.0
+    assert m["functions"]["equal_integer"] == 100.0
+    assert m["functions"]["less_than"] == 0.0
+    assert m["columns"]["count"] == 50.0
+    assert m["columns"]["query_attribute"] == 100.0
+    assert m["columns"]["exist"] is None  # no exist questions
+    assert m["overall"] == round(100 * 3 / 7, 2)  # questions 0, 4 and 6
+    assert m["families"] == {"1": 100.0, "2": 0.0, "3": 50.0, "4": 100.0}
+    assert m["counts"]["overall"] == 7
+    assert m["counts"]["columns"] == {
+        "count": 2,
+        "exist": 0,
+        "compare_numbers": 4,
+        "query_attribute": 1,
+        "compare_attribute": 0,
+    }
+    assert m["counts"]["functions"]["less_than"] == 3
+    assert m["counts"]["families"] == {"1": 1, "2": 3, "3": 2, "4": 1}
+    assert set(m["functions"]) == set(clevr.TERMINAL_FUNCTIONS) and len(m["functions"]) == 13
+    assert list(m["columns"]) == list(clevr.QUESTION_TYPES)
+
+
+def test_compute_metrics_families_sorted_numerically():
+    records = [rec(i, "exist", 0, family=f) for i, f in enumerate([10, 2, 89, 0])]
+    m = evaluate.compute_metrics(records, {i: 0 for i in range(4)})
+    assert list(m["families"]) == ["0", "2", "10", "89"]
+
+
+def test_compute_metrics_missing_predictions_names_count():
+    records = [rec(i, "exist", 0) for i in range(5)]
+    with pytest.raises(ValueError, match=r"2 of 5 questions have no prediction"):
+        evaluate.compute_metrics(records, {0: 0, 1: 0, 2: 0})
+
+
+def test_compute_metrics_refuses_unanswered_and_inconsistent_records():
+    unanswered = rec(0, "exist", 0)
+    unanswered["answer"] = None
+    with pytest.raises(ValueError, match="no answer"):
+        evaluate.compute_metrics([unanswered], {0: 0})
+    wrong_type = rec(0, "exist", 0)
+    wrong_type["type"] = "count"
+    with pytest.raises(ValueError, match="disagrees"):
+        evaluate.compute_metrics([wrong_type], {0: 0})
+    with pytest.raises(ValueError, match="no questions"):
+        evaluate.compute_metrics([], {})
+
+
+# --- question_type_prior ------------------------------------------------------------------------
+def test_prior_predicts_train_majority_per_family():
+    train = (
+        [rec(i, "exist", 0, family=1) for i in range(3)]  # family 1: "yes"(0) x3
+        + [rec(10 + i, "exist", 1, family=1) for i in range(2)]  # "no"(1) x2
+        + [rec(20 + i, "count", 7, family=2) for i in range(2)]  # family 2: 7 x2
+        + [rec(30, "count", 8, family=2)]
+    )
+    evaluation = [
+        rec(0, "exist", 0, family=1),  # majority 0: right
+        rec(1, "exist", 1, family=1),  # wrong
+        rec(2, "count", 7, family=2),  # majority 7: right
+        rec(3, "count", 8, family=2),  # wrong
+        rec(4, "count", 7, family=2),  # right
+    ]
+    prior = evaluate.question_type_prior(train, evaluation)
+    assert prior["columns"]["exist"] == 50.0
+    assert prior["columns"]["count"] == round(100 * 2 / 3, 2)
+    assert prior["overall"] == 60.0
+    assert prior["families"] == {"1": 50.0, "2": round(100 * 2 / 3, 2)}
+
+
+def test_prior_breaks_ties_to_smaller_index_and_falls_back_for_unseen_family():
+    train = [rec(0, "count", 9, family=5), rec(1, "count", 4, family=5)]
+    train += [rec(2 + i, "exist", 0, family=6) for i in range(3)]  # overall majority: 0
+    evaluation = [rec(0, "count", 4, family=5), rec(1, "count", 4, family=77)]
+    prior = evaluate.question_type_prior(train, evaluation)
+    # Family 5 ties 9/4 -> 4; family 77 is unseen -> the majority of its function, count (4),
+    # not the overall majority (0).
+    assert prior["overall"] == 100.0
+
+
+# --- write_results ------------------------------------------------------------------------------
+def _context(dataset: str = "mini-CLEVR") -> dict:
+    return {
+        "dataset": dataset,
+        "split": "val",
+        "profile": "mini",
+        "parameters": 1234567,
+        "commit": "abc1234",
+        "questions": 7,
+        "checkpoint_epoch": 3,
+    }
+
+
+def _scores(overall: float, columns: list[float | None]) -> dict:
+    return {
+        "overall": overall,
+        "columns": dict(zip(clevr.QUESTION_TYPES, columns, strict=True)),
+        "functions": {f: 50.0 for f in clevr.TERMINAL_FUNCTIONS},
+        "families": {"0": 50.0},
+        "counts": {"overall": 7, "columns": {}, "functions": {}, "families": {}},
+    }
+
+
+def _md_rows(text: str) -> dict[str, list[str]]:
+    rows = [line.strip("|").split(" | ") for line in text.splitlines() if line.startswith("| ")]
+    return {cells[0].strip(): [c.strip() for c in cells] for cells in rows[1:]}  # skip header
+
+
+def _write(tmp_path: Path, context: dict) -> tuple[dict, dict, dict]:
+    metrics = _scores(61.25, [40.0, 75.5, 55.0, 62.12, None])
+    prior = _scores(30.1, [10.0, 50.0, 50.0, 12.5, 50.0])
+    document = evaluate.write_results(
+        metrics,
+        prior,
+        paper_csv=PAPER_CSV,
+        out_metrics=tmp_path / "metrics.json",
+        out_table_md=tmp_path / "table.md",
+        out_table_csv=tmp_path / "table.csv",
+        out_bar_png=tmp_path / "bars.png",
+        context=context,
+    )
+    return metrics, prior, document
+
+
+def test_write_results_metrics_json(tmp_path):
+    metrics, prior, document = _write(tmp_path, _context())
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk == document
+    assert on_disk["context"] == _context()
+    assert on_disk["overall"] == 61.25
+    assert on_disk["columns"] == metrics["columns"]
+    assert on_disk["functions"] == metrics["functions"]
+    assert on_disk["prior"] == {"overall": 30.1, "columns": prior["columns"]}
+    assert (tmp_path / "bars.png").stat().st_size > 0
+
+
+def test_write_results_tables_hold_every_paper_row_and_ours(tmp_path):
+    _write(tmp_path, _context())
+    paper = pd.read_csv(PAPER_CSV)
+    numbers = ["overall", *clevr.QUESTION_TYPES]
+    table = pd.read_csv(tmp_path / "table.csv")
+    assert len(table) == len(paper) + 2
+
+    paper_part = table.iloc[: len(paper)]
+    assert list(paper_part["model"]) == list(paper["model"])
+    assert (paper_part["data"] == "CLEVR v1.0 / test").all()
+    pd.testing.assert_frame_equal(
+        paper_part[numbers].reset_index(drop=True), paper[numbers], check_dtype=False
+    )
+
+    ours = table.set_index("model").loc[evaluate.RUN_MODEL]
+    assert ours["data"] == "mini-CLEVR / val (profile mini)"
+    assert ours["overall"] == 61.25 and ours["exist"] == 75.5 and ours["query_attribute"] == 62.12
+    assert pd.isna(ours["compare_attribute"])
+    prior = table.set_index("model").loc[evaluate.RUN_PRIOR]
+    assert prior["data"] == "mini-CLEVR / val (profile mini)" and prior["overall"] == 30.1
+
+    text = (tmp_path / "table.md").read_text()
+    md = _md_rows(text)
+    paper_text = pd.read_csv(PAPER_CSV, dtype=str, keep_default_na=False)
+    for _, row in paper_text.iterrows():
+        cells = md[row["model"]]
+        assert cells[1] == "CLEVR v1.0 / test"
+        assert cells[2:8] == [row[c] for c in numbers]
+    assert md[evaluate.RUN_MODEL][1:8] == [
+        "mini-CLEVR / val (profile mini)",
+        "61.25",
+        "40.00",
+        "75.50",
+        "55.00",
+        "62.12",
+        "",
+    ]
+    assert evaluate.RUN_PRIOR in md
+    assert "1,234,567 parameters" in text and "abc1234" in text and "epoch 3" in text
+    assert "Warning" in text and "not CLEVR v1.0" in text
+
+
+def test_write_results_no_warning_on_clevr(tmp_path):
+    _write(tmp_path, _context("CLEVR v1.0"))
+    text = (tmp_path / "table.md").read_text()
+    assert "Warning" not in text
+    assert "CLEVR v1.0 / val (profile mini)" in text
+
+
+def test_write_results_requires_context(tmp_path):
+    context = _context()
+    del context["commit"]
+    with pytest.raises(ValueError, match="commit"):
+        _write(tmp_path, context)
+    assert not (tmp_path / "metrics.json").exists()
+
+
+# --- write_test_answers, records, commit --------------------------------------------------------
+def test_write_test_answers_order_and_format(tmp_path):
+    vocab = {"<NULL>": 0, "<START>": 1, "<END>": 2, "<UNK>": 3, "yes": 4, "no": 5, "3": 6}
+    records = [{"question_index": q, "answer": None} for q in (2, 0, 1)]
+    out = tmp_path / "test_answers.txt"
+    evaluate.write_test_answers(records, {0: 4, 1: 6, 2: 5}, vocab, out)
+    assert out.read_text() == "yes\n3\nno\n"
+
+    with pytest.raises(ValueError, match="1 of 3 test questions have no prediction"):
+        evaluate.write_test_answers(records, {0: 4, 1: 6}, vocab, out)
+    with pytest.raises(ValueError, match=r"\[99\]"):
+        evaluate.write_test_answers(records, {0: 4, 1: 6, 2: 99}, vocab, out)
+
+
+def test_read_records_names_file(tmp_path):
+    path = tmp_path / "val.json"
+    path.write_text(json.dumps({"split": "val", "questions": [rec(0, "exist", 0)]}))
+    assert evaluate.read_records(path) == [rec(0, "exist", 0)]
+    path.write_text("{not json")
+    with pytest.raises(clevr.ClevrFormatError, match="val.json"):
+        evaluate.read_records(path)
+    with pytest.raises(clevr.ClevrFormatError, match="not found"):
+        evaluate.read_records(tmp_path / "missing.json")
+
+
+def test_git_commit_outside_a_repo_is_unknown(tmp_path):
+    assert evaluate.git_commit(tmp_path) == "unknown"
+
+
+def test_is_clevr_labels():
+    assert evaluate.is_clevr("CLEVR v1.0")
+    assert not evaluate.is_clevr("mini-CLEVR")
+
+
+# --- predict ------------------------------------------------------------------------------------
+class FakeBatch(NamedTuple):
+    """The fields of shards.Batch that predict reads."""
+
+    images: torch.Tensor
+    questions: torch.Tensor
+    lengths: torch.Tensor
+    answers: torch.Tensor
+    types: torch.Tensor
+    question_indices: torch.Tensor
+
+
+class EchoModel(torch.nn.Module):
+    """Answers the question's second token; records the mode and grad state it ran in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.seen: list[tuple[bool, bool]] = []
+
+    def forward(self, images, questions, lengths):
+        self.seen.append((self.training, torch.is_grad_enabled()))
+        return torch.nn.functional.one_hot(questions[:, 1], 10).float() * self.scale
+
+
+def _batch(indices: list[int], answers: list[int]) -> FakeBatch:
+    n = len(indices)
+    return FakeBatch(
+        images=torch.zeros(n, 3, 4, 4, dtype=torch.uint8),
+        questions=torch.tensor([[1, a, 2] for a in answers]),
+        lengths=torch.full((n,), 3),
+        answers=torch.tensor(answers),
+        types=torch.zeros(n, dtype=torch.int64),
+        question_indices=torch.tensor(indices),
+    )
+
+
+def test_predict_maps_question_index_to_argmax_in_eval_mode():
+    model = EchoModel().train()
+    loader = [_batch([5, 3], [7, 2]), _batch([9], [4])]
+    assert evaluate.predict(model, loader, "cpu") == {5: 7, 3: 2, 9: 4}
+    assert model.seen == [(False, False), (False, False)]
+
+
+def test_predict_refuses_repeated_questions():
+    with pytest.raises(ValueError, match="question 5 twice"):
+        evaluate.predict(EchoModel(), [_batch([5], [1]), _batch([5], [1])], "cpu")
+
+
+# --- evaluate() on a tiny trained checkpoint ----------------------------------------------------
+TINY_MODEL = FiLMConfig(
+    image_size=16,
+    stem_num_layers=2,
+    stem_channels=8,
+    module_channels=8,
+    num_blocks=1,
+    word_embedding_dim=8,
+    rnn_hidden_dim=16,
+    classifier_proj_dim=16,
+    classifier_fc_dim=16,
+)
+TINY_TRAIN = train.TrainConfig(
+    batch_size=8, max_epochs=1, shuffle_buffer=16, num_threads=1, device="cpu"
+)
+IMAGES = {"train": 8, "val": 4, "test": 3}
+QUESTIONS_PER_IMAGE = 3
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tokens, shards (train, val, test) and a one-epoch checkpoint of a tiny model."""
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    words = ["How", "Is", "a", "cube", "many", "there"]
+    vocab = {
+        "question_token_to_idx": {
+            t: i for i, t in enumerate(["<NULL>", "<START>", "<END>", "<UNK>", *words])
+        },
+        "program_token_to_idx": {"<NULL>": 0, "<START>": 1, "<END>": 2, "<UNK>": 3},
+        "answer_token_to_idx": {a: i for i, a in enumerate(clevr.ANSWERS)},
+    }
+    (root / "tokens").mkdir()
+    (root / "tokens" / "vocab.json").write_text(json.dumps(vocab))
+    functions = clevr.TERMINAL_FUNCTIONS
+    for split, n_images in IMAGES.items():
+        (root / "resized" / split).mkdir(parents=True)
+        records = []
+        for i in range(n_images):
+            name = clevr.image_filename(split, i)
+            pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / "resized" / split / name)
+            for _ in range(QUESTIONS_PER_IMAGE):
+                function = functions[len(records) % len(functions)]
+                answered = split != "test"
+                records.append(
+                    {
+                        "question_index": len(records),
+                        "image_index": i,
+                        "image_filename": name,
+                        "tokens": [1, *rng.integers(4, 4 + len(words), 3).tolist(), 2],
+                        "answer": int(rng.integers(0, 2)) if answered else None,
+                        "type": clevr.TYPE_OF_FUNCTION[function] if answered else None,
+                        "function": function if answered else None,
+                        "family": len(records) % 5 if answered else None,
+                    }
+                )
+        document = {"split": split, "unknown_tokens": 0, "questions": records}
+        (root / "tokens" / f"{split}.json").write_text(json.dumps(document))
+    shards.write_shards(
+        root / "resized",
+        root / "tokens",
+        root / "shards",
+        splits=list(IMAGES),
+        images_per_shard=3,
+        progress=False,
+    )
+    train.train(
+        TINY_MODEL,
+        TINY_TRAIN,
+        shards_dir=root / "shards",
+        vocab_path=root / "tokens" / "vocab.json",
+        best_checkpoint=root / "film.pt",
+        last_checkpoint=root / "last.pt",
+        log_dir=root / "train",
+        progress=False,
+    )
+    return {"root": root, "shards": root / "shards", "tokens": root / "tokens"}
+
+
+def test_evaluate_tiny_checkpoint(tiny_run, tmp_path):
+    checkpoint = train.load_checkpoint(tiny_run["root"] / "film.pt")
+    result = evaluate.evaluate(
+        tiny_run["root"] / "film.pt",
+        tiny_run["shards"],
+        tiny_run["tokens"],
+        split="val",
+        batch_size=TINY_TRAIN.batch_size,
+        device="cpu",
+        dataset="mini-CLEVR",
+        profile="tiny",
+        predictions_dir=tmp_path / "predictions",
+    )
+    n_val = IMAGES["val"] * QUESTIONS_PER_IMAGE
+    n_test = IMAGES["test"] * QUESTIONS_PER_IMAGE
+    assert sorted(result.predictions) == list(range(n_val))
+    assert sorted(result.test_predictions) == list(range(n_test))
+    # The same model on the same questions: the training loop's own validation agrees.
+    best = result.history[checkpoint["epoch"] - 1]
+    assert result.metrics["overall"] == round(100 * best["val_accuracy"], 2)
+    assert result.metrics["counts"]["overall"] == n_val
+    assert result.context == {
+        "dataset": "mini-CLEVR",
+        "split": "val",
+        "profile": "tiny",
+        "parameters": checkpoint["parameters"]["total"],
+        "commit": evaluate.git_commit(),
+        "questions": n_val,
+        "checkpoint_epoch": checkpoint["epoch"],
+    }
+
+    answers = {i: a for a, i in checkpoint["vocab"]["answer_token_to_idx"].items()}
+    val = json.loads((tmp_path / "predictions" / "val_predictions.json").read_text())
+    assert [row["question_index"] for row in val["predictions"]] == list(range(n_val))
+    assert all(
+        row["predicted"] == answers[result.predictions[row["question_index"]]]
+        for row in val["predictions"]
+    )
+    lines = (tmp_path / "predictions" / "test_answers.txt").read_text().splitlines()
+    assert lines == [answers[result.test_predictions[q]] for q in range(n_test)]
+
+    document = evaluate.write_results(
+        result.metrics,
+        result.prior,
+        paper_csv=PAPER_CSV,
+        out_metrics=tmp_path / "metrics.json",
+        out_table_md=tmp_path / "table.md",
+        out_table_csv=tmp_path / "table.csv",
+        out_bar_png=tmp_path / "bars.png",
+        context=result.context,
+    )
+    assert document["context"]["profile"] == "tiny"
+    assert "mini-CLEVR / val (profile tiny)" in (tmp_path / "table.md").read_text()
+
+
+def test_evaluate_refuses_the_test_split(tiny_run):
+    with pytest.raises(ValueError, match="test split has no answers"):
+        evaluate.evaluate(
+            tiny_run["root"] / "film.pt",
+            tiny_run["shards"],
+            tiny_run["tokens"],
+            split="test",
+            batch_size=8,
+            device="cpu",
+        )
