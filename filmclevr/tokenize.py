@@ -1,0 +1,249 @@
+"""Stage 3: clevr-iep tokenization, `vocab.json` and the encoded questions of every split.
+
+Compatible with clevr-iep's `iep/preprocess.py` and `scripts/preprocess_questions.py` (and the
+FiLM fork's `vr/` copies), SPEC §5: the same tokens, the same vocabularies in the same order,
+so indices match the official `vocab.json`. One deliberate difference: the answer vocabulary
+is the 28 CLEVR answers (`clevr.ANSWERS`) rather than the answers seen in train. On CLEVR the
+two are identical (train holds all 28), but a small mini-CLEVR train split may miss one, and
+the model must keep its 32 outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from filmclevr import clevr, io
+
+log = logging.getLogger(__name__)
+
+# clevr-iep's special tokens, at the start of every vocabulary.
+SPECIAL_TOKENS: dict[str, int] = {"<NULL>": 0, "<START>": 1, "<END>": 2, "<UNK>": 3}
+NULL, START, END, UNK = 0, 1, 2, 3
+VOCAB_KEYS: tuple[str, ...] = (
+    "question_token_to_idx",
+    "program_token_to_idx",
+    "answer_token_to_idx",
+)
+
+
+def tokenize(text: str) -> list[str]:
+    """Split a question into clevr-iep tokens (no <START>/<END>).
+
+    A space goes before ';' and ',' (they become tokens), '?' and '.' are deleted, and the text
+    is split on single spaces, as `str.split(' ')` does in clevr-iep. Case is kept.
+    """
+    for punct in (";", ","):
+        text = text.replace(punct, f" {punct}")
+    for punct in ("?", "."):
+        text = text.replace(punct, "")
+    return text.split(" ")
+
+
+def _sorted_vocab(tokens: Iterable[str]) -> dict[str, int]:
+    """The specials, then the distinct tokens in sorted order (clevr-iep's `build_vocab`)."""
+    vocab = dict(SPECIAL_TOKENS)
+    for token in sorted(set(tokens) - set(SPECIAL_TOKENS)):
+        vocab[token] = len(vocab)
+    return vocab
+
+
+def program_to_prefix(program: list[dict[str, Any]]) -> list[str]:
+    """A program's tokens in prefix order, as clevr-iep's `list_to_prefix` + `list_to_str`.
+
+    Each node is `function` or `function[value,...]`; the tree is read from the last node, a
+    node before its inputs, inputs in order.
+    """
+    tokens: list[str] = []
+    stack = [len(program) - 1]
+    while stack:
+        node = program[stack.pop()]
+        values = node["value_inputs"]
+        tokens.append(f"{node['function']}[{','.join(values)}]" if values else node["function"])
+        stack.extend(reversed(node["inputs"]))
+    return tokens
+
+
+def build_vocab(questions: Iterable[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Build clevr-iep's three vocabularies from (train) questions in release format.
+
+    Returns:
+        `{"question_token_to_idx", "program_token_to_idx", "answer_token_to_idx"}`, each
+        `<NULL>`=0, `<START>`=1, `<END>`=2, `<UNK>`=3, then its tokens sorted. Answers are the
+        28 CLEVR answers (32 entries), see the module docstring.
+    """
+    words: set[str] = set()
+    functions: set[str] = set()
+    for q in questions:
+        words.update(tokenize(q["question"]))
+        if "program" in q:
+            functions.update(program_to_prefix(q["program"]))
+    return {
+        "question_token_to_idx": _sorted_vocab(words),
+        "program_token_to_idx": _sorted_vocab(functions),
+        "answer_token_to_idx": _sorted_vocab(clevr.ANSWERS),
+    }
+
+
+def _encode(
+    questions: list[dict[str, Any]], vocab: dict[str, dict[str, int]], split: str
+) -> tuple[dict[str, Any], Counter[str]]:
+    word_to_idx = vocab["question_token_to_idx"]
+    answer_to_idx = vocab["answer_token_to_idx"]
+    unknown: Counter[str] = Counter()
+    records = []
+    for q in questions:
+        tokens = [START]
+        for word in tokenize(q["question"]):
+            index = word_to_idx.get(word)
+            if index is None:
+                unknown[word] += 1
+                index = UNK
+            tokens.append(index)
+        tokens.append(END)
+        answer = kind = function = None
+        if "answer" in q:
+            if q["answer"] not in answer_to_idx:
+                raise clevr.ClevrFormatError(
+                    f"question {q['question_index']} of {split}: answer {q['answer']!r} is not "
+                    "in the answer vocabulary"
+                )
+            answer = answer_to_idx[q["answer"]]
+        if "program" in q:
+            if not q["program"]:
+                raise clevr.ClevrFormatError(
+                    f"question {q['question_index']} of {split}: empty program"
+                )
+            function = q["program"][-1]["function"]
+            try:
+                kind = clevr.question_type(q["program"])
+            except ValueError as e:
+                raise clevr.ClevrFormatError(
+                    f"question {q['question_index']} of {split}: {e}"
+                ) from None
+        records.append(
+            {
+                "question_index": q["question_index"],
+                "image_index": q["image_index"],
+                "image_filename": q["image_filename"],
+                "tokens": tokens,
+                "answer": answer,
+                "type": kind,
+                "function": function,
+                "family": q.get("question_family_index"),
+            }
+        )
+    document = {"split": split, "unknown_tokens": sum(unknown.values()), "questions": records}
+    return document, unknown
+
+
+def encode_split(
+    questions: list[dict[str, Any]], vocab: dict[str, dict[str, int]], split: str
+) -> dict[str, Any]:
+    """Encode one split's questions into the tokens-file format (docs/ARCHITECTURE.md).
+
+    Words not in the vocabulary become `<UNK>` and are counted in `unknown_tokens`. `answer`,
+    `type`, `function` and `family` are `None` where the split has no answers/programs (test).
+
+    Raises:
+        ClevrFormatError: an answer outside the answer vocabulary, or a program whose last
+            function answers nothing.
+    """
+    return _encode(questions, vocab, split)[0]
+
+
+def load_vocab(path: Path) -> dict[str, dict[str, int]]:
+    """Read and validate a clevr-iep `vocab.json` (specials at 0..3, distinct indices).
+
+    Raises:
+        ValueError: the file is missing, not JSON, or not a valid vocabulary (names the file).
+    """
+    path = Path(path)
+    try:
+        vocab = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: vocabulary file not found") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(vocab, dict):
+        raise ValueError(f"{path}: expected a JSON object with keys {', '.join(VOCAB_KEYS)}")
+    for key in VOCAB_KEYS:
+        table = vocab.get(key)
+        if not isinstance(table, dict) or not all(isinstance(i, int) for i in table.values()):
+            raise ValueError(f"{path}: {key!r} missing or not a token -> index object")
+        for token, index in SPECIAL_TOKENS.items():
+            if table.get(token) != index:
+                raise ValueError(
+                    f"{path}: {key!r} has {token} at {table.get(token)}, expected {index}"
+                )
+        if sorted(table.values()) != list(range(len(table))):
+            raise ValueError(f"{path}: {key!r} indices are not 0..{len(table) - 1}, each once")
+    return {key: vocab[key] for key in VOCAB_KEYS}
+
+
+def tokenize_questions(
+    clevr_root: Path, out_dir: Path, *, splits: list[str], vocab_path: Path | None = None
+) -> dict[str, Any]:
+    """Write `vocab.json`, `{split}.json` and `report.json` to `out_dir` (SPEC §5).
+
+    The vocabulary is built on the train questions only (whatever `splits` says), or loaded
+    from `vocab_path`, and reused for every split. `out_dir` is replaced atomically.
+
+    Returns:
+        The report: vocabulary sizes and, per split, question and unknown-token counts with the
+        most frequent unknown words.
+
+    Raises:
+        ClevrFormatError: a question file is missing or malformed (names the file).
+        ValueError: `vocab_path` is not a valid vocabulary (names the file).
+    """
+    clevr_root, out_dir = Path(clevr_root), Path(out_dir)
+    train = None
+    if vocab_path is not None:
+        vocab = load_vocab(vocab_path)
+        log.info("vocabulary loaded from %s", vocab_path)
+    else:
+        train = clevr.read_questions(clevr.questions_path(clevr_root, "train"))
+        vocab = build_vocab(train)
+    report: dict[str, Any] = {
+        "vocab": Path(vocab_path).as_posix() if vocab_path is not None else "built on train",
+        "vocab_sizes": {key: len(vocab[key]) for key in VOCAB_KEYS},
+        "splits": {},
+    }
+    # One folder swap, so no file of an earlier run (another split, another vocab) survives.
+    with io.atomic_dir(out_dir) as tmp:
+        io.write_json_atomic(tmp / "vocab.json", vocab)
+        for split in splits:
+            path = clevr.questions_path(clevr_root, split)
+            try:
+                if split == "train" and train is not None:
+                    questions, train = train, None
+                else:
+                    questions = clevr.read_questions(path)
+                document, unknown = _encode(questions, vocab, split)
+            except clevr.ClevrFormatError as e:
+                if str(e).startswith(str(path)):
+                    raise
+                raise clevr.ClevrFormatError(f"{path}: {e}") from None
+            # Written split by split so only one split's records are held at a time.
+            io.write_json_atomic(tmp / f"{split}.json", document, indent=None)
+            records = document["questions"]
+            report["splits"][split] = {
+                "questions": len(records),
+                "images": len({q["image_index"] for q in records}),
+                "unknown_tokens": document["unknown_tokens"],
+                "unknown_words": dict(unknown.most_common(20)),
+            }
+            level = logging.WARNING if unknown else logging.INFO
+            top = dict(unknown.most_common(5))
+            n_unknown = document["unknown_tokens"]
+            log.log(
+                level, "%s: %d questions, %d unknown tokens %s", split, len(records), n_unknown, top
+            )
+            del questions, document, records
+        io.write_json_atomic(tmp / "report.json", report)
+    return report

@@ -1,0 +1,229 @@
+"""WebDataset shards: writer, index and the question loader (docs/ARCHITECTURE.md)."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from filmclevr import clevr
+from filmclevr.shards import (
+    TAR_MTIME,
+    Batch,
+    load_index,
+    question_loader,
+    shard_paths,
+    write_shards,
+)
+
+SIZE = 8
+TYPES = list(clevr.QUESTION_TYPES)
+
+
+def write_inputs(root: Path, split: str, images: int, *, seed: int = 0, answers: bool = True):
+    """Resized images and a tokens file; image i has i % 4 questions (image 0 has none).
+
+    Returns {question_index: (record, pixels [S, S, 3])}.
+    """
+    rng = np.random.default_rng(seed)
+    (root / "resized" / split).mkdir(parents=True, exist_ok=True)
+    expected, records = {}, []
+    for image in range(images):
+        pixels = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "resized" / split / clevr.image_filename(split, image))
+        for _ in range(image % 4):
+            index = len(records)
+            kind = TYPES[index % len(TYPES)] if answers else None
+            record = {
+                "question_index": index,
+                "image_index": image,
+                "image_filename": clevr.image_filename(split, image),
+                "tokens": [1] + rng.integers(4, 40, rng.integers(1, 9)).tolist() + [2],
+                "answer": int(rng.integers(4, 32)) if answers else None,
+                "type": kind,
+                "function": clevr.QUESTION_TYPES[kind][0] if answers else None,
+                "family": index % 90 if answers else None,
+            }
+            records.append(record)
+            expected[index] = (record, pixels)
+    records.reverse()  # the writer must not rely on the tokens file's order
+    (root / "tokens").mkdir(exist_ok=True)
+    document = {"split": split, "unknown_tokens": 0, "questions": records}
+    (root / "tokens" / f"{split}.json").write_text(json.dumps(document))
+    return expected
+
+
+def write(root: Path, out: str = "shards", splits=("train",), per_shard: int = 3) -> dict:
+    return write_shards(
+        root / "resized",
+        root / "tokens",
+        root / out,
+        splits=list(splits),
+        images_per_shard=per_shard,
+        progress=False,
+    )
+
+
+def flatten(batches) -> list[tuple]:
+    """(question_index, tokens, answer, type, image) per question, in loader order."""
+    rows = []
+    for batch in batches:
+        assert isinstance(batch, Batch)
+        assert batch.images.dtype == torch.uint8 and batch.questions.dtype == torch.int64
+        for i in range(len(batch.question_indices)):
+            length = int(batch.lengths[i])
+            assert batch.questions[i, length:].eq(0).all()  # <NULL> padding
+            rows.append(
+                (
+                    int(batch.question_indices[i]),
+                    batch.questions[i, :length].tolist(),
+                    int(batch.answers[i]),
+                    int(batch.types[i]),
+                    batch.images[i].permute(1, 2, 0).numpy(),
+                )
+            )
+    return rows
+
+
+@pytest.fixture
+def data(tmp_path):
+    expected = write_inputs(tmp_path, "train", 14)
+    index = write(tmp_path)
+    return tmp_path, expected, index
+
+
+def test_index_counts(data):
+    root, expected, index = data
+    assert load_index(root / "shards") == index
+    train = index["train"]
+    assert [s["file"] for s in train["shards"]] == [f"train/train-{n:06d}.tar" for n in range(5)]
+    assert [s["images"] for s in train["shards"]] == [3, 3, 3, 3, 2]
+    # image i holds i % 4 questions
+    assert [s["questions"] for s in train["shards"]] == [3, 4, 5, 6, 1]
+    assert (train["images"], train["questions"]) == (14, len(expected))
+    for shard in train["shards"]:
+        with tarfile.open(root / "shards" / shard["file"]) as tar:
+            members = tar.getmembers()
+        assert len(members) == 2 * shard["images"]
+        assert all(m.mtime == TAR_MTIME and m.uid == 0 and m.uname == "" for m in members)
+
+
+def test_round_trip_every_question_once(data):
+    root, expected, _ = data
+    paths = shard_paths(root / "shards", "train")
+    rows = flatten(question_loader(paths, batch_size=4, shuffle=False))
+    # Evaluation order: shard, image, then question index.
+    order = sorted(expected, key=lambda q: (expected[q][0]["image_index"], q))
+    assert [row[0] for row in rows] == order
+    for index, tokens, answer, kind, image in rows:
+        record, pixels = expected[index]
+        assert tokens == record["tokens"]
+        assert answer == record["answer"]
+        assert kind == TYPES.index(record["type"])
+        np.testing.assert_array_equal(image, pixels)
+
+
+def test_test_split_has_unknown_answers(tmp_path):
+    expected = write_inputs(tmp_path, "test", 6, answers=False)
+    write(tmp_path, splits=["test"])
+    rows = flatten(
+        question_loader(shard_paths(tmp_path / "shards", "test"), batch_size=5, shuffle=False)
+    )
+    assert sorted(row[0] for row in rows) == sorted(expected)
+    assert {(row[2], row[3]) for row in rows} == {(-1, -1)}
+
+
+def test_rerun_is_byte_identical(data):
+    root, _, index = data
+    assert write(root, out="again") == index
+    write(root)  # over the existing folder
+
+    def files(folder):
+        return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+    first, again = files(root / "shards"), files(root / "again")
+    assert sorted(map(str, first)) == ["index.json"] + [
+        f"train/train-{n:06d}.tar" for n in range(5)
+    ]
+    assert first == again
+
+
+def test_question_without_image_names_tokens_file(tmp_path):
+    write_inputs(tmp_path, "val", 5)
+    (tmp_path / "resized" / "val" / "CLEVR_val_000003.png").unlink()
+    with pytest.raises(ValueError, match=r"val\.json.*CLEVR_val_000003\.png"):
+        write(tmp_path, splits=["val"])
+    assert not (tmp_path / "shards").exists()
+
+
+def test_shuffle_is_deterministic_per_seed_and_epoch(data):
+    root, expected, _ = data
+    paths = shard_paths(root / "shards", "train")
+
+    def order(**kw):
+        loader = question_loader(paths, batch_size=5, shuffle=True, shuffle_buffer=7, **kw)
+        return [row[0] for row in flatten(loader)]
+
+    first = order(seed=3, epoch=1)
+    assert first == order(seed=3, epoch=1)
+    assert sorted(first) == sorted(expected)
+    assert first != sorted(first)
+    assert order(seed=3, epoch=2) != first
+    assert order(seed=4, epoch=1) != first
+
+
+def fake_distributed(monkeypatch, rank: int, world_size: int) -> None:
+    monkeypatch.setattr(torch.distributed, "is_available", lambda: True)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda *a, **k: rank)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda *a, **k: world_size)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_split_by_node_partitions_shards(data, monkeypatch, shuffle):
+    root, expected, _ = data
+    paths = shard_paths(root / "shards", "train")
+    parts = []
+    for rank in range(2):
+        fake_distributed(monkeypatch, rank, 2)
+        loader = question_loader(paths, batch_size=4, shuffle=shuffle, seed=1, epoch=5)
+        parts.append({row[0] for row in flatten(loader)})
+    assert parts[0] and parts[1] and not parts[0] & parts[1]
+    assert parts[0] | parts[1] == set(expected)
+    # Whole images stay on one node: no image's questions are split between the two.
+    images = [{expected[q][0]["image_index"] for q in part} for part in parts]
+    assert not images[0] & images[1]
+    # Without the split each rank sees everything.
+    unsplit = question_loader(paths, batch_size=4, shuffle=shuffle, split_by_node=False)
+    assert {row[0] for row in flatten(unsplit)} == set(expected)
+
+
+def test_more_nodes_than_shards_is_an_error(data, monkeypatch):
+    root, _, _ = data
+    fake_distributed(monkeypatch, 0, 8)
+    with pytest.raises(ValueError, match="5 shards cannot feed 8 nodes"):
+        question_loader(shard_paths(root / "shards", "train"), batch_size=4, shuffle=False)
+
+
+def test_workers_cover_every_question_once(data):
+    root, expected, _ = data
+    paths = shard_paths(root / "shards", "train")
+    loader = question_loader(paths, batch_size=4, shuffle=False, num_workers=2)
+    assert isinstance(loader, torch.utils.data.DataLoader)
+    rows = flatten(loader)
+    assert sorted(row[0] for row in rows) == sorted(expected)
+    assert [row[0] for row in flatten(loader)] == [row[0] for row in rows]  # fixed order
+
+
+def test_index_errors_name_the_file(tmp_path):
+    with pytest.raises(ValueError, match="index.json"):
+        load_index(tmp_path)
+    write_inputs(tmp_path, "train", 3)
+    write(tmp_path)
+    with pytest.raises(ValueError, match=r"index\.json: no split 'val'"):
+        shard_paths(tmp_path / "shards", "val")

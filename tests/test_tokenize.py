@@ -1,0 +1,201 @@
+"""Tokenizer, vocabularies and encoded question files (SPEC §5, docs/ARCHITECTURE.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from filmclevr import clevr
+from filmclevr.tokenize import (
+    build_vocab,
+    encode_split,
+    load_vocab,
+    program_to_prefix,
+    tokenize,
+    tokenize_questions,
+)
+
+
+def node(function: str, inputs: list[int], value: str | None = None) -> dict:
+    return {"function": function, "inputs": inputs, "value_inputs": [value] if value else []}
+
+
+COUNT_RED = [node("scene", []), node("filter_color", [0], "red"), node("count", [1])]
+COMPARE_COUNTS = [
+    node("scene", []),
+    node("filter_shape", [0], "cube"),
+    node("count", [1]),
+    node("scene", []),
+    node("filter_shape", [3], "cylinder"),
+    node("count", [4]),
+    node("equal_integer", [2, 5]),
+]
+QUERY_COLOR = [
+    node("scene", []),
+    node("filter_size", [0], "large"),
+    node("filter_shape", [1], "sphere"),
+    node("unique", [2]),
+    node("query_color", [3]),
+]
+
+
+def question(index: int, image: int, split: str, text: str, answer: str, program: list) -> dict:
+    """A question in the generator's dialect (`type`, JSON answers), as clevr.read_questions
+    accepts it."""
+    return {
+        "image_index": image,
+        "image_filename": clevr.image_filename(split, image),
+        "split": split,
+        "question_index": index,
+        "question": text,
+        "answer": int(answer) if answer.isdigit() else answer,
+        "question_family_index": index % 3,
+        "program": [
+            {"type": n["function"], "inputs": n["inputs"], "value_inputs": n["value_inputs"]}
+            for n in program
+        ],
+    }
+
+
+def write_release(root: Path) -> None:
+    """Question files of a tiny release: train, val (with an unseen word), test (no answers)."""
+    splits = {
+        "train": [
+            question(0, 0, "train", "How many red things are there?", "2", COUNT_RED),
+            question(1, 0, "train", "What color is the large sphere; is it big?", "cyan",
+                     QUERY_COLOR),
+            question(2, 1, "train", "Are there as many cubes as cylinders?", "no",
+                     COMPARE_COUNTS),
+        ],
+        "val": [
+            question(0, 0, "val", "How many red gizmos are there?", "0", COUNT_RED),
+            question(1, 0, "val", "What color is the large sphere?", "red", QUERY_COLOR),
+        ],
+    }  # fmt: skip
+    for split, questions in splits.items():
+        path = clevr.questions_path(root, split)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"info": {}, "questions": questions}))
+    test = [
+        {"image_index": 0, "image_filename": "CLEVR_test_000000.png", "split": "test",
+         "question_index": 0, "question": "Is there a red thing?"}
+    ]  # fmt: skip
+    clevr.questions_path(root, "test").write_text(json.dumps({"info": {}, "questions": test}))
+
+
+def test_tokenize_punctuation_rules():
+    assert tokenize("What color is the large sphere; is it shiny?") == [
+        "What", "color", "is", "the", "large", "sphere", ";", "is", "it", "shiny",
+    ]  # fmt: skip
+    assert tokenize("Is it red, or blue.") == ["Is", "it", "red", ",", "or", "blue"]
+    assert tokenize("Big BALL") == ["Big", "BALL"]  # case kept
+
+
+def test_program_prefix_order_matches_clevr_iep():
+    assert program_to_prefix(COUNT_RED) == ["count", "filter_color[red]", "scene"]
+    assert program_to_prefix(COMPARE_COUNTS) == [
+        "equal_integer", "count", "filter_shape[cube]", "scene",
+        "count", "filter_shape[cylinder]", "scene",
+    ]  # fmt: skip
+
+
+def test_build_vocab_specials_then_sorted(tmp_path):
+    write_release(tmp_path)
+    vocab = build_vocab(clevr.read_questions(clevr.questions_path(tmp_path, "train")))
+    specials = ["<NULL>", "<START>", "<END>", "<UNK>"]
+    for table in vocab.values():
+        ordered = sorted(table, key=table.get)
+        assert ordered[:4] == specials
+        assert ordered[4:] == sorted(ordered[4:])
+        assert sorted(table.values()) == list(range(len(table)))
+    words = vocab["question_token_to_idx"]
+    # Uppercase sorts before lowercase, as Python's sorted() in clevr-iep.
+    assert list(words)[4:7] == [";", "Are", "How"]
+    assert "gizmos" not in words and "?" not in words
+    assert "filter_shape[cylinder]" in vocab["program_token_to_idx"]
+    answers = vocab["answer_token_to_idx"]
+    assert len(answers) == 32  # 4 specials + the 28 CLEVR answers, even if train misses some
+    assert list(answers)[4:8] == ["0", "1", "10", "2"]
+
+
+def test_encode_split_records_and_unknown_words(tmp_path):
+    write_release(tmp_path)
+    vocab = build_vocab(clevr.read_questions(clevr.questions_path(tmp_path, "train")))
+    val = encode_split(clevr.read_questions(clevr.questions_path(tmp_path, "val")), vocab, "val")
+    assert val["split"] == "val"
+    assert val["unknown_tokens"] == 1  # "gizmos"
+    first = val["questions"][0]
+    words = vocab["question_token_to_idx"]
+    expected = ["<START>", "How", "many", "red", "<UNK>", "are", "there", "<END>"]
+    assert first["tokens"] == [words[w] for w in expected]
+    assert first["answer"] == vocab["answer_token_to_idx"]["0"]
+    assert (first["type"], first["function"], first["family"]) == ("count", "count", 0)
+    assert (first["image_filename"], first["image_index"]) == ("CLEVR_val_000000.png", 0)
+    assert val["questions"][1]["type"] == "query_attribute"
+
+
+def test_tokenize_questions_writes_files(tmp_path):
+    root, out = tmp_path / "clevr", tmp_path / "tokens"
+    write_release(root)
+    report = tokenize_questions(root, out, splits=["train", "val", "test"])
+    assert sorted(p.name for p in out.iterdir()) == [
+        "report.json", "test.json", "train.json", "val.json", "vocab.json",
+    ]  # fmt: skip
+    assert report["splits"]["val"]["unknown_tokens"] == 1
+    assert report["splits"]["val"]["unknown_words"] == {"gizmos": 1}
+    assert report["splits"]["train"]["unknown_tokens"] == 0
+    assert report["splits"]["train"]["questions"] == 3
+    assert json.loads((out / "report.json").read_text()) == report
+    test = json.loads((out / "test.json").read_text())["questions"][0]
+    assert [test[k] for k in ("answer", "type", "function", "family")] == [None] * 4
+    train = json.loads((out / "train.json").read_text())["questions"]
+    assert train[2]["type"] == "compare_numbers"
+    assert train[1]["answer"] == load_vocab(out / "vocab.json")["answer_token_to_idx"]["cyan"]
+
+
+def test_vocab_reuse_and_stale_files_removed(tmp_path):
+    root, out = tmp_path / "clevr", tmp_path / "tokens"
+    write_release(root)
+    tokenize_questions(root, out, splits=["train", "val", "test"])
+    vocab = json.loads((out / "vocab.json").read_text())
+    # Give "gizmos" an index: reusing this vocabulary must encode val without an <UNK>.
+    vocab["question_token_to_idx"]["gizmos"] = len(vocab["question_token_to_idx"])
+    saved = tmp_path / "vocab.json"
+    saved.write_text(json.dumps(vocab))
+    report = tokenize_questions(root, out, splits=["val"], vocab_path=saved)
+    assert report["splits"]["val"]["unknown_tokens"] == 0
+    assert json.loads((out / "vocab.json").read_text()) == vocab
+    assert not (out / "train.json").exists()  # the folder was replaced as a whole
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda v: v["question_token_to_idx"].update({"<UNK>": 9, "x": 3}), "<UNK> at 9"),
+        (lambda v: v.pop("answer_token_to_idx"), "answer_token_to_idx"),
+        (lambda v: v["program_token_to_idx"].update({"x": 7}), "indices"),
+    ],
+)
+def test_bad_vocab_file_names_it(tmp_path, mutate, message):
+    root = tmp_path / "clevr"
+    write_release(root)
+    vocab = build_vocab(clevr.read_questions(clevr.questions_path(root, "train")))
+    mutate(vocab)
+    bad = tmp_path / "bad_vocab.json"
+    bad.write_text(json.dumps(vocab))
+    with pytest.raises(ValueError, match=rf"bad_vocab\.json.*{message}"):
+        tokenize_questions(root, tmp_path / "tokens", splits=["val"], vocab_path=bad)
+    assert not (tmp_path / "tokens").exists()
+
+
+def test_unknown_answer_names_the_file(tmp_path):
+    root = tmp_path / "clevr"
+    write_release(root)
+    path = clevr.questions_path(root, "val")
+    document = json.loads(path.read_text())
+    document["questions"][0]["answer"] = "maybe"
+    path.write_text(json.dumps(document))
+    with pytest.raises(clevr.ClevrFormatError, match=r"CLEVR_val_questions\.json.*'maybe'"):
+        tokenize_questions(root, tmp_path / "tokens", splits=["train", "val"])
