@@ -1,0 +1,400 @@
+"""The training loop on a tiny model and tiny shards, on the CPU: determinism, resumption (at an
+epoch boundary and mid-epoch), divergence, checkpoints, DVCLive output, and DDP over gloo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from filmclevr import clevr, shards
+from filmclevr import train as train_mod
+from filmclevr.model import FiLMConfig, build_model
+from filmclevr.train import TrainConfig, evaluate_accuracy, load_checkpoint, model_from_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_MODEL = FiLMConfig(
+    image_size=32,
+    stem_num_layers=2,
+    stem_channels=8,
+    module_channels=8,
+    num_blocks=1,
+    word_embedding_dim=8,
+    rnn_hidden_dim=16,
+    classifier_proj_dim=16,
+    classifier_fc_dim=16,
+)
+# 24 train images x 4 questions = 96 questions: 12 steps of 8 per epoch on one process.
+TINY_TRAIN = TrainConfig(
+    batch_size=8, max_epochs=2, shuffle_buffer=16, num_threads=1, device="cpu", patience=5
+)
+IMAGES = {"train": 24, "val": 8}
+QUESTIONS_PER_IMAGE = 4
+WORDS = ["Is", "there", "a", "red", "cube", "How", "many", "spheres", "are"]
+TIMING = ("samples_per_s",)  # the only history fields that differ between identical runs
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny shards (6 images each, 4 train and 2 val) written by the real shard writer."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    vocab = {
+        "question_token_to_idx": {
+            t: i for i, t in enumerate(["<NULL>", "<START>", "<END>", "<UNK>", *sorted(WORDS)])
+        },
+        "program_token_to_idx": {"<NULL>": 0, "<START>": 1, "<END>": 2, "<UNK>": 3},
+        "answer_token_to_idx": {a: i for i, a in enumerate(clevr.ANSWERS)},
+    }
+    (root / "tokens").mkdir()
+    (root / "tokens" / "vocab.json").write_text(json.dumps(vocab))
+    types = list(clevr.QUESTION_TYPES)
+    for split, n_images in IMAGES.items():
+        (root / "resized" / split).mkdir(parents=True)
+        records = []
+        for i in range(n_images):
+            name = clevr.image_filename(split, i)
+            pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / "resized" / split / name)
+            for _ in range(QUESTIONS_PER_IMAGE):
+                length = int(rng.integers(3, 8))
+                tokens = [1, *rng.integers(4, 4 + len(WORDS), length - 2).tolist(), 2]
+                kind = types[int(rng.integers(len(types)))]
+                records.append(
+                    {
+                        "question_index": len(records),
+                        "image_index": i,
+                        "image_filename": name,
+                        "tokens": tokens,
+                        "answer": int(pixels[..., 0].mean() > 127),  # yes/no from the image
+                        "type": kind,
+                        "function": clevr.QUESTION_TYPES[kind][0],
+                        "family": 0,
+                    }
+                )
+        doc = {"split": split, "unknown_tokens": 0, "questions": records}
+        (root / "tokens" / f"{split}.json").write_text(json.dumps(doc))
+    shards.write_shards(
+        root / "resized",
+        root / "tokens",
+        root / "shards",
+        splits=list(IMAGES),
+        images_per_shard=6,
+        progress=False,
+    )
+    return {"shards": root / "shards", "vocab": root / "tokens" / "vocab.json"}
+
+
+def run(
+    data: dict[str, Path], out: Path, config: TrainConfig = TINY_TRAIN, progress: bool = False
+) -> dict[str, object]:
+    return train_mod.train(
+        TINY_MODEL,
+        config,
+        shards_dir=data["shards"],
+        vocab_path=data["vocab"],
+        best_checkpoint=out / "film.pt",
+        last_checkpoint=out / "last.pt",
+        log_dir=out / "train",
+        curves_png=out / "curves.png",
+        progress=progress,
+    )
+
+
+def without_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in history]
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Same final weights, optimizer state, history and best checkpoint."""
+    last_a, last_b = load_checkpoint(a / "last.pt"), load_checkpoint(b / "last.pt")
+    assert last_a["step"] == last_b["step"]
+    assert without_timing(last_a["history"]) == without_timing(last_b["history"])
+    for key, value in last_a["model"].items():
+        assert torch.equal(value, last_b["model"][key]), key
+    state_a, state_b = last_a["optimizer"]["state"], last_b["optimizer"]["state"]
+    for p in state_a:
+        assert torch.equal(state_a[p]["exp_avg_sq"], state_b[p]["exp_avg_sq"]), p
+    best_a, best_b = load_checkpoint(a / "film.pt"), load_checkpoint(b / "film.pt")
+    assert best_a["epoch"] == best_b["epoch"]
+    for key, value in best_a["model"].items():
+        assert torch.equal(value, best_b["model"][key]), key
+
+
+@pytest.fixture(scope="module")
+def reference(data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted run, shared by the comparisons."""
+    out = tmp_path_factory.mktemp("reference")
+    summary = run(data, out)
+    (out / "summary.json").write_text(json.dumps(summary))
+    return out
+
+
+# --- TrainConfig --------------------------------------------------------------------------------
+def test_train_config_defaults_are_the_paper_recipe() -> None:
+    c = TrainConfig()
+    assert (c.batch_size, c.learning_rate, c.weight_decay, c.max_epochs) == (64, 3e-4, 1e-5, 80)
+    assert (c.seed, c.device, c.bf16, c.compile, c.checkpoint_every_steps) == (
+        0,
+        "auto",
+        False,
+        False,
+        0,
+    )
+
+
+def test_train_config_from_dict_rejects_unknown_and_bad_values() -> None:
+    assert TrainConfig.from_dict({"max_epochs": 3}).max_epochs == 3
+    assert TrainConfig.from_dict({"learning_rate": "3e-4"}).learning_rate == 3e-4  # YAML 1.1
+    with pytest.raises(ValueError, match="epochz, lr"):
+        TrainConfig.from_dict({"epochz": 3, "lr": 1.0})
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig.from_dict({"batch_size": 0})
+    with pytest.raises(ValueError, match="bf16"):
+        TrainConfig.from_dict({"bf16": 1})
+
+
+# --- One run ------------------------------------------------------------------------------------
+def test_run_writes_checkpoints_sidecar_logs_and_curves(
+    reference: Path, data: dict[str, Path]
+) -> None:
+    summary = json.loads((reference / "summary.json").read_text())
+    assert summary["epochs"] == 2 and summary["steps"] == 2 * 96 // 8
+    last = load_checkpoint(reference / "last.pt")
+    assert [row["epoch"] for row in last["history"]] == [1, 2]
+    assert [row["step"] for row in last["history"]] == [12, 24]
+    assert summary["best_val_accuracy"] == max(r["val_accuracy"] for r in last["history"])
+
+    # The best checkpoint rebuilds the model alone, and scores what the history says.
+    model, best = model_from_checkpoint(reference / "film.pt", "cpu")
+    assert "optimizer" not in best and best["vocab"]["answer_token_to_idx"]["yes"] == 0
+    assert best["step"] == 12 * best["epoch"] and best["history"] == last["history"]
+    val = shards.question_loader(
+        shards.shard_paths(data["shards"], "val"), batch_size=8, shuffle=False
+    )
+    assert evaluate_accuracy(model, val, "cpu") == summary["best_val_accuracy"]
+    sidecar = json.loads((reference / "film.json").read_text())
+    assert sidecar["epoch"] == summary["best_epoch"]
+    assert sidecar["val_accuracy"] == summary["best_val_accuracy"]
+    assert sidecar["parameters"]["total"] == sum(p.numel() for p in model.parameters())
+
+    # DVCLive: one row per epoch, no dvc.yaml written, and the curves figure.
+    rows = (reference / "train" / "plots" / "metrics" / "val" / "accuracy.tsv").read_text()
+    assert len(rows.splitlines()) == 1 + 2
+    metrics = json.loads((reference / "train" / "metrics.json").read_text())
+    assert metrics["step"] == 2 and metrics["best_val_accuracy"] == summary["best_val_accuracy"]
+    assert not list(reference.rglob("dvc.yaml"))
+    assert (reference / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_two_runs_are_identical(reference: Path, data: dict[str, Path], tmp_path: Path) -> None:
+    run(data, tmp_path)
+    assert_same_run(reference, tmp_path)
+
+
+# --- Resumption ---------------------------------------------------------------------------------
+class Killed(Exception):
+    """Stands in for the process being killed right after a checkpoint was written."""
+
+
+def kill_after_saves(monkeypatch: pytest.MonkeyPatch, path_name: str, saves: int) -> None:
+    real_save, count = train_mod._save, {"n": 0}
+
+    def save(path: Path, checkpoint: dict) -> None:
+        real_save(path, checkpoint)
+        if path.name == path_name:
+            count["n"] += 1
+            if count["n"] == saves:
+                raise Killed
+
+    monkeypatch.setattr(train_mod, "_save", save)
+
+
+def test_resume_after_epoch_gives_the_same_run(
+    reference: Path, data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as m:
+        kill_after_saves(m, "last.pt", 1)
+        with pytest.raises(Killed):
+            run(data, tmp_path)
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    summary = run(data, tmp_path)
+    assert summary["epochs"] == 2
+    assert_same_run(reference, tmp_path)
+    # DVCLive's files hold each epoch once, as in the uninterrupted run.
+    tsv = Path("train/plots/metrics/train/loss.tsv")
+    assert (tmp_path / tsv).read_text() == (reference / tsv).read_text()
+
+
+def test_resume_mid_epoch_gives_the_same_run(
+    reference: Path, data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Saves at steps 5 and 10 (mid-epoch 1), 12 (end of epoch 1), 15, ...: killed after step 15.
+    config = TrainConfig.from_dict({**TINY_TRAIN.asdict(), "checkpoint_every_steps": 5})
+    with monkeypatch.context() as m:
+        kill_after_saves(m, "last.pt", 4)
+        with pytest.raises(Killed):
+            run(data, tmp_path, config)
+    killed = load_checkpoint(tmp_path / "last.pt")
+    assert (killed["epoch"], killed["step"], killed["epoch_step"]) == (1, 15, 3)
+    run(data, tmp_path, config)  # checkpoint_every_steps does not change the trajectory
+    assert_same_run(reference, tmp_path)
+
+
+def test_last_checkpoint_of_another_config_is_not_resumed(
+    reference: Path,
+    data: dict[str, Path],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    (tmp_path / "last.pt").write_bytes((reference / "last.pt").read_bytes())
+    other = TrainConfig.from_dict({**TINY_TRAIN.asdict(), "learning_rate": 1e-3, "max_epochs": 1})
+    with caplog.at_level("WARNING", logger="filmclevr.train"):
+        summary = run(data, tmp_path, other)
+    assert "another configuration" in caplog.text
+    assert summary["steps"] == 12  # trained from scratch, not continued from step 24
+    assert load_checkpoint(tmp_path / "last.pt")["train_config"]["learning_rate"] == 1e-3
+
+
+def test_finished_run_restores_a_missing_best_checkpoint(
+    reference: Path, data: dict[str, Path], tmp_path: Path
+) -> None:
+    # A workflow engine may delete the best checkpoint (an output) but keep `last`.
+    (tmp_path / "last.pt").write_bytes((reference / "last.pt").read_bytes())
+    summary = run(data, tmp_path)
+    assert summary["steps"] == 24  # nothing left to train
+    best, expected = load_checkpoint(tmp_path / "film.pt"), load_checkpoint(reference / "film.pt")
+    assert best["epoch"] == expected["epoch"]
+    for key, value in expected["model"].items():
+        assert torch.equal(best["model"][key], value), key
+
+
+def test_early_stopping(
+    data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Validation accuracy frozen at 50%: no epoch after the first improves on it.
+    monkeypatch.setattr(train_mod, "_validate", lambda *args: (16.0, 32.0, 20.0))
+    config = TrainConfig.from_dict({**TINY_TRAIN.asdict(), "max_epochs": 5, "patience": 2})
+    summary = run(data, tmp_path, config, progress=True)  # the progress bar's path too
+    assert summary["stopped_early"] and summary["epochs"] == 3 and summary["best_epoch"] == 1
+    assert summary["best_val_accuracy"] == 0.5
+
+
+@pytest.mark.parametrize(("switch", "rel"), [("channels_last", 1e-3), ("bf16", 2e-2)])
+def test_speed_switches_keep_the_math(
+    reference: Path, data: dict[str, Path], tmp_path: Path, switch: str, rel: float
+) -> None:
+    config = TrainConfig.from_dict({**TINY_TRAIN.asdict(), switch: True, "max_epochs": 1})
+    run(data, tmp_path, config)
+    got = load_checkpoint(tmp_path / "last.pt")["history"][0]
+    expected = load_checkpoint(reference / "last.pt")["history"][0]
+    assert got["train_loss"] == pytest.approx(expected["train_loss"], rel=rel)
+    assert got["val_loss"] == pytest.approx(expected["val_loss"], rel=rel)
+
+
+# --- Failures -----------------------------------------------------------------------------------
+def test_non_finite_loss_stops_with_a_clear_error(
+    data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = {"n": 0}
+
+    def poisoned(*args: object) -> torch.nn.Module:
+        model = build_model(*args)
+
+        def hook(module: torch.nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
+            calls["n"] += 1
+            return output * float("nan") if calls["n"] == 3 else output
+
+        model.register_forward_hook(hook)
+        return model
+
+    monkeypatch.setattr(train_mod, "build_model", poisoned)
+    with pytest.raises(FloatingPointError, match=r"nan at step 3 \(step 3 of epoch 1\).*lear"):
+        run(data, tmp_path)
+    assert not (tmp_path / "last.pt").exists()
+
+
+def test_bad_inputs_raise_clear_errors(data: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="vocab.json: vocabulary not found"):
+        train_mod.train(
+            TINY_MODEL,
+            TINY_TRAIN,
+            shards_dir=data["shards"],
+            vocab_path=tmp_path / "vocab.json",
+            best_checkpoint=tmp_path / "film.pt",
+            last_checkpoint=tmp_path / "last.pt",
+            log_dir=tmp_path / "train",
+            progress=False,
+        )
+    big = TrainConfig.from_dict({**TINY_TRAIN.asdict(), "batch_size": 97})
+    with pytest.raises(ValueError, match="96 training questions, fewer than one global batch"):
+        run(data, tmp_path, big)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pt: not a readable checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+# --- Several processes --------------------------------------------------------------------------
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    from filmclevr.model import FiLMConfig
+    from filmclevr.train import TrainConfig, train
+
+    model, config, shards, vocab, out = sys.argv[1:]
+    summary = train(
+        FiLMConfig.from_dict(json.loads(model)),
+        TrainConfig.from_dict(json.loads(config)),
+        shards_dir=Path(shards),
+        vocab_path=Path(vocab),
+        best_checkpoint=Path(out) / "film.pt",
+        last_checkpoint=Path(out) / "last.pt",
+        log_dir=Path(out) / "train",
+        progress=False,
+    )
+    print("SUMMARY", json.dumps(summary))
+    """
+)
+
+
+def test_ddp_on_two_cpu_processes(data: dict[str, Path], tmp_path: Path) -> None:
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    args = [json.dumps(TINY_MODEL.asdict()), json.dumps(TINY_TRAIN.asdict())]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    result = subprocess.run(
+        [*command, str(script), *args, str(data["shards"]), str(data["vocab"]), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summaries = [json.loads(line[8:]) for line in result.stdout.splitlines() if "SUMMARY" in line]
+    assert len(summaries) == 2
+    for summary in summaries:
+        summary.pop("samples_per_s")  # each rank's own clock
+    assert summaries[0] == summaries[1]  # the ranks agree
+    # 96 questions // (8 per rank x 2 ranks) = 6 steps per epoch on each rank.
+    assert summaries[0]["steps"] == 12 and summaries[0]["world_size"] == 2
+
+    # The all-reduced validation accuracy is the best model's accuracy on all of val.
+    model, best = model_from_checkpoint(tmp_path / "film.pt", "cpu")
+    assert best["world_size"] == 2
+    val = shards.question_loader(
+        shards.shard_paths(data["shards"], "val"), batch_size=8, shuffle=False
+    )
+    assert evaluate_accuracy(model, val, "cpu") == pytest.approx(
+        summaries[0]["best_val_accuracy"],
+        abs=1 / 32 + 1e-9,  # 32 val questions: allow one flip
+    )
