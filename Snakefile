@@ -1,0 +1,19 @@
+# FiLM on CLEVR: get_data -> resize_images -> tokenize_questions -> write_shards
+#                -> train_model -> evaluate_model.
+#   snakemake --cores all                                      # params.yaml: mini-CLEVR demo
+#   snakemake --cores all --configfile profiles/paper.yaml     # the paper, real CLEVR, GPU
+# Every rule runs `python -m stages.<rule>`, the same command as the DVC stage of that name.
+
+
+configfile: "params.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/model.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.evaluate_model.output,

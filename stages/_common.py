@@ -1,0 +1,38 @@
+"""What every stage entry point shares: logging set-up and a clean exit on bad input."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from filmclevr.clevr import ClevrFormatError
+from filmclevr.params import ParamsError
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser that already takes `--params` (the one parameters file)."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    return p
+
+
+def workers(requested: int) -> int:
+    """0 means every core this process may use (Snakemake passes its `threads`)."""
+    return requested if requested > 0 else len(os.sched_getaffinity(0))
+
+
+def run(main: Callable[[], None]) -> None:
+    """Run a stage: log to stderr, turn expected input errors into one line and exit code 1."""
+    logging.basicConfig(
+        level=os.environ.get("FILMCLEVR_LOG", "INFO"),
+        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        main()
+    except (ParamsError, ClevrFormatError, FileNotFoundError, ValueError) as e:
+        logging.getLogger("stage").error("%s", e)
+        sys.exit(1)

@@ -1,0 +1,49 @@
+"""Stage 1 (get_data): generate the embedded mini-CLEVR, or fetch CLEVR v1.0.
+
+Either way `--out` becomes a CLEVR release root (images/, questions/, scenes/).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stages import _common
+
+
+def main() -> None:
+    p = _common.parser(__doc__)
+    p.add_argument("--out", type=Path, required=True, help="CLEVR release root to write")
+    p.add_argument("--workers", type=int, default=0, help="processes (0: all cores)")
+    args = p.parse_args()
+
+    from filmclevr.params import load_params
+
+    params = load_params(args.params)["get_data"]
+    if params["source"] == "mini":
+        from filmclevr.generate import generate_mini_clevr
+
+        mini = params["mini"]
+        generate_mini_clevr(
+            args.out,
+            splits={split: mini["images"][split] for split in params["splits"]},
+            seed=mini["seed"],
+            questions_per_image=mini["questions_per_image"],
+            min_objects=mini["min_objects"],
+            max_objects=mini["max_objects"],
+            workers=_common.workers(args.workers),
+        )
+    else:
+        from filmclevr.download import fetch_clevr
+
+        clevr = params["clevr"]
+        fetch_clevr(
+            clevr["url"],
+            Path(clevr["archive"]),
+            args.out,
+            size=clevr["size"],
+            sha256=clevr["sha256"],
+        )
+
+
+if __name__ == "__main__":
+    _common.run(main)

@@ -1,0 +1,30 @@
+"""Stage 3 (tokenize_questions): clevr-iep vocabulary and encoded questions per split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stages import _common
+
+
+def main() -> None:
+    p = _common.parser(__doc__)
+    p.add_argument("--clevr", type=Path, required=True, help="CLEVR release root")
+    p.add_argument("--out", type=Path, required=True, help="folder for vocab.json and {split}.json")
+    args = p.parse_args()
+
+    from filmclevr.params import load_params
+    from filmclevr.tokenize import tokenize_questions
+
+    params = load_params(args.params)
+    vocab = params["tokenize_questions"]["vocab"]
+    tokenize_questions(
+        args.clevr,
+        args.out,
+        splits=params["get_data"]["splits"],
+        vocab_path=Path(vocab) if vocab else None,
+    )
+
+
+if __name__ == "__main__":
+    _common.run(main)

@@ -1,0 +1,43 @@
+"""Stage 5 (train_model): train FiLM on the shards; keep the best-validation checkpoint.
+
+Runs on a GPU when there is one and on the CPU otherwise. Several GPUs or nodes:
+    torchrun --nproc_per_node=4 -m stages.train_model --params params.yaml ...
+A killed run started again with the same parameters resumes from `--last`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stages import _common
+
+
+def main() -> None:
+    p = _common.parser(__doc__)
+    p.add_argument("--shards", type=Path, required=True, help="shard folder (with index.json)")
+    p.add_argument("--vocab", type=Path, required=True, help="vocab.json")
+    p.add_argument("--out", type=Path, required=True, help="best-validation checkpoint to write")
+    p.add_argument("--last", type=Path, required=True, help="resume checkpoint (kept on kill)")
+    p.add_argument("--log-dir", type=Path, required=True, help="DVCLive folder (metrics, plots)")
+    p.add_argument("--curves", type=Path, required=True, help="learning-curve PNG to write")
+    args = p.parse_args()
+
+    from filmclevr.model import FiLMConfig
+    from filmclevr.params import load_params
+    from filmclevr.train import TrainConfig, train
+
+    params = load_params(args.params)
+    train(
+        FiLMConfig.from_dict(params["model"]),
+        TrainConfig.from_dict(params["train_model"]),
+        shards_dir=args.shards,
+        vocab_path=args.vocab,
+        best_checkpoint=args.out,
+        last_checkpoint=args.last,
+        log_dir=args.log_dir,
+        curves_png=args.curves,
+    )
+
+
+if __name__ == "__main__":
+    _common.run(main)

@@ -1,0 +1,163 @@
+"""End to end: the six stages on a tiny mini-CLEVR, through Snakemake and through DVC.
+
+Each engine runs in its own copy of the project, so the two runs are independent; both must
+produce the same metrics, a second run must do nothing, and a parameter change must rerun only
+the stages that depend on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "pyproject.toml", "README.md"]
+PROJECT_DIRS = ["filmclevr", "stages", "workflow", "profiles"]
+STAGES = [
+    "get_data",
+    "resize_images",
+    "tokenize_questions",
+    "write_shards",
+    "train_model",
+    "evaluate_model",
+]
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_params() -> dict:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["profile"] = "tiny"
+    params["get_data"]["mini"]["images"] = {"train": 24, "val": 8, "test": 4}
+    params["get_data"]["mini"]["questions_per_image"] = 4
+    params["resize_images"]["image_size"] = 32
+    params["write_shards"]["images_per_shard"] = 10
+    params["model"] = {
+        "image_size": 32,
+        "stem_num_layers": 2,
+        "stem_channels": 8,
+        "module_channels": 8,
+        "num_blocks": 1,
+        "word_embedding_dim": 8,
+        "rnn_hidden_dim": 16,
+        "classifier_proj_dim": 16,
+        "classifier_fc_dim": 16,
+    }
+    params["train_model"] = {"max_epochs": 2, "batch_size": 16, "num_threads": 1}
+    return params
+
+
+def make_project(path: Path) -> Path:
+    path.mkdir()
+    for name in PROJECT_FILES:
+        shutil.copy2(ROOT / name, path / name)
+    for name in PROJECT_DIRS:
+        shutil.copytree(ROOT / name, path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (path / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    return path
+
+
+def run(command: list[str], cwd: Path) -> str:
+    env = dict(os.environ, PYTHONPATH=str(cwd), FILMCLEVR_LOG="WARNING")
+    # The stage commands call `python`: make it the interpreter running the tests.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{output[-6000:]}"
+    return output
+
+
+def snakemake(project: Path, *args: str) -> str:
+    return run([sys.executable, "-m", "snakemake", "--cores", "2", *args], project)
+
+
+def dvc(project: Path, *args: str) -> str:
+    return run([sys.executable, "-m", "dvc", *args], project)
+
+
+def metrics_without_commit(project: Path) -> dict:
+    metrics = json.loads((project / "results/metrics.json").read_text())
+    metrics["context"].pop("commit", None)
+    return metrics
+
+
+def planned_snakemake_jobs(project: Path) -> set[str]:
+    output = snakemake(project, "--dry-run", "--quiet", "rules")
+    return {stage for stage in STAGES if re.search(rf"^\s*{stage}\s+\d+", output, re.M)}
+
+
+def set_param(project: Path, section: str, key: str, value) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params[section][key] = value
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def snakemake_project(tmp_path_factory) -> Path:
+    project = make_project(tmp_path_factory.mktemp("engines") / "snakemake")
+    snakemake(project)
+    return project
+
+
+@pytest.fixture(scope="module")
+def dvc_project(tmp_path_factory) -> Path:
+    project = make_project(tmp_path_factory.mktemp("engines") / "dvc")
+    run(["git", "init", "-q"], project)
+    dvc(project, "init", "-q")
+    dvc(project, "config", "core.analytics", "false")
+    dvc(project, "repro")
+    return project
+
+
+def test_snakemake_runs_every_stage(snakemake_project):
+    for path in [
+        "data/clevr/questions/CLEVR_train_questions.json",
+        "data/resized/val/CLEVR_val_000000.png",
+        "data/tokens/vocab.json",
+        "data/shards/index.json",
+        "models/film.pt",
+        "results/table.md",
+        "results/accuracy.png",
+        "results/learning_curves.png",
+    ]:
+        assert (snakemake_project / path).is_file(), path
+    metrics = json.loads((snakemake_project / "results/metrics.json").read_text())
+    assert metrics["context"]["profile"] == "tiny"
+    assert metrics["context"]["dataset"] == "mini-CLEVR"
+    assert 0 <= metrics["overall"] <= 100
+
+
+def test_dvc_produces_the_same_table(snakemake_project, dvc_project):
+    assert metrics_without_commit(dvc_project) == metrics_without_commit(snakemake_project)
+
+
+def test_snakemake_second_run_does_nothing_and_params_rerun_only_dependents(snakemake_project):
+    assert planned_snakemake_jobs(snakemake_project) == set()
+    set_param(snakemake_project, "train_model", "learning_rate", 1e-3)
+    assert planned_snakemake_jobs(snakemake_project) == {"train_model", "evaluate_model"}
+    set_param(snakemake_project, "resize_images", "image_size", 24)
+    set_param(snakemake_project, "model", "image_size", 24)
+    assert planned_snakemake_jobs(snakemake_project) == {
+        "resize_images",
+        "write_shards",
+        "train_model",
+        "evaluate_model",
+    }
+
+
+def test_dvc_second_run_does_nothing_and_params_rerun_only_dependents(dvc_project):
+    status = dvc(dvc_project, "status")
+    assert "up to date" in status, status
+    set_param(dvc_project, "evaluate_model", "batch_size", 7)
+    output = dvc(dvc_project, "repro")
+    ran = set(re.findall(r"Running stage '(\w+)'", output))
+    assert ran == {"evaluate_model"}, output
+    assert "up to date" in dvc(dvc_project, "status")

@@ -1,0 +1,132 @@
+"""The two engines declare the same pipeline, and every profile is a valid parameter file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from filmclevr.params import ParamsError, load_params, validate_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def snakemake_rules() -> dict:
+    """Rule name -> (resolved command, inputs, outputs, params values), read by Snakemake itself."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ResourceSettings
+
+    rules = {}
+    with SnakemakeApi() as api:
+        workflow = api.workflow(
+            snakefile=ROOT / "Snakefile",
+            resource_settings=ResourceSettings(cores=1),
+            workdir=ROOT,
+        )._workflow
+        for rule in workflow.rules:
+            if rule.shellcmd is None:
+                continue
+            command = rule.shellcmd.replace(" 2>&1 | tee {log}", "")
+            # DVC runs the stage with its default (all cores); Snakemake passes its `threads`.
+            command = command.replace(" --workers {threads}", "")
+            command = command.replace("{PARAMS}", "params.yaml")
+            for kind, files in (("input", rule.input), ("output", rule.output)):
+                for name in files._names:
+                    command = command.replace(f"{{{kind}.{name}}}", str(getattr(files, name)))
+            rules[rule.name] = (command, set(rule.input), set(rule.output), list(rule.params))
+    return rules
+
+
+def dvc_stages() -> dict:
+    with open(ROOT / "dvc.yaml") as f:
+        return yaml.safe_load(f)["stages"]
+
+
+def out_paths(entries: list) -> set[str]:
+    return {e if isinstance(e, str) else next(iter(e)) for e in entries}
+
+
+def dvc_param_value(params: dict, dotted: str):
+    value = params
+    for key in dotted.split("."):
+        value = value[key]
+    return value
+
+
+def test_same_stages_commands_inputs_and_outputs():
+    rules, stages = snakemake_rules(), dvc_stages()
+    assert set(rules) == set(stages)
+    params = load_params(ROOT / "params.yaml")
+    for name, stage in stages.items():
+        command, inputs, outputs, rule_params = rules[name]
+        assert command == stage["cmd"], name
+        assert stage["cmd"].startswith(f"python -m stages.{name} "), name
+        assert inputs == set(stage["deps"]), name
+        declared = out_paths(stage.get("outs", [])) | out_paths(stage.get("metrics", []))
+        assert outputs == declared, name
+        # The parameters DVC tracks for a stage are the values Snakemake tracks for the rule.
+        for key in stage["params"]:
+            assert dvc_param_value(params, key) in rule_params, (name, key)
+
+
+def test_every_stage_depends_on_its_own_code():
+    for name, stage in dvc_stages().items():
+        assert f"stages/{name}.py" in stage["deps"]
+        assert (ROOT / "stages" / f"{name}.py").exists()
+        module_deps = [d for d in stage["deps"] if d.startswith("filmclevr/")]
+        for dep in module_deps:
+            assert (ROOT / dep).exists(), dep
+
+
+def test_raw_data_is_not_copied_into_dvc_cache():
+    outs = dvc_stages()["get_data"]["outs"]
+    assert outs == [{"data/clevr": {"cache": False}}]
+
+
+@pytest.mark.parametrize("path", ["params.yaml", "profiles/paper.yaml"])
+def test_profiles_are_complete_and_valid(path):
+    params = load_params(ROOT / path)
+    from filmclevr.model import FiLMConfig
+    from filmclevr.train import TrainConfig
+
+    model = FiLMConfig.from_dict(params["model"])
+    TrainConfig.from_dict(params["train_model"])
+    assert model.image_size == params["resize_images"]["image_size"]
+
+
+def test_paper_profile_is_the_paper():
+    from filmclevr.model import FiLMConfig
+    from filmclevr.train import TrainConfig
+
+    params = load_params(ROOT / "profiles/paper.yaml")
+    assert params["get_data"]["source"] == "clevr"
+    assert FiLMConfig.from_dict(params["model"]) == FiLMConfig()
+    train = TrainConfig.from_dict(params["train_model"])
+    paper = TrainConfig()
+    assert (train.learning_rate, train.weight_decay, train.batch_size, train.max_epochs) == (
+        paper.learning_rate,
+        paper.weight_decay,
+        paper.batch_size,
+        paper.max_epochs,
+    )
+
+
+def test_bad_parameters_name_the_file_and_key(tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["resize_images"]["image_size"] = "big"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(params))
+    with pytest.raises(ParamsError, match=r"bad\.yaml.*\n.*resize_images\.image_size"):
+        load_params(bad)
+    params["resize_images"] = {"image_size": 64, "typo": 1}
+    with pytest.raises(ParamsError, match="typo"):
+        validate_params(params)
+
+
+def test_snakemake_rules_declare_gpu_and_logs():
+    text = (ROOT / "workflow/rules/model.smk").read_text()
+    train_rule = re.search(r"rule train_model:(.*?)\n\n\n", text, re.S).group(1)
+    assert "gpu=1" in train_rule
+    assert "threads:" in train_rule
