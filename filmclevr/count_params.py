@@ -1,0 +1,56 @@
+"""Print the FiLM model's parameter count, per part and total, for any parameters file.
+
+    python -m filmclevr.count_params --params profiles/paper.yaml --vocab data/tokens/vocab.json
+    python -m filmclevr.count_params --params params.yaml --question-tokens 86 --answers 32
+
+The question vocabulary size comes from a vocab.json (the tokenize stage writes one) or is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from filmclevr.params import ParamsError, load_params
+
+
+def parameter_table(params_path: Path, question_tokens: int, answers: int) -> str:
+    """The count per part as a small text table."""
+    import torch
+
+    from filmclevr.model import FiLMConfig, FiLMedNet, count_parameters
+
+    config = FiLMConfig.from_dict(load_params(params_path)["model"])
+    with torch.device("meta"):  # shapes only: no memory for the 57M paper weights
+        counts = count_parameters(FiLMedNet(config, question_tokens, answers))
+    lines = [f"{params_path}: question vocabulary {question_tokens}, answers {answers}"]
+    lines += [f"  {part:<12} {n:>12,}" for part, n in counts.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameters file")
+    p.add_argument("--vocab", type=Path, help="vocab.json giving the vocabulary sizes")
+    p.add_argument("--question-tokens", type=int, help="question vocabulary size (no --vocab)")
+    p.add_argument("--answers", type=int, default=32, help="answer slots (CLEVR: 32)")
+    args = p.parse_args(argv)
+    question_tokens, answers = args.question_tokens, args.answers
+    try:
+        if args.vocab is not None:
+            vocab = json.loads(args.vocab.read_text(encoding="utf-8"))
+            question_tokens = len(vocab["question_token_to_idx"])
+            answers = len(vocab["answer_token_to_idx"])
+        if question_tokens is None:
+            p.error("give --vocab or --question-tokens")
+        print(parameter_table(args.params, question_tokens, answers))
+    except (OSError, KeyError, json.JSONDecodeError, ParamsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

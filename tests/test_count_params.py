@@ -1,0 +1,46 @@
+"""The parameter-count command reports the model's real per-part counts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from filmclevr import count_params
+from filmclevr.model import FiLMConfig, FiLMedNet, count_parameters
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_paper_profile_counts_match_the_model(capsys):
+    assert (
+        count_params.main(
+            ["--params", str(ROOT / "profiles/paper.yaml"), "--question-tokens", "93"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    expected = count_parameters(FiLMedNet(FiLMConfig(), 93, 32))
+    for part, n in expected.items():
+        assert f"{part}" in out and f"{n:,}" in out
+    assert "2,079,776" in out  # the FiLMed network of SPEC §3 with 32 answers
+
+
+def test_vocab_file_gives_the_sizes(tmp_path, capsys):
+    vocab = tmp_path / "vocab.json"
+    vocab.write_text(
+        json.dumps(
+            {
+                "question_token_to_idx": {str(i): i for i in range(10)},
+                "answer_token_to_idx": {str(i): i for i in range(7)},
+            }
+        )
+    )
+    assert count_params.main(["--params", str(ROOT / "params.yaml"), "--vocab", str(vocab)]) == 0
+    assert "question vocabulary 10, answers 7" in capsys.readouterr().out
+
+
+def test_bad_vocab_file_is_named(tmp_path, capsys):
+    bad = tmp_path / "vocab.json"
+    bad.write_text("{not json")
+    assert count_params.main(["--params", str(ROOT / "params.yaml"), "--vocab", str(bad)]) == 2
+    assert "error" in capsys.readouterr().err
