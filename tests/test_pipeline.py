@@ -153,6 +153,13 @@ def test_snakemake_second_run_does_nothing_and_params_rerun_only_dependents(snak
     }
 
 
+def test_dvc_plots_draw_the_learning_curves(dvc_project):
+    plots = json.loads(dvc(dvc_project, "plots", "show", "--json"))
+    curves = {name for name in plots if name.startswith("results/train/plots/metrics")}
+    assert "results/train/plots/metrics/val/accuracy.tsv" in curves, sorted(plots)
+    assert "results/train/plots/metrics/train/loss.tsv" in curves
+
+
 def test_dvc_second_run_does_nothing_and_params_rerun_only_dependents(dvc_project):
     status = dvc(dvc_project, "status")
     assert "up to date" in status, status

@@ -1,0 +1,94 @@
+"""The CLEVR readers accept the release and the generator dialect, and name bad files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from filmclevr import clevr
+
+PROGRAM_RELEASE = [
+    {"function": "scene", "inputs": [], "value_inputs": []},
+    {"function": "filter_color", "inputs": [0], "value_inputs": ["red"]},
+    {"function": "exist", "inputs": [1], "value_inputs": []},
+]
+PROGRAM_GENERATOR = [
+    {"type": "scene", "inputs": [], "_output": [0, 1]},
+    {"type": "filter_color", "inputs": [0], "value_inputs": ["red"], "_output": [1]},
+    {"type": "exist", "inputs": [1], "_output": True},
+]
+
+
+def write(tmp_path, name, document):
+    path = tmp_path / name
+    path.write_text(json.dumps(document))
+    return path
+
+
+def question(program, answer, **extra):
+    return {
+        "image_index": 3,
+        "image_filename": "CLEVR_val_000003.png",
+        "split": "val",
+        "question": "Is there a red thing?",
+        "answer": answer,
+        "question_family_index": 5,
+        "program": program,
+        **extra,
+    }
+
+
+def test_both_dialects_read_the_same(tmp_path):
+    release = write(
+        tmp_path, "r.json", {"info": {}, "questions": [question(PROGRAM_RELEASE, "yes")]}
+    )
+    generator = write(
+        tmp_path, "g.json", {"info": {}, "questions": [question(PROGRAM_GENERATOR, True)]}
+    )
+    (r,), (g,) = clevr.read_questions(release), clevr.read_questions(generator)
+    assert r == g
+    assert g["answer"] == "yes" and g["program"] == PROGRAM_RELEASE
+    assert clevr.question_type(g["program"]) == "exist"
+    assert g["question_index"] == 0  # missing in both: the position in the file
+
+
+def test_integer_answers_become_strings(tmp_path):
+    path = write(tmp_path, "q.json", {"questions": [question(PROGRAM_RELEASE, 3)]})
+    assert clevr.read_questions(path)[0]["answer"] == "3"
+
+
+def test_test_split_questions_have_no_answer(tmp_path):
+    public = {"image_index": 0, "split": "test", "question": "How many?", "question_index": 7}
+    (q,) = clevr.read_questions(write(tmp_path, "t.json", {"questions": [public]}))
+    assert q["image_filename"] == "CLEVR_test_000000.png"
+    assert "answer" not in q and "program" not in q
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"scenes": []}', "list under 'questions'"),
+        ('{"questions": [{"question": "Why?"}]}', "lacks image_index"),
+    ],
+)
+def test_bad_question_files_are_named(tmp_path, content, message):
+    path = tmp_path / "CLEVR_val_questions.json"
+    path.write_text(content)
+    with pytest.raises(clevr.ClevrFormatError, match=rf"CLEVR_val_questions\.json.*{message}"):
+        clevr.read_questions(path)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(clevr.ClevrFormatError, match="nothere.json: file not found"):
+        clevr.read_scenes(tmp_path / "nothere.json")
+
+
+def test_vocabulary_facts():
+    assert len(clevr.ANSWERS) == 28 and len(set(clevr.ANSWERS)) == 28
+    assert len(clevr.FUNCTIONS) == 26
+    assert len(clevr.TERMINAL_FUNCTIONS) == 13
+    assert sum(clevr.TEMPLATE_GROUPS.values()) == 90
+    with pytest.raises(ValueError, match="filter_color"):
+        clevr.question_type(PROGRAM_RELEASE[:2])
