@@ -13,18 +13,25 @@ from filmclevr.params import ParamsError, load_params, validate_params
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def snakemake_workflow(api, *configfiles: Path):
+    """The workflow as Snakemake parses it, as with `snakemake --configfile <configfiles>`."""
+    from snakemake.settings.types import ConfigSettings, ResourceSettings
+
+    return api.workflow(
+        snakefile=ROOT / "Snakefile",
+        resource_settings=ResourceSettings(cores=1),
+        config_settings=ConfigSettings(configfiles=list(configfiles)),
+        workdir=ROOT,
+    )._workflow
+
+
 def snakemake_rules() -> dict:
     """Rule name -> (resolved command, inputs, outputs, params values), read by Snakemake itself."""
     from snakemake.api import SnakemakeApi
-    from snakemake.settings.types import ResourceSettings
 
     rules = {}
     with SnakemakeApi() as api:
-        workflow = api.workflow(
-            snakefile=ROOT / "Snakefile",
-            resource_settings=ResourceSettings(cores=1),
-            workdir=ROOT,
-        )._workflow
+        workflow = snakemake_workflow(api)
         for rule in workflow.rules:
             if rule.shellcmd is None:
                 continue
@@ -67,8 +74,21 @@ def test_same_stages_commands_inputs_and_outputs():
         declared = out_paths(stage.get("outs", [])) | out_paths(stage.get("metrics", []))
         assert outputs == declared, name
         # The parameters DVC tracks for a stage are the values Snakemake tracks for the rule.
-        for key in stage["params"]:
-            assert dvc_param_value(params, key) in rule_params, (name, key)
+        tracked = [dvc_param_value(params, key) for key in stage["params"]]
+        assert sorted(map(repr, tracked)) == sorted(map(repr, rule_params)), name
+
+
+def test_a_configfile_profile_replaces_the_parameters_snakemake_tracks():
+    """Snakemake merges --configfile into params.yaml; the rules must track the profile alone,
+    the file the stage commands read."""
+    from snakemake.api import SnakemakeApi
+
+    paper = load_params(ROOT / "profiles/paper.yaml")
+    with SnakemakeApi() as api:
+        workflow = snakemake_workflow(api, ROOT / "profiles/paper.yaml")
+        assert Path(workflow.globals["PARAMS"]) == ROOT / "profiles/paper.yaml"
+        train = next(r for r in workflow.rules if r.name == "train_model")
+        assert list(train.params) == [paper["model"], paper["train_model"]]
 
 
 def test_every_stage_depends_on_its_own_code():

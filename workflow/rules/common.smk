@@ -1,11 +1,19 @@
-# Validation of the config and the facts every rule file shares.
-from filmclevr.params import validate_params
+# The parameters every rule reads, and the facts the rule files share.
+from filmclevr.params import load_params
 
-validate_params(config, "Snakemake config (params.yaml and any --configfile)")
+if workflow.config_settings.config:
+    raise ValueError(
+        "--config overrides are not used: every stage reads a parameters file; "
+        "edit params.yaml or pass --configfile <complete profile>"
+    )
 
 # The parameters file the stage commands read: the last --configfile given, else params.yaml.
-# Profiles are complete parameter files, so this file and `config` hold the same values.
 PARAMS = (workflow.overwrite_configfiles or ["params.yaml"])[-1]
+
+# Snakemake merges a --configfile into params.yaml key by key, while the stages read PARAMS
+# alone: make the config (whose values the rules' `params:` track) exactly that file, validated.
+config.clear()
+config.update(load_params(PARAMS))
 
 # Library modules each stage runs, declared as inputs so that a code change reruns the stage
 # (dvc.yaml lists the same files as deps; tests/test_workflow.py checks that they agree).
