@@ -107,7 +107,9 @@ def question_type(program: list[dict[str, Any]]) -> str:
     try:
         return TYPE_OF_FUNCTION[last]
     except KeyError:
-        raise ValueError(f"last program function {last!r} is not one of the 13 terminal functions")
+        raise ValueError(
+            f"last program function {last!r} is not one of the 13 terminal functions"
+        ) from None
 
 
 # --- Layout -----------------------------------------------------------------------------------
@@ -163,16 +165,59 @@ def normalize_program(program: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return nodes
 
 
+def _global_families(path: Path, raws: list[dict[str, Any]]) -> dict[int, int] | None:
+    """Position -> file-wide family index for the generator dialect, None for the release's.
+
+    The generator numbers families per template file (`template_filename`, e.g.
+    "zero_hop.json"), so index 0 of one file and index 0 of another are different families.
+    Within the file being read, the template files are sorted by name and each one's indices
+    shifted by the sizes (largest index + 1) of the files before it: the pair
+    (template_filename, question_family_index) becomes one index, and families from different
+    template files never merge. The indices then depend on the file's own contents (a file
+    without any question of some template has no room for it), so compare them only within
+    one question file.
+    """
+    pairs = {
+        position: (raw.get("template_filename"), int(raw["question_family_index"]))
+        for position, raw in enumerate(raws)
+        if "question_family_index" in raw
+    }
+    named = {position for position, (template, _) in pairs.items() if template is not None}
+    if not named:
+        return None
+    if len(named) != len(pairs):
+        position = min(set(pairs) - named)
+        raise ClevrFormatError(
+            f"{path}: question #{position} has a question_family_index but no "
+            "template_filename, unlike other questions of the file"
+        )
+    sizes: dict[str, int] = {}
+    for template, index in pairs.values():
+        if index < 0:
+            raise ClevrFormatError(f"{path}: negative question_family_index in {template!r}")
+        sizes[template] = max(sizes.get(template, 0), index + 1)
+    offsets, total = {}, 0
+    for template in sorted(sizes):
+        offsets[template] = total
+        total += sizes[template]
+    return {position: offsets[template] + index for position, (template, index) in pairs.items()}
+
+
 def read_questions(path: str | Path) -> list[dict[str, Any]]:
     """Read a CLEVR question file in either dialect (SPEC §1) into release-dialect dicts.
 
     Every question gets `image_index`, `image_filename`, `split`, `question`, `question_index`;
     train/val questions also keep `answer` (a string), `question_family_index` and `program`
-    (nodes with `function`, `inputs`, `value_inputs`).
+    (nodes with `function`, `inputs`, `value_inputs`). In the generator dialect, where
+    questions carry `template_filename` and per-template-file family indices,
+    `question_family_index` becomes one index per (template file, index) pair: template files
+    sorted by name, each offset by the sizes of those before it (see `_global_families`).
     """
     path = Path(path)
+    raws = _load_json_document(path, "questions")
+    families = _global_families(path, raws)
     questions = []
-    for position, raw in enumerate(_load_json_document(path, "questions")):
+    for position, raw in enumerate(raws):
         missing = [k for k in ("image_index", "question") if k not in raw]
         if missing:
             raise ClevrFormatError(f"{path}: question #{position} lacks {', '.join(missing)}")
@@ -188,7 +233,9 @@ def read_questions(path: str | Path) -> list[dict[str, Any]]:
         if "answer" in raw:
             q["answer"] = normalize_answer(raw["answer"])
         if "question_family_index" in raw:
-            q["question_family_index"] = int(raw["question_family_index"])
+            q["question_family_index"] = (
+                int(raw["question_family_index"]) if families is None else families[position]
+            )
         if "program" in raw:
             q["program"] = normalize_program(raw["program"])
             if any(node["function"] is None for node in q["program"]):

@@ -30,6 +30,23 @@ def parameter_table(params_path: Path, question_tokens: int, answers: int) -> st
     return "\n".join(lines)
 
 
+def vocab_sizes(path: Path) -> tuple[int, int]:
+    """(question tokens, answers) of a clevr-iep vocab.json; errors name the file."""
+    try:
+        vocab = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the vocabulary ({e.strerror or e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    sizes = []
+    for key in ("question_token_to_idx", "answer_token_to_idx"):
+        table = vocab.get(key) if isinstance(vocab, dict) else None
+        if not isinstance(table, dict):
+            raise ValueError(f"{path}: no {key!r} mapping (not a clevr-iep vocab.json)")
+        sizes.append(len(table))
+    return sizes[0], sizes[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameters file")
@@ -40,13 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     question_tokens, answers = args.question_tokens, args.answers
     try:
         if args.vocab is not None:
-            vocab = json.loads(args.vocab.read_text(encoding="utf-8"))
-            question_tokens = len(vocab["question_token_to_idx"])
-            answers = len(vocab["answer_token_to_idx"])
+            question_tokens, answers = vocab_sizes(args.vocab)
         if question_tokens is None:
             p.error("give --vocab or --question-tokens")
         print(parameter_table(args.params, question_tokens, answers))
-    except (OSError, KeyError, json.JSONDecodeError, ParamsError, ValueError) as e:
+    except (OSError, ParamsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -403,6 +403,7 @@ def evaluate(
     dataset: str = "unknown",
     profile: str = "unknown",
     predictions_dir: Path | None = None,
+    train_split: str = "train",
 ) -> Evaluation:
     """Score a checkpoint on `split` and build the Q-type prior from the training split.
 
@@ -414,8 +415,10 @@ def evaluate(
     Args:
         checkpoint: `models/film.pt`.
         shards_dir: holds `index.json` and the shards.
-        tokens_dir: holds `vocab.json` and `{split}.json` (train.json for the prior).
+        tokens_dir: holds `vocab.json` and `{split}.json` (and `{train_split}.json`).
         dataset, profile: labels carried into the context (params.dataset_label, profile).
+        train_split: the split whose answers the Q-type prior counts; the workflow passes the
+            first entry of `get_data.splits` (CoGenT: trainA).
     """
     from filmclevr.model import count_parameters
     from filmclevr.shards import load_index, question_loader, shard_paths
@@ -440,7 +443,7 @@ def evaluate(
     records = read_records(tokens_dir / f"{split}.json")
     predictions = predict(model, loader(split), torch_device)
     metrics = compute_metrics(records, predictions)
-    prior = question_type_prior(read_records(tokens_dir / "train.json"), records)
+    prior = question_type_prior(read_records(tokens_dir / f"{train_split}.json"), records)
     context = {
         "dataset": dataset,
         "split": split,

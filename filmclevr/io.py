@@ -3,6 +3,12 @@
 A stage killed half-way must never leave a file or tree that a later stage (or the workflow
 engine's up-to-date check) could mistake for a finished one, so everything is written under a
 temporary name beside its destination and renamed into place when complete.
+
+Power loss: `atomic_path` flushes the file to disk (fsync) before the rename and the folder
+after it, so a checkpoint is, after a crash, the old or the new one, whole. `atomic_dir` does
+not fsync the files of its tree (a resized CLEVR is 100,000 images; a sync each would cost
+minutes), only the files written through `atomic_path` inside it; a tree cut short by a power
+loss is rebuilt by rerunning its stage.
 """
 
 from __future__ import annotations
@@ -28,9 +34,22 @@ _FILE_MODE = 0o666 & ~_umask()
 _DIR_MODE = 0o777 & ~_umask()
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file's or a folder's data and metadata to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it to `path` if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it to `path` if the block succeeds.
+
+    The file is fsynced before the rename and its folder after, so the rename survives a power
+    loss and never exposes a file whose data had not reached the disk.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -40,7 +59,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         if tmp.exists():
             os.chmod(tmp, _FILE_MODE)
+            _fsync(tmp)
         os.replace(tmp, path)
+        # Makes the rename itself durable; folders cannot be opened for fsync on Windows.
+        with contextlib.suppress(OSError):
+            _fsync(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -14,6 +14,9 @@ from typing import Any
 import yaml
 
 SCHEMA_RESOURCE = "schemas/params.schema.yaml"
+# FiLMConfig.image_size's default (SPEC §3), kept here so that validating params does not import
+# torch; tests/test_params.py checks that the two agree.
+DEFAULT_MODEL_IMAGE_SIZE = 224
 
 
 class ParamsError(ValueError):
@@ -26,16 +29,49 @@ def schema() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
+def _cross_key_errors(params: dict[str, Any]) -> list[str]:
+    """Facts that span sections, which the schema cannot state (params already fit it)."""
+    errors = []
+    resize = params["resize_images"]["image_size"]
+    model = params["model"].get("image_size", DEFAULT_MODEL_IMAGE_SIZE)
+    if model != resize:
+        given = "" if "image_size" in params["model"] else " (FiLMConfig's default)"
+        errors.append(
+            f"  model.image_size: {model!r}{given} differs from resize_images.image_size "
+            f"{resize!r}; the model must see images of the size they were resized to"
+        )
+    data = params["get_data"]
+    if data["source"] == "mini":
+        missing = [s for s in data["splits"] if s not in data["mini"]["images"]]
+        if missing:
+            errors.append(
+                f"  get_data.mini.images: no image count for split(s) {', '.join(missing)} "
+                "listed in get_data.splits"
+            )
+    return errors
+
+
 def validate_params(params: dict[str, Any], source: str = "params") -> dict[str, Any]:
-    """Validate `params` against the schema; raise ParamsError naming `source` and the key."""
+    """Validate `params` against the schema, then the facts that span sections: the model's
+    `image_size` (given, or FiLMConfig's default) equals `resize_images.image_size`, and with
+    `source: mini` every split of `get_data.splits` has an image count in `get_data.mini.images`.
+
+    Split convention (every stage): the first entry of `get_data.splits` is the training split,
+    the second the validation split.
+
+    Raises:
+        ParamsError: naming `source` and each offending key.
+    """
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = [
-            f"  {'.'.join(str(p) for p in e.absolute_path) or '<top>'}: {e.message}" for e in errors
-        ]
+    lines = [
+        f"  {'.'.join(str(p) for p in e.absolute_path) or '<top>'}: {e.message}" for e in errors
+    ]
+    if not lines:
+        lines = _cross_key_errors(params)
+    if lines:
         raise ParamsError(f"{source}: invalid parameters\n" + "\n".join(lines))
     return params
 

@@ -186,12 +186,19 @@ def load_vocab(path: Path) -> dict[str, dict[str, int]]:
 
 
 def tokenize_questions(
-    clevr_root: Path, out_dir: Path, *, splits: list[str], vocab_path: Path | None = None
+    clevr_root: Path,
+    out_dir: Path,
+    *,
+    splits: list[str],
+    vocab_path: Path | None = None,
+    train_split: str = "train",
 ) -> dict[str, Any]:
     """Write `vocab.json`, `{split}.json` and `report.json` to `out_dir` (SPEC §5).
 
-    The vocabulary is built on the train questions only (whatever `splits` says), or loaded
-    from `vocab_path`, and reused for every split. `out_dir` is replaced atomically.
+    The vocabulary is built on the `train_split` questions only (whether or not `splits` lists
+    it), or loaded from `vocab_path`, and reused for every split. The workflow passes the first
+    entry of `get_data.splits` as `train_split` (CoGenT: trainA). `out_dir` is replaced
+    atomically.
 
     Returns:
         The report: vocabulary sizes and, per split, question and unknown-token counts with the
@@ -207,10 +214,12 @@ def tokenize_questions(
         vocab = load_vocab(vocab_path)
         log.info("vocabulary loaded from %s", vocab_path)
     else:
-        train = clevr.read_questions(clevr.questions_path(clevr_root, "train"))
+        train = clevr.read_questions(clevr.questions_path(clevr_root, train_split))
         vocab = build_vocab(train)
     report: dict[str, Any] = {
-        "vocab": Path(vocab_path).as_posix() if vocab_path is not None else "built on train",
+        "vocab": Path(vocab_path).as_posix()
+        if vocab_path is not None
+        else f"built on {train_split}",
         "vocab_sizes": {key: len(vocab[key]) for key in VOCAB_KEYS},
         "splits": {},
     }
@@ -220,7 +229,7 @@ def tokenize_questions(
         for split in splits:
             path = clevr.questions_path(clevr_root, split)
             try:
-                if split == "train" and train is not None:
+                if split == train_split and train is not None:
                     questions, train = train, None
                 else:
                     questions = clevr.read_questions(path)

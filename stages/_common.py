@@ -24,8 +24,15 @@ def workers(requested: int) -> int:
     return requested if requested > 0 else len(os.sched_getaffinity(0))
 
 
+# Failures with a message that says it all: bad parameters or data (ValueError and its
+# ParamsError, ClevrFormatError, checksum errors), the file system and the network (OSError:
+# a missing file, no space, a failed download), and a diverged training run (train.py raises
+# FloatingPointError on a non-finite loss).
+EXPECTED_ERRORS = (ParamsError, ClevrFormatError, ValueError, OSError, FloatingPointError)
+
+
 def run(main: Callable[[], None]) -> None:
-    """Run a stage: log to stderr, turn expected input errors into one line and exit code 1."""
+    """Run a stage: log to stderr, turn expected errors into one line and exit code 1."""
     logging.basicConfig(
         level=os.environ.get("FILMCLEVR_LOG", "INFO"),
         format="%(asctime)s %(name)s %(levelname)s: %(message)s",
@@ -33,6 +40,6 @@ def run(main: Callable[[], None]) -> None:
     )
     try:
         main()
-    except (ParamsError, ClevrFormatError, FileNotFoundError, ValueError) as e:
+    except EXPECTED_ERRORS as e:
         logging.getLogger("stage").error("%s", e)
         sys.exit(1)

@@ -1,7 +1,8 @@
 """Stage 6 (evaluate_model): accuracy per question type beside the paper's Table 1.
 
 Writes the DVC metric (metrics.json), the results table (md + csv), the bar chart, and the
-per-question predictions (plus test-split answers, one per line in question order).
+per-question predictions (plus test-split answers, one per line in question order). The Q-type
+prior counts the training split: the first of `get_data.splits`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main() -> None:
         dataset=dataset_label(params),
         profile=params["profile"],
         predictions_dir=args.predictions,
+        train_split=params["get_data"]["splits"][0],
     )
     write_results(
         result.metrics,

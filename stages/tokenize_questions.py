@@ -1,4 +1,7 @@
-"""Stage 3 (tokenize_questions): clevr-iep vocabulary and encoded questions per split."""
+"""Stage 3 (tokenize_questions): clevr-iep vocabulary and encoded questions per split.
+
+The vocabulary is built on the training split: the first of `get_data.splits`.
+"""
 
 from __future__ import annotations
 
@@ -18,11 +21,13 @@ def main() -> None:
 
     params = load_params(args.params)
     vocab = params["tokenize_questions"]["vocab"]
+    splits = params["get_data"]["splits"]
     tokenize_questions(
         args.clevr,
         args.out,
-        splits=params["get_data"]["splits"],
+        splits=splits,
         vocab_path=Path(vocab) if vocab else None,
+        train_split=splits[0],
     )
 
 

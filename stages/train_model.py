@@ -1,5 +1,7 @@
 """Stage 5 (train_model): train FiLM on the shards; keep the best-validation checkpoint.
 
+Trains on the first split of `get_data.splits` and validates on the second.
+
 Runs on a GPU when there is one and on the CPU otherwise. Several GPUs or nodes:
     torchrun --nproc_per_node=4 -m stages.train_model --params params.yaml ...
 A killed run started again with the same parameters resumes from `--last`.
@@ -23,10 +25,16 @@ def main() -> None:
     args = p.parse_args()
 
     from filmclevr.model import FiLMConfig
-    from filmclevr.params import load_params
+    from filmclevr.params import ParamsError, load_params
     from filmclevr.train import TrainConfig, train
 
     params = load_params(args.params)
+    splits = params["get_data"]["splits"]
+    if len(splits) < 2:
+        raise ParamsError(
+            f"{args.params}: get_data.splits must name a training and a validation split "
+            f"(first and second), got {splits}"
+        )
     train(
         FiLMConfig.from_dict(params["model"]),
         TrainConfig.from_dict(params["train_model"]),
@@ -36,6 +44,8 @@ def main() -> None:
         last_checkpoint=args.last,
         log_dir=args.log_dir,
         curves_png=args.curves,
+        train_split=splits[0],
+        val_split=splits[1],
     )
 
 

@@ -92,3 +92,39 @@ def test_vocabulary_facts():
     assert sum(clevr.TEMPLATE_GROUPS.values()) == 90
     with pytest.raises(ValueError, match="filter_color"):
         clevr.question_type(PROGRAM_RELEASE[:2])
+
+
+def test_generator_family_indices_are_made_global_per_template_file(tmp_path):
+    # Two template files both number their families from 0; one_hop's largest index here is 2.
+    raw = [
+        ("zero_hop.json", 0),
+        ("one_hop.json", 0),
+        ("one_hop.json", 2),
+        ("zero_hop.json", 1),
+        ("compare_integer.json", 0),
+    ]
+    questions = [
+        question(PROGRAM_GENERATOR, True, question_family_index=i, template_filename=name)
+        for name, i in raw
+    ]
+    path = write(tmp_path, "g.json", {"info": {}, "questions": questions})
+    families = [q["question_family_index"] for q in clevr.read_questions(path)]
+    # Sorted files: compare_integer (size 1) -> 0, one_hop (size 3) -> 1..3, zero_hop -> 4..
+    assert families == [4, 1, 3, 5, 0]
+    assert len(set(families)) == len(set(raw))  # distinct (file, index) pairs stay distinct
+    assert "template_filename" not in clevr.read_questions(path)[0]
+
+
+def test_release_family_indices_are_kept(tmp_path):
+    path = write(tmp_path, "r.json", {"questions": [question(PROGRAM_RELEASE, "yes")]})
+    assert clevr.read_questions(path)[0]["question_family_index"] == 5
+
+
+def test_mixed_family_numbering_is_an_error(tmp_path):
+    questions = [
+        question(PROGRAM_GENERATOR, True, template_filename="zero_hop.json"),
+        question(PROGRAM_GENERATOR, True),
+    ]
+    path = write(tmp_path, "CLEVR_val_questions.json", {"questions": questions})
+    with pytest.raises(clevr.ClevrFormatError, match=r"questions\.json: question #1 .*no templ"):
+        clevr.read_questions(path)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from filmclevr import count_params
 from filmclevr.model import FiLMConfig, FiLMedNet, count_parameters
 
@@ -39,8 +41,19 @@ def test_vocab_file_gives_the_sizes(tmp_path, capsys):
     assert "question vocabulary 10, answers 7" in capsys.readouterr().out
 
 
-def test_bad_vocab_file_is_named(tmp_path, capsys):
-    bad = tmp_path / "vocab.json"
-    bad.write_text("{not json")
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"answer_token_to_idx": {}}', "no 'question_token_to_idx' mapping"),
+        ("[1, 2]", "no 'question_token_to_idx' mapping"),
+        (None, "cannot read the vocabulary"),  # no file at all
+    ],
+)
+def test_bad_vocab_file_is_named(tmp_path, capsys, content, message):
+    bad = tmp_path / "my_vocab.json"
+    if content is not None:
+        bad.write_text(content)
     assert count_params.main(["--params", str(ROOT / "params.yaml"), "--vocab", str(bad)]) == 2
-    assert "error" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bad}: {message}")

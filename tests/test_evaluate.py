@@ -465,3 +465,22 @@ def test_evaluate_refuses_the_test_split(tiny_run):
             batch_size=8,
             device="cpu",
         )
+
+
+def test_prior_counts_the_named_training_split(tiny_run):
+    tokens = tiny_run["tokens"]
+    val = evaluate.read_records(tokens / "val.json")
+    kwargs = dict(split="val", batch_size=8, device="cpu")
+    default = evaluate.evaluate(tiny_run["root"] / "film.pt", tiny_run["shards"], tokens, **kwargs)
+    train_records = evaluate.read_records(tokens / "train.json")
+    assert default.prior == evaluate.question_type_prior(train_records, val)
+    # CoGenT-style layouts name their training split; the prior must count that one.
+    on_val = evaluate.evaluate(
+        tiny_run["root"] / "film.pt", tiny_run["shards"], tokens, train_split="val", **kwargs
+    )
+    assert on_val.prior == evaluate.question_type_prior(val, val)
+    assert on_val.prior != default.prior
+    with pytest.raises(ValueError, match=r"trainA\.json"):
+        evaluate.evaluate(
+            tiny_run["root"] / "film.pt", tiny_run["shards"], tokens, train_split="trainA", **kwargs
+        )

@@ -170,6 +170,17 @@ def test_vocab_reuse_and_stale_files_removed(tmp_path):
     assert not (out / "train.json").exists()  # the folder was replaced as a whole
 
 
+def test_vocab_is_built_on_the_named_training_split(tmp_path):
+    root, out = tmp_path / "clevr", tmp_path / "tokens"
+    write_release(root)
+    report = tokenize_questions(root, out, splits=["train", "val"], train_split="val")
+    assert report["vocab"] == "built on val"
+    assert "gizmos" in load_vocab(out / "vocab.json")["question_token_to_idx"]  # a val-only word
+    assert report["splits"]["val"]["unknown_tokens"] == 0
+    with pytest.raises(clevr.ClevrFormatError, match=r"CLEVR_trainA_questions\.json"):
+        tokenize_questions(root, out, splits=["val"], train_split="trainA")
+
+
 @pytest.mark.parametrize(
     "mutate, message",
     [

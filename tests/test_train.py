@@ -142,6 +142,7 @@ def reference(data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -
 def test_train_config_defaults_are_the_paper_recipe() -> None:
     c = TrainConfig()
     assert (c.batch_size, c.learning_rate, c.weight_decay, c.max_epochs) == (64, 3e-4, 1e-5, 80)
+    assert c.patience is None  # SPEC §4: all 80 epochs, keep the best; no early stopping
     assert (c.seed, c.device, c.bf16, c.compile, c.checkpoint_every_steps) == (
         0,
         "auto",
@@ -160,6 +161,81 @@ def test_train_config_from_dict_rejects_unknown_and_bad_values() -> None:
         TrainConfig.from_dict({"batch_size": 0})
     with pytest.raises(ValueError, match="bf16"):
         TrainConfig.from_dict({"bf16": 1})
+    assert TrainConfig.from_dict({"patience": None}).patience is None  # YAML null: disabled
+    assert TrainConfig.from_dict({"patience": 3}).patience == 3
+    for bad in (0, 2.5, "3"):
+        with pytest.raises(ValueError, match="patience"):
+            TrainConfig.from_dict({"patience": bad})
+    with pytest.raises(ValueError, match="device"):
+        TrainConfig.from_dict({"device": None})  # only Optional fields take null
+    # Split names are data layout, passed to train(), not part of the recipe.
+    with pytest.raises(ValueError, match="unknown TrainConfig keys: val_split"):
+        TrainConfig.from_dict({"val_split": "val"})
+
+
+# --- Devices ------------------------------------------------------------------------------------
+@pytest.fixture
+def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> list[torch.device]:
+    """Two fake CUDA devices; returns the devices `torch.cuda.set_device` was called with.
+
+    The fake `set_device` rejects a device without an index, as the real one does.
+    """
+    from torch._utils import _get_device_index
+
+    chosen: list[torch.device] = []
+
+    def set_device(device: torch.device) -> None:
+        _get_device_index(device, optional=False)  # raises for torch.device("cuda")
+        chosen.append(device)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    for name in ("WORLD_SIZE", "LOCAL_RANK", "RANK"):
+        monkeypatch.delenv(name, raising=False)
+    return chosen
+
+
+@pytest.mark.parametrize("name", ["auto", "cuda"])
+def test_one_process_on_a_gpu_gets_an_indexed_device(
+    fake_cuda: list[torch.device], name: str
+) -> None:
+    ctx, device = train_mod._init_distributed(name)
+    assert device == torch.device("cuda", 0) and fake_cuda == [device]
+    assert (ctx.rank, ctx.world_size, ctx.created) == (0, 1, False)
+
+
+def test_explicit_gpu_index_is_kept_and_checked(fake_cuda: list[torch.device]) -> None:
+    assert train_mod.resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match="only 2 CUDA device"):
+        train_mod.resolve_device("cuda:2")
+
+
+def test_each_ddp_process_gets_its_local_rank_gpu(
+    fake_cuda: list[torch.device], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    backends: list[str] = []
+    monkeypatch.setattr(train_mod.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(
+        train_mod.dist, "init_process_group", lambda backend: backends.append(backend)
+    )
+    monkeypatch.setattr(train_mod.dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(train_mod.dist, "get_world_size", lambda: 2)
+    for name in ("auto", "cuda", "cuda:0"):  # one GPU per process, whatever the index asked
+        fake_cuda.clear()
+        ctx, device = train_mod._init_distributed(name)
+        assert device == torch.device("cuda", 1) and fake_cuda == [device]
+        assert (ctx.rank, ctx.world_size, ctx.created) == (1, 2, True)
+    assert backends == ["nccl"] * 3
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert train_mod.resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        train_mod.resolve_device("cuda")
 
 
 # --- One run ------------------------------------------------------------------------------------
@@ -286,6 +362,85 @@ def test_early_stopping(
     summary = run(data, tmp_path, config, progress=True)  # the progress bar's path too
     assert summary["stopped_early"] and summary["epochs"] == 3 and summary["best_epoch"] == 1
     assert summary["best_val_accuracy"] == 0.5
+
+
+def test_no_early_stopping_by_default(
+    data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The paper's recipe runs every epoch and keeps the best, however flat validation is.
+    monkeypatch.setattr(train_mod, "_validate", lambda *args: (16.0, 32.0, 20.0))
+    config = TrainConfig.from_dict({**TINY_TRAIN.asdict(), "max_epochs": 3, "patience": None})
+    summary = run(data, tmp_path, config)
+    assert not summary["stopped_early"] and summary["epochs"] == 3 and summary["best_epoch"] == 1
+
+
+def test_epoch_loader_is_closed_before_validation_and_on_errors(
+    data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    real_batches, real_validate = train_mod._train_batches, train_mod._validate
+
+    def batches(*args: object):
+        try:
+            yield from real_batches(*args)
+        finally:
+            events.append("closed")
+
+    def validate(*args: object):
+        events.append("validate")
+        return real_validate(*args)
+
+    monkeypatch.setattr(train_mod, "_train_batches", batches)
+    monkeypatch.setattr(train_mod, "_validate", validate)
+    run(data, tmp_path)
+    assert events == ["closed", "validate"] * TINY_TRAIN.max_epochs
+
+    # A failing step: the loader is released at once, not when the traceback is freed.
+    events.clear()
+    real_step, calls = train_mod.train_step, {"n": 0}
+
+    def failing_step(*args: object, **kwargs: object):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("step failed")
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_step", failing_step)
+    with pytest.raises(RuntimeError, match="step failed") as failure:
+        run(data, tmp_path / "failing")
+    assert failure.traceback and events == ["closed"]
+
+
+def test_split_names_are_arguments(data: dict[str, Path], tmp_path: Path) -> None:
+    # Any two splits of the index: here trained on the 32 "val" questions, validated on "train".
+    config = TrainConfig.from_dict({**TINY_TRAIN.asdict(), "max_epochs": 1})
+    summary = train_mod.train(
+        TINY_MODEL,
+        config,
+        shards_dir=data["shards"],
+        vocab_path=data["vocab"],
+        best_checkpoint=tmp_path / "film.pt",
+        last_checkpoint=tmp_path / "last.pt",
+        log_dir=tmp_path / "train",
+        progress=False,
+        train_split="val",
+        val_split="train",
+    )
+    assert summary["steps"] == 32 // 8
+    sidecar = json.loads((tmp_path / "film.json").read_text())
+    assert (sidecar["train_split"], sidecar["val_split"]) == ("val", "train")
+    with pytest.raises(ValueError, match="no split 'trainA' \\(has train, val\\)"):
+        train_mod.train(
+            TINY_MODEL,
+            config,
+            shards_dir=data["shards"],
+            vocab_path=data["vocab"],
+            best_checkpoint=tmp_path / "film.pt",
+            last_checkpoint=tmp_path / "last.pt",
+            log_dir=tmp_path / "train",
+            progress=False,
+            train_split="trainA",
+        )
 
 
 @pytest.mark.parametrize(("switch", "rel"), [("channels_last", 1e-3), ("bf16", 2e-2)])

@@ -3,8 +3,6 @@
 
 # Stage 1: the CLEVR release tree, generated (mini-CLEVR) or downloaded (CLEVR v1.0).
 rule get_data:
-    message:
-        "get_data: {params.section[source]} CLEVR release tree -> {output.root}"
     input:
         code=code(
             "get_data",
@@ -17,11 +15,13 @@ rule get_data:
         ),
     output:
         root=directory("data/clevr"),
-    params:
-        section=config["get_data"],
-    threads: workflow.cores
     log:
         "logs/get_data.log",
+    threads: workflow.cores
+    params:
+        section=config["get_data"],
+    message:
+        "get_data: {params.section[source]} CLEVR release tree -> {output.root}"
     shell:
         "python -m stages.get_data --params {PARAMS} --out {output.root}"
         " --workers {threads} 2>&1 | tee {log}"
@@ -29,38 +29,38 @@ rule get_data:
 
 # Stage 2: square RGB images at the model's input size.
 rule resize_images:
-    message:
-        "resize_images: {params.size}x{params.size} -> {output.root}"
     input:
         code=code("resize_images", "resize.py"),
         clevr=rules.get_data.output.root,
     output:
         root=directory("data/resized"),
+    log:
+        "logs/resize_images.log",
+    threads: workflow.cores
     params:
         size=config["resize_images"]["image_size"],
         splits=config["get_data"]["splits"],
-    threads: workflow.cores
-    log:
-        "logs/resize_images.log",
+    message:
+        "resize_images: {params.size}x{params.size} -> {output.root}"
     shell:
         "python -m stages.resize_images --params {PARAMS} --clevr {input.clevr}"
         " --out {output.root} --workers {threads} 2>&1 | tee {log}"
 
 
-# Stage 3: clevr-iep vocabulary (built on train) and encoded questions per split.
+# Stage 3: clevr-iep vocabulary (built on the first, training split) and encoded questions.
 rule tokenize_questions:
-    message:
-        "tokenize_questions -> {output.root}"
     input:
         code=code("tokenize_questions", "tokenize.py"),
         clevr=rules.get_data.output.root,
     output:
         root=directory("data/tokens"),
+    log:
+        "logs/tokenize_questions.log",
     params:
         section=config["tokenize_questions"],
         splits=config["get_data"]["splits"],
-    log:
-        "logs/tokenize_questions.log",
+    message:
+        "tokenize_questions -> {output.root}"
     shell:
         "python -m stages.tokenize_questions --params {PARAMS} --clevr {input.clevr}"
         " --out {output.root} 2>&1 | tee {log}"
@@ -68,19 +68,19 @@ rule tokenize_questions:
 
 # Stage 4: WebDataset tar shards, one sample per image with all its questions.
 rule write_shards:
-    message:
-        "write_shards -> {output.root}"
     input:
         code=code("write_shards", "shards.py"),
         resized=rules.resize_images.output.root,
         tokens=rules.tokenize_questions.output.root,
     output:
         root=directory("data/shards"),
+    log:
+        "logs/write_shards.log",
     params:
         section=config["write_shards"],
         splits=config["get_data"]["splits"],
-    log:
-        "logs/write_shards.log",
+    message:
+        "write_shards -> {output.root}"
     shell:
         "python -m stages.write_shards --params {PARAMS} --resized {input.resized}"
         " --tokens {input.tokens} --out {output.root} 2>&1 | tee {log}"

@@ -4,8 +4,6 @@
 # Stage 5: the best-validation checkpoint. models/last.pt is deliberately no output: the
 # engines delete outputs before a job starts, and last.pt is what a killed run resumes from.
 rule train_model:
-    message:
-        "train_model: FiLM on {input.shards} -> {output.checkpoint}"
     input:
         code=code("train_model", "model.py", "shards.py", "train.py", "figures.py"),
         shards=rules.write_shards.output.root,
@@ -15,14 +13,16 @@ rule train_model:
         sidecar="models/film.json",
         log_dir=directory("results/train"),
         curves="results/learning_curves.png",
-    params:
-        model=config["model"],
-        train=config["train_model"],
+    log:
+        "logs/train_model.log",
     threads: workflow.cores
     resources:
         gpu=1,
-    log:
-        "logs/train_model.log",
+    params:
+        model=config["model"],
+        train=config["train_model"],
+    message:
+        "train_model: FiLM on {input.shards} -> {output.checkpoint}"
     shell:
         "python -m stages.train_model --params {PARAMS} --shards {input.shards}"
         " --vocab {input.tokens}/vocab.json --out {output.checkpoint} --last models/last.pt"
@@ -31,10 +31,15 @@ rule train_model:
 
 # Stage 6: accuracy per paper column, terminal function and family; the results table.
 rule evaluate_model:
-    message:
-        "evaluate_model: {params.section[split]} accuracy -> {output.metrics}"
     input:
-        code=code("evaluate_model", "model.py", "shards.py", "train.py", "evaluate.py", "figures.py"),
+        code=code(
+            "evaluate_model",
+            "model.py",
+            "shards.py",
+            "train.py",
+            "evaluate.py",
+            "figures.py",
+        ),
         checkpoint=rules.train_model.output.checkpoint,
         shards=rules.write_shards.output.root,
         tokens=rules.tokenize_questions.output.root,
@@ -44,13 +49,15 @@ rule evaluate_model:
         table_csv="results/table.csv",
         figure="results/accuracy.png",
         predictions=directory("data/predictions"),
+    log:
+        "logs/evaluate_model.log",
+    threads: workflow.cores
     params:
         section=config["evaluate_model"],
         profile=config["profile"],
         source=config["get_data"]["source"],
-    threads: workflow.cores
-    log:
-        "logs/evaluate_model.log",
+    message:
+        "evaluate_model: {params.section[split]} accuracy -> {output.metrics}"
     shell:
         "python -m stages.evaluate_model --params {PARAMS} --checkpoint {input.checkpoint}"
         " --shards {input.shards} --tokens {input.tokens} --metrics {output.metrics}"

@@ -1,0 +1,59 @@
+"""Atomic writes: complete or absent, flushed to disk before the rename, usual file modes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from filmclevr import io
+
+
+def test_atomic_path_fsyncs_the_file_before_the_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[tuple[str, object]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        events.append(("fsync", (st.st_dev, st.st_ino)))
+        real_fsync(fd)
+
+    def replace(src: object, dst: object) -> None:
+        events.append(("replace", Path(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    target = tmp_path / "out" / "film.pt"
+    io.write_text_atomic(target, "weights")
+    file_id = (target.stat().st_dev, target.stat().st_ino)  # a rename keeps the inode
+    folder_id = (target.parent.stat().st_dev, target.parent.stat().st_ino)
+    assert events == [("fsync", file_id), ("replace", target), ("fsync", folder_id)]
+    assert target.read_text() == "weights"
+    assert [p.name for p in target.parent.iterdir()] == ["film.pt"]
+
+
+def test_atomic_path_failure_keeps_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "metrics.json"
+    io.write_json_atomic(target, {"a": 1})
+    with pytest.raises(RuntimeError), io.atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError
+    assert target.read_text() == '{\n  "a": 1\n}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_atomic_dir_replaces_the_tree_as_a_whole(tmp_path: Path) -> None:
+    out = tmp_path / "tokens"
+    with io.atomic_dir(out) as tmp:
+        (tmp / "old.json").write_text("1")
+    with io.atomic_dir(out) as tmp:
+        io.write_json_atomic(tmp / "new.json", [1])
+    assert [p.name for p in out.iterdir()] == ["new.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tokens"]  # no .old or .tmp left
+    mode = 0o777 & ~io._umask()
+    assert out.stat().st_mode & 0o777 == mode
+    assert (out / "new.json").stat().st_mode & 0o777 == 0o666 & ~io._umask()

@@ -1,0 +1,91 @@
+"""Parameter validation: the schema, then the facts that span sections, each error naming the
+file and the keys."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from filmclevr import params as params_mod
+from filmclevr.params import ParamsError, load_params, validate_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def good() -> dict:
+    return load_params(ROOT / "params.yaml")
+
+
+def write(tmp_path: Path, params: dict) -> Path:
+    path = tmp_path / "my_params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_shipped_profiles_are_consistent() -> None:
+    for name in ("params.yaml", "profiles/paper.yaml"):
+        load_params(ROOT / name)  # raises on any inconsistency
+
+
+def test_model_image_size_must_match_the_resized_images(tmp_path: Path, good: dict) -> None:
+    bad = copy.deepcopy(good)
+    bad["model"]["image_size"] = 128
+    with pytest.raises(ParamsError) as e:
+        load_params(write(tmp_path, bad))
+    message = str(e.value)
+    assert message.startswith(f"{tmp_path / 'my_params.yaml'}: invalid parameters")
+    assert "model.image_size" in message and "resize_images.image_size" in message
+    assert "128" in message and str(good["resize_images"]["image_size"]) in message
+
+
+def test_missing_model_image_size_means_the_paper_default(good: dict) -> None:
+    params = copy.deepcopy(good)
+    del params["model"]["image_size"]
+    params["resize_images"]["image_size"] = 224
+    validate_params(params)  # FiLMConfig's default 224 matches
+    params["resize_images"]["image_size"] = 64
+    with pytest.raises(ParamsError, match=r"model\.image_size: 224 \(FiLMConfig's default\)"):
+        validate_params(params, "p.yaml")
+
+
+def test_default_image_size_is_film_configs() -> None:
+    from filmclevr.model import FiLMConfig
+
+    assert params_mod.DEFAULT_MODEL_IMAGE_SIZE == FiLMConfig().image_size
+
+
+def test_every_mini_split_needs_an_image_count(good: dict) -> None:
+    params = copy.deepcopy(good)
+    params["get_data"]["splits"] = ["train", "val", "valB", "test"]
+    with pytest.raises(ParamsError) as e:
+        validate_params(params, "p.yaml")
+    assert str(e.value) == (
+        "p.yaml: invalid parameters\n"
+        "  get_data.mini.images: no image count for split(s) valB listed in get_data.splits"
+    )
+    # Extra counts are harmless, and a CLEVR download has no image counts at all.
+    params["get_data"]["mini"]["images"]["valB"] = 10
+    validate_params(params)
+    params["get_data"]["mini"]["images"] = {}
+    params["get_data"]["source"] = "clevr"
+    validate_params(params)
+
+
+def test_both_cross_key_errors_are_reported_together(good: dict) -> None:
+    params = copy.deepcopy(good)
+    params["get_data"]["splits"] = ["trainA", "valA"]
+    params["model"]["image_size"] = 32
+    with pytest.raises(ParamsError) as e:
+        validate_params(params, "p.yaml")
+    assert "get_data.mini.images" in str(e.value) and "model.image_size" in str(e.value)
+
+
+def test_schema_errors_come_first(good: dict) -> None:
+    params = copy.deepcopy(good)
+    params["resize_images"]["image_size"] = "big"
+    with pytest.raises(ParamsError, match=r"resize_images\.image_size: 'big' is not of type"):
+        validate_params(params, "p.yaml")
