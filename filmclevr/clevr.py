@@ -7,9 +7,10 @@ release go through the same code.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from filmclevr.io import read_json
 
 # --- Scene vocabulary (CLEVR's `properties.json`) -------------------------------------------
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -131,13 +132,7 @@ def scenes_path(root: str | Path, split: str) -> Path:
 
 # --- Readers ----------------------------------------------------------------------------------
 def _load_json_document(path: Path, key: str) -> list[dict[str, Any]]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            document = json.load(f)
-    except FileNotFoundError:
-        raise ClevrFormatError(f"{path}: file not found") from None
-    except json.JSONDecodeError as e:
-        raise ClevrFormatError(f"{path}: not valid JSON ({e})") from None
+    document = read_json(path, ClevrFormatError)
     if not isinstance(document, dict) or not isinstance(document.get(key), list):
         raise ClevrFormatError(f"{path}: expected a JSON object with a list under {key!r}")
     return document[key]

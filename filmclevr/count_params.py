@@ -9,7 +9,6 @@ The question vocabulary size comes from a vocab.json (the tokenize stage writes 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -32,19 +31,10 @@ def parameter_table(params_path: Path, question_tokens: int, answers: int) -> st
 
 def vocab_sizes(path: Path) -> tuple[int, int]:
     """(question tokens, answers) of a clevr-iep vocab.json; errors name the file."""
-    try:
-        vocab = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read the vocabulary ({e.strerror or e})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    sizes = []
-    for key in ("question_token_to_idx", "answer_token_to_idx"):
-        table = vocab.get(key) if isinstance(vocab, dict) else None
-        if not isinstance(table, dict):
-            raise ValueError(f"{path}: no {key!r} mapping (not a clevr-iep vocab.json)")
-        sizes.append(len(table))
-    return sizes[0], sizes[1]
+    from filmclevr.tokenize import load_vocab
+
+    vocab = load_vocab(path)
+    return len(vocab["question_token_to_idx"]), len(vocab["answer_token_to_idx"])
 
 
 def main(argv: list[str] | None = None) -> int:

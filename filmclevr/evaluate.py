@@ -13,7 +13,6 @@ pure data in, files out; only `predict` and `evaluate` touch torch.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import subprocess
 from collections import Counter
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from filmclevr import clevr
 from filmclevr.figures import COLUMN_TITLES, plot_accuracy_bars
 from filmclevr.io import atomic_dir, write_json_atomic, write_text_atomic
+from filmclevr.tokenize import read_encoded_split
 
 if TYPE_CHECKING:
     import pandas
@@ -335,24 +335,6 @@ def write_test_answers(
     write_text_atomic(out_txt, "".join(f"{words[predictions[q]]}\n" for q in indices))
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """The question records of an encoded split (`data/tokens/{split}.json`)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            document = json.load(f)
-    except FileNotFoundError:
-        raise clevr.ClevrFormatError(f"{path}: file not found") from None
-    except json.JSONDecodeError as e:
-        raise clevr.ClevrFormatError(f"{path}: not valid JSON ({e})") from None
-    questions = document.get("questions") if isinstance(document, dict) else None
-    if not isinstance(questions, list):
-        raise clevr.ClevrFormatError(f"{path}: expected an object with a list under 'questions'")
-    for position, r in enumerate(questions):
-        if not isinstance(r, dict) or "question_index" not in r:
-            raise clevr.ClevrFormatError(f"{path}: question #{position} lacks question_index")
-    return questions
-
-
 # --- Model side ---------------------------------------------------------------------------------
 def predict(model: torch.nn.Module, loader: Iterable, device: torch.device | str) -> dict[int, int]:
     """Predicted answer index per question_index, in eval mode without gradients.
@@ -440,10 +422,10 @@ def evaluate(
         paths = shard_paths(shards_dir, name)
         return question_loader(paths, batch_size=batch_size, shuffle=False, split_by_node=False)
 
-    records = read_records(tokens_dir / f"{split}.json")
+    records = read_encoded_split(tokens_dir / f"{split}.json")
     predictions = predict(model, loader(split), torch_device)
     metrics = compute_metrics(records, predictions)
-    prior = question_type_prior(read_records(tokens_dir / f"{train_split}.json"), records)
+    prior = question_type_prior(read_encoded_split(tokens_dir / f"{train_split}.json"), records)
     context = {
         "dataset": dataset,
         "split": split,
@@ -476,7 +458,7 @@ def evaluate(
             )
             if test_predictions is not None:
                 write_test_answers(
-                    read_records(tokens_dir / "test.json"),
+                    read_encoded_split(tokens_dir / "test.json"),
                     test_predictions,
                     answer_vocab,
                     tmp / "test_answers.txt",

@@ -90,6 +90,19 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def read_json(path: str | Path, error: type[Exception] = ValueError) -> Any:
+    """Parse a JSON file; a missing, unreadable or malformed file raises `error` naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise error(f"{path}: file not found") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read ({e.strerror or e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path}: not valid JSON ({e})") from None
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write `text` to `path` atomically (UTF-8)."""
     with atomic_path(path) as tmp:

@@ -30,6 +30,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from filmclevr import clevr, io
+from filmclevr.tokenize import read_encoded_split
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +58,6 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     tar.addfile(info, _io.BytesIO(data))
-
-
-def _read_tokens(path: Path, split: str) -> list[dict[str, Any]]:
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: encoded questions of split {split!r} not found") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(document, dict) or not isinstance(document.get("questions"), list):
-        raise ValueError(f"{path}: expected a JSON object with a list under 'questions'")
-    if document.get("split") != split:
-        raise ValueError(f"{path}: holds split {document.get('split')!r}, expected {split!r}")
-    return document["questions"]
 
 
 def write_shards(
@@ -111,7 +98,7 @@ def write_shards(
         for split in splits:
             tokens_path = tokens_dir / f"{split}.json"
             by_image: dict[str, list[dict[str, Any]]] = {}
-            for record in _read_tokens(tokens_path, split):
+            for record in read_encoded_split(tokens_path, split):
                 by_image.setdefault(Path(record["image_filename"]).stem, []).append(record)
             folder = resized_root / split
             images = sorted(folder.glob("*.png"))
@@ -162,12 +149,7 @@ def write_shards(
 def load_index(shards_dir: str | Path) -> dict[str, Any]:
     """Read `shards_dir/index.json`; raise ValueError naming the file if absent or malformed."""
     path = Path(shards_dir) / "index.json"
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: shard index not found (run write_shards first)") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    index = io.read_json(path)
     if not isinstance(index, dict) or not all(
         isinstance(v, dict) and isinstance(v.get("shards"), list) for v in index.values()
     ):

@@ -10,7 +10,6 @@ the model must keep its 32 outputs.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -162,13 +161,7 @@ def load_vocab(path: Path) -> dict[str, dict[str, int]]:
     Raises:
         ValueError: the file is missing, not JSON, or not a valid vocabulary (names the file).
     """
-    path = Path(path)
-    try:
-        vocab = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: vocabulary file not found") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    vocab = io.read_json(path)
     if not isinstance(vocab, dict):
         raise ValueError(f"{path}: expected a JSON object with keys {', '.join(VOCAB_KEYS)}")
     for key in VOCAB_KEYS:
@@ -183,6 +176,27 @@ def load_vocab(path: Path) -> dict[str, dict[str, int]]:
         if sorted(table.values()) != list(range(len(table))):
             raise ValueError(f"{path}: {key!r} indices are not 0..{len(table) - 1}, each once")
     return {key: vocab[key] for key in VOCAB_KEYS}
+
+
+def read_encoded_split(path: Path, split: str | None = None) -> list[dict[str, Any]]:
+    """The question records of an encoded split (`{split}.json`, written by `tokenize_questions`).
+
+    Raises:
+        clevr.ClevrFormatError: the file is missing, not JSON, of another split (when `split` is
+            given), or a record lacks its question_index (names the file).
+    """
+    document = io.read_json(path, clevr.ClevrFormatError)
+    questions = document.get("questions") if isinstance(document, dict) else None
+    if not isinstance(questions, list):
+        raise clevr.ClevrFormatError(f"{path}: expected an object with a list under 'questions'")
+    if split is not None and document.get("split") != split:
+        raise clevr.ClevrFormatError(
+            f"{path}: holds split {document.get('split')!r}, expected {split!r}"
+        )
+    for position, record in enumerate(questions):
+        if not isinstance(record, dict) or "question_index" not in record:
+            raise clevr.ClevrFormatError(f"{path}: question #{position} lacks question_index")
+    return questions
 
 
 def tokenize_questions(

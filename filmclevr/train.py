@@ -38,6 +38,7 @@ from tqdm import tqdm
 from filmclevr import shards
 from filmclevr.io import atomic_path, write_json_atomic
 from filmclevr.model import FiLMConfig, FiLMedNet, build_model, count_parameters
+from filmclevr.tokenize import load_vocab
 
 log = logging.getLogger(__name__)
 
@@ -296,19 +297,6 @@ def model_from_checkpoint(
     model = build_model(config, checkpoint["vocab_size"], checkpoint["num_answers"])
     model.load_state_dict(checkpoint["model"])
     return model.to(device).eval(), checkpoint
-
-
-def _load_vocab(path: Path) -> dict[str, Any]:
-    try:
-        vocab = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: vocabulary not found (run tokenize_questions first)") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    for key in ("question_token_to_idx", "answer_token_to_idx"):
-        if not isinstance(vocab, dict) or not isinstance(vocab.get(key), dict) or not vocab[key]:
-            raise ValueError(f"{path}: no {key!r} mapping (not a clevr-iep vocab.json)")
-    return vocab
 
 
 def _sample_shards(paths: list[str], block: int = 1 << 16) -> list[str]:
@@ -643,7 +631,7 @@ def _train(
     train_split: str,
     val_split: str,
 ) -> dict[str, Any]:
-    vocab = _load_vocab(vocab_path)
+    vocab = load_vocab(vocab_path)
     index = shards.load_index(shards_dir)
     for split in (train_split, val_split):
         if split not in index:

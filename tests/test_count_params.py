@@ -28,12 +28,18 @@ def test_paper_profile_counts_match_the_model(capsys):
 
 
 def test_vocab_file_gives_the_sizes(tmp_path, capsys):
+    specials = ["<NULL>", "<START>", "<END>", "<UNK>"]
+
+    def table(n):
+        return {token: i for i, token in enumerate(specials + [f"t{i}" for i in range(n - 4)])}
+
     vocab = tmp_path / "vocab.json"
     vocab.write_text(
         json.dumps(
             {
-                "question_token_to_idx": {str(i): i for i in range(10)},
-                "answer_token_to_idx": {str(i): i for i in range(7)},
+                "question_token_to_idx": table(10),
+                "program_token_to_idx": table(5),
+                "answer_token_to_idx": table(7),
             }
         )
     )
@@ -45,9 +51,9 @@ def test_vocab_file_gives_the_sizes(tmp_path, capsys):
     ("content", "message"),
     [
         ("{not json", "not valid JSON"),
-        ('{"answer_token_to_idx": {}}', "no 'question_token_to_idx' mapping"),
-        ("[1, 2]", "no 'question_token_to_idx' mapping"),
-        (None, "cannot read the vocabulary"),  # no file at all
+        ('{"answer_token_to_idx": {}}', "'question_token_to_idx' missing"),
+        ("[1, 2]", "expected a JSON object with keys"),
+        (None, "file not found"),  # no file at all
     ],
 )
 def test_bad_vocab_file_is_named(tmp_path, capsys, content, message):

@@ -14,6 +14,7 @@ from PIL import Image
 
 from filmclevr import clevr, evaluate, shards, train
 from filmclevr.model import FiLMConfig
+from filmclevr.tokenize import read_encoded_split
 
 PAPER_CSV = evaluate.PAPER_TABLE1
 
@@ -251,15 +252,15 @@ def test_write_test_answers_order_and_format(tmp_path):
         evaluate.write_test_answers(records, {0: 4, 1: 6, 2: 99}, vocab, out)
 
 
-def test_read_records_names_file(tmp_path):
+def test_read_encoded_split_names_file(tmp_path):
     path = tmp_path / "val.json"
     path.write_text(json.dumps({"split": "val", "questions": [rec(0, "exist", 0)]}))
-    assert evaluate.read_records(path) == [rec(0, "exist", 0)]
+    assert read_encoded_split(path) == [rec(0, "exist", 0)]
     path.write_text("{not json")
     with pytest.raises(clevr.ClevrFormatError, match="val.json"):
-        evaluate.read_records(path)
+        read_encoded_split(path)
     with pytest.raises(clevr.ClevrFormatError, match="not found"):
-        evaluate.read_records(tmp_path / "missing.json")
+        read_encoded_split(tmp_path / "missing.json")
 
 
 def test_git_commit_outside_a_repo_is_unknown(tmp_path):
@@ -350,7 +351,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             t: i for i, t in enumerate(["<NULL>", "<START>", "<END>", "<UNK>", *words])
         },
         "program_token_to_idx": {"<NULL>": 0, "<START>": 1, "<END>": 2, "<UNK>": 3},
-        "answer_token_to_idx": {a: i for i, a in enumerate(clevr.ANSWERS)},
+        "answer_token_to_idx": {
+            a: i for i, a in enumerate(["<NULL>", "<START>", "<END>", "<UNK>", *clevr.ANSWERS])
+        },
     }
     (root / "tokens").mkdir()
     (root / "tokens" / "vocab.json").write_text(json.dumps(vocab))
@@ -371,7 +374,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                         "image_index": i,
                         "image_filename": name,
                         "tokens": [1, *rng.integers(4, 4 + len(words), 3).tolist(), 2],
-                        "answer": int(rng.integers(0, 2)) if answered else None,
+                        "answer": 4 + int(rng.integers(0, 2)) if answered else None,  # yes or no
                         "type": clevr.TYPE_OF_FUNCTION[function] if answered else None,
                         "function": function if answered else None,
                         "family": len(records) % 5 if answered else None,
@@ -469,10 +472,10 @@ def test_evaluate_refuses_the_test_split(tiny_run):
 
 def test_prior_counts_the_named_training_split(tiny_run):
     tokens = tiny_run["tokens"]
-    val = evaluate.read_records(tokens / "val.json")
+    val = read_encoded_split(tokens / "val.json")
     kwargs = dict(split="val", batch_size=8, device="cpu")
     default = evaluate.evaluate(tiny_run["root"] / "film.pt", tiny_run["shards"], tokens, **kwargs)
-    train_records = evaluate.read_records(tokens / "train.json")
+    train_records = read_encoded_split(tokens / "train.json")
     assert default.prior == evaluate.question_type_prior(train_records, val)
     # CoGenT-style layouts name their training split; the prior must count that one.
     on_val = evaluate.evaluate(

@@ -52,7 +52,9 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             t: i for i, t in enumerate(["<NULL>", "<START>", "<END>", "<UNK>", *sorted(WORDS)])
         },
         "program_token_to_idx": {"<NULL>": 0, "<START>": 1, "<END>": 2, "<UNK>": 3},
-        "answer_token_to_idx": {a: i for i, a in enumerate(clevr.ANSWERS)},
+        "answer_token_to_idx": {
+            a: i for i, a in enumerate(["<NULL>", "<START>", "<END>", "<UNK>", *clevr.ANSWERS])
+        },
     }
     (root / "tokens").mkdir()
     (root / "tokens" / "vocab.json").write_text(json.dumps(vocab))
@@ -74,7 +76,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                         "image_index": i,
                         "image_filename": name,
                         "tokens": tokens,
-                        "answer": int(pixels[..., 0].mean() > 127),  # yes/no from the image
+                        "answer": 4
+                        + int(pixels[..., 0].mean() > 127),  # yes (4) or no (5) from the image
                         "type": kind,
                         "function": clevr.QUESTION_TYPES[kind][0],
                         "family": 0,
@@ -251,7 +254,7 @@ def test_run_writes_checkpoints_sidecar_logs_and_curves(
 
     # The best checkpoint rebuilds the model alone, and scores what the history says.
     model, best = model_from_checkpoint(reference / "film.pt", "cpu")
-    assert "optimizer" not in best and best["vocab"]["answer_token_to_idx"]["yes"] == 0
+    assert "optimizer" not in best and best["vocab"]["answer_token_to_idx"]["yes"] == 4
     assert best["step"] == 12 * best["epoch"] and best["history"] == last["history"]
     val = shards.question_loader(
         shards.shard_paths(data["shards"], "val"), batch_size=8, shuffle=False
@@ -478,7 +481,7 @@ def test_non_finite_loss_stops_with_a_clear_error(
 
 
 def test_bad_inputs_raise_clear_errors(data: dict[str, Path], tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="vocab.json: vocabulary not found"):
+    with pytest.raises(ValueError, match="vocab.json: file not found"):
         train_mod.train(
             TINY_MODEL,
             TINY_TRAIN,
