@@ -89,3 +89,12 @@ def test_schema_errors_come_first(good: dict) -> None:
     params["resize_images"]["image_size"] = "big"
     with pytest.raises(ParamsError, match=r"resize_images\.image_size: 'big' is not of type"):
         validate_params(params, "p.yaml")
+
+
+def test_a_training_and_a_validation_split_are_required(tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["get_data"]["splits"] = ["train"]
+    path = tmp_path / "one_split.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ParamsError, match=r"one_split\.yaml.*\n.*get_data\.splits"):
+        load_params(path)
