@@ -217,15 +217,7 @@ def _download(
             log.info("resuming %s at byte %d", part_path, part.offset)
         log.info("downloading %s -> %s", url, archive)
         failures = 0
-        with tqdm(
-            total=total,
-            initial=part.offset,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=f"download {archive.name}",
-            disable=not progress,
-        ) as bar:
+        with _byte_bar(total, f"download {archive.name}", progress, initial=part.offset) as bar:
             while total is None or part.offset < total:
                 received_before = part.received
                 try:
@@ -349,20 +341,26 @@ def _warn_extraction_space(archive: Path, dest: Path, needed: int) -> None:
         )  # fmt: skip
 
 
+def _byte_bar(total: int | None, desc: str, progress: bool, initial: int = 0) -> tqdm:
+    """A progress bar counting bytes (KiB, MiB, ... as they grow)."""
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=desc,
+        disable=not progress,
+    )
+
+
 # --- Verification -----------------------------------------------------------------------------
 def _hash_file(path: Path, *, chunk_size: int, progress: bool, desc: str) -> hashlib._Hash:
     """Stream `path` through SHA-256 with a progress bar; return the hash object."""
     hasher = hashlib.sha256()
     with (
         open(path, "rb") as f,
-        tqdm(
-            total=path.stat().st_size,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=f"{desc} {path.name}",
-            disable=not progress,
-        ) as bar,
+        _byte_bar(path.stat().st_size, f"{desc} {path.name}", progress) as bar,
     ):
         while chunk := f.read(chunk_size):
             hasher.update(chunk)
@@ -469,14 +467,7 @@ def _extract(archive: Path, dest: Path, *, chunk_size: int, progress: bool) -> N
         log.info("extracting %s (%d entries, %d bytes) -> %s", archive, len(plan), total, dest)
         with (
             atomic_dir(dest) as tmp,
-            tqdm(
-                total=total,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=f"extract {archive.name}",
-                disable=not progress,
-            ) as bar,
+            _byte_bar(total, f"extract {archive.name}", progress) as bar,
         ):
             for info, parts in plan:
                 target = tmp.joinpath(*parts)
