@@ -114,6 +114,15 @@ def question_type(program: list[dict[str, Any]]) -> str:
 
 
 # --- Layout -----------------------------------------------------------------------------------
+def is_test_split(split: str) -> bool:
+    """Test splits (CLEVR's test, CoGenT's testA/testB) ship without answers or scenes.
+
+    By name, as in CLEVR's releases: the parameters give split names only, and every other
+    split (train, val, trainA, valB, ...) ships with answers, programs and scenes.
+    """
+    return split.startswith("test")
+
+
 def image_filename(split: str, index: int) -> str:
     return f"CLEVR_{split}_{index:06d}.png"
 

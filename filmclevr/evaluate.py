@@ -370,7 +370,7 @@ class Evaluation:
     prior: dict
     context: dict
     predictions: dict[int, int]
-    test_predictions: dict[int, int] | None
+    test_predictions: dict[str, dict[int, int]]  # test split name -> its predictions
     history: list[dict]
 
 
@@ -389,10 +389,11 @@ def evaluate(
 ) -> Evaluation:
     """Score a checkpoint on `split` and build the Q-type prior from the training split.
 
-    If the shard index holds a test split, it is predicted too. With `predictions_dir`, that
-    folder is replaced by one holding `{split}_predictions.json` (question_index, predicted and
-    correct answer words, function, family) and, with a test split, `test_answers.txt` (one
-    answer word per line in question order, the format CLEVR's authors took).
+    Every test split in the shard index (test, CoGenT's testA and testB) is predicted too. With
+    `predictions_dir`, that folder is replaced by one holding `{split}_predictions.json`
+    (question_index, predicted and correct answer words, function, family) and, per test split,
+    `{test split}_answers.txt` (one answer word per line in question order, the format CLEVR's
+    authors took).
 
     Args:
         checkpoint: `models/film.pt`.
@@ -406,10 +407,10 @@ def evaluate(
     from filmclevr.shards import load_index, question_loader, shard_paths
     from filmclevr.train import model_from_checkpoint, resolve_device
 
-    if split == "test":
+    if clevr.is_test_split(split):
         raise ValueError(
-            "the test split has no answers to score; evaluate val (test answers "
-            "are predicted whenever the shards hold a test split)"
+            f"the {split} split has no answers to score; evaluate val (answers of test "
+            "splits are predicted whenever the shards hold them)"
         )
     shards_dir, tokens_dir = Path(shards_dir), Path(tokens_dir)
     torch_device = resolve_device(device)
@@ -435,9 +436,11 @@ def evaluate(
         "questions": len(records),
         "checkpoint_epoch": state.get("epoch"),
     }
-    test_predictions = None
-    if "test" in load_index(shards_dir):
-        test_predictions = predict(model, loader("test"), torch_device)
+    test_predictions = {
+        name: predict(model, loader(name), torch_device)
+        for name in load_index(shards_dir)
+        if clevr.is_test_split(name)
+    }
     if predictions_dir is not None:
         rows = [
             {
@@ -456,12 +459,12 @@ def evaluate(
                 {"context": context, "predictions": rows},
                 indent=None,
             )
-            if test_predictions is not None:
+            for name, answers in test_predictions.items():
                 write_test_answers(
-                    read_encoded_split(tokens_dir / "test.json"),
-                    test_predictions,
+                    read_encoded_split(tokens_dir / f"{name}.json"),
+                    answers,
                     answer_vocab,
-                    tmp / "test_answers.txt",
+                    tmp / f"{name}_answers.txt",
                 )
     log.info("%s: overall %.2f%% on %d questions", split, metrics["overall"], len(records))
     return Evaluation(

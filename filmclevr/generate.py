@@ -118,15 +118,6 @@ def _release_question(q: dict[str, Any], public: bool) -> dict[str, Any]:
     return {k: q[k] for k in PUBLIC_KEYS} if public else q
 
 
-def _is_public(split: str) -> bool:
-    """Test splits (CLEVR's test, CoGenT's testA/testB) ship without answers or scenes.
-
-    By name, as in CLEVR's releases: the parameters give split names only, and every other
-    split (train, val, trainA, valB, ...) ships with answers, programs and scenes.
-    """
-    return split.startswith("test")
-
-
 def generate_mini_clevr(
     out_dir: str | Path,
     *,
@@ -190,7 +181,7 @@ def generate_mini_clevr(
                 scenes, seed=seed, split=split, questions_per_image=questions_per_image
             )
             questions_by_split[split] = questions
-            public = _is_public(split)
+            public = clevr.is_test_split(split)
             info = {
                 "split": split,
                 "version": "1.0",
@@ -235,7 +226,7 @@ def generate_mini_clevr(
     )
     baseline = None
     names = list(splits)  # the first split trains, the second validates
-    if len(names) >= 2 and not any(_is_public(s) for s in names[:2]):
+    if len(names) >= 2 and not any(clevr.is_test_split(s) for s in names[:2]):
         train_questions, val_questions = (questions_by_split[s] for s in names[:2])
         if train_questions and val_questions:
             baseline = majority_baseline(train_questions, val_questions)

@@ -336,7 +336,7 @@ TINY_MODEL = FiLMConfig(
 TINY_TRAIN = train.TrainConfig(
     batch_size=8, max_epochs=1, shuffle_buffer=16, num_threads=1, device="cpu"
 )
-IMAGES = {"train": 8, "val": 4, "test": 3}
+IMAGES = {"train": 8, "val": 4, "test": 3, "testB": 2}  # testB: a CoGenT test split
 QUESTIONS_PER_IMAGE = 3
 
 
@@ -367,7 +367,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             Image.fromarray(pixels).save(root / "resized" / split / name)
             for _ in range(QUESTIONS_PER_IMAGE):
                 function = functions[len(records) % len(functions)]
-                answered = split != "test"
+                answered = not clevr.is_test_split(split)
                 records.append(
                     {
                         "question_index": len(records),
@@ -417,9 +417,11 @@ def test_evaluate_tiny_checkpoint(tiny_run, tmp_path):
         predictions_dir=tmp_path / "predictions",
     )
     n_val = IMAGES["val"] * QUESTIONS_PER_IMAGE
-    n_test = IMAGES["test"] * QUESTIONS_PER_IMAGE
     assert sorted(result.predictions) == list(range(n_val))
-    assert sorted(result.test_predictions) == list(range(n_test))
+    # Every test split is predicted, CoGenT's testB as well as test: each question once.
+    assert sorted(result.test_predictions) == ["test", "testB"]
+    for name, predicted in result.test_predictions.items():
+        assert sorted(predicted) == list(range(IMAGES[name] * QUESTIONS_PER_IMAGE))
     # The same model on the same questions: the training loop's own validation agrees.
     best = result.history[checkpoint["epoch"] - 1]
     assert result.metrics["overall"] == round(100 * best["val_accuracy"], 2)
@@ -441,8 +443,9 @@ def test_evaluate_tiny_checkpoint(tiny_run, tmp_path):
         row["predicted"] == answers[result.predictions[row["question_index"]]]
         for row in val["predictions"]
     )
-    lines = (tmp_path / "predictions" / "test_answers.txt").read_text().splitlines()
-    assert lines == [answers[result.test_predictions[q]] for q in range(n_test)]
+    for name, predicted in result.test_predictions.items():
+        lines = (tmp_path / "predictions" / f"{name}_answers.txt").read_text().splitlines()
+        assert lines == [answers[predicted[q]] for q in range(len(predicted))]
 
     document = evaluate.write_results(
         result.metrics,
@@ -458,13 +461,14 @@ def test_evaluate_tiny_checkpoint(tiny_run, tmp_path):
     assert "mini-CLEVR / val (profile tiny)" in (tmp_path / "table.md").read_text()
 
 
-def test_evaluate_refuses_the_test_split(tiny_run):
-    with pytest.raises(ValueError, match="test split has no answers"):
+@pytest.mark.parametrize("split", ["test", "testB"])
+def test_evaluate_refuses_a_test_split(tiny_run, split):
+    with pytest.raises(ValueError, match=f"the {split} split has no answers"):
         evaluate.evaluate(
             tiny_run["root"] / "film.pt",
             tiny_run["shards"],
             tiny_run["tokens"],
-            split="test",
+            split=split,
             batch_size=8,
             device="cpu",
         )
