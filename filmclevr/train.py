@@ -22,6 +22,7 @@ import logging
 import os
 import pickle  # only for the exception type torch.load(weights_only=True) raises
 import random
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -77,6 +78,9 @@ class TrainConfig:
     shuffle_buffer: int = 5000
     checkpoint_every_steps: int = 0  # also save `last` every this many steps; 0: at epoch end
     num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    # Processes on this node, one per GPU: the train_model stage starts itself under
+    # `torchrun --standalone` when this is > 1 (several nodes: call torchrun yourself).
+    nproc_per_node: int = 1
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -92,7 +96,14 @@ class TrainConfig:
                 types = int if kind == "int" else (int, float)
                 if isinstance(value, bool) or not isinstance(value, types):
                     raise ValueError(f"TrainConfig.{f.name} must be a {f.type}, got {value!r}")
-        positive = ("batch_size", "learning_rate", "max_epochs", "patience", "shuffle_buffer")
+        positive = (
+            "batch_size",
+            "learning_rate",
+            "max_epochs",
+            "patience",
+            "shuffle_buffer",
+            "nproc_per_node",
+        )
         for name in positive:
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
@@ -136,6 +147,7 @@ _EXECUTION_FIELDS = frozenset(
         "channels_last",
         "compile",
         "num_threads",
+        "nproc_per_node",  # the world size itself is in the fingerprint
     }
 )
 
@@ -206,6 +218,25 @@ class _Dist:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+
+def torchrun_command(nproc_per_node: int, module: str, argv: list[str]) -> list[str]:
+    """The command that runs `python -m module argv...` as `nproc_per_node` DDP processes."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc_per_node}",
+        "-m",
+        module,
+        *argv,
+    ]
+
+
+def under_torchrun() -> bool:
+    """Whether this process was started by torchrun (which sets LOCAL_RANK for every worker)."""
+    return "LOCAL_RANK" in os.environ
 
 
 def _init_distributed(device_name: str) -> tuple[_Dist, torch.device]:

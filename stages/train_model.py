@@ -2,13 +2,17 @@
 
 Trains on the first split of `get_data.splits` and validates on the second.
 
-Runs on a GPU when there is one and on the CPU otherwise. Several GPUs or nodes:
-    torchrun --nproc_per_node=4 -m stages.train_model --params params.yaml ...
+Runs on a GPU when there is one and on the CPU otherwise. Several GPUs on one node: set
+`train_model.nproc_per_node` and this stage starts itself under `torchrun --standalone`.
+Several nodes: call torchrun yourself, e.g.
+    torchrun --nnodes=2 --nproc_per_node=4 ... -m stages.train_model --params params.yaml ...
 A killed run started again with the same parameters resumes from `--last`.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from stages import _common
@@ -26,13 +30,17 @@ def main() -> None:
 
     from filmclevr.model import FiLMConfig
     from filmclevr.params import load_params
-    from filmclevr.train import TrainConfig, train
+    from filmclevr.train import TrainConfig, torchrun_command, train, under_torchrun
 
     params = load_params(args.params)
+    train_config = TrainConfig.from_dict(params["train_model"])
+    if train_config.nproc_per_node > 1 and not under_torchrun():
+        command = torchrun_command(train_config.nproc_per_node, __spec__.name, sys.argv[1:])
+        sys.exit(subprocess.call(command))
     splits = params["get_data"]["splits"]  # the schema asks for a training and a validation split
     train(
         FiLMConfig.from_dict(params["model"]),
-        TrainConfig.from_dict(params["train_model"]),
+        train_config,
         shards_dir=args.shards,
         vocab_path=args.vocab,
         best_checkpoint=args.out,

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from filmclevr import clevr, shards
@@ -556,3 +557,36 @@ def test_ddp_on_two_cpu_processes(data: dict[str, Path], tmp_path: Path) -> None
         summaries[0]["best_val_accuracy"],
         abs=1 / 32 + 1e-9,  # 32 val questions: allow one flip
     )
+
+
+def test_stage_starts_nproc_per_node_processes(data: dict[str, Path], tmp_path: Path) -> None:
+    """`train_model.nproc_per_node: 2` makes the stage start itself under torchrun, 2 ranks."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["get_data"]["splits"] = list(IMAGES)
+    params["get_data"]["mini"]["images"] = dict(IMAGES)
+    params["resize_images"]["image_size"] = TINY_MODEL.image_size
+    params["model"] = TINY_MODEL.asdict()
+    params["train_model"] = {**TINY_TRAIN.asdict(), "nproc_per_node": 2}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = {name: tmp_path / name for name in ("film.pt", "last.pt", "train", "curves.png")}
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.train_model", "--params", str(tmp_path / "params.yaml")]
+        + ["--shards", str(data["shards"]), "--vocab", str(data["vocab"])]
+        + ["--out", str(out["film.pt"]), "--last", str(out["last.pt"])]
+        + ["--log-dir", str(out["train"]), "--curves", str(out["curves.png"])],
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = load_checkpoint(out["film.pt"])
+    assert checkpoint["world_size"] == 2
+    # 96 questions // (8 per rank x 2 ranks) = 6 steps per epoch, 2 epochs.
+    assert checkpoint["history"][-1]["step"] == 12
+
+
+def test_nproc_per_node_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="nproc_per_node must be > 0"):
+        TrainConfig(nproc_per_node=0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -145,8 +144,17 @@ def test_bad_parameters_name_the_file_and_key(tmp_path):
         validate_params(params)
 
 
-def test_snakemake_rules_declare_gpu_and_logs():
-    text = (ROOT / "workflow/rules/model.smk").read_text()
-    train_rule = re.search(r"rule train_model:(.*?)\n\n\n", text, re.S).group(1)
-    assert "gpu=1" in train_rule
-    assert "threads:" in train_rule
+@pytest.mark.parametrize("nproc_per_node", [None, 4])
+def test_training_rule_asks_one_gpu_per_process(tmp_path, nproc_per_node):
+    """What the SLURM executor requests: `gpu` = train_model.nproc_per_node (default 1)."""
+    from snakemake.api import SnakemakeApi
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    if nproc_per_node is not None:
+        params["train_model"]["nproc_per_node"] = nproc_per_node
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(yaml.safe_dump(params))
+    with SnakemakeApi() as api:
+        workflow = snakemake_workflow(api, profile)
+        train = next(r for r in workflow.rules if r.name == "train_model")
+        assert train.resources["gpu"] == (nproc_per_node or 1)

@@ -17,7 +17,8 @@ rule train_model:
         "logs/train_model.log",
     threads: workflow.cores
     resources:
-        gpu=1,
+        # One process per GPU: train_model.nproc_per_node > 1 starts torchrun in the stage.
+        gpu=config["train_model"].get("nproc_per_node", 1),
     params:
         model=config["model"],
         train=config["train_model"],
