@@ -10,11 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
-from filmclevr import clevr, evaluate, shards, train
-from filmclevr.model import FiLMConfig
+from filmclevr import clevr, evaluate, train
 from filmclevr.tokenize import read_encoded_split
+from tests.helpers import (
+    tiny_film_config,
+    tiny_train_config,
+    train_into,
+    write_random_images,
+    write_tokens_and_shards,
+    write_vocab,
+)
 
 PAPER_CSV = evaluate.PAPER_TABLE1
 
@@ -322,20 +328,8 @@ def test_predict_refuses_repeated_questions():
 
 
 # --- evaluate() on a tiny trained checkpoint ----------------------------------------------------
-TINY_MODEL = FiLMConfig(
-    image_size=16,
-    stem_num_layers=2,
-    stem_channels=8,
-    module_channels=8,
-    num_blocks=1,
-    word_embedding_dim=8,
-    rnn_hidden_dim=16,
-    classifier_proj_dim=16,
-    classifier_fc_dim=16,
-)
-TINY_TRAIN = train.TrainConfig(
-    batch_size=8, max_epochs=1, shuffle_buffer=16, num_threads=1, device="cpu"
-)
+TINY_MODEL = tiny_film_config(image_size=16)
+TINY_TRAIN = tiny_train_config(max_epochs=1)
 IMAGES = {"train": 8, "val": 4, "test": 3, "testB": 2}  # testB: a CoGenT test split
 QUESTIONS_PER_IMAGE = 3
 
@@ -346,25 +340,12 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny")
     rng = np.random.default_rng(0)
     words = ["How", "Is", "a", "cube", "many", "there"]
-    vocab = {
-        "question_token_to_idx": {
-            t: i for i, t in enumerate(["<NULL>", "<START>", "<END>", "<UNK>", *words])
-        },
-        "program_token_to_idx": {"<NULL>": 0, "<START>": 1, "<END>": 2, "<UNK>": 3},
-        "answer_token_to_idx": {
-            a: i for i, a in enumerate(["<NULL>", "<START>", "<END>", "<UNK>", *clevr.ANSWERS])
-        },
-    }
-    (root / "tokens").mkdir()
-    (root / "tokens" / "vocab.json").write_text(json.dumps(vocab))
+    vocab_path = write_vocab(root / "tokens", words)
     functions = clevr.TERMINAL_FUNCTIONS
+    questions: dict[str, list[dict]] = {}
     for split, n_images in IMAGES.items():
-        (root / "resized" / split).mkdir(parents=True)
-        records = []
-        for i in range(n_images):
-            name = clevr.image_filename(split, i)
-            pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(root / "resized" / split / name)
+        records = questions[split] = []
+        for i, name, _ in write_random_images(root, split, n_images, 16, rng):
             for _ in range(QUESTIONS_PER_IMAGE):
                 function = functions[len(records) % len(functions)]
                 answered = not clevr.is_test_split(split)
@@ -380,26 +361,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                         "family": len(records) % 5 if answered else None,
                     }
                 )
-        document = {"split": split, "unknown_tokens": 0, "questions": records}
-        (root / "tokens" / f"{split}.json").write_text(json.dumps(document))
-    shards.write_shards(
-        root / "resized",
-        root / "tokens",
-        root / "shards",
-        splits=list(IMAGES),
-        images_per_shard=3,
-        progress=False,
-    )
-    train.train(
-        TINY_MODEL,
-        TINY_TRAIN,
-        shards_dir=root / "shards",
-        vocab_path=root / "tokens" / "vocab.json",
-        best_checkpoint=root / "film.pt",
-        last_checkpoint=root / "last.pt",
-        log_dir=root / "train",
-        progress=False,
-    )
+    write_tokens_and_shards(root, questions, images_per_shard=3)
+    train_into(root, TINY_MODEL, TINY_TRAIN, root / "shards", vocab_path)
     return {"root": root, "shards": root / "shards", "tokens": root / "tokens"}
 
 

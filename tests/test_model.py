@@ -24,6 +24,7 @@ from filmclevr.model import (
     build_model,
     count_parameters,
 )
+from tests.helpers import tiny_film_config
 
 # clevr-iep's vocab.json for CLEVR v1.0: 93 question tokens (4 special + 89 words); the answer
 # vocabulary is the 4 special tokens + the 28 answers.
@@ -32,14 +33,12 @@ A = 4 + len(clevr.ANSWERS)
 PAPER_DIR = Path(__file__).resolve().parents[1] / "filmclevr" / "paper"
 
 # A tiny config for fast tests: 32x32 images, 2 stem layers -> 8x8 grid, 4 blocks like the paper.
-TINY = FiLMConfig(
+TINY = tiny_film_config(
     image_size=32,
-    word_embedding_dim=8,
-    rnn_hidden_dim=32,
-    stem_num_layers=2,
+    num_blocks=4,
     stem_channels=16,
     module_channels=16,
-    classifier_proj_dim=16,
+    rnn_hidden_dim=32,
     classifier_fc_dim=32,
 )
 TINY_V, TINY_A = 12, 5

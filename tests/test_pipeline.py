@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import TINY_MODEL_PARAMS
+
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "pyproject.toml", "README.md"]
 PROJECT_DIRS = ["filmclevr", "stages", "workflow", "profiles"]
@@ -40,17 +42,7 @@ def tiny_params() -> dict:
     params["get_data"]["mini"]["questions_per_image"] = 4
     params["resize_images"]["image_size"] = 32
     params["write_shards"]["images_per_shard"] = 10
-    params["model"] = {
-        "image_size": 32,
-        "stem_num_layers": 2,
-        "stem_channels": 8,
-        "module_channels": 8,
-        "num_blocks": 1,
-        "word_embedding_dim": 8,
-        "rnn_hidden_dim": 16,
-        "classifier_proj_dim": 16,
-        "classifier_fc_dim": 16,
-    }
+    params["model"] = dict(TINY_MODEL_PARAMS)
     params["train_model"] = {"max_epochs": 2, "batch_size": 16, "num_threads": 1}
     return params
 

@@ -10,6 +10,7 @@ import pytest
 from filmclevr import clevr, questions
 from filmclevr.executor import execute, execute_nodes
 from filmclevr.questions import FAMILIES, Family, QuestionSampler, majority_baseline
+from tests.helpers import ANSWERED_QUESTION_KEYS
 
 DIRECTIONS = {
     "right": (1.0, 0.0, 0.0),
@@ -95,16 +96,7 @@ def test_release_format(sample) -> None:
     _, qs = sample
     assert [q["question_index"] for q in qs] == list(range(len(qs)))
     for q in qs:
-        assert set(q) == {
-            "image_index",
-            "image_filename",
-            "split",
-            "question",
-            "answer",
-            "question_family_index",
-            "question_index",
-            "program",
-        }
+        assert set(q) == ANSWERED_QUESTION_KEYS
         assert q["image_filename"] == clevr.image_filename("train", q["image_index"])
         assert q["split"] == "train"
         for position, n in enumerate(q["program"]):

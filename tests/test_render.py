@@ -10,24 +10,7 @@ import numpy as np
 import pytest
 
 from filmclevr import clevr, render, scenes
-
-
-def make_object(shape: str, size: str, right: float, behind: float, **attrs) -> dict:
-    """An object placed by its offset (right, behind) from the origin on the ground."""
-    d = scenes.camera_directions()
-    x = right * d["right"][0] + behind * d["behind"][0]
-    y = right * d["right"][1] + behind * d["behind"][1]
-    obj = {
-        "color": attrs.get("color", "red"),
-        "size": size,
-        "shape": shape,
-        "material": attrs.get("material", "rubber"),
-        "3d_coords": [x, y, scenes.half_height(shape, size)],
-        "rotation": attrs.get("rotation", 0.0),
-    }
-    px, py, depth = scenes.project(obj["3d_coords"])
-    obj["pixel_coords"] = [round(px), round(py), depth]
-    return obj
+from tests.helpers import object_at
 
 
 def scene_of(*objects: dict) -> dict:
@@ -87,7 +70,7 @@ def test_empty_scene_is_a_gray_studio():
 
 
 def test_object_is_drawn_at_its_pixel_coords():
-    obj = make_object("sphere", "large", 0.5, 0.5, color="red")
+    obj = object_at("sphere", "large", 0.5, 0.5, color="red")
     rgb = pixels(obj)
     ys, xs = disc(obj, 6)
     assert colored_mask(rgb[ys, xs], "red").all()
@@ -112,19 +95,19 @@ def test_pixel_coords_hit_their_object_in_sampled_scenes(sampled):
 
 
 def test_farther_objects_are_smaller_and_higher():
-    near = make_object("cube", "large", 0.0, -2.5, color="blue")
-    far = make_object("cube", "large", 0.0, 3.0, color="blue")
+    near = object_at("cube", "large", 0.0, -2.5, color="blue")
+    far = object_at("cube", "large", 0.0, 3.0, color="blue")
     near_mask, far_mask = colored_mask(pixels(near), "blue"), colored_mask(pixels(far), "blue")
     assert near_mask.sum() > 1.8 * far_mask.sum() > 0
     assert np.nonzero(far_mask)[0].mean() < np.nonzero(near_mask)[0].mean() - 100
     # Smallest case still readable once downsized: a far small sphere spans 20+ rows.
-    tiny = colored_mask(pixels(make_object("sphere", "small", 0.0, 3.5, color="blue")), "blue")
+    tiny = colored_mask(pixels(object_at("sphere", "small", 0.0, 3.5, color="blue")), "blue")
     assert np.any(tiny, axis=1).sum() >= 20
 
 
 def test_nearer_object_occludes_farther_one():
-    near = make_object("cylinder", "large", 0.0, -1.0, color="blue")
-    far = make_object("sphere", "large", 0.3, 0.8, color="red")
+    near = object_at("cylinder", "large", 0.0, -1.0, color="blue")
+    far = object_at("sphere", "large", 0.3, 0.8, color="red")
     for order in ((near, far), (far, near)):  # list order must not matter
         rgb = np.asarray(render.render_scene(scene_of(*order)))[..., :3].astype(int)
         ys, xs = disc(near, 8)
@@ -142,7 +125,7 @@ def test_metal_has_brighter_highlights_than_rubber():
     for color in ("red", "blue", "gray", "yellow"):
         peaks = {}
         for material in clevr.MATERIALS:
-            obj = make_object("sphere", "large", 0.0, 0.0, color=color, material=material)
+            obj = object_at("sphere", "large", 0.0, 0.0, color=color, material=material)
             ids, _, _ = scenes.object_id_buffer([obj])
             darkest_channel = pixels(obj)[ids == 0].min(axis=-1)
             peaks[material] = np.percentile(darkest_channel, 99.5)
@@ -154,7 +137,7 @@ def test_metal_has_brighter_highlights_than_rubber():
 def test_shading_keeps_the_hue(material):
     for color, reference in clevr.COLORS.items():
         for shape in clevr.SHAPES:
-            obj = make_object(shape, "large", 0.0, 0.0, color=color, material=material)
+            obj = object_at(shape, "large", 0.0, 0.0, color=color, material=material)
             ys, xs = disc(obj, 12)
             mean = pixels(obj)[ys, xs].reshape(-1, 3).mean(axis=0)
             cosine = mean @ reference / np.linalg.norm(mean) / np.linalg.norm(reference)
@@ -164,14 +147,14 @@ def test_shading_keeps_the_hue(material):
 def test_shapes_and_rotation():
     """Cubes turn with `rotation`; spheres and cylinders look the same at any rotation."""
     for shape, changes in (("cube", True), ("sphere", False), ("cylinder", False)):
-        a = pixels(make_object(shape, "large", 0.0, 0.0, rotation=0.0))
-        b = pixels(make_object(shape, "large", 0.0, 0.0, rotation=30.0))
+        a = pixels(object_at(shape, "large", 0.0, 0.0, rotation=0.0))
+        b = pixels(object_at(shape, "large", 0.0, 0.0, rotation=30.0))
         differing = np.any(np.abs(a - b) > 8, axis=-1).sum()
         assert (differing > 200) == changes, (shape, differing)
 
 
 def test_bad_attribute_is_rejected():
-    obj = make_object("sphere", "large", 0.0, 0.0)
+    obj = object_at("sphere", "large", 0.0, 0.0)
     obj["color"] = "pink"
     with pytest.raises(ValueError, match="color='pink'"):
         render.render_scene(scene_of(obj))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from filmclevr import clevr, scenes
+from tests.helpers import ground_point, make_object
 
 SCENE_KEYS = {"split", "image_index", "image_filename", "objects", "directions", "relationships"}
 OBJECT_KEYS = {"color", "size", "shape", "material", "3d_coords", "pixel_coords", "rotation"}
@@ -20,28 +21,6 @@ OBJECT_KEYS = {"color", "size", "shape", "material", "3d_coords", "pixel_coords"
 def sampled() -> list[dict]:
     rng = random.Random(1234)
     return [scenes.sample_scene(rng, "train", i) for i in range(120)]
-
-
-def make_object(shape: str, size: str, x: float, y: float, **attrs) -> dict:
-    obj = {
-        "color": attrs.get("color", "red"),
-        "size": size,
-        "shape": shape,
-        "material": attrs.get("material", "rubber"),
-        "3d_coords": [x, y, scenes.half_height(shape, size)],
-        "rotation": attrs.get("rotation", 0.0),
-    }
-    px, py, depth = scenes.project(obj["3d_coords"])
-    obj["pixel_coords"] = [round(px), round(py), depth]
-    return obj
-
-
-def ground_point(right: float, behind: float) -> tuple[float, float]:
-    d = scenes.camera_directions()
-    return (
-        right * d["right"][0] + behind * d["behind"][0],
-        right * d["right"][1] + behind * d["behind"][1],
-    )
 
 
 # --- Camera and directions ----------------------------------------------------------------------

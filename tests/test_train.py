@@ -14,29 +14,24 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 
 from filmclevr import clevr, shards
 from filmclevr import train as train_mod
-from filmclevr.model import FiLMConfig, build_model
+from filmclevr.model import build_model
 from filmclevr.train import TrainConfig, evaluate_accuracy, load_checkpoint, model_from_checkpoint
+from tests.helpers import (
+    tiny_film_config,
+    tiny_train_config,
+    train_into,
+    write_random_images,
+    write_tokens_and_shards,
+    write_vocab,
+)
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_MODEL = FiLMConfig(
-    image_size=32,
-    stem_num_layers=2,
-    stem_channels=8,
-    module_channels=8,
-    num_blocks=1,
-    word_embedding_dim=8,
-    rnn_hidden_dim=16,
-    classifier_proj_dim=16,
-    classifier_fc_dim=16,
-)
+TINY_MODEL = tiny_film_config(image_size=32)
 # 24 train images x 4 questions = 96 questions: 12 steps of 8 per epoch on one process.
-TINY_TRAIN = TrainConfig(
-    batch_size=8, max_epochs=2, shuffle_buffer=16, num_threads=1, device="cpu", patience=5
-)
+TINY_TRAIN = tiny_train_config(max_epochs=2, patience=5)
 IMAGES = {"train": 24, "val": 8}
 QUESTIONS_PER_IMAGE = 4
 WORDS = ["Is", "there", "a", "red", "cube", "How", "many", "spheres", "are"]
@@ -48,25 +43,12 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny shards (6 images each, 4 train and 2 val) written by the real shard writer."""
     root = tmp_path_factory.mktemp("data")
     rng = np.random.default_rng(0)
-    vocab = {
-        "question_token_to_idx": {
-            t: i for i, t in enumerate(["<NULL>", "<START>", "<END>", "<UNK>", *sorted(WORDS)])
-        },
-        "program_token_to_idx": {"<NULL>": 0, "<START>": 1, "<END>": 2, "<UNK>": 3},
-        "answer_token_to_idx": {
-            a: i for i, a in enumerate(["<NULL>", "<START>", "<END>", "<UNK>", *clevr.ANSWERS])
-        },
-    }
-    (root / "tokens").mkdir()
-    (root / "tokens" / "vocab.json").write_text(json.dumps(vocab))
+    write_vocab(root / "tokens", sorted(WORDS))
     types = list(clevr.QUESTION_TYPES)
+    questions: dict[str, list[dict]] = {}
     for split, n_images in IMAGES.items():
-        (root / "resized" / split).mkdir(parents=True)
-        records = []
-        for i in range(n_images):
-            name = clevr.image_filename(split, i)
-            pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(root / "resized" / split / name)
+        records = questions[split] = []
+        for i, name, pixels in write_random_images(root, split, n_images, 32, rng):
             for _ in range(QUESTIONS_PER_IMAGE):
                 length = int(rng.integers(3, 8))
                 tokens = [1, *rng.integers(4, 4 + len(WORDS), length - 2).tolist(), 2]
@@ -84,30 +66,19 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                         "family": 0,
                     }
                 )
-        doc = {"split": split, "unknown_tokens": 0, "questions": records}
-        (root / "tokens" / f"{split}.json").write_text(json.dumps(doc))
-    shards.write_shards(
-        root / "resized",
-        root / "tokens",
-        root / "shards",
-        splits=list(IMAGES),
-        images_per_shard=6,
-        progress=False,
-    )
+    write_tokens_and_shards(root, questions, images_per_shard=6)
     return {"shards": root / "shards", "vocab": root / "tokens" / "vocab.json"}
 
 
 def run(
     data: dict[str, Path], out: Path, config: TrainConfig = TINY_TRAIN, progress: bool = False
 ) -> dict[str, object]:
-    return train_mod.train(
+    return train_into(
+        out,
         TINY_MODEL,
         config,
-        shards_dir=data["shards"],
-        vocab_path=data["vocab"],
-        best_checkpoint=out / "film.pt",
-        last_checkpoint=out / "last.pt",
-        log_dir=out / "train",
+        data["shards"],
+        data["vocab"],
         curves_png=out / "curves.png",
         progress=progress,
     )
@@ -418,15 +389,12 @@ def test_epoch_loader_is_closed_before_validation_and_on_errors(
 def test_split_names_are_arguments(data: dict[str, Path], tmp_path: Path) -> None:
     # Any two splits of the index: here trained on the 32 "val" questions, validated on "train".
     config = TrainConfig.from_dict({**TINY_TRAIN.asdict(), "max_epochs": 1})
-    summary = train_mod.train(
+    summary = train_into(
+        tmp_path,
         TINY_MODEL,
         config,
-        shards_dir=data["shards"],
-        vocab_path=data["vocab"],
-        best_checkpoint=tmp_path / "film.pt",
-        last_checkpoint=tmp_path / "last.pt",
-        log_dir=tmp_path / "train",
-        progress=False,
+        data["shards"],
+        data["vocab"],
         train_split="val",
         val_split="train",
     )
@@ -434,16 +402,8 @@ def test_split_names_are_arguments(data: dict[str, Path], tmp_path: Path) -> Non
     sidecar = json.loads((tmp_path / "film.json").read_text())
     assert (sidecar["train_split"], sidecar["val_split"]) == ("val", "train")
     with pytest.raises(ValueError, match="no split 'trainA' \\(has train, val\\)"):
-        train_mod.train(
-            TINY_MODEL,
-            config,
-            shards_dir=data["shards"],
-            vocab_path=data["vocab"],
-            best_checkpoint=tmp_path / "film.pt",
-            last_checkpoint=tmp_path / "last.pt",
-            log_dir=tmp_path / "train",
-            progress=False,
-            train_split="trainA",
+        train_into(
+            tmp_path, TINY_MODEL, config, data["shards"], data["vocab"], train_split="trainA"
         )
 
 
@@ -483,16 +443,7 @@ def test_non_finite_loss_stops_with_a_clear_error(
 
 def test_bad_inputs_raise_clear_errors(data: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="vocab.json: file not found"):
-        train_mod.train(
-            TINY_MODEL,
-            TINY_TRAIN,
-            shards_dir=data["shards"],
-            vocab_path=tmp_path / "vocab.json",
-            best_checkpoint=tmp_path / "film.pt",
-            last_checkpoint=tmp_path / "last.pt",
-            log_dir=tmp_path / "train",
-            progress=False,
-        )
+        train_into(tmp_path, TINY_MODEL, TINY_TRAIN, data["shards"], tmp_path / "vocab.json")
     big = TrainConfig.from_dict({**TINY_TRAIN.asdict(), "batch_size": 97})
     with pytest.raises(ValueError, match="96 training questions, fewer than one global batch"):
         run(data, tmp_path, big)

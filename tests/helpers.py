@@ -1,0 +1,157 @@
+"""Fixtures shared by several test files: tiny configs, tiny data and hand-placed objects.
+
+Plain values and functions (no pytest fixtures), imported as `from tests.helpers import ...`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from filmclevr import clevr, scenes, shards, train
+from filmclevr.model import FiLMConfig
+
+# --- A tiny model and recipe, trained on the CPU in seconds ---------------------------------------
+# The `model:` parameters of a tiny run on 32-pixel images: two stem layers, then one residual
+# block of 8 channels.
+TINY_MODEL_PARAMS = {
+    "image_size": 32,
+    "stem_num_layers": 2,
+    "stem_channels": 8,
+    "module_channels": 8,
+    "num_blocks": 1,
+    "word_embedding_dim": 8,
+    "rnn_hidden_dim": 16,
+    "classifier_proj_dim": 16,
+    "classifier_fc_dim": 16,
+}
+
+
+def tiny_film_config(**overrides: Any) -> FiLMConfig:
+    """The FiLMConfig of TINY_MODEL_PARAMS, with `overrides`."""
+    return FiLMConfig(**{**TINY_MODEL_PARAMS, **overrides})
+
+
+def tiny_train_config(**overrides: Any) -> train.TrainConfig:
+    """Batches of 8 from a 16-question shuffle buffer, one thread, on the CPU."""
+    recipe = {"batch_size": 8, "shuffle_buffer": 16, "num_threads": 1, "device": "cpu"}
+    return train.TrainConfig(**{**recipe, **overrides})
+
+
+def write_vocab(tokens_dir: Path, words: list[str]) -> Path:
+    """A tokenizer vocab.json in `tokens_dir` (made here): the special tokens, then `words`."""
+    special = ["<NULL>", "<START>", "<END>", "<UNK>"]
+    vocab = {
+        "question_token_to_idx": {t: i for i, t in enumerate([*special, *words])},
+        "program_token_to_idx": {t: i for i, t in enumerate(special)},
+        "answer_token_to_idx": {a: i for i, a in enumerate([*special, *clevr.ANSWERS])},
+    }
+    tokens_dir.mkdir()
+    path = tokens_dir / "vocab.json"
+    path.write_text(json.dumps(vocab))
+    return path
+
+
+def write_random_images(
+    root: Path, split: str, n_images: int, image_size: int, rng: np.random.Generator
+) -> Iterator[tuple[int, str, np.ndarray]]:
+    """Saves `n_images` random RGB images as `root/resized/<split>/<CLEVR name>`, one at a time,
+    yielding (image index, file name, pixels) after each."""
+    (root / "resized" / split).mkdir(parents=True)
+    for i in range(n_images):
+        name = clevr.image_filename(split, i)
+        pixels = rng.integers(0, 256, (image_size, image_size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "resized" / split / name)
+        yield i, name, pixels
+
+
+def write_tokens_and_shards(
+    root: Path, questions: dict[str, list[dict]], images_per_shard: int
+) -> Path:
+    """The tokenizer's `root/tokens/<split>.json` for each split's encoded `questions`, then
+    `root/shards` from them and the images in `root/resized/<split>/`; returns the shards dir."""
+    for split, records in questions.items():
+        document = {"split": split, "unknown_tokens": 0, "questions": records}
+        (root / "tokens" / f"{split}.json").write_text(json.dumps(document))
+    shards.write_shards(
+        root / "resized",
+        root / "tokens",
+        root / "shards",
+        splits=list(questions),
+        images_per_shard=images_per_shard,
+        progress=False,
+    )
+    return root / "shards"
+
+
+def train_into(
+    out: Path,
+    model: FiLMConfig,
+    config: train.TrainConfig,
+    shards_dir: Path,
+    vocab_path: Path,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """`train.train` writing film.pt, last.pt and the train/ logs under `out`; no progress bar
+    unless `progress=True`. Other keywords (curves_png, the split names) go to `train.train`."""
+    kwargs.setdefault("progress", False)
+    return train.train(
+        model,
+        config,
+        shards_dir=shards_dir,
+        vocab_path=vocab_path,
+        best_checkpoint=out / "film.pt",
+        last_checkpoint=out / "last.pt",
+        log_dir=out / "train",
+        **kwargs,
+    )
+
+
+# --- Released questions -------------------------------------------------------------------------
+# The keys of a question with its answer (train, val) in a CLEVR release questions file.
+ANSWERED_QUESTION_KEYS = {
+    "image_index",
+    "image_filename",
+    "split",
+    "question",
+    "answer",
+    "question_family_index",
+    "question_index",
+    "program",
+}
+
+
+# --- Hand-placed scene objects ------------------------------------------------------------------
+def make_object(shape: str, size: str, x: float, y: float, **attrs: Any) -> dict:
+    """A CLEVR scene object resting on the ground at (x, y); color, material and rotation
+    default to red, rubber and 0."""
+    obj = {
+        "color": attrs.get("color", "red"),
+        "size": size,
+        "shape": shape,
+        "material": attrs.get("material", "rubber"),
+        "3d_coords": [x, y, scenes.half_height(shape, size)],
+        "rotation": attrs.get("rotation", 0.0),
+    }
+    px, py, depth = scenes.project(obj["3d_coords"])
+    obj["pixel_coords"] = [round(px), round(py), depth]
+    return obj
+
+
+def ground_point(right: float, behind: float) -> tuple[float, float]:
+    """The ground point at offset (right, behind) from the origin, in the camera's directions."""
+    d = scenes.camera_directions()
+    return (
+        right * d["right"][0] + behind * d["behind"][0],
+        right * d["right"][1] + behind * d["behind"][1],
+    )
+
+
+def object_at(shape: str, size: str, right: float, behind: float, **attrs: Any) -> dict:
+    """An object placed by its offset (right, behind) from the origin on the ground."""
+    return make_object(shape, size, *ground_point(right, behind), **attrs)
