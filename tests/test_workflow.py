@@ -104,7 +104,13 @@ def test_raw_data_is_not_copied_into_dvc_cache():
     assert outs == [{"data/clevr": {"cache": False}}]
 
 
-@pytest.mark.parametrize("path", ["params.yaml", "profiles/paper.yaml"])
+PROFILES = [
+    "params.yaml",
+    *sorted(f"profiles/{p.name}" for p in (ROOT / "profiles").glob("*.yaml")),
+]
+
+
+@pytest.mark.parametrize("path", PROFILES)
 def test_profiles_are_complete_and_valid(path):
     params = load_params(ROOT / path)
     from filmclevr.model import FiLMConfig
@@ -158,3 +164,12 @@ def test_training_rule_asks_one_gpu_per_process(tmp_path, nproc_per_node):
         workflow = snakemake_workflow(api, profile)
         train = next(r for r in workflow.rules if r.name == "train_model")
         assert train.resources["gpu"] == (nproc_per_node or 1)
+
+
+def test_mini_large_is_the_demo_model_on_more_data():
+    demo, large = load_params(ROOT / "params.yaml"), load_params(ROOT / "profiles/mini-large.yaml")
+    assert large["model"] == demo["model"]
+    assert large["resize_images"] == demo["resize_images"]
+    assert large["get_data"]["mini"]["seed"] == demo["get_data"]["mini"]["seed"]
+    images = large["get_data"]["mini"]["images"]
+    assert images["train"] > demo["get_data"]["mini"]["images"]["train"]
