@@ -69,7 +69,7 @@ rule tokenize_questions:
 # Stage 4: WebDataset tar shards, one sample per image with all its questions.
 rule write_shards:
     input:
-        code=code("write_shards", "shards.py"),
+        code=code("write_shards", "tokenize.py", "shards.py"),
         resized=rules.resize_images.output.root,
         tokens=rules.tokenize_questions.output.root,
     output:

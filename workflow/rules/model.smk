@@ -5,7 +5,14 @@
 # engines delete outputs before a job starts, and last.pt is what a killed run resumes from.
 rule train_model:
     input:
-        code=code("train_model", "model.py", "shards.py", "train.py", "figures.py"),
+        code=code(
+            "train_model",
+            "tokenize.py",
+            "model.py",
+            "shards.py",
+            "train.py",
+            "figures.py",
+        ),
         shards=rules.write_shards.output.root,
         tokens=rules.tokenize_questions.output.root,
     output:
@@ -35,11 +42,13 @@ rule evaluate_model:
     input:
         code=code(
             "evaluate_model",
+            "tokenize.py",
             "model.py",
             "shards.py",
             "train.py",
             "evaluate.py",
             "figures.py",
+            "paper/table1_clevr_test.csv",
         ),
         checkpoint=rules.train_model.output.checkpoint,
         shards=rules.write_shards.output.root,
