@@ -1,12 +1,12 @@
 """Load the workflow parameters and validate them against the one schema.
 
-Both engines read the same file: Snakemake loads it as its config (and validates it with
-`validate_params`), DVC tracks its keys, and every stage entry point calls `load_params`.
+Both engines read the same file: Snakemake loads it as its config through `load_params`, DVC
+tracks its keys, and every stage entry point calls `load_params`.
 """
 
 from __future__ import annotations
 
-import copy
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,17 @@ SCHEMA_RESOURCE = "schemas/params.schema.yaml"
 # FiLMConfig.image_size's default (SPEC §3), kept here so that validating params does not import
 # torch; tests/test_params.py checks that the two agree.
 DEFAULT_MODEL_IMAGE_SIZE = 224
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: YAML 1.1 reads `3e-4` (no dot) as a string."""
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
 
 
 class ParamsError(ValueError):
@@ -81,14 +92,14 @@ def load_params(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         with open(path, encoding="utf-8") as f:
-            params = yaml.safe_load(f)
+            params = yaml.load(f, Loader=_Yaml12Loader)  # a SafeLoader: plain data only
     except FileNotFoundError:
         raise ParamsError(f"{path}: parameters file not found") from None
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(params, dict):
         raise ParamsError(f"{path}: expected a mapping of parameter sections")
-    return validate_params(copy.deepcopy(params), str(path))
+    return validate_params(params, str(path))
 
 
 def dataset_label(params: dict[str, Any]) -> str:

@@ -115,7 +115,8 @@ class TrainConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
         """Build a config from a mapping (a params.yaml section); unknown keys are errors.
 
-        Float fields also take numeric strings: YAML 1.1 reads `3e-4` (no dot) as a string.
+        Float fields also take numeric strings: YAML 1.1 readers (PyYAML's safe_load) give `3e-4`
+        (no dot) as a string; `params.load_params` itself reads it as a number.
         """
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - set(fields))

@@ -98,3 +98,12 @@ def test_a_training_and_a_validation_split_are_required(tmp_path):
     path.write_text(yaml.safe_dump(params))
     with pytest.raises(ParamsError, match=r"one_split\.yaml.*\n.*get_data\.splits"):
         load_params(path)
+
+
+def test_exponent_numbers_are_floats_as_in_yaml_1_2(tmp_path: Path, good: dict) -> None:
+    """PyYAML (YAML 1.1) reads `1e-1` as a string; a parameters file means the number."""
+    text = yaml.safe_dump(good).replace("tolerance: 3.0", "tolerance: 1e-1")
+    assert "tolerance: 1e-1" in text
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    assert load_params(path)["regression"]["tolerance"] == 0.1
