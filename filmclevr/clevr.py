@@ -7,6 +7,7 @@ release go through the same code.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +96,6 @@ TEMPLATE_GROUPS: dict[str, int] = {
     "same_relate": 28,
 }
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-
 
 class ClevrFormatError(ValueError):
     """A CLEVR file does not follow the release format; the message names the file."""
@@ -104,7 +103,7 @@ class ClevrFormatError(ValueError):
 
 def question_type(program: list[dict[str, Any]]) -> str:
     """The paper column of a question: the type of its program's last function (SPEC §2)."""
-    last = program[-1]["function"]
+    last = program[-1].get("function")
     try:
         return TYPE_OF_FUNCTION[last]
     except KeyError:
@@ -114,6 +113,10 @@ def question_type(program: list[dict[str, Any]]) -> str:
 
 
 # --- Layout -----------------------------------------------------------------------------------
+# Split names go into file names (CLEVR_{split}_NNNNNN.png); the params schema has the same rule.
+SPLIT_NAME = re.compile(r"[A-Za-z0-9]+")
+
+
 def is_test_split(split: str) -> bool:
     """Test splits (CLEVR's test, CoGenT's testA/testB) ship without answers or scenes.
 

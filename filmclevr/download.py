@@ -29,12 +29,6 @@ from filmclevr.io import atomic_dir
 
 log = logging.getLogger(__name__)
 
-# SPEC §1. The authors publish no checksum; the SHA-256 is the one TensorFlow Datasets records.
-CLEVR_URL = "https://dl.fbaipublicfiles.com/clevr/CLEVR_v1.0.zip"
-CLEVR_SIZE = 19_021_600_724
-CLEVR_SHA256 = "5cd61cf1096ed20944df93c9adb31e74d189b8459a94f54ba00090e5c59936d1"
-COGENT_URL = "https://dl.fbaipublicfiles.com/clevr/CLEVR_CoGenT_v1.0.zip"  # size/checksum unknown
-
 REQUIRED_FOLDERS = ("images", "questions")  # checked in the extracted tree before it is renamed
 _RETRY_HTTP_CODES = frozenset({408, 429, 500, 502, 503, 504})
 _MAX_BACKOFF_S = 60.0

@@ -150,8 +150,8 @@ def generate_mini_clevr(
     if not splits:
         raise ValueError("splits is empty: name at least one split and its image count")
     for split, count in splits.items():
-        if not split.isalnum():
-            raise ValueError(f"split name {split!r} must be letters and digits")
+        if not clevr.SPLIT_NAME.fullmatch(split):
+            raise ValueError(f"split name {split!r} must be ASCII letters and digits")
         if not isinstance(count, int) or count < 0:
             raise ValueError(f"split {split!r}: image count must be an int >= 0, got {count!r}")
     if questions_per_image < 1:

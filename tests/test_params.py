@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from filmclevr import clevr
 from filmclevr import params as params_mod
 from filmclevr.params import ParamsError, load_params, validate_params
 
@@ -107,3 +108,18 @@ def test_exponent_numbers_are_floats_as_in_yaml_1_2(tmp_path: Path, good: dict) 
     path = tmp_path / "exp.yaml"
     path.write_text(text)
     assert load_params(path)["regression"]["tolerance"] == 0.1
+
+
+@pytest.mark.parametrize("split", ["train", "trainA", "valB2", "train_a", "tråin", "val-1", ""])
+def test_schema_and_generator_agree_on_split_names(good: dict, split: str) -> None:
+    """The schema's pattern and clevr.SPLIT_NAME (used by the generator) are one rule."""
+    params = copy.deepcopy(good)
+    params["get_data"]["splits"] = [split, "val"]
+    params["get_data"]["mini"]["images"][split] = 1
+    valid = True
+    try:
+        validate_params(params)
+    except ParamsError as e:
+        assert "get_data.splits" in str(e)
+        valid = False
+    assert valid == bool(clevr.SPLIT_NAME.fullmatch(split))
