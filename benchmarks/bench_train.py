@@ -9,9 +9,9 @@ compares each row with the float32 eager row of its configuration.
     python benchmarks/bench_train.py                 # both configurations, this machine
     python benchmarks/bench_train.py --only demo --steps 20
 
-The demo configuration is the `model:` section of params.yaml when there is one; otherwise the
-small model documented in DEMO_FALLBACK. The paper configuration is FiLMConfig() at 224x224 with
-the paper's batch of 64 (TrainConfig()).
+The demo configuration is the `model:` and batch size of the parameters file (params.yaml by
+default). The paper configuration is FiLMConfig() at 224x224 with the paper's batch of 64
+(TrainConfig()).
 """
 
 from __future__ import annotations
@@ -23,39 +23,22 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 from filmclevr.model import FiLMConfig, build_model, count_parameters
-from filmclevr.train import TrainConfig, build_optimizer, set_seed, train_step
+from filmclevr.params import load_params
+from filmclevr.train import TrainConfig, build_optimizer, resolve_device, set_seed, train_step
 
 REPO = Path(__file__).resolve().parents[1]
-# Used when params.yaml has no `model:` section: the mini profile's small model (64x64 images,
-# 3 stem layers -> 8x8 grid, 64 channels, GRU 256).
-DEMO_FALLBACK = {
-    "image_size": 64,
-    "stem_num_layers": 3,
-    "stem_channels": 64,
-    "module_channels": 64,
-    "word_embedding_dim": 64,
-    "rnn_hidden_dim": 256,
-    "classifier_proj_dim": 256,
-    "classifier_fc_dim": 256,
-}
 VOCAB_SIZE = 93  # CLEVR's question vocabulary with the 4 special tokens (clevr-iep)
 NUM_ANSWERS = 32  # 28 answers + 4 special tokens, as clevr-iep's answer vocabulary
 QUESTION_LENGTH = 24  # tokens incl. <START>/<END>; CLEVR questions average about 18 words
 
 
 def demo_setup(params_path: Path) -> tuple[FiLMConfig, int, str]:
-    """(model config, batch size, where it came from) of the demo profile."""
-    params = {}
-    if params_path.is_file():
-        params = yaml.safe_load(params_path.read_text(encoding="utf-8")) or {}
-    train_section = params.get("train_model") or {}
-    batch = TrainConfig.from_dict(train_section).batch_size
-    if params.get("model"):
-        return FiLMConfig.from_dict(params["model"]), batch, f"{params_path.name} model:"
-    return FiLMConfig.from_dict(DEMO_FALLBACK), batch, "DEMO_FALLBACK"
+    """(model config, batch size, where it came from) of a parameters file."""
+    params = load_params(params_path)
+    batch = TrainConfig.from_dict(params["train_model"]).batch_size
+    return FiLMConfig.from_dict(params["model"]), batch, f"{params_path.name} model:"
 
 
 def random_batch(config: FiLMConfig, batch: int, device: torch.device) -> tuple:
@@ -117,10 +100,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    name = args.device
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    device = resolve_device(args.device)
     gpu = device.type == "cuda"
     if gpu:
         torch.backends.cudnn.benchmark = True  # as train() does on CUDA

@@ -12,13 +12,13 @@ Exit status: 0 pass, 1 regression or context mismatch, 2 unreadable input.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from filmclevr import clevr
+from filmclevr.io import read_json
 
 METRICS: tuple[str, ...] = ("overall", *clevr.QUESTION_TYPES)
 CONTEXT_MATCH: tuple[str, ...] = ("dataset", "split", "profile")
@@ -98,8 +98,7 @@ def comparison_table(
 
 
 def _load(path: Path) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as f:
-        document = json.load(f)
+    document = read_json(path)
     if (
         not isinstance(document, dict)
         or "overall" not in document
@@ -128,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = getattr(args, role)
         try:
             documents[role] = _load(path)
-        except (OSError, ValueError) as e:  # JSONDecodeError is a ValueError
+        except ValueError as e:  # read_json turns OSError and bad JSON into ValueError
             print(f"error: cannot read the {role} metrics {path}: {e}", file=sys.stderr)
             return 2
     print(comparison_table(documents["baseline"], documents["current"], args.tolerance))

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 # clevr-iep's special tokens, at the start of every vocabulary.
 SPECIAL_TOKENS: dict[str, int] = {"<NULL>": 0, "<START>": 1, "<END>": 2, "<UNK>": 3}
-NULL, START, END, UNK = 0, 1, 2, 3
+START, END, UNK = (SPECIAL_TOKENS[t] for t in ("<START>", "<END>", "<UNK>"))
 VOCAB_KEYS: tuple[str, ...] = (
     "question_token_to_idx",
     "program_token_to_idx",

@@ -965,7 +965,6 @@ def _validate(
             val_paths,
             batch_size=cfg.batch_size,
             shuffle=False,
-            shuffle_buffer=cfg.shuffle_buffer,
             num_workers=cfg.num_workers,
             split_by_node=split,
         )
