@@ -316,10 +316,12 @@ def _two_relations(view: _View, p: _Program, rng: random.Random, combine: str):
     return node, pool, {"REL1": rel1, "REL2": rel2}
 
 
-def _and(terminal: str) -> Build:
+def _relations(combine: str, terminal: str) -> Build:
+    """Objects related to two others, combined by `combine` (intersect: and; union: or)."""
+
     def build(view: _View, rng: random.Random) -> Instance | None:
         p = _Program()
-        both = _two_relations(view, p, rng, "intersect")
+        both = _two_relations(view, p, rng, combine)
         if both is None:
             return None
         node, pool, slots = both
@@ -343,19 +345,6 @@ def _or_filters(terminal: str) -> Build:
         b = p.filters(p.add("scene"), d2)
         p.add(terminal, [p.add("union", [a, b])])
         return p.nodes, _phrases("D1", d1, rng) | _phrases("D2", d2, rng)
-
-    return build
-
-
-def _or_relations(terminal: str) -> Build:
-    def build(view: _View, rng: random.Random) -> Instance | None:
-        p = _Program()
-        both = _two_relations(view, p, rng, "union")
-        if both is None:
-            return None
-        node, pool, slots = both
-        more = _finish_on_set(view, p, rng, node, pool, terminal)
-        return None if more is None else (p.nodes, slots | more)
 
     return build
 
@@ -581,7 +570,9 @@ def _families() -> tuple[Family, ...]:
         ):
             specs.append((group, terminal, _hop_texts(hops, terminal), _hop(hops, terminal)))
     for terminal in ("count", "exist", "query_color", "query_shape", "query_material"):
-        specs.append(("single_and", terminal, _and_texts(terminal), _and(terminal)))
+        specs.append(
+            ("single_and", terminal, _and_texts(terminal), _relations("intersect", terminal))
+        )
     specs += [
         (
             "single_or",
@@ -602,7 +593,7 @@ def _families() -> tuple[Family, ...]:
                 "How many {Ds} are {REL1} or {REL2}?",
                 "What number of {Ds} are either {REL1} or {REL2}?",
             ),
-            _or_relations("count"),
+            _relations("union", "count"),
         ),
     ]
     for attr in ("color", "shape", "size", "material"):
