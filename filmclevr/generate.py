@@ -162,9 +162,12 @@ def generate_mini_clevr(
     started = time.perf_counter()
     stats: dict[str, Any] = {"splits": {}, "families": len(FAMILIES), "workers": workers}
     questions_by_split: dict[str, list[dict[str, Any]]] = {}
-    # The pool closes (terminating any workers) before atomic_dir removes a failed tree.
-    pool_context = multiprocessing.Pool(workers) if workers > 1 else contextlib.nullcontext()
-    with atomic_dir(out_dir) as root, pool_context as pool:
+    # The pool starts once the folder exists (a failed atomic_dir leaves no workers behind) and
+    # closes, terminating its workers, before atomic_dir removes a failed tree.
+    with (
+        atomic_dir(out_dir) as root,
+        multiprocessing.Pool(workers) if workers > 1 else contextlib.nullcontext() as pool,
+    ):
         for split, count in splits.items():
             (root / "images" / split).mkdir(parents=True, exist_ok=True)
             tasks = [(str(root), split, i, seed, min_objects, max_objects) for i in range(count)]
