@@ -1,7 +1,7 @@
 # FiLM on CLEVR: get_data -> resize_images -> tokenize_questions -> write_shards
 #                -> train_model -> evaluate_model.
 #   snakemake --cores all                                      # params.yaml: mini-CLEVR demo
-#   snakemake --cores all --configfile profiles/paper.yaml     # the paper, real CLEVR, GPU
+#   snakemake --cores all --configfile config/paper.yaml     # the paper, real CLEVR, GPU
 # Every rule runs `python -m stages.<rule>`, the same command as the DVC stage of that name.
 
 

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import torch
 
+from filmclevr.distributed import resolve_device, set_seed
 from filmclevr.model import FiLMConfig, build_model, count_parameters
-from filmclevr.params import load_params
-from filmclevr.train import TrainConfig, build_optimizer, resolve_device, set_seed, train_step
+from filmclevr.params import load_params, model_overrides
+from filmclevr.train import TrainConfig, build_optimizer, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 VOCAB_SIZE = 93  # CLEVR's question vocabulary with the 4 special tokens (clevr-iep)
@@ -38,7 +39,7 @@ def demo_setup(params_path: Path) -> tuple[FiLMConfig, int, str]:
     """(model config, batch size, where it came from) of a parameters file."""
     params = load_params(params_path)
     batch = TrainConfig.from_dict(params["train_model"]).batch_size
-    return FiLMConfig.from_dict(params["model"]), batch, f"{params_path.name} model:"
+    return FiLMConfig.from_dict(model_overrides(params)), batch, f"{params_path.name} model:"
 
 
 def random_batch(config: FiLMConfig, batch: int, device: torch.device) -> tuple:

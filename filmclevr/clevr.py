@@ -8,10 +8,12 @@ release go through the same code.
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
-from filmclevr.io import read_json
+from filmclevr.fileio import read_json
 
 # --- Scene vocabulary (CLEVR's `properties.json`) -------------------------------------------
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -110,6 +112,49 @@ def question_type(program: list[dict[str, Any]]) -> str:
         raise ValueError(
             f"last program function {last!r} is not one of the 13 terminal functions"
         ) from None
+
+
+def majority_answer_by_family(
+    train: Iterable[tuple[Hashable, str | None, Any]],
+) -> Callable[[Hashable, str | None], Any]:
+    """CLEVR's "Q-type" baseline: the most frequent training answer of a question's family.
+
+    The one prior of the project: the generator reports it as a balance check, evaluation
+    scores it beside the model. Ties go to the smaller answer: the first word alphabetically,
+    and for clevr-iep answer indices the same order, as that vocabulary is sorted. A family
+    absent from training falls back to its terminal function's majority, then to the overall
+    majority.
+
+    Args:
+        train: (family, terminal function or None, answer) of each answered training question.
+
+    Returns:
+        predict(family, function) -> answer.
+
+    Raises:
+        ValueError: `train` is empty.
+    """
+    by_family: dict[Hashable, Counter] = {}
+    by_function: dict[str | None, Counter] = {}
+    overall: Counter = Counter()
+    for family, function, answer in train:
+        by_family.setdefault(family, Counter())[answer] += 1
+        by_function.setdefault(function, Counter())[answer] += 1
+        overall[answer] += 1
+    if not overall:
+        raise ValueError("no answered training questions to build the Q-type prior from")
+
+    def majority(counts: Counter) -> Any:
+        return min(counts.items(), key=lambda item: (-item[1], item[0]))[0]
+
+    family_answer = {family: majority(c) for family, c in by_family.items()}
+    function_answer = {function: majority(c) for function, c in by_function.items()}
+    fallback = majority(overall)
+
+    def predict(family: Hashable, function: str | None) -> Any:
+        return family_answer.get(family, function_answer.get(function, fallback))
+
+    return predict
 
 
 # --- Layout -----------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Print the FiLM model's parameter count, per part and total, for any parameters file.
 
-    python -m filmclevr.count_params --params profiles/paper.yaml --vocab data/tokens/vocab.json
+    python -m filmclevr.count_params --params config/paper.yaml --vocab data/tokens/vocab.json
     python -m filmclevr.count_params --params params.yaml --question-tokens 86 --answers 32
 
 The question vocabulary size comes from a vocab.json (the tokenize stage writes one) or is given.
@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from filmclevr.params import ParamsError, load_params
+from filmclevr.params import ParamsError, load_params, model_overrides
 
 
 def parameter_table(params_path: Path, question_tokens: int, answers: int) -> str:
@@ -21,7 +21,7 @@ def parameter_table(params_path: Path, question_tokens: int, answers: int) -> st
 
     from filmclevr.model import FiLMConfig, FiLMedNet, count_parameters
 
-    config = FiLMConfig.from_dict(load_params(params_path)["model"])
+    config = FiLMConfig.from_dict(model_overrides(load_params(params_path)))
     with torch.device("meta"):  # shapes only: no memory for the 57M paper weights
         counts = count_parameters(FiLMedNet(config, question_tokens, answers))
     lines = [f"{params_path}: question vocabulary {question_tokens}, answers {answers}"]

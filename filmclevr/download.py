@@ -25,7 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from filmclevr.clevr import ClevrFormatError
-from filmclevr.io import atomic_dir
+from filmclevr.fileio import atomic_dir
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from filmclevr import clevr
 from filmclevr.figures import COLUMN_TITLES, plot_accuracy_bars
-from filmclevr.io import atomic_dir, write_json_atomic, write_text_atomic
+from filmclevr.fileio import atomic_dir, write_json_atomic, write_text_atomic
 from filmclevr.tokenize import read_encoded_split
 
 if TYPE_CHECKING:
@@ -123,39 +123,16 @@ def compute_metrics(records: list[dict[str, Any]], predictions: Mapping[int, int
 def question_type_prior(
     train_records: list[dict[str, Any]], eval_records: list[dict[str, Any]]
 ) -> dict:
-    """Score the paper's "Q-type baseline" analogue: the train majority answer of each family.
-
-    CLEVR's baseline answers every question with the most frequent training answer of its
-    question family. Ties go to the smaller answer index; a family absent from train falls back
-    to its function's majority, then to the overall majority.
+    """Score the paper's "Q-type baseline" (`clevr.majority_answer_by_family`) on `eval_records`.
 
     Returns:
         `compute_metrics` of those predictions on `eval_records` (same breakdown).
     """
-    by_family: dict[Any, Counter[int]] = {}
-    by_function: dict[str, Counter[int]] = {}
-    overall: Counter[int] = Counter()
-    for r in train_records:
-        if r.get("answer") is None:
-            continue
-        by_family.setdefault(r["family"], Counter())[r["answer"]] += 1
-        by_function.setdefault(r["function"], Counter())[r["answer"]] += 1
-        overall[r["answer"]] += 1
-    if not overall:
-        raise ValueError("the training records hold no answers to build the prior from")
-
-    def majority(counter: Counter[int]) -> int:
-        return min(counter.items(), key=lambda item: (-item[1], item[0]))[0]
-
-    family_answer = {family: majority(c) for family, c in by_family.items()}
-    function_answer = {function: majority(c) for function, c in by_function.items()}
-    fallback = majority(overall)
-    predictions = {
-        r["question_index"]: family_answer.get(
-            r["family"], function_answer.get(r["function"], fallback)
-        )
-        for r in eval_records
-    }
+    answered = (r for r in train_records if r.get("answer") is not None)
+    predict = clevr.majority_answer_by_family(
+        (r["family"], r["function"], r["answer"]) for r in answered
+    )
+    predictions = {r["question_index"]: predict(r["family"], r["function"]) for r in eval_records}
     return compute_metrics(eval_records, predictions)
 
 
@@ -403,9 +380,10 @@ def evaluate(
         train_split: the split whose answers the Q-type prior counts; the workflow passes the
             first entry of `get_data.splits` (CoGenT: trainA).
     """
+    from filmclevr.checkpoint import model_from_checkpoint
+    from filmclevr.distributed import resolve_device
     from filmclevr.model import count_parameters
     from filmclevr.shards import load_index, question_loader, shard_paths
-    from filmclevr.train import model_from_checkpoint, resolve_device
 
     if clevr.is_test_split(split):
         raise ValueError(

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from filmclevr import clevr
-from filmclevr.io import atomic_path
+from filmclevr.fileio import atomic_path
 
 if TYPE_CHECKING:
     import pandas

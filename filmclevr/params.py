@@ -14,9 +14,6 @@ from typing import Any
 import yaml
 
 SCHEMA_RESOURCE = "schemas/params.schema.yaml"
-# FiLMConfig.image_size's default (SPEC §3), kept here so that validating params does not import
-# torch; tests/test_params.py checks that the two agree.
-DEFAULT_MODEL_IMAGE_SIZE = 224
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -43,13 +40,11 @@ def schema() -> dict[str, Any]:
 def _cross_key_errors(params: dict[str, Any]) -> list[str]:
     """Facts that span sections, which the schema cannot state (params already fit it)."""
     errors = []
-    resize = params["resize_images"]["image_size"]
-    model = params["model"].get("image_size", DEFAULT_MODEL_IMAGE_SIZE)
-    if model != resize:
-        given = "" if "image_size" in params["model"] else " (FiLMConfig's default)"
+    if "image_size" in params["model"]:
         errors.append(
-            f"  model.image_size: {model!r}{given} differs from resize_images.image_size "
-            f"{resize!r}; the model must see images of the size they were resized to"
+            f"  model.image_size: {params['model']['image_size']!r} is not a parameter: the "
+            "model's input size is resize_images.image_size "
+            f"({params['resize_images']['image_size']!r}); remove model.image_size"
         )
     data = params["get_data"]
     if data["source"] == "mini":
@@ -64,8 +59,8 @@ def _cross_key_errors(params: dict[str, Any]) -> list[str]:
 
 def validate_params(params: dict[str, Any], source: str = "params") -> dict[str, Any]:
     """Validate `params` against the schema, then the facts that span sections: the model's
-    `image_size` (given, or FiLMConfig's default) equals `resize_images.image_size`, and with
-    `source: mini` every split of `get_data.splits` has an image count in `get_data.mini.images`.
+    input size is not given twice (it is `resize_images.image_size`), and with `source: mini`
+    every split of `get_data.splits` has an image count in `get_data.mini.images`.
 
     Split convention (every stage): the first entry of `get_data.splits` is the training split,
     the second the validation split.
@@ -100,6 +95,12 @@ def load_params(path: str | Path) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise ParamsError(f"{path}: expected a mapping of parameter sections")
     return validate_params(params, str(path))
+
+
+def model_overrides(params: dict[str, Any]) -> dict[str, Any]:
+    """The `FiLMConfig` fields a profile sets: its `model` section, and the input size, which is
+    `resize_images.image_size` (the model sees the images as the pipeline resized them)."""
+    return {**params["model"], "image_size": params["resize_images"]["image_size"]}
 
 
 def dataset_label(params: dict[str, Any]) -> str:

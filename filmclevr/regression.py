@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from filmclevr import clevr
-from filmclevr.io import read_json
+from filmclevr.fileio import read_json
 
 METRICS: tuple[str, ...] = ("overall", *clevr.QUESTION_TYPES)
 CONTEXT_MATCH: tuple[str, ...] = ("dataset", "split", "profile")

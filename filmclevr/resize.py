@@ -25,7 +25,7 @@ from typing import Any
 from PIL import Image
 from tqdm import tqdm
 
-from filmclevr import io
+from filmclevr import fileio
 from filmclevr.clevr import ClevrFormatError
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def resize_images(
         raise ValueError(f"workers must be at least 1, got {workers}")
     inputs = {split: _split_images(src_root, split) for split in splits}  # fail before any work
     report: dict[str, Any] = {"image_size": image_size, "format": EXTENSION, "splits": {}}
-    with io.atomic_dir(dst_root) as tmp:
+    with fileio.atomic_dir(dst_root) as tmp:
         pool = multiprocessing.Pool(workers) if workers > 1 else None
         try:
             for split, images in inputs.items():

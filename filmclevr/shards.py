@@ -12,7 +12,7 @@ headers, and JSON with sorted keys.
 from __future__ import annotations
 
 import functools
-import io as _io
+import io
 import itertools
 import json
 import logging
@@ -29,7 +29,7 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
-from filmclevr import clevr, io
+from filmclevr import clevr, fileio
 from filmclevr.tokenize import read_encoded_split
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info.mode = 0o644
     info.uid = info.gid = 0
     info.uname = info.gname = ""
-    tar.addfile(info, _io.BytesIO(data))
+    tar.addfile(info, io.BytesIO(data))
 
 
 def write_shards(
@@ -94,7 +94,7 @@ def write_shards(
         raise ValueError(f"images_per_shard must be at least 1, got {images_per_shard}")
     resized_root, tokens_dir = Path(resized_root), Path(tokens_dir)
     index: dict[str, Any] = {}
-    with io.atomic_dir(out_dir) as tmp:
+    with fileio.atomic_dir(out_dir) as tmp:
         for split in splits:
             tokens_path = tokens_dir / f"{split}.json"
             by_image: dict[str, list[dict[str, Any]]] = {}
@@ -141,7 +141,7 @@ def write_shards(
                 index[split]["questions"],
                 len(shards),
             )
-        io.write_json_atomic(tmp / "index.json", index)
+        fileio.write_json_atomic(tmp / "index.json", index)
     return index
 
 
@@ -149,7 +149,7 @@ def write_shards(
 def load_index(shards_dir: str | Path) -> dict[str, Any]:
     """Read `shards_dir/index.json`; raise ValueError naming the file if absent or malformed."""
     path = Path(shards_dir) / "index.json"
-    index = io.read_json(path)
+    index = fileio.read_json(path)
     if not isinstance(index, dict) or not all(
         isinstance(v, dict) and isinstance(v.get("shards"), list) for v in index.values()
     ):
@@ -186,7 +186,7 @@ def _expand_questions(samples: Iterable[dict[str, Any]]) -> Iterator[tuple]:
         if "png" not in sample or "json" not in sample:
             raise ValueError(f"{where} lacks its png or json member")
         try:
-            with Image.open(_io.BytesIO(sample["png"])) as image:
+            with Image.open(io.BytesIO(sample["png"])) as image:
                 pixels = np.asarray(image.convert("RGB"))  # [S, S, 3]
         except (OSError, SyntaxError, ValueError) as e:
             raise ValueError(f"{where}: cannot decode png ({e})") from None

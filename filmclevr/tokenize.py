@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from filmclevr import clevr, io
+from filmclevr import clevr, fileio
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def load_vocab(path: Path) -> dict[str, dict[str, int]]:
     Raises:
         ValueError: the file is missing, not JSON, or not a valid vocabulary (names the file).
     """
-    vocab = io.read_json(path)
+    vocab = fileio.read_json(path)
     if not isinstance(vocab, dict):
         raise ValueError(f"{path}: expected a JSON object with keys {', '.join(VOCAB_KEYS)}")
     for key in VOCAB_KEYS:
@@ -185,7 +185,7 @@ def read_encoded_split(path: Path, split: str | None = None) -> list[dict[str, A
         clevr.ClevrFormatError: the file is missing, not JSON, of another split (when `split` is
             given), or a record lacks its question_index (names the file).
     """
-    document = io.read_json(path, clevr.ClevrFormatError)
+    document = fileio.read_json(path, clevr.ClevrFormatError)
     questions = document.get("questions") if isinstance(document, dict) else None
     if not isinstance(questions, list):
         raise clevr.ClevrFormatError(f"{path}: expected an object with a list under 'questions'")
@@ -238,8 +238,8 @@ def tokenize_questions(
         "splits": {},
     }
     # One folder swap, so no file of an earlier run (another split, another vocab) survives.
-    with io.atomic_dir(out_dir) as tmp:
-        io.write_json_atomic(tmp / "vocab.json", vocab)
+    with fileio.atomic_dir(out_dir) as tmp:
+        fileio.write_json_atomic(tmp / "vocab.json", vocab)
         for split in splits:
             path = clevr.questions_path(clevr_root, split)
             try:
@@ -253,7 +253,7 @@ def tokenize_questions(
                     raise
                 raise clevr.ClevrFormatError(f"{path}: {e}") from None
             # Written split by split so only one split's records are held at a time.
-            io.write_json_atomic(tmp / f"{split}.json", document, indent=None)
+            fileio.write_json_atomic(tmp / f"{split}.json", document, indent=None)
             records = document["questions"]
             report["splits"][split] = {
                 "questions": len(records),
@@ -268,5 +268,5 @@ def tokenize_questions(
                 level, "%s: %d questions, %d unknown tokens %s", split, len(records), n_unknown, top
             )
             del questions, document, records
-        io.write_json_atomic(tmp / "report.json", report)
+        fileio.write_json_atomic(tmp / "report.json", report)
     return report

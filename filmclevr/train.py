@@ -20,12 +20,9 @@ import itertools
 import json
 import logging
 import os
-import pickle  # only for the exception type torch.load(weights_only=True) raises
-import random
-import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +34,22 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from filmclevr import shards
-from filmclevr.io import atomic_path, write_json_atomic
-from filmclevr.model import FiLMConfig, FiLMedNet, build_model, count_parameters
+from filmclevr.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from filmclevr.distributed import (
+    DistContext,
+    all_reduce,
+    determinism,
+    init_distributed,
+    rng_state,
+    set_rng_state,
+    set_seed,
+)
+from filmclevr.fileio import write_json_atomic
+from filmclevr.model import FiLMConfig, build_model, count_parameters
 from filmclevr.tokenize import load_vocab
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "filmclevr-checkpoint/1"
 _SYNC_EVERY = 10  # steps between host syncs (loss check, progress bar): a sync per step stalls GPUs
 # A rank's p-th extra pass over its shards in an epoch uses loader epoch epoch + p * this: a
 # fresh order that no real epoch has.
@@ -153,184 +159,7 @@ _EXECUTION_FIELDS = frozenset(
 )
 
 
-# --- Determinism and devices ------------------------------------------------------------------
-def set_seed(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's generators (torch seeds every CUDA device too)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-@contextlib.contextmanager
-def determinism(device: torch.device, num_threads: int = 0) -> Iterator[None]:
-    """Within the block: `num_threads` CPU threads (0: unchanged) and, on the CPU, deterministic
-    algorithms; on CUDA, cuDNN autotuning instead (fast, not bitwise reproducible). Restores the
-    global torch settings afterwards."""
-    saved = (
-        torch.get_num_threads(),
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-        torch.backends.cudnn.benchmark,
-    )
-    try:
-        if num_threads > 0:
-            torch.set_num_threads(num_threads)
-        if device.type == "cpu":
-            torch.use_deterministic_algorithms(True, warn_only=True)  # cheap on the CPU
-        else:
-            torch.backends.cudnn.benchmark = True  # fixed input shapes: tune the convs once
-        yield
-    finally:
-        torch.set_num_threads(saved[0])
-        torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
-        torch.backends.cudnn.benchmark = saved[3]
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """The torch device of `name`: "auto" is cuda when available, else cpu.
-
-    A CUDA device always gets an index (`torch.cuda.set_device` needs one): "cuda" is
-    cuda:`local_rank`, and under DDP (WORLD_SIZE > 1) every CUDA device is cuda:LOCAL_RANK, one
-    GPU per process. An explicit "cuda:N" is kept on one process.
-    """
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"TrainConfig.device {name!r} is not a torch device") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"TrainConfig.device is {name!r} but CUDA is not available")
-        if device.index is None or int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            device = torch.device("cuda", local_rank)
-        count = torch.cuda.device_count()
-        if device.index >= count:
-            raise ValueError(f"device {device} requested but only {count} CUDA device(s) seen")
-    return device
-
-
-@dataclass(frozen=True)
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    created: bool = False  # this call initialised the process group (and destroys it)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def torchrun_command(nproc_per_node: int, module: str, argv: list[str]) -> list[str]:
-    """The command that runs `python -m module argv...` as `nproc_per_node` DDP processes."""
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc_per_node}",
-        "-m",
-        module,
-        *argv,
-    ]
-
-
-def under_torchrun() -> bool:
-    """Whether this process was started by torchrun (which sets LOCAL_RANK for every worker)."""
-    return "LOCAL_RANK" in os.environ
-
-
-def _init_distributed(device_name: str) -> tuple[_Dist, torch.device]:
-    """One process: no-op. Under torchrun (WORLD_SIZE > 1): join the process group."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name, local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)  # the current device: its RNG state goes into checkpoints
-    if world_size <= 1:
-        return _Dist(), device
-    created = not dist.is_initialized()
-    if created:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), created), device
-
-
-def _all_reduce(values: list[float], ctx: _Dist, device: torch.device) -> list[float]:
-    """Sum `values` over the ranks (identity on one process)."""
-    if ctx.world_size == 1:
-        return list(values)
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
-def _plus(a: list[float], b: list[float]) -> list[float]:
-    return [x + y for x, y in zip(a, b, strict=True)]
-
-
-# --- RNG states as tensors and lists, so that checkpoints load with weights_only=True ---------
-def _rng_state() -> dict[str, Any]:
-    version, internal, gauss = random.getstate()
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
-        "numpy": [torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), cached],
-        "torch": torch.get_rng_state(),
-        # Only the current device's: reading every GPU's would open a context on each.
-        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_initialized() else [],
-    }
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal.tolist()), gauss))
-    keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"][0])  # every rank continues rank 0's stream
-
-
-# --- Checkpoints ------------------------------------------------------------------------------
-def _save(path: Path, checkpoint: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by `train` (on the CPU, with `weights_only=True`).
-
-    Raises:
-        FileNotFoundError: `path` does not exist.
-        ValueError: `path` is not a filmclevr checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable checkpoint ({e})") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint")
-    return checkpoint
-
-
-def model_from_checkpoint(
-    path: str | Path, device: torch.device | str = "cpu"
-) -> tuple[FiLMedNet, dict[str, Any]]:
-    """Rebuild the model from a checkpoint alone (its config, vocab and weights), in eval mode.
-
-    Returns:
-        (model on `device`, the checkpoint dict).
-    """
-    checkpoint = load_checkpoint(path)
-    config = FiLMConfig.from_dict(checkpoint["model_config"])
-    model = build_model(config, checkpoint["vocab_size"], checkpoint["num_answers"])
-    model.load_state_dict(checkpoint["model"])
-    return model.to(device).eval(), checkpoint
-
-
+# --- Resumption: what decides whether `last` belongs to this run -----------------------------
 def _sample_shards(paths: list[str], block: int = 1 << 16) -> list[str]:
     """Per shard: size and SHA-256 of its first and last 64 KiB, a cheap content check.
 
@@ -492,7 +321,7 @@ def evaluate_accuracy(
     return correct / counted
 
 
-# --- The loop ---------------------------------------------------------------------------------
+# --- Logging ---------------------------------------------------------------------------------
 class _Logger:
     """Per-epoch metrics through DVCLive (imported lazily); rank 0 only.
 
@@ -538,47 +367,89 @@ class _Logger:
         self.live.end()
 
 
-def _new_state() -> dict[str, Any]:
-    return {
-        "epoch": 0,  # completed epochs
-        "step": 0,  # optimizer steps over all epochs
-        "epoch_step": 0,  # steps taken in the current, unfinished epoch
-        "partial": [0.0, 0.0, 0.0],  # that epoch's (loss sum, correct, questions), all ranks
-        "best_val_accuracy": -1.0,
-        "best_epoch": 0,
-        "history": [],
-    }
+# --- Run state --------------------------------------------------------------------------------
+@dataclass
+class Sums:
+    """Summed (loss, correct answers, questions) of part of an epoch."""
 
+    loss: float = 0.0
+    correct: float = 0.0
+    questions: float = 0.0
 
-def _try_resume(
-    path: Path, fingerprint: str, raw_model: nn.Module, optimizer: torch.optim.Optimizer
-) -> dict[str, Any] | None:
-    """The state of `path` loaded into model and optimizer, or None to start fresh (logged)."""
-    if not path.exists():
-        return None
-    try:
-        checkpoint = load_checkpoint(path)
-    except ValueError as e:
-        log.warning("not resuming: %s", e)
-        return None
-    if checkpoint.get("fingerprint") != fingerprint:
-        log.warning(
-            "not resuming from %s: it was written with another configuration or other data "
-            "(fingerprint %.12s, this run %.12s); starting fresh",
-            path,
-            checkpoint.get("fingerprint"),
-            fingerprint,
+    def __add__(self, other: Sums) -> Sums:
+        return Sums(
+            self.loss + other.loss,
+            self.correct + other.correct,
+            self.questions + other.questions,
         )
-        return None
-    raw_model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    _set_rng_state(checkpoint["rng"])
-    log.info(
-        "resuming from %s: epoch %d done, step %d", path, checkpoint["epoch"], checkpoint["step"]
-    )
-    return checkpoint
+
+    def as_list(self) -> list[float]:
+        return [self.loss, self.correct, self.questions]
+
+    def all_reduced(self, ctx: DistContext, device: torch.device) -> Sums:
+        """The sums over every rank (a collective: every rank must call it)."""
+        return Sums(*all_reduce(self.as_list(), ctx, device))
 
 
+@dataclass
+class TrainState:
+    """Where a run stands; the `last` checkpoint stores it to resume exactly."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimizer steps over all epochs
+    epoch_step: int = 0  # steps taken in the current, unfinished epoch
+    partial: Sums = field(default_factory=Sums)  # that epoch's sums up to the resume, all ranks
+    best_val_accuracy: float = -1.0
+    best_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch
+
+    def as_checkpoint(self) -> dict[str, Any]:
+        """The checkpoint fields of this state (`partial` as a list, for weights_only)."""
+        return {**dataclasses.asdict(self), "partial": self.partial.as_list()}
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Mapping[str, Any]) -> TrainState:
+        names = [f.name for f in dataclasses.fields(cls)]
+        state = cls(**{name: checkpoint[name] for name in names})
+        state.partial = Sums(*checkpoint["partial"])
+        return state
+
+
+@dataclass
+class _Run:
+    """What `train` set up: fixed for the run, except `state` and `best_model`."""
+
+    model_config: FiLMConfig
+    cfg: TrainConfig
+    ctx: DistContext
+    device: torch.device
+    shards_dir: Path
+    train_split: str
+    val_split: str
+    train_paths: list[str]
+    val_paths: list[str]
+    steps_per_epoch: int
+    raw_model: nn.Module  # the model itself, whose state_dict goes into checkpoints
+    model: nn.Module  # what the steps call: raw_model, wrapped by DDP and/or torch.compile
+    optimizer: torch.optim.Optimizer
+    meta: dict[str, Any]  # what every checkpoint says about the run (configs, vocab, ...)
+    best_checkpoint: Path
+    last_checkpoint: Path
+    curves_png: Path | None
+    progress: bool
+    state: TrainState = field(default_factory=TrainState)
+    best_model: dict[str, Tensor] | None = None  # weights of the best epoch so far (rank 0)
+    logger: _Logger | None = None  # rank 0
+
+
+@dataclass
+class _EpochResult:
+    totals: Sums  # the whole epoch, all ranks
+    samples: int  # trained this session (all ranks)
+    seconds: float
+
+
+# --- The loop ---------------------------------------------------------------------------------
 def train(
     model_config: FiLMConfig,
     train_config: TrainConfig,
@@ -624,14 +495,14 @@ def train(
         ValueError: missing or malformed inputs, or too few questions for one global batch.
         FloatingPointError: the loss became NaN or infinite (the message says where).
     """
-    ctx, device = _init_distributed(train_config.device)
+    ctx, device = init_distributed(train_config.device)
     try:
         with determinism(device, train_config.num_threads):
-            return _train(
+            run = _setup(
                 model_config,
                 train_config,
-                ctx=ctx,
-                device=device,
+                ctx,
+                device,
                 shards_dir=Path(shards_dir),
                 vocab_path=Path(vocab_path),
                 best_checkpoint=Path(best_checkpoint),
@@ -642,290 +513,368 @@ def train(
                 train_split=train_split,
                 val_split=val_split,
             )
+            samples, seconds, stopped_early = 0, 0.0, False
+            while run.state.epoch < train_config.max_epochs:
+                if _patience_ran_out(run):
+                    stopped_early = True
+                    break
+                result = _train_epoch(run)
+                samples, seconds = samples + result.samples, seconds + result.seconds
+                _end_epoch(run, result)
+            return _finish(run, samples, seconds, stopped_early)
     finally:
         if ctx.created:
             dist.destroy_process_group()
 
 
-def _train(
+def _setup(
     model_config: FiLMConfig,
     cfg: TrainConfig,
-    *,
-    ctx: _Dist,
+    ctx: DistContext,
     device: torch.device,
+    *,
     shards_dir: Path,
     vocab_path: Path,
-    best_checkpoint: Path,
-    last_checkpoint: Path,
     log_dir: Path,
-    curves_png: Path | None,
-    progress: bool,
     train_split: str,
     val_split: str,
-) -> dict[str, Any]:
+    **outputs: Any,
+) -> _Run:
+    """Read the data's index and vocabulary, build model and optimizer, resume if `last` fits."""
     vocab = load_vocab(vocab_path)
     index = shards.load_index(shards_dir)
     train_paths = shards.shard_paths(shards_dir, train_split)  # raises naming a missing split
     val_paths = shards.shard_paths(shards_dir, val_split)
     global_batch = cfg.batch_size * ctx.world_size
-    steps_per_epoch = int(index[train_split]["questions"]) // global_batch
+    steps_per_epoch = _steps_per_epoch(index[train_split], global_batch)
     if steps_per_epoch == 0:
         raise ValueError(
             f"{shards_dir / 'index.json'}: split {train_split!r}: "
             f"{index[train_split]['questions']} training questions, fewer than one global batch "
             f"of {global_batch}"
         )
-    vocab_size = len(vocab["question_token_to_idx"])
-    num_answers = len(vocab["answer_token_to_idx"])
     samples = _sample_shards(train_paths + val_paths)
     splits = (train_split, val_split)
     fingerprint = _fingerprint(model_config, cfg, ctx.world_size, splits, index, samples, vocab)
 
     set_seed(cfg.seed)
+    vocab_size, num_answers = len(vocab["question_token_to_idx"]), len(vocab["answer_token_to_idx"])
     raw_model = build_model(model_config, vocab_size, num_answers).to(device)
     if cfg.channels_last:
         raw_model = raw_model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(raw_model, cfg, device)
-    parameters = count_parameters(raw_model)
-    state = _new_state()
-    best_state: dict[str, Tensor] | None = None
-    checkpoint = _try_resume(last_checkpoint, fingerprint, raw_model, optimizer)
-    if checkpoint is not None:
-        state = {k: checkpoint[k] for k in _new_state()}
-        best_state = checkpoint["best_model"]
+    meta = _checkpoint_meta(model_config, cfg, ctx, raw_model, vocab, fingerprint)
+    run = _Run(
+        model_config=model_config,
+        cfg=cfg,
+        ctx=ctx,
+        device=device,
+        shards_dir=shards_dir,
+        train_split=train_split,
+        val_split=val_split,
+        train_paths=train_paths,
+        val_paths=val_paths,
+        steps_per_epoch=steps_per_epoch,
+        raw_model=raw_model,
+        model=raw_model,
+        optimizer=build_optimizer(raw_model, cfg, device),
+        meta=meta,
+        **outputs,
+    )
+    _resume(run)
     if ctx.world_size > 1:
-        # Every rank reads `last` itself (a shared file system); make sure they all agree:
-        # sum(s)^2 == n * sum(s^2) holds only when every rank's step s is the same.
-        total, squares = _all_reduce([state["step"], state["step"] ** 2], ctx, device)
-        if total**2 != ctx.world_size * squares:
-            raise ValueError(
-                f"ranks resumed from different steps of {last_checkpoint}; is it on a file "
-                "system every node sees?"
-            )
-
-    model: nn.Module = raw_model
-    if ctx.world_size > 1:
-        model = nn.parallel.DistributedDataParallel(
+        run.model = nn.parallel.DistributedDataParallel(
             raw_model, device_ids=[device.index] if device.type == "cuda" else None
         )
     if cfg.compile:
-        model = torch.compile(model)
-
-    def make_checkpoint(kind: str) -> dict[str, Any]:
-        """The resume point (`last`) or the best-validation model (`best`)."""
-        common = {
-            "format": CHECKPOINT_FORMAT,
-            "model_config": model_config.asdict(),
-            "train_config": cfg.asdict(),
-            "vocab": vocab,
-            "vocab_size": vocab_size,
-            "num_answers": num_answers,
-            "world_size": ctx.world_size,
-            "fingerprint": fingerprint,
-            "parameters": parameters,
-            "torch_version": str(torch.__version__),
-            **{k: v for k, v in state.items() if k != "partial"},
-        }
-        if kind == "best":  # the model of the best epoch, with the history of the whole run
-            best_step = state["history"][state["best_epoch"] - 1]["step"]
-            del common["epoch_step"]
-            return {**common, "model": best_state, "epoch": state["best_epoch"], "step": best_step}
-        return {
-            **common,
-            "partial": list(state["partial"]),
-            "model": raw_model.state_dict(),
-            "best_model": best_state,  # so `best` can be rewritten if it went missing
-            "optimizer": optimizer.state_dict(),
-            "rng": _rng_state(),
-        }
-
-    def write_best() -> None:
-        _save(best_checkpoint, make_checkpoint("best"))
-        sidecar = {
-            "model_config": model_config.asdict(),
-            "train_config": cfg.asdict(),
-            "epoch": state["best_epoch"],
-            "train_split": train_split,
-            "val_split": val_split,
-            "val_accuracy": state["best_val_accuracy"],
-            "parameters": parameters,
-            "world_size": ctx.world_size,
-            "fingerprint": fingerprint,
-            "history": state["history"],
-        }
-        write_json_atomic(best_checkpoint.with_suffix(".json"), sidecar)
-
-    if ctx.main and best_state is not None:
-        try:  # `best` is an output the workflow engine may have removed before rerunning
-            intact = load_checkpoint(best_checkpoint).get("fingerprint") == fingerprint
-        except (FileNotFoundError, ValueError):
-            intact = False
-        if not intact:
-            log.info("rewriting %s from the resume checkpoint", best_checkpoint)
-            write_best()
-
-    logger = None
+        run.model = torch.compile(run.model)
     if ctx.main:
-        params = {
-            "model": model_config.asdict(),
-            "train": cfg.asdict(),
-            "splits": {"train": train_split, "val": val_split},
-        }
-        logger = _Logger(log_dir, params, state["history"])
+        params = {"model": meta["model_config"], "train": meta["train_config"]}
+        params["splits"] = {"train": train_split, "val": val_split}
+        run.logger = _Logger(log_dir, params, run.state.history)
     log.info(
         "training on %s x %d: %d steps per epoch of %d questions, %d parameters",
         device,
         ctx.world_size,
         steps_per_epoch,
         global_batch,
-        parameters["total"],
+        meta["parameters"]["total"],
     )
+    return run
 
-    session_samples, session_seconds = 0, 0.0
-    stopped_early = False
-    while state["epoch"] < cfg.max_epochs:
-        if cfg.patience is not None and state["epoch"] - state["best_epoch"] >= cfg.patience:
-            stopped_early = True
-            log.info(
-                "early stop: no better %s accuracy for %d epochs (best %.4f at epoch %d)",
-                val_split,
-                cfg.patience,
-                state["best_val_accuracy"],
-                state["best_epoch"],
-            )
-            break
-        epoch = state["epoch"]  # 0-based index of the epoch being trained
-        skip = state["epoch_step"]
-        # Mid-epoch resume: replay the epoch's deterministic order and drop what was consumed.
-        # Closed after the epoch, so that its loader (workers, shuffle buffer) is gone before
-        # validation starts another.
-        epoch_batches = _train_batches(train_paths, cfg, epoch)
-        # This rank's own sums; `state["partial"]` holds the all-rank sums up to the resume.
-        local = [0.0, 0.0, 0.0]
-        window: list[tuple[Tensor, Tensor, int]] = []
-        bar = tqdm(
-            total=steps_per_epoch,
-            initial=skip,
-            desc=f"epoch {epoch + 1}/{cfg.max_epochs}",
-            unit="step",
-            disable=not (progress and ctx.main),
-            dynamic_ncols=True,
-        )
-        model.train()
-        start = time.perf_counter()
-        epoch_samples = 0
-        try:
-            for batch in itertools.islice(epoch_batches, skip, steps_per_epoch):
-                inputs = _to_device(batch, device, cfg.channels_last)
-                loss, correct = train_step(model, optimizer, *inputs, bf16=cfg.bf16)
-                state["step"] += 1
-                state["epoch_step"] += 1
-                epoch_samples += len(batch.answers) * ctx.world_size
-                window.append((loss, correct, len(batch.answers)))
-                save_now = (
-                    cfg.checkpoint_every_steps and state["step"] % cfg.checkpoint_every_steps == 0
-                )
-                if len(window) == _SYNC_EVERY or save_now or state["epoch_step"] == steps_per_epoch:
-                    _flush(window, local, state, ctx, device, cfg)
-                    window.clear()
-                    seconds = time.perf_counter() - start
-                    bar.update(state["epoch_step"] - bar.n)
-                    bar.set_postfix(
-                        loss=f"{local[0] / max(local[2], 1):.4f}",
-                        acc=f"{local[1] / max(local[2], 1):.4f}",
-                        samples_s=f"{epoch_samples / max(seconds, 1e-9):.0f}",
-                    )
-                if save_now and state["epoch_step"] < steps_per_epoch:
-                    partial = state["partial"]
-                    state["partial"] = _plus(partial, _all_reduce(local, ctx, device))
-                    if ctx.main:
-                        _save(last_checkpoint, make_checkpoint("last"))
-                    state["partial"] = partial
-        finally:
-            epoch_batches.close()
-        bar.close()
-        seconds = time.perf_counter() - start
-        session_samples += epoch_samples
-        session_seconds += seconds
 
-        totals = _plus(state["partial"], _all_reduce(local, ctx, device))
-        val_correct, val_counted, val_loss = _validate(raw_model, val_paths, ctx, device, cfg)
-        if val_counted == 0:
-            raise ValueError(f"{shards_dir}: split {val_split!r} has no answered questions")
-        row = {
-            "epoch": epoch + 1,
-            "step": state["step"],
-            "train_loss": totals[0] / totals[2],
-            "train_accuracy": totals[1] / totals[2],
-            "val_loss": val_loss / val_counted,
-            "val_accuracy": val_correct / val_counted,
-            "lr": optimizer.param_groups[0]["lr"],
-            "samples_per_s": epoch_samples / max(seconds, 1e-9),
-        }
-        state["history"].append(row)
-        state["epoch"] += 1
-        state["epoch_step"] = 0
-        state["partial"] = [0.0, 0.0, 0.0]
-        log.info(
-            "epoch %d: train loss %.4f acc %.4f, %s acc %.4f, %.0f samples/s",
-            epoch + 1,
-            row["train_loss"],
-            row["train_accuracy"],
-            val_split,
-            row["val_accuracy"],
-            row["samples_per_s"],
-        )
-        if row["val_accuracy"] > state["best_val_accuracy"]:
-            state["best_val_accuracy"] = row["val_accuracy"]
-            state["best_epoch"] = epoch + 1
-            if ctx.main:  # the only rank that writes checkpoints
-                best_state = {
-                    k: v.detach().to("cpu", copy=True) for k, v in raw_model.state_dict().items()
-                }
-                write_best()
-        if ctx.main:
-            _save(last_checkpoint, make_checkpoint("last"))
-            logger.log(row)
+def _steps_per_epoch(split_index: Mapping[str, Any], global_batch: int) -> int:
+    """Whole global batches in an epoch: the tail of fewer questions is left out."""
+    return int(split_index["questions"]) // global_batch
 
-    history = state["history"]
-    summary = {
-        "best_val_accuracy": state["best_val_accuracy"],
-        "best_epoch": state["best_epoch"],
-        "epochs": state["epoch"],
-        "steps": state["step"],
-        "samples_per_s": session_samples / session_seconds
-        if session_seconds > 0
-        else (float(np.mean([r["samples_per_s"] for r in history])) if history else 0.0),
-        "stopped_early": stopped_early,
+
+def _checkpoint_meta(
+    model_config: FiLMConfig,
+    cfg: TrainConfig,
+    ctx: DistContext,
+    raw_model: nn.Module,
+    vocab: dict[str, Any],
+    fingerprint: str,
+) -> dict[str, Any]:
+    """What every checkpoint of the run says about it: enough to rebuild and label the model."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model_config": model_config.asdict(),
+        "train_config": cfg.asdict(),
+        "vocab": vocab,
+        "vocab_size": len(vocab["question_token_to_idx"]),
+        "num_answers": len(vocab["answer_token_to_idx"]),
         "world_size": ctx.world_size,
-        "device": str(device),
+        "fingerprint": fingerprint,
+        "parameters": count_parameters(raw_model),
+        "torch_version": str(torch.__version__),
     }
+
+
+def _resume(run: _Run) -> None:
+    """Continue from `last` when it was written by this very run (same fingerprint)."""
+    checkpoint = _matching_last_checkpoint(run.last_checkpoint, run.meta["fingerprint"])
+    if checkpoint is not None:
+        run.raw_model.load_state_dict(checkpoint["model"])
+        run.optimizer.load_state_dict(checkpoint["optimizer"])
+        set_rng_state(checkpoint["rng"])
+        run.state = TrainState.from_checkpoint(checkpoint)
+        run.best_model = checkpoint["best_model"]
+        log.info(
+            "resuming from %s: epoch %d done, step %d",
+            run.last_checkpoint,
+            run.state.epoch,
+            run.state.step,
+        )
+    if run.ctx.world_size > 1:
+        # Every rank reads `last` itself (a shared file system); make sure they all agree:
+        # sum(s)^2 == n * sum(s^2) holds only when every rank's step s is the same.
+        step = run.state.step
+        total, squares = all_reduce([step, step**2], run.ctx, run.device)
+        if total**2 != run.ctx.world_size * squares:
+            raise ValueError(
+                f"ranks resumed from different steps of {run.last_checkpoint}; is it on a file "
+                "system every node sees?"
+            )
+    if run.ctx.main and run.best_model is not None:
+        try:  # `best` is an output the workflow engine may have removed before rerunning
+            written = load_checkpoint(run.best_checkpoint).get("fingerprint")
+        except (FileNotFoundError, ValueError):
+            written = None
+        intact = written == run.meta["fingerprint"]
+        if not intact:
+            log.info("rewriting %s from the resume checkpoint", run.best_checkpoint)
+            _write_best(run)
+
+
+def _matching_last_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The checkpoint at `path` if this run wrote it, else None to start fresh (logged)."""
+    if not path.exists():
+        return None
+    try:
+        checkpoint = load_checkpoint(path)
+    except ValueError as e:
+        log.warning("not resuming: %s", e)
+        return None
+    if checkpoint.get("fingerprint") != fingerprint:
+        log.warning(
+            "not resuming from %s: it was written with another configuration or other data "
+            "(fingerprint %.12s, this run %.12s); starting fresh",
+            path,
+            checkpoint.get("fingerprint"),
+            fingerprint,
+        )
+        return None
+    return checkpoint
+
+
+def _patience_ran_out(run: _Run) -> bool:
+    """Early stopping: `patience` epochs without a better validation accuracy (logged)."""
+    state, patience = run.state, run.cfg.patience
+    if patience is None or state.epoch - state.best_epoch < patience:
+        return False
+    log.info(
+        "early stop: no better %s accuracy for %d epochs (best %.4f at epoch %d)",
+        run.val_split,
+        patience,
+        state.best_val_accuracy,
+        state.best_epoch,
+    )
+    return True
+
+
+def _train_epoch(run: _Run) -> _EpochResult:
+    """Train the rest of the current epoch (all of it, unless resumed mid-epoch)."""
+    state, cfg, ctx = run.state, run.cfg, run.ctx
+    skip = state.epoch_step
+    # Mid-epoch resume: replay the epoch's deterministic order and drop what was consumed.
+    # Closed after the epoch, so that its loader (workers, shuffle buffer) is gone before
+    # validation starts another.
+    epoch_batches = _train_batches(run.train_paths, cfg, state.epoch)
+    local = Sums()  # this rank's own sums; `state.partial` holds all ranks' up to the resume
+    window: list[tuple[Tensor, Tensor, int]] = []
+    bar = tqdm(
+        total=run.steps_per_epoch,
+        initial=skip,
+        desc=f"epoch {state.epoch + 1}/{cfg.max_epochs}",
+        unit="step",
+        disable=not (run.progress and ctx.main),
+        dynamic_ncols=True,
+    )
+    run.model.train()
+    start = time.perf_counter()
+    samples = 0
+    try:
+        for batch in itertools.islice(epoch_batches, skip, run.steps_per_epoch):
+            inputs = _to_device(batch, run.device, cfg.channels_last)
+            loss, correct = train_step(run.model, run.optimizer, *inputs, bf16=cfg.bf16)
+            state.step += 1
+            state.epoch_step += 1
+            samples += len(batch.answers) * ctx.world_size
+            window.append((loss, correct, len(batch.answers)))
+            every = cfg.checkpoint_every_steps
+            save_now = every > 0 and state.step % every == 0
+            if len(window) == _SYNC_EVERY or save_now or state.epoch_step == run.steps_per_epoch:
+                local = local + _flush(window, state, ctx, run.device, cfg)
+                window.clear()
+                bar.update(state.epoch_step - bar.n)
+                bar.set_postfix(
+                    loss=f"{local.loss / max(local.questions, 1):.4f}",
+                    acc=f"{local.correct / max(local.questions, 1):.4f}",
+                    samples_s=f"{samples / max(time.perf_counter() - start, 1e-9):.0f}",
+                )
+            if save_now and state.epoch_step < run.steps_per_epoch:
+                partial = state.partial + local.all_reduced(ctx, run.device)
+                if ctx.main:
+                    save_checkpoint(run.last_checkpoint, _last_checkpoint(run, partial))
+    finally:
+        epoch_batches.close()
+    bar.close()
+    totals = state.partial + local.all_reduced(ctx, run.device)
+    return _EpochResult(totals, samples, time.perf_counter() - start)
+
+
+def _end_epoch(run: _Run, result: _EpochResult) -> None:
+    """Validate, append the epoch to the history, keep the best model, save `last`."""
+    state, ctx = run.state, run.ctx
+    val_correct, val_counted, val_loss = _validate(
+        run.raw_model, run.val_paths, ctx, run.device, run.cfg
+    )
+    if val_counted == 0:
+        raise ValueError(f"{run.shards_dir}: split {run.val_split!r} has no answered questions")
+    row = {
+        "epoch": state.epoch + 1,
+        "step": state.step,
+        "train_loss": result.totals.loss / result.totals.questions,
+        "train_accuracy": result.totals.correct / result.totals.questions,
+        "val_loss": val_loss / val_counted,
+        "val_accuracy": val_correct / val_counted,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "samples_per_s": result.samples / max(result.seconds, 1e-9),
+    }
+    state.history.append(row)
+    state.epoch += 1
+    state.epoch_step = 0
+    state.partial = Sums()
+    log.info(
+        "epoch %d: train loss %.4f acc %.4f, %s acc %.4f, %.0f samples/s",
+        row["epoch"],
+        row["train_loss"],
+        row["train_accuracy"],
+        run.val_split,
+        row["val_accuracy"],
+        row["samples_per_s"],
+    )
+    if row["val_accuracy"] > state.best_val_accuracy:
+        state.best_val_accuracy = row["val_accuracy"]
+        state.best_epoch = row["epoch"]
+        if ctx.main:  # the only rank that writes checkpoints
+            weights = run.raw_model.state_dict().items()
+            run.best_model = {k: v.detach().to("cpu", copy=True) for k, v in weights}
+            _write_best(run)
     if ctx.main:
-        if best_state is not None:
-            write_best()  # again, so that its history and sidecar cover the whole run
-        logger.end(summary)
-        if curves_png is not None and history:
+        save_checkpoint(run.last_checkpoint, _last_checkpoint(run, state.partial))
+        run.logger.log(row)
+
+
+def _finish(run: _Run, samples: int, seconds: float, stopped_early: bool) -> dict[str, Any]:
+    """The run's summary; rank 0 rewrites `best` with the whole history and closes the logs."""
+    history = run.state.history
+    if seconds > 0:
+        samples_per_s = samples / seconds
+    else:  # nothing left to train this session: report the run's own speed
+        samples_per_s = float(np.mean([r["samples_per_s"] for r in history])) if history else 0.0
+    summary = {
+        "best_val_accuracy": run.state.best_val_accuracy,
+        "best_epoch": run.state.best_epoch,
+        "epochs": run.state.epoch,
+        "steps": run.state.step,
+        "samples_per_s": samples_per_s,
+        "stopped_early": stopped_early,
+        "world_size": run.ctx.world_size,
+        "device": str(run.device),
+    }
+    if run.ctx.main:
+        if run.best_model is not None:
+            _write_best(run)  # again, so that its history and sidecar cover the whole run
+        run.logger.end(summary)
+        if run.curves_png is not None and history:
             from filmclevr.figures import plot_learning_curves
 
-            plot_learning_curves(history, curves_png)
+            plot_learning_curves(history, run.curves_png)
     return summary
+
+
+# --- Checkpoints of a run ---------------------------------------------------------------------
+def _last_checkpoint(run: _Run, partial: Sums) -> dict[str, Any]:
+    """The resume point: everything to go on exactly, `partial` the unfinished epoch's sums."""
+    return {
+        **run.meta,
+        **run.state.as_checkpoint(),
+        "partial": partial.as_list(),
+        "model": run.raw_model.state_dict(),
+        "best_model": run.best_model,  # so `best` can be rewritten if it went missing
+        "optimizer": run.optimizer.state_dict(),
+        "rng": rng_state(),
+    }
+
+
+def _write_best(run: _Run) -> None:
+    """The model of the best epoch, with the history of the whole run, and its JSON sidecar."""
+    state = run.state
+    checkpoint = {**run.meta, **state.as_checkpoint()}
+    del checkpoint["partial"], checkpoint["epoch_step"]
+    best_step = state.history[state.best_epoch - 1]["step"]
+    checkpoint.update(model=run.best_model, epoch=state.best_epoch, step=best_step)
+    save_checkpoint(run.best_checkpoint, checkpoint)
+    sidecar = {
+        "model_config": run.meta["model_config"],
+        "train_config": run.meta["train_config"],
+        "epoch": state.best_epoch,
+        "train_split": run.train_split,
+        "val_split": run.val_split,
+        "val_accuracy": state.best_val_accuracy,
+        "parameters": run.meta["parameters"],
+        "world_size": run.ctx.world_size,
+        "fingerprint": run.meta["fingerprint"],
+        "history": state.history,
+    }
+    write_json_atomic(run.best_checkpoint.with_suffix(".json"), sidecar)
 
 
 def _flush(
     window: list[tuple[Tensor, Tensor, int]],
-    local: list[float],
-    state: dict[str, Any],
-    ctx: _Dist,
+    state: TrainState,
+    ctx: DistContext,
     device: torch.device,
     cfg: TrainConfig,
-) -> None:
+) -> Sums:
     """Move the window's per-step losses to the host (one sync), stop on a non-finite one."""
     losses = torch.stack([w[0] for w in window]).double().cpu()
     corrects = torch.stack([w[1] for w in window]).double().cpu()
     sizes = [w[2] for w in window]
     finite = torch.isfinite(losses)
     # Collective, so that every rank stops together rather than some waiting in the next step.
-    bad_ranks = _all_reduce([0.0 if bool(finite.all()) else 1.0], ctx, device)[0]
+    bad_ranks = all_reduce([0.0 if bool(finite.all()) else 1.0], ctx, device)[0]
     if bad_ranks:
         if bool(finite.all()):
             where, value = "on another rank", "non-finite"
@@ -933,21 +882,27 @@ def _flush(
             first = int((~finite).int().argmax())  # the window's first non-finite step
             back = len(window) - first - 1
             where = (
-                f"at step {state['step'] - back} (step {state['epoch_step'] - back} of epoch "
-                f"{state['epoch'] + 1})"
+                f"at step {state.step - back} (step {state.epoch_step - back} of epoch "
+                f"{state.epoch + 1})"
             )
             value = str(losses[first].item())
         raise FloatingPointError(
             f"training diverged: the loss is {value} {where}; lower learning_rate "
             f"(now {cfg.learning_rate:g}) and start again"
         )
-    local[0] += float((losses * torch.tensor(sizes, dtype=torch.float64)).sum())
-    local[1] += float(corrects.sum())
-    local[2] += float(sum(sizes))
+    return Sums(
+        float((losses * torch.tensor(sizes, dtype=torch.float64)).sum()),
+        float(corrects.sum()),
+        float(sum(sizes)),
+    )
 
 
 def _validate(
-    raw_model: nn.Module, val_paths: list[str], ctx: _Dist, device: torch.device, cfg: TrainConfig
+    raw_model: nn.Module,
+    val_paths: list[str],
+    ctx: DistContext,
+    device: torch.device,
+    cfg: TrainConfig,
 ) -> tuple[float, float, float]:
     """(correct, counted, summed loss) on the validation split, summed over the ranks.
 
@@ -969,5 +924,5 @@ def _validate(
             split_by_node=split,
         )
         counts = _score(raw_model, loader, device, bf16=cfg.bf16, channels_last=cfg.channels_last)
-    correct, counted, loss = _all_reduce(list(counts), ctx, device)
+    correct, counted, loss = all_reduce(list(counts), ctx, device)
     return correct, counted, loss

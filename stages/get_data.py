@@ -20,7 +20,7 @@ def main() -> None:
 
     params = load_params(args.params)["get_data"]
     if params["source"] == "mini":
-        from filmclevr.generate import generate_mini_clevr
+        from filmclevr.mini import generate_mini_clevr
 
         mini = params["mini"]
         generate_mini_clevr(

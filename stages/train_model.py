@@ -28,9 +28,10 @@ def main() -> None:
     p.add_argument("--curves", type=Path, required=True, help="learning-curve PNG to write")
     args = p.parse_args()
 
+    from filmclevr.distributed import torchrun_command, under_torchrun
     from filmclevr.model import FiLMConfig
-    from filmclevr.params import load_params
-    from filmclevr.train import TrainConfig, torchrun_command, train, under_torchrun
+    from filmclevr.params import load_params, model_overrides
+    from filmclevr.train import TrainConfig, train
 
     params = load_params(args.params)
     train_config = TrainConfig.from_dict(params["train_model"])
@@ -39,7 +40,7 @@ def main() -> None:
         sys.exit(subprocess.call(command))
     splits = params["get_data"]["splits"]  # the schema asks for a training and a validation split
     train(
-        FiLMConfig.from_dict(params["model"]),
+        FiLMConfig.from_dict(model_overrides(params)),
         train_config,
         shards_dir=args.shards,
         vocab_path=args.vocab,

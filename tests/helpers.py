@@ -13,14 +13,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from filmclevr import clevr, scenes, shards, train
+from filmclevr import clevr, shards, train
+from filmclevr.mini import scenes
 from filmclevr.model import FiLMConfig
 
 # --- A tiny model and recipe, trained on the CPU in seconds ---------------------------------------
-# The `model:` parameters of a tiny run on 32-pixel images: two stem layers, then one residual
-# block of 8 channels.
+# The `model:` parameters of a tiny run (on 32-pixel images: `resize_images.image_size` 32): two
+# stem layers, then one residual block of 8 channels.
+TINY_IMAGE_SIZE = 32
 TINY_MODEL_PARAMS = {
-    "image_size": 32,
     "stem_num_layers": 2,
     "stem_channels": 8,
     "module_channels": 8,
@@ -34,7 +35,7 @@ TINY_MODEL_PARAMS = {
 
 def tiny_film_config(**overrides: Any) -> FiLMConfig:
     """The FiLMConfig of TINY_MODEL_PARAMS, with `overrides`."""
-    return FiLMConfig(**{**TINY_MODEL_PARAMS, **overrides})
+    return FiLMConfig(**{"image_size": TINY_IMAGE_SIZE, **TINY_MODEL_PARAMS, **overrides})
 
 
 def tiny_train_config(**overrides: Any) -> train.TrainConfig:

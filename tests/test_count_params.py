@@ -15,9 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_paper_profile_counts_match_the_model(capsys):
     assert (
-        count_params.main(
-            ["--params", str(ROOT / "profiles/paper.yaml"), "--question-tokens", "93"]
-        )
+        count_params.main(["--params", str(ROOT / "config/paper.yaml"), "--question-tokens", "93"])
         == 0
     )
     out = capsys.readouterr().out

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from filmclevr import clevr, evaluate, train
+from filmclevr import clevr, evaluate
+from filmclevr.checkpoint import load_checkpoint
 from filmclevr.tokenize import read_encoded_split
 from tests.helpers import (
     tiny_film_config,
@@ -367,7 +368,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_evaluate_tiny_checkpoint(tiny_run, tmp_path):
-    checkpoint = train.load_checkpoint(tiny_run["root"] / "film.pt")
+    checkpoint = load_checkpoint(tiny_run["root"] / "film.pt")
     result = evaluate.evaluate(
         tiny_run["root"] / "film.pt",
         tiny_run["shards"],

@@ -28,11 +28,12 @@ def write(tmp_path: Path, params: dict) -> Path:
 
 
 def test_shipped_profiles_are_consistent() -> None:
-    for name in ("params.yaml", *(ROOT / "profiles").glob("*.yaml")):
+    for name in ("params.yaml", *(ROOT / "config").glob("*.yaml")):
         load_params(ROOT / name)  # raises on any inconsistency
 
 
-def test_model_image_size_must_match_the_resized_images(tmp_path: Path, good: dict) -> None:
+def test_the_model_input_size_is_stated_once(tmp_path: Path, good: dict) -> None:
+    """The model sees the images as resized: `model.image_size` is refused, not cross-checked."""
     bad = copy.deepcopy(good)
     bad["model"]["image_size"] = 128
     with pytest.raises(ParamsError) as e:
@@ -43,20 +44,15 @@ def test_model_image_size_must_match_the_resized_images(tmp_path: Path, good: di
     assert "128" in message and str(good["resize_images"]["image_size"]) in message
 
 
-def test_missing_model_image_size_means_the_paper_default(good: dict) -> None:
-    params = copy.deepcopy(good)
-    del params["model"]["image_size"]
-    params["resize_images"]["image_size"] = 224
-    validate_params(params)  # FiLMConfig's default 224 matches
-    params["resize_images"]["image_size"] = 64
-    with pytest.raises(ParamsError, match=r"model\.image_size: 224 \(FiLMConfig's default\)"):
-        validate_params(params, "p.yaml")
-
-
-def test_default_image_size_is_film_configs() -> None:
+def test_model_overrides_take_the_input_size_from_resize_images(good: dict) -> None:
     from filmclevr.model import FiLMConfig
 
-    assert params_mod.DEFAULT_MODEL_IMAGE_SIZE == FiLMConfig().image_size
+    params = copy.deepcopy(good)
+    params["resize_images"]["image_size"] = 96
+    config = FiLMConfig.from_dict(params_mod.model_overrides(params))
+    assert config.image_size == 96
+    assert config.stem_channels == good["model"]["stem_channels"]
+    assert "image_size" not in params["model"]  # the section itself is not changed
 
 
 def test_every_mini_split_needs_an_image_count(good: dict) -> None:

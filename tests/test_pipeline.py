@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import TINY_MODEL_PARAMS
+from tests.helpers import TINY_IMAGE_SIZE, TINY_MODEL_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "pyproject.toml", "README.md"]
-PROJECT_DIRS = ["filmclevr", "stages", "workflow", "profiles"]
+PROJECT_DIRS = ["filmclevr", "stages", "workflow", "config"]
 STAGES = [
     "get_data",
     "resize_images",
@@ -40,7 +40,7 @@ def tiny_params() -> dict:
     params["profile"] = "tiny"
     params["get_data"]["mini"]["images"] = {"train": 24, "val": 8, "test": 4}
     params["get_data"]["mini"]["questions_per_image"] = 4
-    params["resize_images"]["image_size"] = 32
+    params["resize_images"]["image_size"] = TINY_IMAGE_SIZE
     params["write_shards"]["images_per_shard"] = 10
     params["model"] = dict(TINY_MODEL_PARAMS)
     params["train_model"] = {"max_epochs": 2, "batch_size": 16, "num_threads": 1}
@@ -135,8 +135,7 @@ def test_snakemake_second_run_does_nothing_and_params_rerun_only_dependents(snak
     assert planned_snakemake_jobs(snakemake_project) == set()
     set_param(snakemake_project, "train_model", "learning_rate", 1e-3)
     assert planned_snakemake_jobs(snakemake_project) == {"train_model", "evaluate_model"}
-    set_param(snakemake_project, "resize_images", "image_size", 24)
-    set_param(snakemake_project, "model", "image_size", 24)
+    set_param(snakemake_project, "resize_images", "image_size", 24)  # the model's input too
     assert planned_snakemake_jobs(snakemake_project) == {
         "resize_images",
         "write_shards",

@@ -7,9 +7,10 @@ from collections import Counter
 
 import pytest
 
-from filmclevr import clevr, questions
+from filmclevr import clevr
 from filmclevr.executor import execute, execute_nodes
-from filmclevr.questions import FAMILIES, Family, QuestionSampler, majority_baseline
+from filmclevr.mini import questions
+from filmclevr.mini.questions import FAMILIES, Family, QuestionSampler, majority_baseline
 from tests.helpers import ANSWERED_QUESTION_KEYS
 
 DIRECTIONS = {
@@ -215,6 +216,13 @@ def test_majority_baseline() -> None:
 
     train = [q(0, "yes"), q(0, "yes"), q(0, "no"), q(1, "2"), q(1, "3")]  # tie -> "2"
     val = [q(0, "yes"), q(0, "no"), q(1, "2"), q(1, "3"), q(2, "red")]
+    # Family 2 is unseen: the overall majority ("yes") is wrong for it.
     assert majority_baseline(train, val) == pytest.approx(2 / 5)
+    # The same prior as evaluation's: an unseen family takes its terminal function's majority.
+    exist, count = [{"function": "exist"}], [{"function": "count"}]
+    counts = [q(0, "yes") | {"program": exist} for _ in range(3)]  # overall majority: "yes"
+    counts += [q(5, "3") | {"program": count} for _ in range(2)]
+    unseen = [q(9, "3") | {"program": count}]
+    assert majority_baseline(counts, unseen) == 1.0
     with pytest.raises(ValueError):
         majority_baseline(train, [])

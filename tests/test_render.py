@@ -9,7 +9,8 @@ import random
 import numpy as np
 import pytest
 
-from filmclevr import clevr, render, scenes
+from filmclevr import clevr
+from filmclevr.mini import render, scenes
 from tests.helpers import object_at
 
 

@@ -10,7 +10,8 @@ import random
 import numpy as np
 import pytest
 
-from filmclevr import clevr, scenes
+from filmclevr import clevr
+from filmclevr.mini import scenes
 from tests.helpers import ground_point, make_object
 
 SCENE_KEYS = {"split", "image_index", "image_filename", "objects", "directions", "relationships"}

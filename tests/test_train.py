@@ -15,10 +15,11 @@ import pytest
 import torch
 import yaml
 
-from filmclevr import clevr, shards
+from filmclevr import clevr, distributed, shards
 from filmclevr import train as train_mod
+from filmclevr.checkpoint import load_checkpoint, model_from_checkpoint
 from filmclevr.model import build_model
-from filmclevr.train import TrainConfig, evaluate_accuracy, load_checkpoint, model_from_checkpoint
+from filmclevr.train import TrainConfig, evaluate_accuracy
 from tests.helpers import (
     tiny_film_config,
     tiny_train_config,
@@ -175,15 +176,15 @@ def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> list[torch.device]:
 def test_one_process_on_a_gpu_gets_an_indexed_device(
     fake_cuda: list[torch.device], name: str
 ) -> None:
-    ctx, device = train_mod._init_distributed(name)
+    ctx, device = distributed.init_distributed(name)
     assert device == torch.device("cuda", 0) and fake_cuda == [device]
     assert (ctx.rank, ctx.world_size, ctx.created) == (0, 1, False)
 
 
 def test_explicit_gpu_index_is_kept_and_checked(fake_cuda: list[torch.device]) -> None:
-    assert train_mod.resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert distributed.resolve_device("cuda:1") == torch.device("cuda", 1)
     with pytest.raises(ValueError, match="only 2 CUDA device"):
-        train_mod.resolve_device("cuda:2")
+        distributed.resolve_device("cuda:2")
 
 
 def test_each_ddp_process_gets_its_local_rank_gpu(
@@ -192,15 +193,15 @@ def test_each_ddp_process_gets_its_local_rank_gpu(
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
     backends: list[str] = []
-    monkeypatch.setattr(train_mod.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
     monkeypatch.setattr(
-        train_mod.dist, "init_process_group", lambda backend: backends.append(backend)
+        distributed.dist, "init_process_group", lambda backend: backends.append(backend)
     )
-    monkeypatch.setattr(train_mod.dist, "get_rank", lambda: 1)
-    monkeypatch.setattr(train_mod.dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
     for name in ("auto", "cuda", "cuda:0"):  # one GPU per process, whatever the index asked
         fake_cuda.clear()
-        ctx, device = train_mod._init_distributed(name)
+        ctx, device = distributed.init_distributed(name)
         assert device == torch.device("cuda", 1) and fake_cuda == [device]
         assert (ctx.rank, ctx.world_size, ctx.created) == (1, 2, True)
     assert backends == ["nccl"] * 3
@@ -208,9 +209,9 @@ def test_each_ddp_process_gets_its_local_rank_gpu(
 
 def test_cuda_without_a_gpu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert train_mod.resolve_device("auto") == torch.device("cpu")
+    assert distributed.resolve_device("auto") == torch.device("cpu")
     with pytest.raises(ValueError, match="CUDA is not available"):
-        train_mod.resolve_device("cuda")
+        distributed.resolve_device("cuda")
 
 
 # --- One run ------------------------------------------------------------------------------------
@@ -257,7 +258,7 @@ class Killed(Exception):
 
 
 def kill_after_saves(monkeypatch: pytest.MonkeyPatch, path_name: str, saves: int) -> None:
-    real_save, count = train_mod._save, {"n": 0}
+    real_save, count = train_mod.save_checkpoint, {"n": 0}
 
     def save(path: Path, checkpoint: dict) -> None:
         real_save(path, checkpoint)
@@ -266,7 +267,7 @@ def kill_after_saves(monkeypatch: pytest.MonkeyPatch, path_name: str, saves: int
             if count["n"] == saves:
                 raise Killed
 
-    monkeypatch.setattr(train_mod, "_save", save)
+    monkeypatch.setattr(train_mod, "save_checkpoint", save)
 
 
 def test_resume_after_epoch_gives_the_same_run(
@@ -516,7 +517,7 @@ def test_stage_starts_nproc_per_node_processes(data: dict[str, Path], tmp_path: 
     params["get_data"]["splits"] = list(IMAGES)
     params["get_data"]["mini"]["images"] = dict(IMAGES)
     params["resize_images"]["image_size"] = TINY_MODEL.image_size
-    params["model"] = TINY_MODEL.asdict()
+    params["model"] = {k: v for k, v in TINY_MODEL.asdict().items() if k != "image_size"}
     # One epoch: test_ddp_on_two_cpu_processes already checks the DDP run itself.
     params["train_model"] = {**TINY_TRAIN.asdict(), "nproc_per_node": 2, "max_epochs": 1}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

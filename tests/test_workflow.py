@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from filmclevr.params import ParamsError, load_params, validate_params
+from filmclevr.params import ParamsError, load_params, model_overrides, validate_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,25 +83,46 @@ def test_a_configfile_profile_replaces_the_parameters_snakemake_tracks():
     the file the stage commands read."""
     from snakemake.api import SnakemakeApi
 
-    paper = load_params(ROOT / "profiles/paper.yaml")
+    paper = load_params(ROOT / "config/paper.yaml")
     with SnakemakeApi() as api:
-        workflow = snakemake_workflow(api, ROOT / "profiles/paper.yaml")
-        assert Path(workflow.globals["PARAMS"]) == ROOT / "profiles/paper.yaml"
+        workflow = snakemake_workflow(api, ROOT / "config/paper.yaml")
+        assert Path(workflow.globals["PARAMS"]) == ROOT / "config/paper.yaml"
         train = next(r for r in workflow.rules if r.name == "train_model")
-        assert list(train.params) == [paper["model"], paper["train_model"]]
+        assert list(train.params) == [paper["model"], paper["train_model"], 224]
+
+
+def module_file(dotted: str) -> str | None:
+    """The project file of a dotted module name (a module or a package's __init__), if any."""
+    base = dotted.replace(".", "/")
+    for candidate in (f"{base}.py", f"{base}/__init__.py"):
+        if (ROOT / candidate).is_file():
+            return candidate
+    return None
 
 
 def project_imports(path: Path) -> set[str]:
-    """The project's modules (stages/, filmclevr/) that `path` imports, inside functions too."""
-    found = set()
+    """The project's modules (stages/, filmclevr/) that `path` imports, inside functions too.
+
+    Importing `a.b.c` also runs the `__init__` of every package on the way (`a.b`), except the
+    two top-level packages, whose `__init__` files are empty by design.
+    """
+    names = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module in ("filmclevr", "stages"):
-            found |= {f"{node.module}/{alias.name}.py" for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module.replace(".", "/") + ".py")
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
         elif isinstance(node, ast.Import):
-            found |= {alias.name.replace(".", "/") + ".py" for alias in node.names}
-    return {m for m in found if m.startswith(("filmclevr/", "stages/")) and (ROOT / m).is_file()}
+            names |= {alias.name for alias in node.names}
+    found = set()
+    for name in names:
+        if not name.startswith(("filmclevr.", "stages.")):
+            continue
+        parts = name.split(".")
+        for depth in range(2, len(parts) + 1):  # the packages on the way, then the module
+            file = module_file(".".join(parts[:depth]))
+            if file is not None:
+                found.add(file)
+    return found
 
 
 def code_closure(entry: str) -> set[str]:
@@ -134,7 +155,7 @@ def test_raw_data_is_not_copied_into_dvc_cache():
 
 PROFILES = [
     "params.yaml",
-    *sorted(f"profiles/{p.name}" for p in (ROOT / "profiles").glob("*.yaml")),
+    *sorted(f"config/{p.name}" for p in (ROOT / "config").glob("*.yaml")),
 ]
 
 
@@ -144,7 +165,7 @@ def test_profiles_are_complete_and_valid(path):
     from filmclevr.model import FiLMConfig
     from filmclevr.train import TrainConfig
 
-    model = FiLMConfig.from_dict(params["model"])
+    model = FiLMConfig.from_dict(model_overrides(params))
     TrainConfig.from_dict(params["train_model"])
     assert model.image_size == params["resize_images"]["image_size"]
 
@@ -153,9 +174,9 @@ def test_paper_profile_is_the_paper():
     from filmclevr.model import FiLMConfig
     from filmclevr.train import TrainConfig
 
-    params = load_params(ROOT / "profiles/paper.yaml")
+    params = load_params(ROOT / "config/paper.yaml")
     assert params["get_data"]["source"] == "clevr"
-    assert FiLMConfig.from_dict(params["model"]) == FiLMConfig()
+    assert FiLMConfig.from_dict(model_overrides(params)) == FiLMConfig()
     train = TrainConfig.from_dict(params["train_model"])
     paper = TrainConfig()
     assert (train.learning_rate, train.weight_decay, train.batch_size, train.max_epochs) == (
@@ -195,9 +216,28 @@ def test_training_rule_asks_one_gpu_per_process(tmp_path, nproc_per_node):
 
 
 def test_mini_large_is_the_demo_model_on_more_data():
-    demo, large = load_params(ROOT / "params.yaml"), load_params(ROOT / "profiles/mini-large.yaml")
+    demo, large = load_params(ROOT / "params.yaml"), load_params(ROOT / "config/mini-large.yaml")
     assert large["model"] == demo["model"]
     assert large["resize_images"] == demo["resize_images"]
     assert large["get_data"]["mini"]["seed"] == demo["get_data"]["mini"]["seed"]
     images = large["get_data"]["mini"]["images"]
     assert images["train"] > demo["get_data"]["mini"]["images"]["train"]
+
+
+def test_console_scripts_are_the_modules_main_functions():
+    """One place lists the command-line tools: pyproject's [project.scripts]; each is installed
+    (pip install -e .) and is also its module's `python -m` entry point."""
+    import importlib
+    import shutil
+    import subprocess
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {"filmclevr-count-params", "filmclevr-regression"} <= set(scripts)
+    for name, target in scripts.items():
+        module, function = target.split(":")
+        assert function == "main" and callable(importlib.import_module(module).main), name
+        assert "__main__" in (ROOT / (module.replace(".", "/") + ".py")).read_text(), name
+        if shutil.which(name):  # installed by pip: it runs and prints its help
+            result = subprocess.run([name, "--help"], capture_output=True, text=True, check=False)
+            assert result.returncode == 0 and "usage" in result.stdout, name

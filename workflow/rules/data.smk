@@ -6,12 +6,13 @@ rule get_data:
     input:
         code=code(
             "get_data",
-            "executor.py",
-            "scenes.py",
-            "render.py",
-            "questions.py",
-            "generate.py",
             "download.py",
+            "executor.py",
+            "mini/__init__.py",
+            "mini/generate.py",
+            "mini/questions.py",
+            "mini/render.py",
+            "mini/scenes.py",
         ),
     output:
         root=directory("data/clevr"),

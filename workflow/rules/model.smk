@@ -7,11 +7,13 @@ rule train_model:
     input:
         code=code(
             "train_model",
-            "tokenize.py",
+            "checkpoint.py",
+            "distributed.py",
+            "figures.py",
             "model.py",
             "shards.py",
+            "tokenize.py",
             "train.py",
-            "figures.py",
         ),
         shards=rules.write_shards.output.root,
         tokens=rules.tokenize_questions.output.root,
@@ -29,6 +31,7 @@ rule train_model:
     params:
         model=config["model"],
         train=config["train_model"],
+        image_size=config["resize_images"]["image_size"],  # the model's input size
     message:
         "train_model: FiLM on {input.shards} -> {output.checkpoint}"
     shell:
@@ -42,12 +45,13 @@ rule evaluate_model:
     input:
         code=code(
             "evaluate_model",
-            "tokenize.py",
-            "model.py",
-            "shards.py",
-            "train.py",
+            "checkpoint.py",
+            "distributed.py",
             "evaluate.py",
             "figures.py",
+            "model.py",
+            "shards.py",
+            "tokenize.py",
             "paper/table1_clevr_test.csv",
         ),
         checkpoint=rules.train_model.output.checkpoint,

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from filmclevr import clevr, scenes
+from filmclevr import clevr
+from filmclevr.mini import scenes
 
 SUPERSAMPLE = 2  # render at 2x and box-downsample: 4 samples per pixel for the edges
 

@@ -80,7 +80,6 @@ cube" or "behind the sphere that is left of the cube" (`family_table()` prints i
 from __future__ import annotations
 
 import random
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -739,18 +738,18 @@ def sample_questions(
 def majority_baseline(
     train: Iterable[dict[str, Any]], evaluation: Iterable[dict[str, Any]]
 ) -> float:
-    """Accuracy on `evaluation` of answering each family's most common train answer.
+    """Accuracy on `evaluation` of CLEVR's Q-type prior (`clevr.majority_answer_by_family`)
+    built on `train`: a balance check, low when no family's answer is a safe guess."""
 
-    Ties go to the alphabetically first answer; a family absent from train scores wrong.
-    """
-    by_family: dict[int, Counter[str]] = {}
-    for q in train:
-        by_family.setdefault(q["question_family_index"], Counter())[q["answer"]] += 1
-    majority = {f: min(counts, key=lambda a: (-counts[a], a)) for f, counts in by_family.items()}
+    def key(q: dict[str, Any]) -> tuple[int, str | None]:
+        program = q.get("program")
+        return q["question_family_index"], program[-1]["function"] if program else None
+
+    predict = clevr.majority_answer_by_family((*key(q), q["answer"]) for q in train)
     total = correct = 0
     for q in evaluation:
         total += 1
-        correct += majority.get(q["question_family_index"]) == q["answer"]
+        correct += predict(*key(q)) == q["answer"]
     if not total:
         raise ValueError("majority_baseline: no evaluation questions")
     return correct / total

@@ -22,8 +22,8 @@ from typing import Any
 from tqdm import tqdm
 
 from filmclevr import clevr
-from filmclevr.io import atomic_dir, write_json_atomic, write_text_atomic
-from filmclevr.questions import FAMILIES, majority_baseline, sample_questions
+from filmclevr.fileio import atomic_dir, write_json_atomic, write_text_atomic
+from filmclevr.mini.questions import FAMILIES, majority_baseline, sample_questions
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def make_scene(
     seed: int, split: str, index: int, *, min_objects: int = 3, max_objects: int = 10
 ) -> dict[str, Any]:
     """Scene `index` of `split`, drawn from its own generator seeded by (seed, split, index)."""
-    from filmclevr.scenes import sample_scene
+    from filmclevr.mini.scenes import sample_scene
 
     rng = random.Random(derive_seed(seed, split, "scene", index))
     return sample_scene(rng, split, index, min_objects=min_objects, max_objects=max_objects)
@@ -99,7 +99,7 @@ def make_questions(
 
 def _image_task(task: tuple[str, str, int, int, int, int]) -> dict[str, Any]:
     """Worker: sample scene `index`, render it and save its PNG; returns the scene."""
-    from filmclevr.render import render_scene
+    from filmclevr.mini.render import render_scene
 
     root, split, index, seed, min_objects, max_objects = task
     scene = make_scene(seed, split, index, min_objects=min_objects, max_objects=max_objects)

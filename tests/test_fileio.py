@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from filmclevr import io
+from filmclevr import fileio
 
 
 def test_atomic_path_fsyncs_the_file_before_the_rename(
@@ -28,7 +28,7 @@ def test_atomic_path_fsyncs_the_file_before_the_rename(
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
     target = tmp_path / "out" / "film.pt"
-    io.write_text_atomic(target, "weights")
+    fileio.write_text_atomic(target, "weights")
     file_id = (target.stat().st_dev, target.stat().st_ino)  # a rename keeps the inode
     folder_id = (target.parent.stat().st_dev, target.parent.stat().st_ino)
     assert events == [("fsync", file_id), ("replace", target), ("fsync", folder_id)]
@@ -38,8 +38,8 @@ def test_atomic_path_fsyncs_the_file_before_the_rename(
 
 def test_atomic_path_failure_keeps_the_old_file(tmp_path: Path) -> None:
     target = tmp_path / "metrics.json"
-    io.write_json_atomic(target, {"a": 1})
-    with pytest.raises(RuntimeError), io.atomic_path(target) as tmp:
+    fileio.write_json_atomic(target, {"a": 1})
+    with pytest.raises(RuntimeError), fileio.atomic_path(target) as tmp:
         tmp.write_text("half")
         raise RuntimeError
     assert target.read_text() == '{\n  "a": 1\n}\n'
@@ -48,12 +48,12 @@ def test_atomic_path_failure_keeps_the_old_file(tmp_path: Path) -> None:
 
 def test_atomic_dir_replaces_the_tree_as_a_whole(tmp_path: Path) -> None:
     out = tmp_path / "tokens"
-    with io.atomic_dir(out) as tmp:
+    with fileio.atomic_dir(out) as tmp:
         (tmp / "old.json").write_text("1")
-    with io.atomic_dir(out) as tmp:
-        io.write_json_atomic(tmp / "new.json", [1])
+    with fileio.atomic_dir(out) as tmp:
+        fileio.write_json_atomic(tmp / "new.json", [1])
     assert [p.name for p in out.iterdir()] == ["new.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tokens"]  # no .old or .tmp left
-    mode = 0o777 & ~io._umask()
+    mode = 0o777 & ~fileio._umask()
     assert out.stat().st_mode & 0o777 == mode
-    assert (out / "new.json").stat().st_mode & 0o777 == 0o666 & ~io._umask()
+    assert (out / "new.json").stat().st_mode & 0o777 == 0o666 & ~fileio._umask()
