@@ -33,6 +33,9 @@ REQUIRED_FOLDERS = ("images", "questions")  # checked in the extracted tree befo
 _RETRY_HTTP_CODES = frozenset({408, 429, 500, 502, 503, 504})
 _MAX_BACKOFF_S = 60.0
 _USER_AGENT = "filmclevr-download (python urllib)"
+_NO_RESUME = (
+    "the server does not support resuming (it answered 200 instead of 206 to a Range request)"
+)
 
 
 class ChecksumError(ValueError):
@@ -68,6 +71,7 @@ def fetch_clevr(
     chunk_size: int = 1 << 20,
     progress: bool = True,
     retries: int = 5,
+    max_attempts: int = 1000,
     backoff_s: float = 2.0,
     timeout_s: float = 60.0,
 ) -> Path:
@@ -85,7 +89,10 @@ def fetch_clevr(
         sha256: expected SHA-256 (hex), or None when not known (CoGenT): a warning is logged.
         chunk_size: bytes per read while downloading, hashing and extracting.
         progress: show tqdm progress bars (stderr).
-        retries: consecutive failed attempts (no bytes received) tolerated before giving up.
+        retries: consecutive failed attempts without progress tolerated before giving up;
+            progress means the kept `.part` file grew past its longest length so far, so bytes
+            that a restart from byte 0 throws away (a server that ignores Range) do not count.
+        max_attempts: requests in all before giving up, progress or not.
         backoff_s: wait before the first retry; it doubles for each further one (up to 60 s).
         timeout_s: socket timeout of each request.
 
@@ -95,10 +102,12 @@ def fetch_clevr(
     Raises:
         ChecksumError: the archive's size or hash is wrong; it is moved aside to `.corrupt`.
         UnsafeArchiveError: an entry is absolute, has a `..` part, or is a link or special file.
-        ClevrFormatError: the archive is not one top folder holding images/ and questions/.
+        ClevrFormatError: the archive is not a zip of one top folder holding images/ and
+            questions/; the message says to check the parameters' url and sha256, and a
+            verified archive is left in place.
         InsufficientSpaceError: the archive's or the extraction's folder lacks free space.
-        DownloadError: an HTTP error status, or `retries` consecutive attempts without progress;
-            the `.part` file is kept for a later resume.
+        DownloadError: an HTTP error status, `retries` consecutive attempts without progress,
+            or `max_attempts` attempts in all; the `.part` file is kept for a later resume.
     """
     archive, dest = Path(archive), Path(dest)
     if sha256 is not None:
@@ -107,6 +116,8 @@ def fetch_clevr(
             raise ValueError(f"sha256 {sha256!r} is not 64 hexadecimal digits")
     if size is not None and size < 0:
         raise ValueError(f"size {size} is negative")
+    if retries < 0 or max_attempts < 1:
+        raise ValueError(f"need retries >= 0 and max_attempts >= 1, got {retries}, {max_attempts}")
     if sha256 is None:
         log.warning("no SHA-256 known for %s: the archive's integrity cannot be checked", url)
     if size is None:
@@ -124,14 +135,34 @@ def fetch_clevr(
             chunk_size=chunk_size,
             progress=progress,
             retries=retries,
+            max_attempts=max_attempts,
             backoff_s=backoff_s,
             timeout_s=timeout_s,
         )
     _verify(
         archive, size=size, sha256=sha256, digest=digest, chunk_size=chunk_size, progress=progress
     )
-    _extract(archive, dest, chunk_size=chunk_size, progress=progress)
+    try:
+        _extract(archive, dest, chunk_size=chunk_size, progress=progress)
+    except ClevrFormatError as e:
+        raise ClevrFormatError(f"{e}; {_not_clevr_advice(archive, sha256)}") from None
     return dest
+
+
+def _not_clevr_advice(archive: Path, sha256: str | None) -> str:
+    """What to do about an archive that passed verification but is no CLEVR release."""
+    if sha256 is None:
+        return (
+            f"no SHA-256 was given to check {archive} against: check get_data.clevr.url in the "
+            f"parameters file, then delete {archive} and run again"
+        )
+    # The archive is exactly the file the parameters describe, so downloading it again cannot
+    # help: the parameters are what is wrong. It is left in place, as it is what they ask for.
+    return (
+        f"its size and SHA-256 match the parameters, so the checksum in the parameters names a "
+        f"file that is not a CLEVR archive: check get_data.clevr.url and get_data.clevr.sha256 "
+        f"in the parameters file, then delete {archive} and run again"
+    )
 
 
 # --- Disk space -------------------------------------------------------------------------------
@@ -156,7 +187,10 @@ class _PartFile:
     def __init__(self, path: Path, *, chunk_size: int, progress: bool) -> None:
         self.path = path
         self.offset = path.stat().st_size if path.exists() else 0
-        self.received = 0  # bytes written in this session, to tell a failed attempt from a slow one
+        # The longest prefix the file has held: only getting past it is progress, as bytes that
+        # a restart throws away would otherwise let a server that ignores Range loop forever.
+        self.kept = self.offset
+        self.resume_refused = False  # the last Range request was answered 200, not 206
         self.hasher = (
             _hash_file(path, chunk_size=chunk_size, progress=progress, desc="hash partial")
             if self.offset
@@ -168,14 +202,26 @@ class _PartFile:
         self.file.write(data)
         self.hasher.update(data)
         self.offset += len(data)
-        self.received += len(data)
 
-    def restart(self) -> None:
-        """Discard what was downloaded so far."""
+    def progressed(self) -> bool:
+        """Whether the file got past its longest length so far (and note the new length)."""
+        if self.offset > self.kept:
+            self.kept = self.offset
+            return True
+        return False
+
+    def restart(self, *, stale: bool = False) -> None:
+        """Discard what was downloaded so far.
+
+        `stale`: the bytes were no prefix of the server's file (it is shorter), so their length
+        is no progress to beat.
+        """
         self.file.truncate(0)
         self.file.seek(0)
         self.offset = 0
         self.hasher = hashlib.sha256()
+        if stale:
+            self.kept = 0
 
     def close(self) -> None:
         self.file.flush()
@@ -192,6 +238,7 @@ def _download(
     chunk_size: int,
     progress: bool,
     retries: int,
+    max_attempts: int,
     backoff_s: float,
     timeout_s: float,
 ) -> str:
@@ -210,31 +257,58 @@ def _download(
         if part.offset:
             log.info("resuming %s at byte %d", part_path, part.offset)
         log.info("downloading %s -> %s", url, archive)
-        failures = 0
+        failures = attempts = 0
+        last_error = ""
         with _byte_bar(total, f"download {archive.name}", progress, initial=part.offset) as bar:
             while total is None or part.offset < total:
-                received_before = part.received
+                if attempts == max_attempts:
+                    # Progress alone bounds nothing when each attempt gains a few bytes.
+                    why = f"gave up after {attempts} attempts, the most allowed{last_error}"
+                    raise _give_up(url, archive, part, why)
+                attempts += 1
                 try:
                     total = _request(url, part, total, bar, chunk_size, timeout_s)
                 except _RETRYABLE as e:
-                    # Only attempts that received nothing count towards the bound.
-                    failures = 0 if part.received > received_before else failures + 1
+                    last_error = f" (the last one: {e})"
+                    failures = 0 if part.progressed() else failures + 1
                     if failures > retries:
-                        raise DownloadError(
-                            f"{url}: {failures} attempts in a row received nothing ({e}); "
-                            f"{part.offset:,} bytes kept in {part_path}, run again to resume"
-                        ) from e
+                        why = (
+                            f"{failures} attempts in a row got no further than byte "
+                            f"{part.kept:,}{_of(total)} ({e})"
+                        )
+                        raise _give_up(url, archive, part, why) from e
+                    if attempts == max_attempts:
+                        continue  # give up at once rather than after a wait
                     delay = min(backoff_s * 2 ** max(failures - 1, 0), _MAX_BACKOFF_S)
+                    note = f"; {_NO_RESUME}, so each attempt starts over from byte 0"
                     log.warning(
-                        "%s: transfer interrupted at byte %d (%s); retrying in %.0f s "
-                        "(%d/%d failed attempts without progress)",
-                        url, part.offset, e, delay, failures, retries,
+                        "%s: transfer interrupted at byte %d (%s)%s; retrying in %.0f s "
+                        "(%d/%d failed attempts without progress, attempt %d of at most %d)",
+                        url, part.offset, e, note if part.resume_refused else "",
+                        delay, failures, retries, attempts, max_attempts,
                     )  # fmt: skip
                     time.sleep(delay)
     finally:
         part.close()
     os.replace(part_path, archive)
     return part.hasher.hexdigest()
+
+
+def _of(total: int | None) -> str:
+    return f" of {total:,}" if total is not None else ""
+
+
+def _give_up(url: str, archive: Path, part: _PartFile, why: str) -> DownloadError:
+    """The error for a transfer that keeps failing, with what to do about it."""
+    if part.resume_refused:
+        advice = (
+            f"{_NO_RESUME}, so each attempt started over from byte 0; {part.offset:,} bytes are "
+            f"in {part.path}. Run again when the connection is steadier, or fetch the file "
+            f"another way and put it at {archive}, where it is verified instead of downloaded"
+        )
+    else:
+        advice = f"{part.offset:,} bytes kept in {part.path}, run again to resume"
+    return DownloadError(f"{url}: {why}; {advice}")
 
 
 def _request(
@@ -263,7 +337,7 @@ def _request(
             if server_total == part.offset and total in (None, server_total):
                 return server_total
             log.warning("%s: server cannot resume at byte %d: starting over", url, part.offset)
-            part.restart()
+            part.restart(stale=True)
             bar.reset(total=total)
             return total
         if e.code in _RETRY_HTTP_CODES:
@@ -282,9 +356,11 @@ def _request(
                 bar.reset(total=total)
                 return total
             server_total = None if match.group(2) == "*" else int(match.group(2))
+            part.resume_refused = False
         elif response.status == 200:
             if part.offset:
-                log.warning("%s: server ignored the Range request; starting over", url)
+                log.warning("%s: %s; starting over from byte 0", url, _NO_RESUME)
+                part.resume_refused = True
                 part.restart()
                 bar.reset(total=total)
             length = response.headers.get("Content-Length")

@@ -111,6 +111,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = payload[start:]
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if st.sends:
+            # Send this many bytes of the body, then drop the connection.
+            self.wfile.write(body[: st.sends.pop(0)])
+            return
         if st.cuts > 0:
             # Send half the body, then drop the connection (HTTP/1.0: closed after return).
             st.cuts -= 1
@@ -121,10 +125,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch):
-    """Serve `state.payload` at `state.url`; `state.requests` records each request's headers."""
+    """Serve `state.payload` at `state.url`; `state.requests` records each request's headers.
+
+    Failure switches: `status` (answer every request with it), `ignore_range` (answer 200 with
+    the whole file), `sends` (bytes of the body to send on each next request before closing),
+    then `cuts` (that many responses send half their body and close).
+    """
     monkeypatch.setenv("no_proxy", "*")
     monkeypatch.setenv("NO_PROXY", "*")
-    state = SimpleNamespace(payload=RELEASE, requests=[], cuts=0, ignore_range=False, status=0)
+    state = SimpleNamespace(
+        payload=RELEASE, requests=[], cuts=0, ignore_range=False, status=0, sends=[]
+    )
     handler = type("Handler", (_Handler,), {"state": state})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
@@ -309,6 +320,89 @@ def test_retries_are_bounded_and_part_is_kept(server, tmp_path: Path) -> None:
     part = tmp_path / "downloads" / "CLEVR_v1.0.zip.part"
     assert part.read_bytes() == b"x" * 1023
     assert len(server.requests) == 10 + 3  # 10 halvings, then the first try and 2 retries
+    _assert_nothing_extracted(tmp_path)
+
+
+def test_server_that_does_not_resume_and_drops_the_connection_stops(
+    server, tmp_path: Path, caplog
+) -> None:
+    # Issue #8: full Content-Length, half the body, then the connection closes, and Range is
+    # ignored. Every attempt restarts from byte 0 and gets no further than the first one, so
+    # that is no progress: the default 5 retries end it. (The cuts run out after 50 responses so
+    # that code which counts the thrown-away bytes as progress fails this test rather than hangs.)
+    server.cuts = 50
+    server.ignore_range = True
+    with (
+        caplog.at_level(logging.WARNING, logger="filmclevr.download"),
+        pytest.raises(DownloadError) as err,
+    ):
+        _fetch(server, tmp_path)
+    message = str(err.value)
+    half = len(RELEASE) // 2
+    assert "server does not support resuming" in message and "200 instead of 206" in message
+    assert f"6 attempts in a row got no further than byte {half:,} of {len(RELEASE):,}" in message
+    part = tmp_path / "downloads" / "CLEVR_v1.0.zip.part"
+    assert str(part) in message and str(tmp_path / "downloads" / "CLEVR_v1.0.zip") in message
+    assert len(server.requests) == 1 + 6  # the first attempt (progress), then 1 try + 5 retries
+    assert [r.get("Range") for r in server.requests[1:]] == [f"bytes={half}-"] * 6
+    assert "server does not support resuming" in caplog.text
+    assert "5/5 failed attempts without progress" in caplog.text
+    assert part.read_bytes() == RELEASE[:half]
+    _assert_nothing_extracted(tmp_path)
+
+
+def test_restart_counts_as_progress_only_past_the_longest_kept_part(server, tmp_path: Path) -> None:
+    # Range ignored: each attempt starts over. 300 bytes (progress), 200 (none), 400 (past the
+    # 300 kept: progress, the failures start again), 100, 100 (two failures: over retries=1).
+    server.ignore_range = True
+    server.sends = [300, 200, 400, 100, 100]
+    with pytest.raises(DownloadError, match="2 attempts in a row got no further than byte 400 "):
+        _fetch(server, tmp_path, retries=1)
+    assert len(server.requests) == 5
+    assert (tmp_path / "downloads" / "CLEVR_v1.0.zip.part").read_bytes() == RELEASE[:100]
+
+
+def test_total_number_of_attempts_is_bounded(server, tmp_path: Path) -> None:
+    # Each response brings half of what is left: progress every time, so only the bound on
+    # attempts in all stops the transfer (after 512 + 256 + 128 + 64 bytes).
+    server.cuts = 1000
+    server.payload = b"x" * 1024
+    with pytest.raises(DownloadError, match="gave up after 4 attempts") as err:
+        _fetch(server, tmp_path, size=1024, sha256=None, max_attempts=4)
+    assert "run again to resume" in str(err.value)
+    assert "does not support resuming" not in str(err.value)  # this server does resume
+    assert len(server.requests) == 4
+    assert (tmp_path / "downloads" / "CLEVR_v1.0.zip.part").read_bytes() == b"x" * 960
+
+
+def test_verified_archive_that_is_not_a_zip_says_to_check_the_parameters(
+    server, tmp_path: Path
+) -> None:
+    # Size and SHA-256 match, so the parameters themselves name a file that is not CLEVR.
+    server.payload = payload = b"<html>not a zip archive</html>\n" * 100
+    archive = tmp_path / "downloads" / "CLEVR_v1.0.zip"
+    kwargs = {"size": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+    for _ in range(2):  # the rerun verifies the kept archive and fails the same way
+        with pytest.raises(clevr.ClevrFormatError) as err:
+            _fetch(server, tmp_path, **kwargs)
+        message = str(err.value)
+        assert f"{archive}: not a readable zip archive" in message
+        assert "the checksum in the parameters names a file that is not a CLEVR archive" in message
+        assert "check get_data.clevr.url and get_data.clevr.sha256 in the parameters" in message
+        assert archive.read_bytes() == payload  # kept in place: it is what the parameters ask for
+    assert len(server.requests) == 1
+    assert not archive.with_name("CLEVR_v1.0.zip.corrupt").exists()
+    _assert_nothing_extracted(tmp_path)
+
+
+def test_unverified_archive_that_is_not_a_zip_says_to_check_the_url(server, tmp_path: Path) -> None:
+    server.payload = payload = b"not a zip archive\n" * 100
+    with pytest.raises(clevr.ClevrFormatError) as err:
+        _fetch(server, tmp_path, size=len(payload), sha256=None)
+    message = str(err.value)
+    archive = tmp_path / "downloads" / "CLEVR_v1.0.zip"
+    assert f"{archive}: not a readable zip archive" in message
+    assert "no SHA-256 was given" in message and "check get_data.clevr.url" in message
     _assert_nothing_extracted(tmp_path)
 
 
