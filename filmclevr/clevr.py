@@ -158,6 +158,7 @@ def majority_answer_by_family(
 
 
 # --- Layout -----------------------------------------------------------------------------------
+IMAGE_SIZE = (480, 320)  # every CLEVR image's width x height (SPEC §1)
 # Split names go into file names (CLEVR_{split}_NNNNNN.png); the params schema has the same rule.
 SPLIT_NAME = re.compile(r"[A-Za-z0-9]+")
 
@@ -188,11 +189,35 @@ def scenes_path(root: str | Path, split: str) -> Path:
 
 
 # --- Readers ----------------------------------------------------------------------------------
-def _load_json_document(path: Path, key: str) -> list[dict[str, Any]]:
+def _load_json_document(path: Path, key: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(`info`, the list under `key`) of a release JSON file."""
     document = read_json(path, ClevrFormatError)
     if not isinstance(document, dict) or not isinstance(document.get(key), list):
         raise ClevrFormatError(f"{path}: expected a JSON object with a list under {key!r}")
-    return document[key]
+    info = document.get("info")
+    return (info if isinstance(info, dict) else {}), document[key]
+
+
+# --- Which dataset a file belongs to, from the file itself ------------------------------------
+MINI_GENERATOR = "filmclevr mini-CLEVR"  # the `generator` of mini-CLEVR files' `info`
+COGENT_SPLITS = frozenset({"trainA", "valA", "valB", "testA", "testB"})
+
+
+def dataset_name(info: dict[str, Any], split: str) -> str:
+    """The dataset a question file comes from, read from its own `info` and split name.
+
+    What results say about their data comes from here, never from a parameter a user may
+    forget to change: "mini-CLEVR" (this project's generator), "CLEVR v1.0", "CLEVR-CoGenT v1.0"
+    (CoGenT's split names), or another generator's own name.
+    """
+    cogent = split in COGENT_SPLITS
+    generator = info.get("generator")
+    if generator == MINI_GENERATOR:
+        return "mini-CoGenT" if cogent else "mini-CLEVR"
+    if generator:
+        return str(generator)
+    name = "CLEVR-CoGenT" if cogent else "CLEVR"
+    return f"{name} v{info['version']}" if "version" in info else f"{name} (version unknown)"
 
 
 def normalize_answer(answer: Any) -> str:
@@ -255,7 +280,16 @@ def _global_families(path: Path, raws: list[dict[str, Any]]) -> dict[int, int] |
     return {position: offsets[template] + index for position, (template, index) in pairs.items()}
 
 
+# What an answered (train/val) question has beyond the public keys of a test question.
+ANSWERED_KEYS: tuple[str, ...] = ("answer", "question_family_index", "program")
+
+
 def read_questions(path: str | Path) -> list[dict[str, Any]]:
+    """The questions of a CLEVR question file (`read_question_file` without its `info`)."""
+    return read_question_file(path)[1]
+
+
+def read_question_file(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Read a CLEVR question file in either dialect (SPEC §1) into release-dialect dicts.
 
     Every question gets `image_index`, `image_filename`, `split`, `question`, `question_index`;
@@ -264,10 +298,18 @@ def read_questions(path: str | Path) -> list[dict[str, Any]]:
     questions carry `template_filename` and per-template-file family indices,
     `question_family_index` becomes one index per (template file, index) pair: template files
     sorted by name, each offset by the sizes of those before it (see `_global_families`).
+
+    Returns:
+        (the file's `info` ({} when it has none), the questions).
     """
     path = Path(path)
-    raws = _load_json_document(path, "questions")
+    info, raws = _load_json_document(path, "questions")
+    if not raws:
+        raise ClevrFormatError(f"{path}: holds no questions (an empty split cannot be used)")
     families = _global_families(path, raws)
+    # The file's split by its release name; files named otherwise are not held to the rule.
+    named = re.fullmatch(r"CLEVR_([A-Za-z0-9]+)_questions\.json", path.name)
+    public = named is None or is_test_split(named.group(1))
     questions = []
     for position, raw in enumerate(raws):
         missing = [k for k in ("image_index", "question") if k not in raw]
@@ -292,14 +334,22 @@ def read_questions(path: str | Path) -> list[dict[str, Any]]:
             q["program"] = normalize_program(raw["program"])
             if any(node["function"] is None for node in q["program"]):
                 raise ClevrFormatError(f"{path}: question #{position} has a node without function")
+        lacking = [k for k in ANSWERED_KEYS if k not in q]
+        if lacking and (len(lacking) < len(ANSWERED_KEYS) or not public):
+            # A train/val question without its answer would silently train or score on nothing.
+            raise ClevrFormatError(
+                f"{path}: question #{position} lacks {', '.join(lacking)} (questions of a "
+                f"train or val split have {', '.join(ANSWERED_KEYS)}; only test splits have "
+                "none of them)"
+            )
         questions.append(q)
-    return questions
+    return info, questions
 
 
 def read_scenes(path: str | Path) -> list[dict[str, Any]]:
     """Read a CLEVR scene file; scenes are returned in image-index order."""
     path = Path(path)
-    scenes = _load_json_document(path, "scenes")
+    _, scenes = _load_json_document(path, "scenes")
     for position, scene in enumerate(scenes):
         if "objects" not in scene or "image_index" not in scene:
             raise ClevrFormatError(f"{path}: scene #{position} lacks objects or image_index")

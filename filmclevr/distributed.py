@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import random
 import sys
 from collections.abc import Iterator, Mapping
@@ -159,3 +160,29 @@ def all_reduce(values: list[float], ctx: DistContext, device: torch.device) -> l
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+# --- The machine --------------------------------------------------------------------------------
+def machine_description(device: torch.device) -> dict[str, str]:
+    """What ran a job: the processor (the GPU's name, else the CPU model) and the torch build.
+
+    Training is bitwise repeatable on one machine but not across CPU models, so results carry
+    this beside their numbers (the regression gate prints it for both runs it compares).
+    """
+    if device.type == "cuda":
+        processor = torch.cuda.get_device_name(device)
+    else:
+        processor = _cpu_model() or platform.processor() or platform.machine() or "unknown"
+    return {"processor": processor, "torch": str(torch.__version__)}
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name as Linux reports it (None elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return None

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from filmclevr import clevr
 from filmclevr.figures import COLUMN_TITLES, plot_accuracy_bars
-from filmclevr.fileio import atomic_dir, write_json_atomic, write_text_atomic
+from filmclevr.fileio import atomic_dir, read_json, write_json_atomic, write_text_atomic
 from filmclevr.tokenize import read_encoded_split
 
 if TYPE_CHECKING:
@@ -42,7 +42,12 @@ CONTEXT_KEYS: tuple[str, ...] = (
     "parameters",
     "commit",
     "questions",
+    "images",
+    "train_split",
+    "train_questions",
+    "train_images",
     "checkpoint_epoch",
+    "machine",
 )
 RUN_MODEL = "This run: CNN+GRU+FiLM (raw pixels)"
 RUN_PRIOR = "This run: Q-type prior (train majority per family)"
@@ -154,8 +159,37 @@ def git_commit(cwd: str | Path | None = None) -> str:
 
 
 def is_clevr(dataset: str) -> bool:
-    """Whether a dataset label names CLEVR proper (as params.dataset_label writes it)."""
+    """Whether a dataset name (`clevr.dataset_name`) is CLEVR's own data (CoGenT included)."""
     return dataset.strip().lower().startswith("clevr")
+
+
+def check_source(dataset: str, source: str, tokens_report: Path) -> None:
+    """Refuse results whose data is not what the parameters' `get_data.source` says.
+
+    Raises:
+        ValueError: naming the tokens report that says which data it was.
+    """
+    expected = {"mini": "the mini-CLEVR generator", "clevr": "CLEVR's release"}[source]
+    if is_clevr(dataset) != (source == "clevr"):
+        raise ValueError(
+            f"{tokens_report}: the questions are {dataset}, but get_data.source is {source!r} "
+            f"({expected}); rerun the pipeline from get_data so results label their own data"
+        )
+
+
+def read_tokens_report(tokens_dir: Path) -> dict[str, Any]:
+    """`tokenize_questions`' report.json: the dataset and per-split counts.
+
+    Raises:
+        ValueError: missing, malformed, or written before reports named their dataset.
+    """
+    path = tokens_dir / "report.json"
+    report = read_json(path, clevr.ClevrFormatError)
+    if not isinstance(report, dict) or "dataset" not in report or "splits" not in report:
+        raise clevr.ClevrFormatError(
+            f"{path}: no dataset name and split counts; rerun tokenize_questions"
+        )
+    return report
 
 
 def run_label(context: Mapping[str, Any]) -> str:
@@ -212,14 +246,22 @@ def results_table(
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
 
 
+def _count(n: int | None) -> str:
+    return "?" if n is None else f"{n:,}"
+
+
 def _markdown(table: pandas.DataFrame, context: Mapping[str, Any]) -> str:
     header = [COLUMN_TITLES.get(c, c).replace("\n", " ") for c in TABLE_COLUMNS]
     lines = [
         "# FiLM on CLEVR: accuracy (%)",
         "",
-        f"This run: **{run_label(context)}**, {context['questions']:,} questions; "
-        f"{context['parameters']:,} parameters; checkpoint epoch {context['checkpoint_epoch']}; "
-        f"commit `{context['commit']}`.",
+        f"This run: **{run_label(context)}**, {context['questions']:,} questions on "
+        f"{context['images']:,} images; trained on {context['train_split']} "
+        f"({_count(context['train_questions'])} questions on {_count(context['train_images'])} "
+        f"images); {context['parameters']:,} parameters; checkpoint epoch "
+        f"{context['checkpoint_epoch']}; commit `{context['commit']}`; trained on "
+        f"{context['machine'].get('processor', 'unknown')} with torch "
+        f"{context['machine'].get('torch', 'unknown')}.",
         "",
     ]
     if not is_clevr(str(context["dataset"])):
@@ -359,8 +401,8 @@ def evaluate(
     split: str,
     batch_size: int,
     device: str = "auto",
-    dataset: str = "unknown",
     profile: str = "unknown",
+    source: str | None = None,
     predictions_dir: Path | None = None,
     train_split: str = "train",
 ) -> Evaluation:
@@ -376,12 +418,16 @@ def evaluate(
         checkpoint: `models/film.pt`.
         shards_dir: holds `index.json` and the shards.
         tokens_dir: holds `vocab.json` and `{split}.json` (and `{train_split}.json`).
-        dataset, profile: labels carried into the context (params.dataset_label, profile).
+        profile: the parameter profile's name, carried into the context. What the context
+            says about the data (dataset, question and image counts) comes from the data
+            itself: the tokenizer's report of the question files' own `info`.
+        source: `get_data.source` ("mini" or "clevr"); when given, data of the other kind is
+            refused, so a result cannot carry a label its data contradicts.
         train_split: the split whose answers the Q-type prior counts; the workflow passes the
             first entry of `get_data.splits` (CoGenT: trainA).
     """
     from filmclevr.checkpoint import model_from_checkpoint
-    from filmclevr.distributed import resolve_device
+    from filmclevr.distributed import machine_description, resolve_device
     from filmclevr.model import count_parameters
     from filmclevr.shards import load_index, question_loader, shard_paths
 
@@ -391,6 +437,9 @@ def evaluate(
             "splits are predicted whenever the shards hold them)"
         )
     shards_dir, tokens_dir = Path(shards_dir), Path(tokens_dir)
+    report = read_tokens_report(tokens_dir)
+    if source is not None:
+        check_source(report["dataset"], source, tokens_dir / "report.json")
     torch_device = resolve_device(device)
     model, state = model_from_checkpoint(checkpoint, torch_device)
     answer_vocab = state["vocab"]["answer_token_to_idx"]
@@ -405,14 +454,21 @@ def evaluate(
     predictions = predict(model, loader(split), torch_device)
     metrics = compute_metrics(records, predictions)
     prior = question_type_prior(read_encoded_split(tokens_dir / f"{train_split}.json"), records)
+    counts = report["splits"]
     context = {
-        "dataset": dataset,
+        "dataset": report["dataset"],
         "split": split,
         "profile": profile,
         "parameters": count_parameters(model)["total"],
         "commit": git_commit(),
         "questions": len(records),
+        "images": len({r["image_index"] for r in records}),
+        "train_split": train_split,
+        "train_questions": counts.get(train_split, {}).get("questions"),
+        "train_images": counts.get(train_split, {}).get("images"),
         "checkpoint_epoch": state.get("epoch"),
+        # Where the model was trained (older checkpoints: where it is evaluated).
+        "machine": state.get("machine") or machine_description(torch_device),
     }
     test_predictions = {
         name: predict(model, loader(name), torch_device)

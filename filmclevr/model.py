@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from filmclevr.params import unknown_keys
+
 __all__ = [
     "ABLATIONS",
     "ABLATION_PAPER_ROW",
@@ -144,9 +146,9 @@ class FiLMConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FiLMConfig:
         """Build a config from a mapping (e.g. a params.yaml section); unknown keys are errors."""
-        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown FiLMConfig keys: {', '.join(unknown)}")
+        message = unknown_keys("FiLMConfig", d, [f.name for f in dataclasses.fields(cls)])
+        if message:
+            raise ValueError(message)
         return cls(**d)
 
     def asdict(self) -> dict[str, Any]:

@@ -6,7 +6,9 @@ tracks its keys, and every stage entry point calls `load_params`.
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -103,6 +105,19 @@ def model_overrides(params: dict[str, Any]) -> dict[str, Any]:
     return {**params["model"], "image_size": params["resize_images"]["image_size"]}
 
 
-def dataset_label(params: dict[str, Any]) -> str:
-    """Human label of the data source, carried into every reported number."""
-    return {"mini": "mini-CLEVR", "clevr": "CLEVR v1.0"}[params["get_data"]["source"]]
+def unknown_keys(what: str, given: Iterable[str], known: Sequence[str]) -> str | None:
+    """The error message for keys of `given` not in `known` (None if there are none), with the
+    closest known key for each typo, e.g. "unknown TrainConfig keys: max_epoch (did you mean
+    max_epochs?) (known: ...)"."""
+    unknown = sorted(set(given) - set(known))
+    if not unknown:
+        return None
+    message = f"unknown {what} keys: {', '.join(unknown)}"
+    hints = [
+        f"{key} -> {match[0]}" if len(unknown) > 1 else match[0]
+        for key in unknown
+        if (match := difflib.get_close_matches(key, known, n=1))
+    ]
+    if hints:
+        message += f" (did you mean {'; '.join(hints)}?)"
+    return f"{message} (known: {', '.join(known)})"

@@ -2,9 +2,12 @@
 
 Overall and each of the paper's five columns may fall at most `tolerance` accuracy points below
 the baseline. Runs on different data (dataset, split or profile) cannot be compared, so a
-context mismatch fails the gate too.
+context mismatch fails the gate too. The report also names the machine (CPU or GPU, torch
+build) of both runs: training is bitwise repeatable on one machine, not across CPU models, so
+a small drop between two machines can be the machine, not the code.
 
-    python -m filmclevr.regression --baseline results/metrics.json --current new.json --tolerance 2
+    filmclevr-regression --baseline results/baseline/metrics.json \
+        --current results/metrics.json --tolerance 3
 
 Exit status: 0 pass, 1 regression or context mismatch, 2 unreadable input.
 """
@@ -22,6 +25,8 @@ from filmclevr.fileio import read_json
 
 METRICS: tuple[str, ...] = ("overall", *clevr.QUESTION_TYPES)
 CONTEXT_MATCH: tuple[str, ...] = ("dataset", "split", "profile")
+# Reported beside the numbers, never failing the gate: where each run was made.
+MACHINE_KEYS: tuple[str, ...] = ("processor", "torch")
 
 
 def _value(metrics: Mapping[str, Any], name: str) -> float | None:
@@ -90,10 +95,30 @@ def comparison_table(
     for key in CONTEXT_MATCH:
         b, c = baseline.get("context", {}).get(key), current.get("context", {}).get(key)
         rows.append((f"context.{key}", str(b), str(c), "", "ok" if b == c else "MISMATCH"))
+    for key in MACHINE_KEYS:
+        b, c = _machine(baseline, key), _machine(current, key)
+        rows.append((f"machine.{key}", b, c, "", "same" if b == c else "differs"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
+    )
+
+
+def _machine(metrics: Mapping[str, Any], key: str) -> str:
+    """What the run's context says of its machine ("unknown" for runs that did not record it)."""
+    machine = metrics.get("context", {}).get("machine") or {}
+    return str(machine.get(key, "unknown"))
+
+
+def machine_note(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
+    """A line saying the two runs were made on different machines, or None if they were not."""
+    differ = [k for k in MACHINE_KEYS if _machine(baseline, k) != _machine(current, k)]
+    if not differ:
+        return None
+    return (
+        f"note: the runs differ in {' and '.join(differ)}; training is bitwise repeatable on "
+        "one machine only, so part of any difference may be the machine"
     )
 
 
@@ -112,7 +137,7 @@ def _load(path: Path) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: print the comparison; return 0 pass, 1 regression, 2 unreadable input."""
     parser = argparse.ArgumentParser(
-        prog="python -m filmclevr.regression",
+        prog="filmclevr-regression",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -131,6 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: cannot read the {role} metrics {path}: {e}", file=sys.stderr)
             return 2
     print(comparison_table(documents["baseline"], documents["current"], args.tolerance))
+    note = machine_note(documents["baseline"], documents["current"])
+    if note:
+        print(note)
     failures = check_regression(documents["baseline"], documents["current"], args.tolerance)
     for message in failures:
         print(f"FAIL: {message}")

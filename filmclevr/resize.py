@@ -52,8 +52,12 @@ def resize_image(src: Path, dst: Path, image_size: int) -> int:
     return dst.stat().st_size
 
 
-def _resize_job(job: tuple[Path, Path, int]) -> int:
-    return resize_image(*job)
+def _resize_job(job: tuple[Path, Path, int]) -> tuple[Path, tuple[int, int], int]:
+    """(source, its width x height, bytes written): the size is checked in the parent."""
+    src, dst, image_size = job
+    written = resize_image(src, dst, image_size)
+    with Image.open(src) as image:  # the header only: no second decode
+        return src, image.size, written
 
 
 def _split_images(src_root: Path, split: str) -> list[Path]:
@@ -98,7 +102,8 @@ def resize_images(
         `{"image_size": S, "format": "png", "splits": {split: {"images": n, "bytes": b}}}`.
 
     Raises:
-        ClevrFormatError: a split's image folder is missing, empty, or holds a misnamed file.
+        ClevrFormatError: a split's image folder is missing, empty, holds a misnamed file, or
+            an image whose size differs from the split's first.
         ValueError: an image cannot be decoded (the message names the file), or bad arguments.
     """
     if image_size < 1:
@@ -116,13 +121,23 @@ def resize_images(
                 jobs = [(src, out / f"{src.stem}.{EXTENSION}", image_size) for src in images]
                 # Chunks amortize inter-process overhead yet stay small enough to balance load.
                 chunksize = max(1, min(64, len(jobs) // (workers * 8)))
-                sizes = (
+                results = (
                     pool.imap(_resize_job, jobs, chunksize=chunksize)
                     if pool
                     else map(_resize_job, jobs)
                 )
-                bar = tqdm(sizes, total=len(jobs), desc=f"resize {split}", disable=not progress)
-                total = sum(bar)
+                bar = tqdm(results, total=len(jobs), desc=f"resize {split}", disable=not progress)
+                total, first = 0, None
+                for src, size, written in bar:
+                    # A release's images share one size (CLEVR: 480x320); an odd one out is a
+                    # foreign or damaged file that resizing would silently distort.
+                    first = first or (src, size)
+                    if size != first[1]:
+                        raise ClevrFormatError(
+                            f"{src}: {size[0]}x{size[1]} pixels, unlike the {first[1][0]}x"
+                            f"{first[1][1]} of the split's other images ({first[0].name})"
+                        )
+                    total += written
                 report["splits"][split] = {"images": len(jobs), "bytes": total}
                 log.info(
                     "%s: %d images -> %dx%d %s, %.1f KB per image",

@@ -183,6 +183,12 @@ def _expand_questions(samples: Iterable[dict[str, Any]]) -> Iterator[tuple]:
     """One decoded image -> one (image, tokens, answer, type, question_index) per question."""
     for sample in samples:
         where = f"{sample.get('__url__')}: sample {sample.get('__key__')}"
+        foreign = sorted(k for k in sample if not k.startswith("__") and k not in ("png", "json"))
+        if foreign:
+            raise ValueError(
+                f"{where} has foreign member(s) {', '.join(foreign)}: a shard sample holds a png "
+                "and a json only; rerun write_shards"
+            )
         if "png" not in sample or "json" not in sample:
             raise ValueError(f"{where} lacks its png or json member")
         try:

@@ -215,11 +215,13 @@ def tokenize_questions(
     atomically.
 
     Returns:
-        The report: vocabulary sizes and, per split, question and unknown-token counts with the
-        most frequent unknown words.
+        The report: the dataset (`clevr.dataset_name` of the question files' own `info`),
+        vocabulary sizes and, per split, question, image and unknown-token counts with the most
+        frequent unknown words.
 
     Raises:
-        ClevrFormatError: a question file is missing or malformed (names the file).
+        ClevrFormatError: a question file is missing or malformed (names the file), or the
+            splits' files come from different datasets.
         ValueError: `vocab_path` is not a valid vocabulary (names the file).
     """
     clevr_root, out_dir = Path(clevr_root), Path(out_dir)
@@ -228,8 +230,8 @@ def tokenize_questions(
         vocab = load_vocab(vocab_path)
         log.info("vocabulary loaded from %s", vocab_path)
     else:
-        train = clevr.read_questions(clevr.questions_path(clevr_root, train_split))
-        vocab = build_vocab(train)
+        train = clevr.read_question_file(clevr.questions_path(clevr_root, train_split))
+        vocab = build_vocab(train[1])
     report: dict[str, Any] = {
         "vocab": Path(vocab_path).as_posix()
         if vocab_path is not None
@@ -244,9 +246,9 @@ def tokenize_questions(
             path = clevr.questions_path(clevr_root, split)
             try:
                 if split == train_split and train is not None:
-                    questions, train = train, None
+                    (info, questions), train = train, None
                 else:
-                    questions = clevr.read_questions(path)
+                    info, questions = clevr.read_question_file(path)
                 document, unknown = _encode(questions, vocab, split)
             except clevr.ClevrFormatError as e:
                 if str(e).startswith(str(path)):
@@ -255,6 +257,12 @@ def tokenize_questions(
             # Written split by split so only one split's records are held at a time.
             fileio.write_json_atomic(tmp / f"{split}.json", document, indent=None)
             records = document["questions"]
+            dataset = clevr.dataset_name(info, split)
+            if report.setdefault("dataset", dataset) != dataset:
+                raise clevr.ClevrFormatError(
+                    f"{path}: its info says {dataset}, the splits before it {report['dataset']}; "
+                    "one run's splits must come from one dataset"
+                )
             report["splits"][split] = {
                 "questions": len(records),
                 "images": len({q["image_index"] for q in records}),

@@ -40,12 +40,14 @@ from filmclevr.distributed import (
     all_reduce,
     determinism,
     init_distributed,
+    machine_description,
     rng_state,
     set_rng_state,
     set_seed,
 )
 from filmclevr.fileio import write_json_atomic
 from filmclevr.model import FiLMConfig, build_model, count_parameters
+from filmclevr.params import unknown_keys
 from filmclevr.tokenize import load_vocab
 
 log = logging.getLogger(__name__)
@@ -125,11 +127,9 @@ class TrainConfig:
         (no dot) as a string; `params.load_params` itself reads it as a number.
         """
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(fields))
-        if unknown:
-            raise ValueError(
-                f"unknown TrainConfig keys: {', '.join(unknown)} (known: {', '.join(fields)})"
-            )
+        message = unknown_keys("TrainConfig", d, list(fields))
+        if message:
+            raise ValueError(message)
         values = dict(d)
         for name, value in d.items():
             if fields[name].type == "float" and isinstance(value, str):
@@ -562,7 +562,7 @@ def _setup(
     raw_model = build_model(model_config, vocab_size, num_answers).to(device)
     if cfg.channels_last:
         raw_model = raw_model.to(memory_format=torch.channels_last)
-    meta = _checkpoint_meta(model_config, cfg, ctx, raw_model, vocab, fingerprint)
+    meta = _checkpoint_meta(model_config, cfg, ctx, device, raw_model, vocab, fingerprint)
     run = _Run(
         model_config=model_config,
         cfg=cfg,
@@ -611,6 +611,7 @@ def _checkpoint_meta(
     model_config: FiLMConfig,
     cfg: TrainConfig,
     ctx: DistContext,
+    device: torch.device,
     raw_model: nn.Module,
     vocab: dict[str, Any],
     fingerprint: str,
@@ -627,6 +628,7 @@ def _checkpoint_meta(
         "fingerprint": fingerprint,
         "parameters": count_parameters(raw_model),
         "torch_version": str(torch.__version__),
+        "machine": machine_description(device),  # the results' label: where it was trained
     }
 
 

@@ -2,7 +2,8 @@
 
 Writes the DVC metric (metrics.json), the results table (md + csv), the bar chart, and the
 per-question predictions (plus test-split answers, one per line in question order). The Q-type
-prior counts the training split: the first of `get_data.splits`.
+prior counts the training split: the first of `get_data.splits`. What the results say about the
+data comes from the data itself; data that contradicts `get_data.source` is refused.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def main() -> None:
     args = p.parse_args()
 
     from filmclevr.evaluate import PAPER_TABLE1, evaluate, write_results
-    from filmclevr.params import dataset_label, load_params
+    from filmclevr.params import load_params
 
     params = load_params(args.params)
     section = params["evaluate_model"]
@@ -35,8 +36,8 @@ def main() -> None:
         args.tokens,
         split=section["split"],
         batch_size=section["batch_size"],
-        dataset=dataset_label(params),
         profile=params["profile"],
+        source=params["get_data"]["source"],
         predictions_dir=args.predictions,
         train_split=params["get_data"]["splits"][0],
     )

@@ -30,17 +30,21 @@ def main() -> None:
 
     from filmclevr.distributed import torchrun_command, under_torchrun
     from filmclevr.model import FiLMConfig
-    from filmclevr.params import load_params, model_overrides
+    from filmclevr.params import ParamsError, load_params, model_overrides
     from filmclevr.train import TrainConfig, train
 
     params = load_params(args.params)
-    train_config = TrainConfig.from_dict(params["train_model"])
+    try:
+        model_config = FiLMConfig.from_dict(model_overrides(params))
+        train_config = TrainConfig.from_dict(params["train_model"])
+    except ValueError as e:  # a typo in the model or train_model section
+        raise ParamsError(f"{args.params}: {e}") from None
     if train_config.nproc_per_node > 1 and not under_torchrun():
         command = torchrun_command(train_config.nproc_per_node, __spec__.name, sys.argv[1:])
         sys.exit(subprocess.call(command))
     splits = params["get_data"]["splits"]  # the schema asks for a training and a validation split
     train(
-        FiLMConfig.from_dict(model_overrides(params)),
+        model_config,
         train_config,
         shards_dir=args.shards,
         vocab_path=args.vocab,

@@ -74,11 +74,17 @@ def write_random_images(
 def write_tokens_and_shards(
     root: Path, questions: dict[str, list[dict]], images_per_shard: int
 ) -> Path:
-    """The tokenizer's `root/tokens/<split>.json` for each split's encoded `questions`, then
-    `root/shards` from them and the images in `root/resized/<split>/`; returns the shards dir."""
+    """The tokenizer's `root/tokens/<split>.json` for each split's encoded `questions` (and its
+    report.json, as for mini-CLEVR), then `root/shards` from them and the images in
+    `root/resized/<split>/`; returns the shards dir."""
+    counts = {}
     for split, records in questions.items():
         document = {"split": split, "unknown_tokens": 0, "questions": records}
         (root / "tokens" / f"{split}.json").write_text(json.dumps(document))
+        images = len({r["image_index"] for r in records})
+        counts[split] = {"questions": len(records), "images": images, "unknown_tokens": 0}
+    report = {"dataset": "mini-CLEVR", "splits": counts}
+    (root / "tokens" / "report.json").write_text(json.dumps(report))
     shards.write_shards(
         root / "resized",
         root / "tokens",
@@ -156,3 +162,14 @@ def ground_point(right: float, behind: float) -> tuple[float, float]:
 def object_at(shape: str, size: str, right: float, behind: float, **attrs: Any) -> dict:
     """An object placed by its offset (right, behind) from the origin on the ground."""
     return make_object(shape, size, *ground_point(right, behind), **attrs)
+
+
+# --- CLEVR's own question vocabulary ------------------------------------------------------------
+def clevr_question_vocabulary() -> list[str]:
+    """CLEVR v1.0's 93 question tokens in clevr-iep's index order, read from docs/SPEC.md §5 (the
+    one home of that list); `''` there is the empty-string token."""
+    spec = (Path(__file__).resolve().parents[1] / "docs" / "SPEC.md").read_text(encoding="utf-8")
+    section = spec[spec.index("## 5.") : spec.index("## 6.")]
+    listing = section[section.index("`<NULL> <START>") + 1 :]
+    tokens = listing[: listing.index("`")].split()
+    return ["" if t == "''" else t for t in tokens]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import NamedTuple
 
@@ -141,7 +142,12 @@ def _context(dataset: str = "mini-CLEVR") -> dict:
         "parameters": 1234567,
         "commit": "abc1234",
         "questions": 7,
+        "images": 3,
+        "train_split": "train",
+        "train_questions": 70,
+        "train_images": 20,
         "checkpoint_epoch": 3,
+        "machine": {"processor": "AMD EPYC", "torch": "2.14.1"},
     }
 
 
@@ -376,8 +382,8 @@ def test_evaluate_tiny_checkpoint(tiny_run, tmp_path):
         split="val",
         batch_size=TINY_TRAIN.batch_size,
         device="cpu",
-        dataset="mini-CLEVR",
         profile="tiny",
+        source="mini",
         predictions_dir=tmp_path / "predictions",
     )
     n_val = IMAGES["val"] * QUESTIONS_PER_IMAGE
@@ -391,14 +397,20 @@ def test_evaluate_tiny_checkpoint(tiny_run, tmp_path):
     assert result.metrics["overall"] == round(100 * best["val_accuracy"], 2)
     assert result.metrics["counts"]["overall"] == n_val
     assert result.context == {
-        "dataset": "mini-CLEVR",
+        "dataset": "mini-CLEVR",  # from the tokens' report, i.e. the data's own info
         "split": "val",
         "profile": "tiny",
         "parameters": checkpoint["parameters"]["total"],
         "commit": evaluate.git_commit(),
         "questions": n_val,
+        "images": IMAGES["val"],
+        "train_split": "train",
+        "train_questions": IMAGES["train"] * QUESTIONS_PER_IMAGE,
+        "train_images": IMAGES["train"],
         "checkpoint_epoch": checkpoint["epoch"],
+        "machine": checkpoint["machine"],
     }
+    assert set(checkpoint["machine"]) == {"processor", "torch"}
 
     answers = {i: a for a, i in checkpoint["vocab"]["answer_token_to_idx"].items()}
     val = json.loads((tmp_path / "predictions" / "val_predictions.json").read_text())
@@ -422,7 +434,9 @@ def test_evaluate_tiny_checkpoint(tiny_run, tmp_path):
         context=result.context,
     )
     assert document["context"]["profile"] == "tiny"
-    assert "mini-CLEVR / val (profile tiny)" in (tmp_path / "table.md").read_text()
+    table = (tmp_path / "table.md").read_text()
+    assert "mini-CLEVR / val (profile tiny)" in table
+    assert f"{n_val} questions on {IMAGES['val']} images; trained on train (24 questions" in table
 
 
 @pytest.mark.parametrize("split", ["test", "testB"])
@@ -455,3 +469,21 @@ def test_prior_counts_the_named_training_split(tiny_run):
         evaluate.evaluate(
             tiny_run["root"] / "film.pt", tiny_run["shards"], tokens, train_split="trainA", **kwargs
         )
+
+
+def test_results_label_the_data_they_come_from_not_the_parameters(tiny_run, tmp_path):
+    """A run on mini-CLEVR with get_data.source: clevr (or the other way round) is refused."""
+    kwargs = dict(split="val", batch_size=8, device="cpu")
+    film = tiny_run["root"] / "film.pt"
+    with pytest.raises(ValueError, match=r"report\.json: the questions are mini-CLEVR, but "):
+        evaluate.evaluate(film, tiny_run["shards"], tiny_run["tokens"], source="clevr", **kwargs)
+    evaluate.check_source("CLEVR v1.0", "clevr", Path("report.json"))
+    evaluate.check_source("CLEVR-CoGenT v1.0", "clevr", Path("report.json"))
+    with pytest.raises(ValueError, match="CLEVR v1.0, but get_data.source is 'mini'"):
+        evaluate.check_source("CLEVR v1.0", "mini", Path("report.json"))
+    # Tokens written before reports named their data cannot label a result.
+    old = tmp_path / "tokens"
+    shutil.copytree(tiny_run["tokens"], old)
+    (old / "report.json").write_text(json.dumps({"splits": {}}))
+    with pytest.raises(ValueError, match="rerun tokenize_questions"):
+        evaluate.evaluate(film, tiny_run["shards"], old, **kwargs)

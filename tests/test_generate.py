@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from filmclevr import clevr
 from filmclevr.executor import execute
 from filmclevr.mini import generate
 from filmclevr.mini.questions import majority_baseline
-from tests.helpers import ANSWERED_QUESTION_KEYS
+from tests.helpers import ANSWERED_QUESTION_KEYS, clevr_question_vocabulary
 
 SPLITS = {"train": 6, "val": 4, "test": 3}
 KW = {"splits": SPLITS, "seed": 3, "questions_per_image": 5, "max_objects": 6}
@@ -200,3 +201,19 @@ def test_majority_baseline_at_most_half_on_generated_scenes() -> None:
             scenes, seed=0, split=split, questions_per_image=10
         )
     assert majority_baseline(questions["train"], questions["val"]) <= 0.5
+
+
+def test_every_generated_word_is_in_clevrs_question_vocabulary() -> None:
+    """A model trained on mini-CLEVR reads genuine CLEVR questions and vice versa: the generator
+    emits no word outside CLEVR's 93-token question vocabulary (SPEC §5)."""
+    from filmclevr.tokenize import tokenize
+
+    allowed = set(clevr_question_vocabulary())
+    assert len(allowed) == 93
+    used: Counter[str] = Counter()
+    for seed, split in ((0, "train"), (1, "val"), (2, "trainA")):
+        scenes = [generate.make_scene(seed, split, i) for i in range(400)]
+        for q in generate.make_questions(scenes, seed=seed, split=split, questions_per_image=10):
+            used.update(tokenize(q["question"]))
+    assert sum(used.values()) > 100_000  # 12,000 questions
+    assert {w: n for w, n in used.items() if w not in allowed} == {}

@@ -160,3 +160,41 @@ def test_dvc_second_run_does_nothing_and_params_rerun_only_dependents(dvc_projec
     ran = set(re.findall(r"Running stage '(\w+)'", output))
     assert ran == {"evaluate_model"}, output
     assert "up to date" in dvc(dvc_project, "status")
+
+
+def test_one_engine_after_the_other_redoes_nothing(tmp_path):
+    """DVC, then Snakemake: nothing to do. Snakemake remaking the data, then DVC: the data is
+    byte-identical, so `dvc status` is clean (Snakemake's `.snakemake_timestamp` files in its
+    directory outputs are in .dvcignore). A retraining is never byte-identical (its history
+    holds its own speed), so only the data stages can be compared this way."""
+    project = make_project(tmp_path / "both")
+    shutil.copy2(ROOT / ".dvcignore", project / ".dvcignore")
+    run(["git", "init", "-q"], project)
+    dvc(project, "init", "-q")
+    dvc(project, "config", "core.analytics", "false")
+    dvc(project, "repro")
+    assert planned_snakemake_jobs(project) == set()
+    for stage in ("clevr", "resized", "tokens", "shards"):  # the four data stages' outputs
+        shutil.rmtree(project / "data" / stage)
+    snakemake(project, "write_shards")  # get_data through write_shards
+    assert list(project.glob("data/*/.snakemake_timestamp")), "Snakemake wrote none: test moot"
+    status = dvc(project, "status")
+    assert "up to date" in status, status
+
+
+def test_no_stage_writes_a_file_git_tracks():
+    """Running any profile must leave `git status` clean: no output of either engine is a
+    tracked file, and the regression baseline lives where no stage writes."""
+    tracked = set(
+        subprocess.run(
+            ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    outputs = set()
+    for stage in stages.values():
+        for entry in stage.get("outs", []) + stage.get("metrics", []):
+            outputs.add(entry if isinstance(entry, str) else next(iter(entry)))
+    written = {f for f in tracked if any(f == o or f.startswith(o + "/") for o in outputs)}
+    assert written == set(), f"tracked files that a run overwrites: {sorted(written)}"
+    assert "results/baseline/metrics.json" in tracked

@@ -123,3 +123,18 @@ def test_cli_runs_as_module(tmp_path):
     )
     assert result.returncode == 1, result.stderr
     assert "REGRESSION" in result.stdout
+
+
+def test_report_names_both_machines_without_failing_on_them():
+    amd = {"processor": "AMD EPYC 9B14", "torch": "2.14.1+cu130"}
+    intel = {"processor": "Intel(R) Xeon(R) Platinum 8488C", "torch": "2.14.1+cu130"}
+    baseline, current = metrics(44.0, machine=amd), metrics(43.5, machine=intel)
+    table = regression.comparison_table(baseline, current, tolerance=3.0)
+    row = next(line for line in table.splitlines() if line.startswith("machine.processor"))
+    assert "AMD EPYC 9B14" in row and "Intel(R) Xeon(R)" in row and row.endswith("differs")
+    assert "machine.torch" in table and "same" in table
+    assert regression.check_regression(baseline, current, tolerance=3.0) == []
+    assert "processor" in regression.machine_note(baseline, current)
+    assert regression.machine_note(baseline, metrics(40.0, machine=amd)) is None
+    # A baseline from before machines were recorded says so.
+    assert "unknown" in regression.comparison_table(metrics(44.0), current, tolerance=3.0)

@@ -16,6 +16,7 @@ from filmclevr.tokenize import (
     tokenize,
     tokenize_questions,
 )
+from tests.helpers import clevr_question_vocabulary
 
 
 def node(function: str, inputs: list[int], value: str | None = None) -> dict:
@@ -145,6 +146,7 @@ def test_tokenize_questions_writes_files(tmp_path):
     ]  # fmt: skip
     assert report["splits"]["val"]["unknown_tokens"] == 1
     assert report["splits"]["val"]["unknown_words"] == {"gizmos": 1}
+    assert report["dataset"] == "CLEVR (version unknown)"  # its info is empty
     assert report["splits"]["train"]["unknown_tokens"] == 0
     assert report["splits"]["train"]["questions"] == 3
     assert json.loads((out / "report.json").read_text()) == report
@@ -210,3 +212,52 @@ def test_unknown_answer_names_the_file(tmp_path):
     path.write_text(json.dumps(document))
     with pytest.raises(clevr.ClevrFormatError, match=r"CLEVR_val_questions\.json.*'maybe'"):
         tokenize_questions(root, tmp_path / "tokens", splits=["train", "val"])
+
+
+def test_clevrs_own_vocabulary_encodes_mini_clevr(tmp_path):
+    """A vocab.json of exactly CLEVR's 93 question tokens, in clevr-iep's order (SPEC §5),
+    encodes generated mini-CLEVR with no <UNK> and with CLEVR's own ids."""
+    from filmclevr.mini import generate_mini_clevr
+
+    words = clevr_question_vocabulary()
+    assert len(words) == 93 and words[:4] == ["<NULL>", "<START>", "<END>", "<UNK>"]
+    root, out = tmp_path / "clevr", tmp_path / "tokens"
+    generate_mini_clevr(root, splits={"train": 12, "val": 6}, seed=3, questions_per_image=10)
+    built = build_vocab(clevr.read_questions(clevr.questions_path(root, "train")))
+    vocab = {**built, "question_token_to_idx": {w: i for i, w in enumerate(words)}}
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    report = tokenize_questions(
+        root, out, splits=["train", "val"], vocab_path=tmp_path / "vocab.json"
+    )
+    assert {s: r["unknown_tokens"] for s, r in report["splits"].items()} == {"train": 0, "val": 0}
+    first = clevr.read_questions(clevr.questions_path(root, "val"))[0]["question"]
+    encoded = json.loads((out / "val.json").read_text())["questions"][0]["tokens"]
+    assert encoded == [1, *(words.index(w) for w in tokenize(first)), 2]
+
+
+def test_report_names_the_dataset_from_the_files_own_info(tmp_path):
+    root = tmp_path / "clevr"
+    write_release(root)
+    for split in ("train", "val", "test"):
+        path = clevr.questions_path(root, split)
+        document = json.loads(path.read_text())
+        document["info"] = {"split": split, "version": "1.0", "license": "CC BY 4.0"}
+        path.write_text(json.dumps(document))
+    report = tokenize_questions(root, tmp_path / "tokens", splits=["train", "val", "test"])
+    assert report["dataset"] == "CLEVR v1.0"
+    # A split from another dataset is refused, naming its file.
+    path = clevr.questions_path(root, "val")
+    document = json.loads(path.read_text())
+    document["info"]["generator"] = clevr.MINI_GENERATOR
+    path.write_text(json.dumps(document))
+    with pytest.raises(clevr.ClevrFormatError, match=r"CLEVR_val_questions\.json: its info says "
+                       r"mini-CLEVR, the splits before it CLEVR v1\.0"):  # fmt: skip
+        tokenize_questions(root, tmp_path / "tokens", splits=["train", "val"])
+
+
+def test_dataset_names():
+    assert clevr.dataset_name({"generator": clevr.MINI_GENERATOR}, "train") == "mini-CLEVR"
+    assert clevr.dataset_name({"generator": clevr.MINI_GENERATOR}, "valB") == "mini-CoGenT"
+    assert clevr.dataset_name({"version": "1.0"}, "val") == "CLEVR v1.0"
+    assert clevr.dataset_name({"version": "1.0"}, "trainA") == "CLEVR-CoGenT v1.0"
+    assert clevr.dataset_name({"generator": "someone's CLEVR"}, "val") == "someone's CLEVR"

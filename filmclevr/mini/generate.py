@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["derive_seed", "generate_mini_clevr", "make_questions", "make_scene"]
 
-GENERATOR = "filmclevr mini-CLEVR"
+GENERATOR = clevr.MINI_GENERATOR
 LICENSE = "Creative Commons Attribution (CC BY 4.0)"
-IMAGE_SIZE = (480, 320)  # CLEVR's width x height (SPEC §1)
+IMAGE_SIZE = clevr.IMAGE_SIZE  # what the renderer draws
 # Fixed options (no metadata) give stable bytes; level 3 writes twice as fast as the default 6
 # for files about 25% larger.
 PNG_OPTIONS = {"format": "PNG", "compress_level": 3, "optimize": False}
