@@ -241,3 +241,24 @@ def test_console_scripts_are_the_modules_main_functions():
         if shutil.which(name):  # installed by pip: it runs and prints its help
             result = subprocess.run([name, "--help"], capture_output=True, text=True, check=False)
             assert result.returncode == 0 and "usage" in result.stdout, name
+
+
+def test_loading_a_model_never_imports_the_training_loop():
+    """Layers: evaluation, checkpoints, devices (and every module but the training stage's)
+    reach no `train.py` through their imports."""
+    for path in sorted((ROOT / "filmclevr").rglob("*.py")):
+        module = str(path.relative_to(ROOT))
+        if module == "filmclevr/train.py":
+            continue
+        assert "filmclevr/train.py" not in code_closure(module), module
+
+
+def test_the_training_loop_reads_in_short_functions():
+    """train.py stays a file a reader can hold in their head: no function of 80 lines or more."""
+    tree = ast.parse((ROOT / "filmclevr/train.py").read_text(encoding="utf-8"))
+    lengths = {
+        node.name: node.end_lineno - node.lineno + 1
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef)
+    }
+    assert max(lengths.values()) < 80, sorted(lengths.items(), key=lambda kv: -kv[1])[:3]
