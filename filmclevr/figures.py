@@ -129,3 +129,136 @@ def plot_accuracy_bars(
     figure.legend(loc="outside lower center", ncols=2, fontsize=8)
     axes.grid(axis="y", alpha=0.3)
     _save(figure, out_png)
+
+
+# --- The paper's analysis (filmclevr.analysis) ------------------------------------------------
+def plot_example_maps(
+    examples: Sequence[Mapping[str, Any]], out_png: Path, *, label: str = "", columns: int = 4
+) -> None:
+    """Figure 4 as a grid: each example's original image lit where the classifier's max-pooled
+    features come from, titled with the question, the answer and the prediction.
+
+    Args:
+        examples: rows with `overlay` (H, W, 3 uint8), `question`, `answer`, `predicted`,
+            `probability` (and optionally `mean_overlay`, drawn beside it).
+    """
+    views = 2 if examples and "mean_overlay" in examples[0] else 1
+    rows = -(-len(examples) // columns)
+    figure = _new_figure(3.2 * columns * views, 2.6 * rows + 0.4)
+    for k, example in enumerate(examples):
+        for v, key in enumerate(("overlay", "mean_overlay")[:views]):
+            axis = figure.add_subplot(rows, columns * views, k * views + v + 1)
+            axis.imshow(example[key])
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if v == 0:
+                axis.set_title(_example_title(example), fontsize=7, loc="left")
+            else:
+                axis.set_title("last ResBlock, mean activation", fontsize=7, loc="left")
+    if label:
+        figure.suptitle(label, fontsize=9)
+    _save(figure, out_png)
+
+
+def plot_example_map(example: Mapping[str, Any], out_png: Path) -> None:
+    """One example of `plot_example_maps`, both views side by side."""
+    plot_example_maps([example], out_png, columns=1)
+
+
+def _example_title(example: Mapping[str, Any]) -> str:
+    import textwrap
+
+    question = "\n".join(textwrap.wrap(str(example["question"]), 48))
+    verdict = "right" if example["predicted"] == example["answer"] else "wrong"
+    return (
+        f"{question}\nanswer {example['answer']}; predicted {example['predicted']} "
+        f"(p={example['probability']:.2f}, {verdict})"
+    )
+
+
+def plot_film_histograms(
+    values: Mapping[str, Any], out_png: Path, *, bins: int = 100, label: str = ""
+) -> None:
+    """Figures 5, 16 and 17: gamma and beta over all questions, pooled and per ResBlock.
+
+    Args:
+        values: {"gamma": array (N, blocks, C), "beta": array (N, blocks, C)}.
+    """
+    import numpy as np
+
+    blocks = values["gamma"].shape[1]
+    figure = _new_figure(3.0 * (blocks + 1), 5.0)
+    for r, name in enumerate(("gamma", "beta")):
+        data = np.asarray(values[name])
+        panels = [("all ResBlocks", data.ravel())]
+        panels += [(f"ResBlock {b + 1}", data[:, b].ravel()) for b in range(blocks)]
+        for c, (title, flat) in enumerate(panels):
+            axis = figure.add_subplot(2, blocks + 1, r * (blocks + 1) + c + 1)
+            axis.hist(flat, bins=bins, color="tab:blue" if name == "gamma" else "tab:orange")
+            axis.set_title(f"{name}: {title}", fontsize=8)
+            axis.axvline(0, color="black", linewidth=0.5)
+            axis.tick_params(labelsize=7)
+    if label:
+        figure.suptitle(label, fontsize=9)
+    _save(figure, out_png)
+
+
+def plot_tsne(points: pandas.DataFrame, out_png: Path, *, label: str = "") -> None:
+    """Figure 6: t-SNE of the first and the last ResBlock's (gamma, beta), coloured by the
+    question's last program function (one colour per terminal function, a legend).
+
+    Args:
+        points: rows `layer` ("first"/"last"), `function`, `x`, `y`.
+    """
+    from matplotlib import colormaps
+
+    colours = colormaps["tab20"]
+    figure = _new_figure(12.0, 5.5)
+    for k, layer in enumerate(("first", "last")):
+        axis = figure.add_subplot(1, 2, k + 1)
+        part = points[points["layer"] == layer]
+        for i, function in enumerate(clevr.TERMINAL_FUNCTIONS):
+            mine = part[part["function"] == function]
+            if len(mine):
+                axis.scatter(mine["x"], mine["y"], s=4, color=colours(i), label=function)
+        axis.set_title(f"{layer} ResBlock's (gamma, beta)", fontsize=9)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    handles, names = figure.axes[0].get_legend_handles_labels()
+    figure.legend(handles, names, loc="outside right center", fontsize=7, markerscale=3)
+    if label:
+        figure.suptitle(label, fontsize=9)
+    _save(figure, out_png)
+
+
+def plot_ablations(
+    table: pandas.DataFrame, paper: Mapping[str, float], out_png: Path, *, label: str = ""
+) -> None:
+    """Figure 7: accuracy against the standard deviation of noise added to gamma or to beta,
+    with the train-mean replacements as points, beside the paper's drops."""
+    figure = _new_figure(7.0, 4.2)
+    axis = figure.add_subplot(1, 1, 1)
+    base = float(table.loc[table["kind"] == "none", "accuracy"].iloc[0])
+    for target, colour in (("gamma", "tab:blue"), ("beta", "tab:orange")):
+        noise = table[(table["target"] == target) & (table["kind"] == "noise")]
+        stds = [0.0, *noise["std"]]
+        axis.plot(stds, [base, *noise["accuracy"]], "o-", color=colour, label=f"noise on {target}")
+        mean = table[(table["target"] == target) & (table["kind"] == "train_mean")]
+        axis.axhline(
+            float(mean["accuracy"].iloc[0]), color=colour, linestyle="--",
+            label=f"{target} := its training-set mean (ours)",
+        )  # fmt: skip
+        drop = paper.get(f"{target}_to_train_mean_drop")
+        if drop is not None:
+            axis.axhline(
+                base - drop, color=colour, linestyle=":",
+                label=f"paper: {target} := mean, -{drop:g} points (from our accuracy)",
+            )  # fmt: skip
+    axis.set_xscale("symlog", linthresh=0.1)
+    axis.set_xlim(left=0)
+    axis.set_ylim(0, 100)  # a paper line below 0 (a drop larger than our accuracy) is off the plot
+    axis.set_xlabel("standard deviation of the added noise")
+    axis.set_ylabel("accuracy (%)")
+    axis.legend(fontsize=7)
+    axis.set_title(label or "test-time ablations", fontsize=9)
+    _save(figure, out_png)

@@ -37,6 +37,7 @@ __all__ = [
     "ablation_config",
     "build_model",
     "count_parameters",
+    "unit_range",
 ]
 
 log = logging.getLogger(__name__)
@@ -398,6 +399,15 @@ def init_modules(modules: Any) -> None:
             nn.init.kaiming_uniform_(m.weight)
 
 
+def unit_range(images: Tensor) -> Tensor:
+    """uint8 pixels -> float in [0, 1] (SPEC §3: no mean/std normalization); floats unchanged."""
+    if images.dtype == torch.uint8:
+        return images.float() / 255
+    if not images.is_floating_point():
+        raise ValueError(f"images must be uint8 or float, got {images.dtype}")
+    return images
+
+
 class FiLMedNet(nn.Module):
     """The full model: FiLM generator (question) + FiLM-ed network (image) -> answer logits."""
 
@@ -434,12 +444,8 @@ class FiLMedNet(nn.Module):
             low, high = int(lengths.min()), int(lengths.max())
             if low < 1 or high > questions.shape[1]:
                 raise ValueError(f"lengths must be in [1, {questions.shape[1]}], got {low}..{high}")
-        if images.dtype == torch.uint8:
-            images = images.float() / 255  # SPEC §3: scaled to [0, 1], no mean/std normalization
-        elif not images.is_floating_point():
-            raise ValueError(f"images must be uint8 or float, got {images.dtype}")
         gammas, betas = self.film_generator(questions, lengths)  # (B, num_blocks, C) each
-        return self.filmed_net(images, gammas, betas)  # (B, num_answers)
+        return self.filmed_net(unit_range(images), gammas, betas)  # (B, num_answers)
 
 
 def build_model(config: FiLMConfig, vocab_size: int, num_answers: int) -> FiLMedNet:

@@ -16,9 +16,11 @@ noisy CLEVR-like renders (10% larger on smooth mini-CLEVR) at 2-3x its encoding 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +36,46 @@ EXTENSION = "png"
 PNG_COMPRESS_LEVEL = 4  # the size/encode-time knee, measured (module docstring)
 
 
+@contextlib.contextmanager
+def open_image(path: Path) -> Iterator[Image.Image]:
+    """An image file opened and fully decoded, in a context (any format and mode PIL reads).
+
+    Raises:
+        ValueError: the file is missing, not an image, truncated or otherwise undecodable (the
+            message names it). Errors raised in the `with` body pass through unchanged.
+    """
+    image = None
+    try:
+        image = Image.open(path)
+        image.load()  # decode now, so a damaged file fails here and is named
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        if image is not None:
+            image.close()
+        raise ValueError(f"{path}: cannot read image ({e})") from None
+    with image:
+        yield image
+
+
+def resize_pixels(image: Image.Image, image_size: int) -> Image.Image:
+    """The pipeline's one preprocessing step: `image` to an `image_size` square RGB image.
+
+    RGB first, then PIL's bicubic resize, aspect ratio not kept: the official order (alpha is
+    always 255 in CLEVR). Everything that feeds a model its pixels (`resize_image`, and
+    `filmclevr.ask` for any image) goes through this function.
+    """
+    if image_size < 1:
+        raise ValueError(f"image_size must be positive, got {image_size}")
+    return image.convert("RGB").resize((image_size, image_size), Image.Resampling.BICUBIC)
+
+
 def resize_image(src: Path, dst: Path, image_size: int) -> int:
     """Resize one image file to `image_size` square RGB PNG (bicubic); return the bytes written.
 
     Raises:
         ValueError: the source cannot be read or decoded (the message names it).
     """
-    try:
-        with Image.open(src) as image:
-            # RGB first, then resize: the official order (alpha is always 255 in CLEVR).
-            rgb = image.convert("RGB")
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"{src}: cannot read image ({e})") from None
-    resized = rgb.resize((image_size, image_size), Image.Resampling.BICUBIC)
+    with open_image(src) as image:
+        resized = resize_pixels(image, image_size)
     # No metadata chunks and a fixed zlib level, so the bytes depend on the pixels only.
     resized.save(dst, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return dst.stat().st_size

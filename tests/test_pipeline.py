@@ -30,6 +30,7 @@ STAGES = [
     "write_shards",
     "train_model",
     "evaluate_model",
+    "analyze_model",
 ]
 
 pytestmark = pytest.mark.slow
@@ -119,6 +120,9 @@ def test_snakemake_runs_every_stage(snakemake_project):
         "results/table.md",
         "results/accuracy.png",
         "results/learning_curves.png",
+        "results/analysis/examples.png",
+        "results/analysis/ablations.csv",
+        "results/analysis.json",
     ]:
         assert (snakemake_project / path).is_file(), path
     metrics = json.loads((snakemake_project / "results/metrics.json").read_text())
@@ -129,18 +133,28 @@ def test_snakemake_runs_every_stage(snakemake_project):
 
 def test_dvc_produces_the_same_table(snakemake_project, dvc_project):
     assert metrics_without_commit(dvc_project) == metrics_without_commit(snakemake_project)
+    analyses = [
+        json.loads((p / "results/analysis.json").read_text())
+        for p in (dvc_project, snakemake_project)
+    ]
+    assert analyses[0] == analyses[1]
 
 
 def test_snakemake_second_run_does_nothing_and_params_rerun_only_dependents(snakemake_project):
     assert planned_snakemake_jobs(snakemake_project) == set()
     set_param(snakemake_project, "train_model", "learning_rate", 1e-3)
-    assert planned_snakemake_jobs(snakemake_project) == {"train_model", "evaluate_model"}
+    assert planned_snakemake_jobs(snakemake_project) == {
+        "train_model",
+        "evaluate_model",
+        "analyze_model",
+    }
     set_param(snakemake_project, "resize_images", "image_size", 24)  # the model's input too
     assert planned_snakemake_jobs(snakemake_project) == {
         "resize_images",
         "write_shards",
         "train_model",
         "evaluate_model",
+        "analyze_model",
     }
 
 

@@ -1,0 +1,131 @@
+"""Keep a finished run as a reference result: `results/reference/<name>/`, committed to git.
+
+A reference result is what the pipeline produced, never edited: the best checkpoint (so a new
+user can ask the model questions without training it), its metrics, results table, learning
+curves and analysis, the exact parameters file, and PROVENANCE.json (the commit of the code, the
+dvc.lock stage hashes, the machine, the date). Refused when the working tree has uncommitted
+changes to the code, since the commit would then not name the code that ran.
+
+    filmclevr-reference --name demo [--params params.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from filmclevr.fileio import atomic_dir, read_json, write_json_atomic
+
+# What a reference keeps of a run, relative to the project root: (source, required).
+FILES: tuple[tuple[str, bool], ...] = (
+    ("models/film.pt", True),
+    ("models/film.json", True),
+    ("results/metrics.json", True),
+    ("results/table.md", True),
+    ("results/table.csv", True),
+    ("results/accuracy.png", False),
+    ("results/learning_curves.png", False),
+    ("results/analysis.json", False),
+)
+ANALYSIS_FILES: tuple[str, ...] = (
+    "examples.png",
+    "examples.csv",
+    "examples.json",
+    "film_histograms.png",
+    "film_statistics.json",
+    "tsne.png",
+    "ablations.png",
+    "ablations.csv",
+    "metrics.json",
+)
+CODE = ("filmclevr", "stages", "workflow", "Snakefile", "dvc.yaml")
+
+
+def _git(root: Path, *args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True)
+    return result.stdout.strip()
+
+
+def keep_reference(root: Path, name: str, params: Path) -> Path:
+    """Copy the run's outputs into `root/results/reference/name/` (replaced atomically).
+
+    Raises:
+        ValueError: the code has uncommitted changes or changed since the evaluated commit, or a
+            required output is missing.
+    """
+    root = Path(root)
+    dirty = _git(root, "status", "--porcelain", "--", *CODE)
+    if dirty:
+        raise ValueError(
+            f"uncommitted changes to the code ({dirty.splitlines()[0].strip()} ...): commit "
+            "them and rerun the pipeline, so the reference names the code that made it"
+        )
+    missing = [src for src, required in FILES if required and not (root / src).is_file()]
+    if missing:
+        raise ValueError(f"{root / missing[0]}: missing; run the pipeline first")
+    metrics = read_json(root / "results/metrics.json")
+    evaluated = str(metrics.get("context", {}).get("commit", "unknown"))
+    changed = subprocess.run(
+        ["git", "diff", "--quiet", evaluated, "HEAD", "--", *CODE], cwd=root, check=False
+    ).returncode
+    if changed:
+        raise ValueError(
+            f"the code changed since commit {evaluated}, where results/metrics.json was made "
+            "(or that commit is unknown): rerun the pipeline first"
+        )
+    out = root / "results" / "reference" / name
+    with atomic_dir(out) as tmp:
+        for src, _ in FILES:
+            if (root / src).is_file():
+                shutil.copyfile(root / src, tmp / Path(src).name)
+        analysis = root / "results" / "analysis"
+        if analysis.is_dir():
+            (tmp / "analysis").mkdir()
+            for file in ANALYSIS_FILES:
+                if (analysis / file).is_file():
+                    shutil.copyfile(analysis / file, tmp / "analysis" / file)
+        shutil.copyfile(params, tmp / "params.yaml")
+        write_json_atomic(tmp / "PROVENANCE.json", _provenance(root, metrics, params))
+    return out
+
+
+def _provenance(root: Path, metrics: dict[str, Any], params: Path) -> dict[str, Any]:
+    lock = root / "dvc.lock"
+    return {
+        "commit": _git(root, "rev-parse", "HEAD"),
+        "commit_of_the_evaluation": metrics.get("context", {}).get("commit"),
+        "parameters": str(params),
+        "dvc_lock": lock.read_text(encoding="utf-8") if lock.is_file() else None,
+        "machine": metrics.get("context", {}).get("machine"),
+        "kept": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "how": "filmclevr-reference after the pipeline ran these parameters at this commit",
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="filmclevr-reference",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--name", required=True, help="folder under results/reference/")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--root", type=Path, default=Path("."), help="project root")
+    args = parser.parse_args(argv)
+    try:
+        out = keep_reference(args.root, args.name, args.params)
+    except (ValueError, OSError, subprocess.CalledProcessError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"reference result kept in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Reference results: what the pipeline produced, with the commit and parameters that made it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from filmclevr import reference
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=root, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Path:
+    """A git project whose pipeline 'ran' at its only commit."""
+    root = tmp_path / "project"
+    (root / "filmclevr").mkdir(parents=True)
+    (root / "filmclevr" / "model.py").write_text("# code\n")
+    (root / "params.yaml").write_text("profile: mini\n")
+    git(root, "init", "-q")
+    git(root, "-c", "user.email=a@b", "-c", "user.name=a", "add", ".")
+    git(root, "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "code")
+    commit = git(root, "rev-parse", "--short", "HEAD")
+    for name in ("models/film.pt", "models/film.json", "results/table.md", "results/table.csv"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(name)
+    metrics = {"overall": 42.0, "context": {"commit": commit, "machine": {"processor": "x"}}}
+    (root / "results/metrics.json").write_text(json.dumps(metrics))
+    (root / "results/analysis").mkdir()
+    (root / "results/analysis/tsne.png").write_bytes(b"png")
+    return root
+
+
+def test_keeps_outputs_parameters_and_provenance(run: Path) -> None:
+    out = reference.keep_reference(run, "demo", run / "params.yaml")
+    assert out == run / "results/reference/demo"
+    assert (out / "film.pt").read_text() == "models/film.pt"
+    assert (out / "analysis/tsne.png").read_bytes() == b"png"
+    assert (out / "params.yaml").read_text() == "profile: mini\n"
+    provenance = json.loads((out / "PROVENANCE.json").read_text())
+    assert provenance["commit"] == git(run, "rev-parse", "HEAD")
+    assert provenance["machine"] == {"processor": "x"}
+
+
+def test_refuses_uncommitted_code(run: Path) -> None:
+    (run / "filmclevr" / "model.py").write_text("# changed\n")
+    with pytest.raises(ValueError, match="uncommitted changes to the code"):
+        reference.keep_reference(run, "demo", run / "params.yaml")
+    assert not (run / "results/reference").exists()
+
+
+def test_refuses_code_changed_since_the_run(run: Path) -> None:
+    (run / "filmclevr" / "model.py").write_text("# changed\n")
+    git(run, "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qam", "later code")
+    with pytest.raises(ValueError, match="the code changed since commit"):
+        reference.keep_reference(run, "demo", run / "params.yaml")
+
+
+def test_cli_reports_a_missing_output(run: Path, capsys: pytest.CaptureFixture) -> None:
+    (run / "models/film.pt").unlink()
+    assert reference.main(["--name", "demo", "--root", str(run)]) == 1
+    assert "models/film.pt: missing" in capsys.readouterr().err
