@@ -2,6 +2,7 @@
 #                -> train_model -> evaluate_model, analyze_model.
 #   snakemake --cores all                                      # params.yaml: mini-CLEVR demo
 #   snakemake --cores all --configfile config/paper.yaml     # the paper, real CLEVR, GPU
+#   snakemake --cores all --configfile config/sweep-cpu.yaml experiments   # Tables 2 and 3
 # Every rule runs `python -m stages.<rule>`, the same command as the DVC stage of that name.
 
 
@@ -12,6 +13,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/analysis.smk"
+include: "workflow/rules/experiments.smk"
 
 
 rule all:

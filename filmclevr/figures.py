@@ -262,3 +262,30 @@ def plot_ablations(
     axis.legend(fontsize=7)
     axis.set_title(label or "test-time ablations", fontsize=9)
     _save(figure, out_png)
+
+
+# --- The paper's experiments (filmclevr.experiments) ------------------------------------------
+def plot_experiment_deltas(table: pandas.DataFrame, out_png: Path) -> None:
+    """Each experiment's change in validation accuracy: ours from our base row, the paper's
+    from its best architecture, side by side (a run that failed shows no bar of ours)."""
+    import numpy as np
+
+    figure = _new_figure(max(6.0, 0.45 * len(table) + 2), 4.5)
+    axis = figure.add_subplot(1, 1, 1)
+    x = np.arange(len(table))
+    ours = table["delta"].astype(float).to_numpy()
+    paper = table["paper_delta"].astype(float).to_numpy()
+    axis.bar(x - 0.2, np.nan_to_num(ours), width=0.4, label="ours (from our base row)")
+    axis.bar(x + 0.2, np.nan_to_num(paper), width=0.4, label="paper (from its 97.4)")
+    for i in np.flatnonzero(np.isnan(ours)):
+        axis.text(x[i] - 0.2, 0, "n/a", rotation=90, fontsize=6, ha="center", va="bottom")
+    if not len(table):
+        axis.text(0.5, 0.5, "no experiment in this profile", ha="center", transform=axis.transAxes)
+    axis.axhline(0, color="black", linewidth=0.5)
+    axis.set_xticks(x, table["experiment"], rotation=60, ha="right", fontsize=7)
+    axis.set_ylabel("change in val accuracy (points)")
+    axis.legend(fontsize=8)
+    axis.set_title(
+        "FiLM's experiments (Tables 2 and 3): deltas, ours beside the paper's", fontsize=9
+    )
+    _save(figure, out_png)

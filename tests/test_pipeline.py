@@ -54,6 +54,8 @@ def make_project(path: Path) -> Path:
         shutil.copy2(ROOT / name, path / name)
     for name in PROJECT_DIRS:
         shutil.copytree(ROOT / name, path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    runs = "results/experiments/runs"  # in git (its README), as in every clone
+    shutil.copytree(ROOT / runs, path / runs)
     (path / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     return path
 
@@ -212,3 +214,56 @@ def test_no_stage_writes_a_file_git_tracks():
     written = {f for f in tracked if any(f == o or f.startswith(o + "/") for o in outputs)}
     assert written == set(), f"tracked files that a run overwrites: {sorted(written)}"
     assert "results/baseline/metrics.json" in tracked
+
+
+# --- The paper's experiments as a sweep, under both engines -------------------------------------
+SWEEP = ["raw_pixels", "beta0", "no_film_block4"]  # the last fails: the tiny model has 1 block
+
+
+def sweep_project(path: Path) -> Path:
+    project = make_project(path)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["experiments"] = {"names": SWEEP, "seeds": [0, 1], "train_model": {"max_epochs": 1}}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return project
+
+
+def check_sweep_table(project: Path) -> str:
+    table = (project / "results/experiments/table.csv").read_text()
+    rows = {line.split(",")[0]: line for line in table.splitlines()[1:]}
+    assert set(rows) == set(SWEEP)
+    assert ",2,2," in rows["raw_pixels"] and ",2,2," in rows["beta0"]  # seeds done / runs
+    assert (
+        "failed: seed 0: " in rows["no_film_block4"]
+        and "condition_pattern" in rows["no_film_block4"]
+    )
+    for name in ("raw_pixels", "beta0"):
+        for seed in (0, 1):
+            run_dir = project / f"results/experiments/runs/{name}/seed{seed}"
+            assert json.loads((run_dir / "result.json").read_text())["status"] == "ok"
+            assert (run_dir / "film.pt").is_file()
+    assert not (project / "results/metrics.json").exists()  # the default run is not touched
+    return table
+
+
+def test_sweep_under_both_engines(tmp_path):
+    snake = sweep_project(tmp_path / "snakemake")
+    snakemake(snake, "experiments")
+    table = check_sweep_table(snake)
+    assert (snake / "results/experiments/deltas.png").read_bytes()[:4] == b"\x89PNG"
+    # A finished run is not redone when another experiment is added.
+    params = yaml.safe_load((snake / "params.yaml").read_text())
+    params["experiments"]["names"].append("gamma1")
+    (snake / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    output = snakemake(snake, "experiments", "--dry-run", "--quiet", "rules")
+    planned = dict(re.findall(r"^\s*(\w+)\s+(\d+)", output, re.M))
+    assert planned.get("run_experiment") == "2" and planned.get("collect_experiments") == "1"
+
+    dvc_side = sweep_project(tmp_path / "dvc")
+    run(["git", "init", "-q"], dvc_side)
+    dvc(dvc_side, "init", "-q")
+    dvc(dvc_side, "config", "core.analytics", "false")
+    dvc(dvc_side, "repro", "collect_experiments")
+    assert check_sweep_table(dvc_side) == table  # the same runs, the same numbers
+    metrics = dvc(dvc_side, "status")
+    assert "run_experiment" not in metrics, metrics

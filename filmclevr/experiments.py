@@ -1,0 +1,271 @@
+"""The paper's experiments: the ablations of Table 2 and the depths of Table 3, with seeds.
+
+One list, one home: every experiment is a preset of `filmclevr.model.ABLATIONS` (a named change
+of the `model` section), with its paper value through `ABLATION_PAPER_ROW`. A profile chooses
+which to run (`experiments.names`), with which seeds (`experiments.seeds`) and what it changes
+in the training recipe for the sweep (`experiments.train_model`); both engines expand that one
+list into run jobs on the same data stages (Snakemake wildcards, DVC matrix stages).
+
+Each run trains and evaluates into its own folder (`results/experiments/runs/<name>/seed<k>/`,
+resuming from `models/experiments/<name>/seed<k>/last.pt`) and writes `result.json`; a run
+that fails (bad configuration, NaN) records the reason there instead of stopping the sweep.
+`collect` then builds the table (mean +- std over seeds, our delta from our base row beside the
+paper's delta from its 97.4) and the figure of the deltas.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from filmclevr import clevr
+from filmclevr.fileio import read_json, write_json_atomic, write_text_atomic
+from filmclevr.model import ABLATION_PAPER_ROW, ABLATIONS
+
+log = logging.getLogger(__name__)
+
+BASE = "raw_pixels"  # our base row: the profile's model unchanged (no override)
+PAPER_DIR = Path(__file__).resolve().parent / "paper"
+PAPER_BASE_ROW = "Best architecture (mean of 5 runs; std 0.4)"  # Table 2's reference, 97.4
+COLUMNS = ("overall", *clevr.QUESTION_TYPES)
+# Failures of a run that are its own (configuration, data, divergence), not the machine's.
+RUN_ERRORS = (ValueError, FloatingPointError)
+TABLE_FIELDS = (
+    "experiment", "seeds", "runs",
+    *(f"{c}_{stat}" for c in COLUMNS for stat in ("mean", "std")),
+    "epochs", "parameters", "data", "status", "paper", "paper_delta", "paper_row", "delta",
+)  # fmt: skip
+
+
+def check_names(names: Iterable[str]) -> list[str]:
+    """The experiment names, each a preset of `model.ABLATIONS`.
+
+    Raises:
+        ValueError: naming the unknown ones and the known presets.
+    """
+    names = list(names)
+    unknown = [n for n in names if n not in ABLATIONS]
+    if unknown:
+        raise ValueError(
+            f"unknown experiments {', '.join(unknown)} (presets of filmclevr.model.ABLATIONS: "
+            f"{', '.join(ABLATIONS)})"
+        )
+    return names
+
+
+def paper_value(name: str) -> float | None:
+    """The paper's validation accuracy for the experiment (Table 2 or 3), read from its CSV."""
+    if name not in ABLATION_PAPER_ROW:
+        return None
+    table, row = ABLATION_PAPER_ROW[name]
+    return _paper_table(table).get(row)
+
+
+def paper_base() -> float:
+    """The paper's reference value for Table 2's deltas: its best architecture, 97.4."""
+    return _paper_table("table2_ablations_val")[PAPER_BASE_ROW]
+
+
+def _paper_table(name: str) -> dict[str, float]:
+    import pandas as pd
+
+    table = pd.read_csv(PAPER_DIR / f"{name}.csv")
+    labels = table.iloc[:, 0].astype(str)
+    return dict(zip(labels, table["val_accuracy"].astype(float), strict=True))
+
+
+def run_configs(params: Mapping[str, Any], name: str, seed: int) -> tuple[dict, dict]:
+    """(FiLMConfig fields, TrainConfig fields) of one run: the profile's model with the
+    experiment's change, and its recipe with the sweep's changes and the run's seed."""
+    from filmclevr.params import model_overrides
+
+    check_names([name])
+    model = {**model_overrides(params), **ABLATIONS[name]}
+    sweep = params["experiments"]["train_model"]
+    train = {**params["train_model"], **sweep, "seed": seed}
+    return model, train
+
+
+def run_experiment(
+    params: Mapping[str, Any],
+    name: str,
+    seed: int,
+    *,
+    shards_dir: Path,
+    tokens_dir: Path,
+    out_dir: Path,
+    last_checkpoint: Path,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train and evaluate one run into `out_dir` and write its `result.json`.
+
+    A failure of the run itself (a configuration the model refuses, a diverged loss) is
+    recorded as `{"status": "failed", "reason": ...}` rather than raised, so a sweep goes on.
+    """
+    from filmclevr.evaluate import evaluate
+    from filmclevr.model import FiLMConfig
+    from filmclevr.train import TrainConfig, train
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    splits = params["get_data"]["splits"]
+    result: dict[str, Any] = {"name": name, "seed": seed, "profile": params["profile"]}
+    try:
+        model_fields, train_fields = run_configs(params, name, seed)
+        result["model"] = model_fields
+        summary = train(
+            FiLMConfig.from_dict(model_fields),
+            TrainConfig.from_dict(train_fields),
+            shards_dir=shards_dir,
+            vocab_path=Path(tokens_dir) / "vocab.json",
+            best_checkpoint=out_dir / "film.pt",
+            last_checkpoint=last_checkpoint,
+            log_dir=out_dir / "train",
+            progress=progress,
+            train_split=splits[0],
+            val_split=splits[1],
+        )
+        evaluation = evaluate(
+            out_dir / "film.pt",
+            shards_dir,
+            tokens_dir,
+            split=params["evaluate_model"]["split"],
+            batch_size=params["evaluate_model"]["batch_size"],
+            profile=params["profile"],
+            source=params["get_data"]["source"],
+            train_split=splits[0],
+        )
+    except RUN_ERRORS as e:
+        log.error("experiment %s seed %d failed: %s", name, seed, e)
+        result.update(status="failed", reason=str(e))
+    else:
+        metrics = evaluation.metrics
+        result.update(
+            status="ok",
+            accuracy={
+                c: metrics["overall"] if c == "overall" else metrics["columns"][c] for c in COLUMNS
+            },  # fmt: skip
+            epochs=summary["epochs"],
+            best_epoch=summary["best_epoch"],
+            parameters=evaluation.context["parameters"],
+            context=evaluation.context,
+        )
+    write_json_atomic(out_dir / "result.json", result)
+    return result
+
+
+def read_results(runs_dir: Path, names: list[str], seeds: list[int]) -> list[dict[str, Any]]:
+    """Every run's result.json (a missing one is reported as a run that did not finish)."""
+    results = []
+    for name in names:
+        for seed in seeds:
+            path = Path(runs_dir) / name / f"seed{seed}" / "result.json"
+            if path.is_file():
+                results.append(read_json(path))
+            else:
+                results.append(
+                    {"name": name, "seed": seed, "status": "failed", "reason": f"{path}: missing"}
+                )
+    return results
+
+
+def summarize(results: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """One row per experiment: mean and std over its successful seeds, deltas, paper values."""
+    rows = []
+    for name in names:
+        runs = [r for r in results if r["name"] == name]
+        done = [r for r in runs if r["status"] == "ok"]
+        failed = [r for r in runs if r["status"] != "ok"]
+        row: dict[str, Any] = {"experiment": name, "seeds": len(done), "runs": len(runs)}
+        for column in COLUMNS:
+            values = [r["accuracy"][column] for r in done if r["accuracy"][column] is not None]
+            row[f"{column}_mean"] = statistics.fmean(values) if values else None
+            row[f"{column}_std"] = statistics.stdev(values) if len(values) > 1 else None
+        row["epochs"] = max((r["epochs"] for r in done), default=None)
+        row["parameters"] = done[0]["parameters"] if done else None
+        row["data"] = _data_label(done[0]["context"]) if done else None
+        row["status"] = (
+            "ok"
+            if not failed
+            else "failed: " + "; ".join(f"seed {r['seed']}: {r.get('reason', '?')}" for r in failed)
+        )
+        paper = paper_value(name)
+        row["paper"] = paper
+        row["paper_delta"] = None if paper is None else paper - paper_base()
+        row["paper_row"] = ABLATION_PAPER_ROW.get(name, (None, None))[1]
+        rows.append(row)
+    base = next((r for r in rows if r["experiment"] == BASE), None)
+    for row in rows:
+        have = base is not None and None not in (base["overall_mean"], row["overall_mean"])
+        row["delta"] = row["overall_mean"] - base["overall_mean"] if have else None
+    return rows
+
+
+def _data_label(context: Mapping[str, Any]) -> str:
+    return (
+        f"{context['dataset']} / {context['split']} (profile {context['profile']}), "
+        f"{context['train_questions']} training questions"
+    )
+
+
+def _cell(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2f}"
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The table as Markdown, with its data label stated above it."""
+    labels = sorted({r["data"] for r in rows if r["data"]})
+    lines = [
+        "# FiLM's experiments (paper Tables 2 and 3): validation accuracy (%)",
+        "",
+        "Ours: " + ("; ".join(labels) if labels else "no finished run") + ". The paper's: "
+        f"CLEVR v1.0 / val, deltas from its best architecture ({paper_base():g}). A mini-CLEVR "
+        "number is not a CLEVR number: compare the deltas, not the values.",
+        "",
+        "| experiment | paper row | ours (mean ± std) | ours Δ base | paper | paper Δ | seeds |"
+        " epochs | parameters | status |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        paper = "-" if r["paper"] is None else f"{r['paper']:.1f}"
+        parameters = "-" if r["parameters"] is None else f"{r['parameters']:,}"
+        lines.append(
+            f"| {r['experiment']} | {r['paper_row'] or '-'} | "
+            f"{_cell(r['overall_mean'], r['overall_std'])} | {_signed(r['delta'])} | "
+            f"{paper} | {_signed(r['paper_delta'])} | {r['seeds']}/{r['runs']} | "
+            f"{r['epochs'] or '-'} | {parameters} | {r['status']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def collect(
+    runs_dir: Path,
+    names: list[str],
+    seeds: list[int],
+    *,
+    out_md: Path,
+    out_csv: Path,
+    out_png: Path,
+) -> list[dict[str, Any]]:
+    """Write the sweep's table (Markdown, CSV with the per-column accuracies) and figure."""
+    import pandas as pd
+
+    from filmclevr.figures import plot_experiment_deltas
+
+    rows = summarize(read_results(runs_dir, check_names(names), list(seeds)), names)
+    write_text_atomic(out_md, markdown(rows))
+    table = pd.DataFrame(rows, columns=TABLE_FIELDS)  # the columns also when no experiment ran
+    write_text_atomic(out_csv, table.to_csv(index=False))
+    plot_experiment_deltas(table, out_png)
+    failed = [r["experiment"] for r in rows if r["status"] != "ok"]
+    log.info("%d experiments, %d with failed runs %s", len(rows), len(failed), failed or "")
+    return rows
