@@ -2,7 +2,7 @@
 #                -> train_model -> evaluate_model, analyze_model.
 #   snakemake --cores all                                      # params.yaml: mini-CLEVR demo
 #   snakemake --cores all --configfile config/paper.yaml     # the paper, real CLEVR, GPU
-#   snakemake --cores all --configfile config/sweep-cpu.yaml experiments   # Tables 2 and 3
+#   snakemake experiments --cores all --configfile config/sweep-cpu.yaml   # Tables 2 and 3
 # Every rule runs `python -m stages.<rule>`, the same command as the DVC stage of that name.
 
 
