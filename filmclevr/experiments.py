@@ -195,7 +195,10 @@ def summarize(results: list[dict[str, Any]], names: list[str]) -> list[dict[str,
         paper = paper_value(name)
         row["paper"] = paper
         row["paper_delta"] = None if paper is None else paper - paper_base()
-        row["paper_row"] = ABLATION_PAPER_ROW.get(name, (None, None))[1]
+        paper_table, paper_row = ABLATION_PAPER_ROW.get(name, (None, None))
+        if paper_table == "table3_resblocks_val":  # its rows are bare depths: say what they are
+            paper_row = f"{paper_row} ResBlocks (Table 3)"
+        row["paper_row"] = paper_row
         rows.append(row)
     base = next((r for r in rows if r["experiment"] == BASE), None)
     for row in rows:
@@ -207,7 +210,7 @@ def summarize(results: list[dict[str, Any]], names: list[str]) -> list[dict[str,
 def _data_label(context: Mapping[str, Any]) -> str:
     return (
         f"{context['dataset']} / {context['split']} (profile {context['profile']}), "
-        f"{context['train_questions']} training questions"
+        f"{context['train_questions']:,} training questions"
     )
 
 

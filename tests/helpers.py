@@ -173,3 +173,45 @@ def clevr_question_vocabulary() -> list[str]:
     listing = section[section.index("`<NULL> <START>") + 1 :]
     tokens = listing[: listing.index("`")].split()
     return ["" if t == "''" else t for t in tokens]
+
+
+# --- A tiny trained checkpoint ------------------------------------------------------------------
+def tiny_trained_run(
+    root: Path,
+    words: list[str],
+    images: dict[str, int],
+    questions_per_image: int,
+    model: FiLMConfig,
+    config: train.TrainConfig,
+    image_size: int = 16,
+) -> Path:
+    """Random images and encoded questions of `words` (answers yes/no, functions in turn;
+    none for test splits), their shards under `root`, and `root/film.pt` trained on them.
+
+    Returns the vocab.json path.
+    """
+    rng = np.random.default_rng(0)
+    vocab_path = write_vocab(root / "tokens", words)
+    functions = clevr.TERMINAL_FUNCTIONS
+    questions: dict[str, list[dict]] = {}
+    for split, n_images in images.items():
+        records = questions[split] = []
+        answered = not clevr.is_test_split(split)
+        for i, name, _ in write_random_images(root, split, n_images, image_size, rng):
+            for _ in range(questions_per_image):
+                function = functions[len(records) % len(functions)]
+                records.append(
+                    {
+                        "question_index": len(records),
+                        "image_index": i,
+                        "image_filename": name,
+                        "tokens": [1, *rng.integers(4, 4 + len(words), 3).tolist(), 2],
+                        "answer": 4 + int(rng.integers(0, 2)) if answered else None,  # yes/no
+                        "type": clevr.TYPE_OF_FUNCTION[function] if answered else None,
+                        "function": function if answered else None,
+                        "family": len(records) % 5 if answered else None,
+                    }
+                )
+    write_tokens_and_shards(root, questions, images_per_shard=3)
+    train_into(root, model, config, root / "shards", vocab_path)
+    return vocab_path

@@ -17,10 +17,7 @@ from filmclevr.tokenize import END, START, UNK
 from tests.helpers import (
     tiny_film_config,
     tiny_train_config,
-    train_into,
-    write_random_images,
-    write_tokens_and_shards,
-    write_vocab,
+    tiny_trained_run,
 )
 
 TINY_MODEL = tiny_film_config(image_size=16)
@@ -41,29 +38,8 @@ QUESTIONS = [
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A one-epoch checkpoint of a tiny model (16-pixel images) and a photo of another size."""
     root = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
-    vocab_path = write_vocab(root / "tokens", WORDS)
-    functions = clevr.TERMINAL_FUNCTIONS
-    questions: dict[str, list[dict]] = {}
-    for split, n_images in IMAGES.items():
-        records = questions[split] = []
-        for i, name, _ in write_random_images(root, split, n_images, 16, rng):
-            for _ in range(QUESTIONS_PER_IMAGE):
-                function = functions[len(records) % len(functions)]
-                records.append(
-                    {
-                        "question_index": len(records),
-                        "image_index": i,
-                        "image_filename": name,
-                        "tokens": [1, *rng.integers(4, 4 + len(WORDS), 3).tolist(), 2],
-                        "answer": 4 + int(rng.integers(0, 2)),  # yes or no
-                        "type": clevr.TYPE_OF_FUNCTION[function],
-                        "function": function,
-                        "family": len(records) % 5,
-                    }
-                )
-    write_tokens_and_shards(root, questions, images_per_shard=3)
-    train_into(root, TINY_MODEL, TINY_TRAIN, root / "shards", vocab_path)
+    tiny_trained_run(root, WORDS, IMAGES, QUESTIONS_PER_IMAGE, TINY_MODEL, TINY_TRAIN)
+    rng = np.random.default_rng(1)
     photo = root / "photo.png"
     ramp = np.linspace(0, 255, 40 * 60 * 3).reshape(40, 60, 3)
     Image.fromarray(np.clip(ramp + rng.normal(0, 30, ramp.shape), 0, 255).astype(np.uint8)).save(

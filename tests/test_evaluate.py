@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -18,10 +17,7 @@ from filmclevr.tokenize import read_encoded_split
 from tests.helpers import (
     tiny_film_config,
     tiny_train_config,
-    train_into,
-    write_random_images,
-    write_tokens_and_shards,
-    write_vocab,
+    tiny_trained_run,
 )
 
 PAPER_CSV = evaluate.PAPER_TABLE1
@@ -345,31 +341,8 @@ QUESTIONS_PER_IMAGE = 3
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tokens, shards (train, val, test) and a one-epoch checkpoint of a tiny model."""
     root = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
     words = ["How", "Is", "a", "cube", "many", "there"]
-    vocab_path = write_vocab(root / "tokens", words)
-    functions = clevr.TERMINAL_FUNCTIONS
-    questions: dict[str, list[dict]] = {}
-    for split, n_images in IMAGES.items():
-        records = questions[split] = []
-        for i, name, _ in write_random_images(root, split, n_images, 16, rng):
-            for _ in range(QUESTIONS_PER_IMAGE):
-                function = functions[len(records) % len(functions)]
-                answered = not clevr.is_test_split(split)
-                records.append(
-                    {
-                        "question_index": len(records),
-                        "image_index": i,
-                        "image_filename": name,
-                        "tokens": [1, *rng.integers(4, 4 + len(words), 3).tolist(), 2],
-                        "answer": 4 + int(rng.integers(0, 2)) if answered else None,  # yes or no
-                        "type": clevr.TYPE_OF_FUNCTION[function] if answered else None,
-                        "function": function if answered else None,
-                        "family": len(records) % 5 if answered else None,
-                    }
-                )
-    write_tokens_and_shards(root, questions, images_per_shard=3)
-    train_into(root, TINY_MODEL, TINY_TRAIN, root / "shards", vocab_path)
+    tiny_trained_run(root, words, IMAGES, QUESTIONS_PER_IMAGE, TINY_MODEL, TINY_TRAIN)
     return {"root": root, "shards": root / "shards", "tokens": root / "tokens"}
 
 
