@@ -124,3 +124,26 @@ def test_both_engines_expand_the_sweep_into_the_same_jobs(tmp_path: Path) -> Non
               if n.startswith("run_experiment@")}  # fmt: skip
     assert {(n, int(s)) for n, s in matrix} == expected
     assert "collect_experiments" in names
+
+
+def test_a_diverged_run_is_recorded_as_failed_and_the_sweep_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NaN loss in one run: result.json says failed, with the reason; nothing is raised."""
+    import filmclevr.train
+
+    def diverge(*args, **kwargs):
+        raise FloatingPointError("training diverged: the loss is nan at step 3")
+
+    monkeypatch.setattr(filmclevr.train, "train", diverge)
+    params = load_params(SWEEP_CPU)
+    out = tmp_path / "runs/beta0/seed0"
+    result = experiments.run_experiment(
+        params, "beta0", 0, shards_dir=tmp_path, tokens_dir=tmp_path, out_dir=out,
+        last_checkpoint=tmp_path / "last.pt",
+    )  # fmt: skip
+    assert result["status"] == "failed" and "loss is nan" in result["reason"]
+    written = experiments.read_results(tmp_path / "runs", ["beta0"], [0])[0]
+    assert written == result
+    row = experiments.summarize([written], ["beta0"])[0]
+    assert row["status"].startswith("failed: seed 0: training diverged")
