@@ -432,6 +432,7 @@ def _write_examples(
 
     from filmclevr.figures import plot_example_map, plot_example_maps
     from filmclevr.fileio import write_json_atomic
+    from filmclevr.resize import open_image
 
     texts = {
         q["question_index"]: q
@@ -441,23 +442,24 @@ def _write_examples(
     shown = []
     for row in picked:
         k = row["position"]
-        with _open_rgb(clevr.image_path(clevr_root, split, row["image_index"])) as image:
-            shown.append(
-                {
-                    "question_index": row["question_index"],
-                    "image_filename": clevr.image_filename(split, row["image_index"]),
-                    "question": texts[row["question_index"]]["question"],
-                    "answer": words[seen.answers[k]],
-                    "predicted": words[seen.predicted[k]],
-                    "probability": seen.probability[k],
-                    "type": row["type"],
-                    "function": row["function"],
-                    "overlay": overlay(image, location_maps[k]),
-                    "mean_overlay": overlay(image, mean_maps[k]),
-                    "location_counts": location_maps[k].tolist(),
-                    "mean_activation": mean_maps[k].tolist(),
-                }
-            )
+        with open_image(clevr.image_path(clevr_root, split, row["image_index"])) as opened:
+            image = np.asarray(opened.convert("RGB"))
+        shown.append(
+            {
+                "question_index": row["question_index"],
+                "image_filename": clevr.image_filename(split, row["image_index"]),
+                "question": texts[row["question_index"]]["question"],
+                "answer": words[seen.answers[k]],
+                "predicted": words[seen.predicted[k]],
+                "probability": seen.probability[k],
+                "type": row["type"],
+                "function": row["function"],
+                "overlay": overlay(image, location_maps[k]),
+                "mean_overlay": overlay(image, mean_maps[k]),
+                "location_counts": location_maps[k].tolist(),
+                "mean_activation": mean_maps[k].tolist(),
+            }
+        )
     for n, example in enumerate(shown):
         plot_example_map(example, out / f"example_{n:02d}_q{example['question_index']}.png")
     plot_example_maps(shown, out / "examples.png", label=label)
@@ -538,24 +540,6 @@ def _write_ablations(
     )  # fmt: skip
     table.to_csv(out / "ablations.csv", index=False)
     plot_ablations(table, paper, out / "ablations.png", label=label)
-
-
-def _open_rgb(path: Path):
-    """The original image as an (H, W, 3) uint8 array, in a context (names the file if bad)."""
-    import contextlib
-
-    from PIL import Image
-
-    @contextlib.contextmanager
-    def opened() -> Iterator[np.ndarray]:
-        try:
-            with Image.open(path) as image:
-                pixels = np.asarray(image.convert("RGB"))
-        except (OSError, SyntaxError, ValueError) as e:
-            raise ValueError(f"{path}: cannot read image ({e})") from None
-        yield pixels
-
-    return opened()
 
 
 def _histogram_table(gammas: Tensor, betas: Tensor, bins: int = 100) -> Any:

@@ -30,7 +30,6 @@ import dataclasses
 import difflib
 import json
 import sys
-import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -106,23 +105,17 @@ def load(model_path: str | Path, device: str | torch.device = "cpu") -> tuple[Fi
         ValueError: not a (usable) filmclevr checkpoint, or an unusable device; names the file.
     """
     if isinstance(device, str):
-        try:
-            device = resolve_device(device)
-        except ValueError as e:  # its message names the training recipe's field
-            raise ValueError(str(e).replace("TrainConfig.device", "--device")) from None
+        device = resolve_device(device, setting="--device")
     try:
         return model_from_checkpoint(model_path, device)
     except FileNotFoundError:
         raise
-    except (OSError, KeyError, TypeError, ValueError, RuntimeError) as e:
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        if first.startswith(str(model_path)):
+        if first.startswith(str(model_path)):  # load_checkpoint's own message names the file
             raise ValueError(first) from None
-        if isinstance(e, OSError):  # torch.load of a truncated file: "[Errno 22] ..."
-            problem = "not a readable checkpoint, corrupt or truncated"
-        else:  # the right format, but not the model this code builds
-            problem = "not a usable model checkpoint"
-        raise ValueError(f"{model_path}: {problem} ({first})") from None
+        # The right format, but not the model this code builds.
+        raise ValueError(f"{model_path}: not a usable model checkpoint ({first})") from None
 
 
 def preprocess(image_path: str | Path, image_size: int) -> tuple[Tensor, np.ndarray]:
@@ -261,27 +254,29 @@ def answer(
     return results
 
 
+def _example(result: Answer, original: np.ndarray | None = None) -> dict[str, Any]:
+    """The answer as a Figure 4 example of `figures` (no true answer: a user's image)."""
+    example = {
+        "question": result.question,
+        "answer": None,
+        "predicted": result.answer,
+        "probability": result.probability,
+    }
+    if original is not None:
+        example["overlay"] = analysis.overlay(original, result.location_counts)
+        example["mean_overlay"] = analysis.overlay(original, result.mean_activation)
+    return example
+
+
 def map_title(result: Answer) -> str:
     """The map's title: the question, the prediction and its probability (no true answer)."""
-    question = "\n".join(textwrap.wrap(result.question, 48))
-    return f"{question}\npredicted {result.answer} (p={result.probability:.2f})"
+    return figures.example_title(_example(result))
 
 
 def write_map(result: Answer, original: np.ndarray, out_png: str | Path) -> None:
     """Figure 4 for one answer: the classifier's max-location counts over the original image,
     beside the last ResBlock's mean activation, titled with the question and the prediction."""
-    views = (
-        (analysis.overlay(original, result.location_counts), map_title(result)),
-        (analysis.overlay(original, result.mean_activation), "last ResBlock, mean activation"),
-    )
-    figure = figures._new_figure(6.4, 3.0)
-    for v, (pixels, title) in enumerate(views):
-        axis = figure.add_subplot(1, 2, v + 1)
-        axis.imshow(pixels)
-        axis.set_xticks([])
-        axis.set_yticks([])
-        axis.set_title(title, fontsize=7, loc="left")
-    figures._save(figure, Path(out_png))
+    figures.plot_example_map(_example(result, original), Path(out_png))
 
 
 def map_paths(out_png: str | Path, count: int) -> list[Path]:

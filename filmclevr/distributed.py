@@ -80,8 +80,9 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 # --- Devices --------------------------------------------------------------------------------------
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """The torch device of `name`: "auto" is cuda when available, else cpu.
+def resolve_device(name: str, local_rank: int = 0, *, setting: str = "device") -> torch.device:
+    """The torch device of `name`: "auto" is cuda when available, else cpu. `setting` is what
+    errors call the value (e.g. "TrainConfig.device", "--device").
 
     A CUDA device always gets an index (`torch.cuda.set_device` needs one): "cuda" is
     cuda:`local_rank`, and under DDP (WORLD_SIZE > 1) every CUDA device is cuda:LOCAL_RANK, one
@@ -92,10 +93,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"TrainConfig.device {name!r} is not a torch device") from None
+        raise ValueError(f"{setting} {name!r} is not a torch device") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"TrainConfig.device is {name!r} but CUDA is not available")
+            raise ValueError(f"{setting} is {name!r} but CUDA is not available")
         if device.index is None or int(os.environ.get("WORLD_SIZE", "1")) > 1:
             device = torch.device("cuda", local_rank)
         count = torch.cuda.device_count()
@@ -142,7 +143,7 @@ def init_distributed(device_name: str) -> tuple[DistContext, torch.device]:
     """One process: no-op. Under torchrun (WORLD_SIZE > 1): join the process group."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name, local_rank)
+    device = resolve_device(device_name, local_rank, setting="TrainConfig.device")
     if device.type == "cuda":
         torch.cuda.set_device(device)  # the current device: its RNG state goes into checkpoints
     if world_size <= 1:

@@ -139,8 +139,8 @@ def plot_example_maps(
     features come from, titled with the question, the answer and the prediction.
 
     Args:
-        examples: rows with `overlay` (H, W, 3 uint8), `question`, `answer`, `predicted`,
-            `probability` (and optionally `mean_overlay`, drawn beside it).
+        examples: rows with `overlay` (H, W, 3 uint8), `question`, `answer` (None when not
+            known), `predicted`, `probability` (and optionally `mean_overlay`, drawn beside it).
     """
     views = 2 if examples and "mean_overlay" in examples[0] else 1
     rows = -(-len(examples) // columns)
@@ -152,7 +152,7 @@ def plot_example_maps(
             axis.set_xticks([])
             axis.set_yticks([])
             if v == 0:
-                axis.set_title(_example_title(example), fontsize=7, loc="left")
+                axis.set_title(example_title(example), fontsize=7, loc="left")
             else:
                 axis.set_title("last ResBlock, mean activation", fontsize=7, loc="left")
     if label:
@@ -165,15 +165,17 @@ def plot_example_map(example: Mapping[str, Any], out_png: Path) -> None:
     plot_example_maps([example], out_png, columns=1)
 
 
-def _example_title(example: Mapping[str, Any]) -> str:
+def example_title(example: Mapping[str, Any]) -> str:
+    """The question, the prediction with its probability and, when the true answer is known
+    (`answer` not None), that answer and whether the prediction is right."""
     import textwrap
 
     question = "\n".join(textwrap.wrap(str(example["question"]), 48))
+    predicted = f"predicted {example['predicted']} (p={example['probability']:.2f}"
+    if example.get("answer") is None:  # a user's image: no true answer
+        return f"{question}\n{predicted})"
     verdict = "right" if example["predicted"] == example["answer"] else "wrong"
-    return (
-        f"{question}\nanswer {example['answer']}; predicted {example['predicted']} "
-        f"(p={example['probability']:.2f}, {verdict})"
-    )
+    return f"{question}\nanswer {example['answer']}; {predicted}, {verdict})"
 
 
 def plot_film_histograms(

@@ -74,19 +74,24 @@ def resize_image(src: Path, dst: Path, image_size: int) -> int:
     Raises:
         ValueError: the source cannot be read or decoded (the message names it).
     """
+    return _resize_file(src, dst, image_size)[1]
+
+
+def _resize_file(src: Path, dst: Path, image_size: int) -> tuple[tuple[int, int], int]:
+    """`resize_image`, also returning the source's width x height (read in the same open)."""
     with open_image(src) as image:
+        size = image.size
         resized = resize_pixels(image, image_size)
     # No metadata chunks and a fixed zlib level, so the bytes depend on the pixels only.
     resized.save(dst, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    return dst.stat().st_size
+    return size, dst.stat().st_size
 
 
 def _resize_job(job: tuple[Path, Path, int]) -> tuple[Path, tuple[int, int], int]:
     """(source, its width x height, bytes written): the size is checked in the parent."""
     src, dst, image_size = job
-    written = resize_image(src, dst, image_size)
-    with Image.open(src) as image:  # the header only: no second decode
-        return src, image.size, written
+    size, written = _resize_file(src, dst, image_size)
+    return src, size, written
 
 
 def _split_images(src_root: Path, split: str) -> list[Path]:
