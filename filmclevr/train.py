@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -68,7 +69,12 @@ class TrainConfig:
 
     seed: int = 0  # model init and data order; the same seed gives the same run on a CPU
     batch_size: int = 64  # SPEC §4
-    learning_rate: float = 3e-4  # SPEC §4: Adam, constant (no schedule)
+    learning_rate: float = 3e-4  # SPEC §4: Adam, constant (no schedule); a schedule's peak
+    # "constant" (SPEC §4) or "cosine": cosine decay from the peak to 0 at the end of
+    # `max_epochs`. Either starts with `warmup_epochs` of linear warmup (0: none, the paper's).
+    # A faster start on a CPU budget (README, "Faster early learning"); off by default.
+    lr_schedule: str = "constant"
+    warmup_epochs: float = 0.0
     weight_decay: float = 1e-5  # SPEC §4: Adam's plain L2 on every parameter (not AdamW)
     max_epochs: int = 80  # SPEC §4: the official run stops at 80 epochs
     # Stop after this many epochs without a better validation accuracy; None (the default)
@@ -115,7 +121,18 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("weight_decay", "num_workers", "checkpoint_every_steps", "num_threads"):
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"TrainConfig.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
+                f"got {self.lr_schedule!r}"
+            )
+        for name in (
+            "weight_decay",
+            "num_workers",
+            "checkpoint_every_steps",
+            "num_threads",
+            "warmup_epochs",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
 
@@ -141,6 +158,26 @@ class TrainConfig:
 
     def asdict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The learning rate of optimizer step `step` (0-based): a pure function of the step, so a
+    resumed run continues the schedule exactly without any scheduler state."""
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    if step < warmup:
+        return cfg.learning_rate * (step + 1) / warmup
+    if cfg.lr_schedule == "constant":
+        return cfg.learning_rate
+    total = cfg.max_epochs * steps_per_epoch
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return cfg.learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _has_schedule(cfg: TrainConfig) -> bool:
+    return cfg.lr_schedule != "constant" or cfg.warmup_epochs > 0
 
 
 # Fields that decide only when to stop, save or how fast to run, not the trajectory: a `last`
@@ -189,6 +226,8 @@ def _fingerprint(
     """SHA-256 of everything that shapes the training trajectory: configs, world size, the
     (train, val) split names, data."""
     trajectory = {k: v for k, v in train_config.asdict().items() if k not in _EXECUTION_FIELDS}
+    if train_config.lr_schedule != "constant":  # the decay is spread over all the epochs
+        trajectory["max_epochs"] = train_config.max_epochs
     blob = {
         "model": model_config.asdict(),
         "train": trajectory,
@@ -728,6 +767,10 @@ def _train_epoch(run: _Run) -> _EpochResult:
     try:
         for batch in itertools.islice(epoch_batches, skip, run.steps_per_epoch):
             inputs = _to_device(batch, run.device, cfg.channels_last)
+            if _has_schedule(cfg):
+                lr = learning_rate_at(cfg, state.step, run.steps_per_epoch)
+                for group in run.optimizer.param_groups:
+                    group["lr"] = lr
             loss, correct = train_step(run.model, run.optimizer, *inputs, bf16=cfg.bf16)
             state.step += 1
             state.epoch_step += 1

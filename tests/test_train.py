@@ -301,6 +301,55 @@ def test_resume_mid_epoch_gives_the_same_run(
     assert_same_run(reference, tmp_path)
 
 
+def test_learning_rate_schedules() -> None:
+    paper = TrainConfig(learning_rate=3e-4)
+    assert {train_mod.learning_rate_at(paper, s, 10) for s in range(100)} == {3e-4}
+    cosine = TrainConfig(learning_rate=2e-3, lr_schedule="cosine", warmup_epochs=1, max_epochs=3)
+    lrs = [train_mod.learning_rate_at(cosine, s, 10) for s in range(30)]
+    assert lrs[:10] == pytest.approx([2e-3 * (s + 1) / 10 for s in range(10)])  # linear warmup
+    assert lrs[10] == pytest.approx(2e-3)  # the peak, then down to 0 at the last step
+    assert all(a > b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[20] == pytest.approx(1e-3)  # half way through the decay, half the peak
+    assert train_mod.learning_rate_at(cosine, 30, 10) == 0.0
+    warm_constant = TrainConfig(learning_rate=1e-3, warmup_epochs=0.5)
+    assert train_mod.learning_rate_at(warm_constant, 1, 10) == pytest.approx(4e-4)
+    assert train_mod.learning_rate_at(warm_constant, 50, 10) == 1e-3
+    with pytest.raises(ValueError, match="lr_schedule must be one of constant, cosine"):
+        TrainConfig(lr_schedule="linear")
+    with pytest.raises(ValueError, match="warmup_epochs must be >= 0"):
+        TrainConfig(warmup_epochs=-1)
+
+
+def test_scheduled_run_follows_the_schedule_and_resumes_exactly(
+    data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = TrainConfig.from_dict(
+        {
+            **TINY_TRAIN.asdict(),
+            "lr_schedule": "cosine",
+            "warmup_epochs": 0.5,
+            "learning_rate": 1e-3,
+            "checkpoint_every_steps": 5,
+        }
+    )
+    run(data, tmp_path / "whole", config)
+    history = load_checkpoint(tmp_path / "whole" / "last.pt")["history"]
+    # The lr of each epoch's last step (12 steps per epoch): 6 of warmup, then cosine to 0.
+    assert [row["lr"] for row in history] == pytest.approx(
+        [train_mod.learning_rate_at(config, 11, 12), train_mod.learning_rate_at(config, 23, 12)]
+    )
+    assert history[-1]["lr"] < history[0]["lr"] < 1e-3
+    with monkeypatch.context() as m:
+        kill_after_saves(m, "last.pt", 2)  # killed at step 10, inside the cosine decay
+        with pytest.raises(Killed):
+            run(data, tmp_path / "resumed", config)
+    run(data, tmp_path / "resumed", config)
+    assert_same_run(tmp_path / "whole", tmp_path / "resumed")
+    # The decay spans max_epochs, so a cosine run of other length is another trajectory.
+    longer = TrainConfig.from_dict({**config.asdict(), "max_epochs": 3})
+    assert train_mod.learning_rate_at(longer, 23, 12) != train_mod.learning_rate_at(config, 23, 12)
+
+
 def test_last_checkpoint_of_another_config_is_not_resumed(
     reference: Path,
     data: dict[str, Path],

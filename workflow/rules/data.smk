@@ -16,6 +16,8 @@ rule get_data:
         ),
     output:
         root=directory("data/clevr"),
+    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
+        "logs/benchmarks/get_data.tsv"
     log:
         "logs/get_data.log",
     threads: workflow.cores
@@ -35,6 +37,8 @@ rule resize_images:
         clevr=rules.get_data.output.root,
     output:
         root=directory("data/resized"),
+    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
+        "logs/benchmarks/resize_images.tsv"
     log:
         "logs/resize_images.log",
     threads: workflow.cores
@@ -55,6 +59,8 @@ rule tokenize_questions:
         clevr=rules.get_data.output.root,
     output:
         root=directory("data/tokens"),
+    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
+        "logs/benchmarks/tokenize_questions.tsv"
     log:
         "logs/tokenize_questions.log",
     params:
@@ -75,6 +81,8 @@ rule write_shards:
         tokens=rules.tokenize_questions.output.root,
     output:
         root=directory("data/shards"),
+    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
+        "logs/benchmarks/write_shards.tsv"
     log:
         "logs/write_shards.log",
     params:

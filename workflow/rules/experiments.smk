@@ -27,6 +27,8 @@ rule run_experiment:
         tokens=rules.tokenize_questions.output.root,
     output:
         run=directory("results/experiments/runs/{name}/seed{seed}"),
+    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
+        "logs/benchmarks/run_experiment/{name}/seed{seed}.tsv"
     log:
         "logs/experiments/{name}-seed{seed}.log",
     threads: workflow.cores
@@ -69,6 +71,8 @@ rule collect_experiments:
         table_md="results/experiments/table.md",
         table_csv="results/experiments/table.csv",
         figure="results/experiments/deltas.png",
+    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
+        "logs/benchmarks/collect_experiments.tsv"
     log:
         "logs/experiments/collect.log",
     params:

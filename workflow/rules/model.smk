@@ -22,6 +22,8 @@ rule train_model:
         sidecar="models/film.json",
         log_dir=directory("results/train"),
         curves="results/learning_curves.png",
+    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
+        "logs/benchmarks/train_model.tsv"
     log:
         "logs/train_model.log",
     threads: workflow.cores
@@ -63,6 +65,8 @@ rule evaluate_model:
         table_csv="results/table.csv",
         figure="results/accuracy.png",
         predictions=directory("data/predictions"),
+    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
+        "logs/benchmarks/evaluate_model.tsv"
     log:
         "logs/evaluate_model.log",
     threads: workflow.cores
