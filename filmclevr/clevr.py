@@ -202,6 +202,21 @@ def _load_json_document(path: Path, key: str) -> tuple[dict[str, Any], list[dict
 MINI_GENERATOR = "filmclevr mini-CLEVR"  # the `generator` of mini-CLEVR files' `info`
 COGENT_SPLITS = frozenset({"trainA", "valA", "valB", "testA", "testB"})
 
+# CLEVR-CoGenT's two conditions (SPEC §1): the colours cubes and cylinders may take; spheres take
+# any colour. Condition B swaps A's palettes, so every (colour, cube or cylinder) pair of B is
+# unseen in A.
+_PALETTE_1 = ("gray", "blue", "brown", "yellow")
+_PALETTE_2 = ("red", "green", "purple", "cyan")
+COGENT_COLORS: dict[str, dict[str, tuple[str, ...]]] = {
+    "A": {"cube": _PALETTE_1, "cylinder": _PALETTE_2, "sphere": tuple(COLORS)},
+    "B": {"cube": _PALETTE_2, "cylinder": _PALETTE_1, "sphere": tuple(COLORS)},
+}
+
+
+def cogent_condition(split: str) -> str | None:
+    """ "A" or "B" for a CoGenT split (trainA, valA, testA / valB, testB), None for CLEVR's."""
+    return split[-1] if split in COGENT_SPLITS else None
+
 
 def dataset_name(info: dict[str, Any], split: str) -> str:
     """The dataset a question file comes from, read from its own `info` and split name.

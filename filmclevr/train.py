@@ -75,6 +75,10 @@ class TrainConfig:
     # A faster start on a CPU budget (README, "Faster early learning"); off by default.
     lr_schedule: str = "constant"
     warmup_epochs: float = 0.0
+    # Which weights the optimizer changes: "all" (the paper's training), or "film_generator",
+    # only the question pipeline that predicts (gamma, beta), as the paper fine-tunes for
+    # CLEVR-Humans; the visual pipeline then stays exactly as it was, BatchNorm statistics too.
+    trainable: str = "all"
     weight_decay: float = 1e-5  # SPEC §4: Adam's plain L2 on every parameter (not AdamW)
     max_epochs: int = 80  # SPEC §4: the official run stops at 80 epochs
     # Stop after this many epochs without a better validation accuracy; None (the default)
@@ -121,6 +125,11 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
+        if self.trainable not in TRAINABLE:
+            raise ValueError(
+                f"TrainConfig.trainable must be one of {', '.join(TRAINABLE)}, "
+                f"got {self.trainable!r}"
+            )
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(
                 f"TrainConfig.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
@@ -161,6 +170,7 @@ class TrainConfig:
 
 
 LR_SCHEDULES = ("constant", "cosine")
+TRAINABLE = ("all", "film_generator")
 
 
 def learning_rate_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -286,12 +296,36 @@ def _to_device(batch: shards.Batch, device: torch.device, channels_last: bool) -
     )
 
 
+def freeze_untrained(model: nn.Module, config: TrainConfig) -> None:
+    """Turn off the gradients of what `config.trainable` leaves as it is."""
+    if config.trainable == "all":
+        return
+    trained = getattr(model, config.trainable)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in trained.parameters():
+        p.requires_grad_(True)
+
+
+def set_train_mode(model: nn.Module, raw_model: nn.Module, config: TrainConfig) -> None:
+    """Train mode for what is trained; eval mode (frozen BatchNorm statistics) for the rest.
+
+    `model` is what the steps call (maybe wrapped by DDP or torch.compile), `raw_model` the
+    FiLMedNet inside it.
+    """
+    model.train()
+    if config.trainable != "all":
+        for name, child in raw_model.named_children():
+            if name != config.trainable:
+                child.eval()
+
+
 def build_optimizer(
     model: nn.Module, config: TrainConfig, device: torch.device
 ) -> torch.optim.Optimizer:
-    """Adam with plain L2 weight decay on every parameter (SPEC §4; not AdamW's decoupled)."""
+    """Adam with plain L2 weight decay on every trained parameter (SPEC §4; not AdamW's)."""
     return torch.optim.Adam(
-        model.parameters(),
+        [p for p in model.parameters() if p.requires_grad],
         lr=config.learning_rate,
         weight_decay=config.weight_decay,
         fused=device.type == "cuda",  # one kernel for the whole update
@@ -502,6 +536,8 @@ def train(
     progress: bool = True,
     train_split: str = "train",
     val_split: str = "val",
+    val_shards_dir: Path | None = None,
+    init_checkpoint: Path | None = None,
 ) -> dict[str, Any]:
     """Train FiLM on `shards_dir` (SPEC §4), resuming from `last_checkpoint` when it matches.
 
@@ -525,6 +561,10 @@ def train(
         train_split, val_split: the split trained on and the one validated every epoch
             (accuracy over all its questions). The workflow passes the first and the second
             entry of `get_data.splits` (CoGenT: trainA, valA).
+        val_shards_dir: where the `val_split` shards are, if not in `shards_dir` (CoGenT's
+            fine-tuning trains on a subset of valB and validates on valA).
+        init_checkpoint: start from this checkpoint's weights instead of a fresh init
+            (fine-tuning); it must have the same model configuration and vocabulary.
 
     Returns:
         Summary: best_val_accuracy, best_epoch, epochs, steps, samples_per_s, stopped_early,
@@ -551,6 +591,8 @@ def train(
                 progress=progress,
                 train_split=train_split,
                 val_split=val_split,
+                val_shards_dir=Path(shards_dir if val_shards_dir is None else val_shards_dir),
+                init_checkpoint=None if init_checkpoint is None else Path(init_checkpoint),
             )
             samples, seconds, stopped_early = 0, 0.0, False
             while run.state.epoch < train_config.max_epochs:
@@ -577,13 +619,17 @@ def _setup(
     log_dir: Path,
     train_split: str,
     val_split: str,
+    val_shards_dir: Path,
+    init_checkpoint: Path | None,
     **outputs: Any,
 ) -> _Run:
     """Read the data's index and vocabulary, build model and optimizer, resume if `last` fits."""
     vocab = load_vocab(vocab_path)
     index = shards.load_index(shards_dir)
     train_paths = shards.shard_paths(shards_dir, train_split)  # raises naming a missing split
-    val_paths = shards.shard_paths(shards_dir, val_split)
+    val_paths = shards.shard_paths(val_shards_dir, val_split)
+    if val_shards_dir != shards_dir:
+        index = {"train": index, "val": shards.load_index(val_shards_dir)}
     global_batch = cfg.batch_size * ctx.world_size
     steps_per_epoch = _steps_per_epoch(index[train_split], global_batch)
     if steps_per_epoch == 0:
@@ -594,11 +640,19 @@ def _setup(
         )
     samples = _sample_shards(train_paths + val_paths)
     splits = (train_split, val_split)
+    init = (
+        None if init_checkpoint is None else _initial_weights(init_checkpoint, model_config, vocab)
+    )
+    if init is not None:  # a fine-tuning run: what it starts from shapes its trajectory
+        samples = [*samples, f"init:{init.get('fingerprint')}"]
     fingerprint = _fingerprint(model_config, cfg, ctx.world_size, splits, index, samples, vocab)
 
     set_seed(cfg.seed)
     vocab_size, num_answers = len(vocab["question_token_to_idx"]), len(vocab["answer_token_to_idx"])
     raw_model = build_model(model_config, vocab_size, num_answers).to(device)
+    if init is not None:
+        raw_model.load_state_dict(init["model"])
+    freeze_untrained(raw_model, cfg)
     if cfg.channels_last:
         raw_model = raw_model.to(memory_format=torch.channels_last)
     meta = _checkpoint_meta(model_config, cfg, ctx, device, raw_model, vocab, fingerprint)
@@ -639,6 +693,16 @@ def _setup(
         meta["parameters"]["total"],
     )
     return run
+
+
+def _initial_weights(path: Path, model_config: FiLMConfig, vocab: dict) -> dict[str, Any]:
+    """The checkpoint a fine-tuning run starts from, checked against this run's model."""
+    checkpoint = load_checkpoint(path)
+    if checkpoint.get("model_config") != model_config.asdict():
+        raise ValueError(f"{path}: its model configuration differs from this run's")
+    if checkpoint.get("vocab") != vocab:
+        raise ValueError(f"{path}: its vocabulary differs from this run's vocab.json")
+    return checkpoint
 
 
 def _steps_per_epoch(split_index: Mapping[str, Any], global_batch: int) -> int:
@@ -761,7 +825,7 @@ def _train_epoch(run: _Run) -> _EpochResult:
         disable=not (run.progress and ctx.main),
         dynamic_ncols=True,
     )
-    run.model.train()
+    set_train_mode(run.model, run.raw_model, cfg)
     start = time.perf_counter()
     samples = 0
     try:

@@ -217,3 +217,32 @@ def test_every_generated_word_is_in_clevrs_question_vocabulary() -> None:
             used.update(tokenize(q["question"]))
     assert sum(used.values()) > 100_000  # 12,000 questions
     assert {w: n for w, n in used.items() if w not in allowed} == {}
+
+
+def test_mini_cogent_has_the_release_layout_and_each_condition_its_colors(tmp_path) -> None:
+    splits = {"trainA": 8, "valA": 3, "valB": 3, "testA": 2, "testB": 2}
+    root = tmp_path / "cogent"
+    generate.generate_mini_clevr(root, splits=splits, seed=2, questions_per_image=3)
+    for split, count in splits.items():  # CLEVR_CoGenT_v1.0's names, split by split
+        names = sorted(p.name for p in (root / "images" / split).iterdir())
+        assert names == [f"CLEVR_{split}_{i:06d}.png" for i in range(count)]
+        questions = json.loads(clevr.questions_path(root, split).read_text())
+        assert clevr.dataset_name(questions["info"], split) == "mini-CoGenT"
+        public = split.startswith("test")
+        assert clevr.scenes_path(root, split).exists() != public  # test splits: no scenes
+        assert all(("answer" in q) != public for q in questions["questions"])
+    cubes_and_cylinders = {"A": set(), "B": set()}
+    for split in ("trainA", "valA", "valB"):
+        for scene in clevr.read_scenes(clevr.scenes_path(root, split)):
+            for o in scene["objects"]:
+                condition = split[-1]
+                assert o["color"] in clevr.COGENT_COLORS[condition][o["shape"]], (split, o)
+                if o["shape"] != "sphere":
+                    cubes_and_cylinders[condition].add((o["color"], o["shape"]))
+    assert not cubes_and_cylinders["A"] & cubes_and_cylinders["B"]
+    assert (root / "README.txt").read_text().startswith("mini-CLEVR-CoGenT, generated")
+
+
+def test_clevr_and_cogent_split_names_do_not_mix(tmp_path) -> None:
+    with pytest.raises(ValueError, match="mix CLEVR's split names with CoGenT's"):
+        generate.generate_mini_clevr(tmp_path / "x", splits={"train": 2, "valB": 1}, seed=0)

@@ -183,3 +183,38 @@ def test_scene_sizes_stay_large_enough_for_downsizing(sampled):
             _, t = scenes.intersect(obj)
             heights.append(int(np.isfinite(t).any(axis=1).sum()))
     assert min(heights) >= 20
+
+
+# --- CLEVR-CoGenT's conditions ------------------------------------------------------------------
+def test_cogent_conditions_keep_to_their_palettes():
+    rng = random.Random(7)
+    seen: dict[str, set[tuple[str, str]]] = {}
+    for condition in ("A", "B"):
+        objects = [
+            o
+            for i in range(150)
+            for o in scenes.sample_scene(rng, f"val{condition}", i, condition=condition)["objects"]
+        ]
+        seen[condition] = {(o["color"], o["shape"]) for o in objects}
+    palette_1 = {"gray", "blue", "brown", "yellow"}
+    palette_2 = {"red", "green", "purple", "cyan"}
+    allowed = {
+        "A": {"cube": palette_1, "cylinder": palette_2, "sphere": palette_1 | palette_2},
+        "B": {"cube": palette_2, "cylinder": palette_1, "sphere": palette_1 | palette_2},
+    }
+    for condition, pairs in seen.items():
+        # Nothing forbidden, and every allowed pair drawn (about 60 objects per pair).
+        expected = {(c, s) for s, colors in allowed[condition].items() for c in colors}
+        assert pairs == expected, condition
+    # B is A's swap: its cubes and cylinders are exactly the pairs A never shows.
+    assert not {p for p in seen["B"] if p[1] != "sphere"} & seen["A"]
+
+
+def test_plain_clevr_scenes_mix_every_color_and_shape(sampled):
+    pairs = {(o["color"], o["shape"]) for scene in sampled for o in scene["objects"]}
+    assert len(pairs) == len(clevr.COLORS) * len(clevr.SHAPES)
+
+
+def test_unknown_condition_is_refused():
+    with pytest.raises(ValueError, match="condition must be None, 'A' or 'B'"):
+        scenes.sample_scene(random.Random(0), "valC", 0, condition="C")

@@ -3,6 +3,7 @@ epoch boundary and mid-epoch), divergence, checkpoints, DVCLive output, and DDP 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -308,7 +309,7 @@ def test_learning_rate_schedules() -> None:
     lrs = [train_mod.learning_rate_at(cosine, s, 10) for s in range(30)]
     assert lrs[:10] == pytest.approx([2e-3 * (s + 1) / 10 for s in range(10)])  # linear warmup
     assert lrs[10] == pytest.approx(2e-3)  # the peak, then down to 0 at the last step
-    assert all(a > b for a, b in zip(lrs[10:], lrs[11:]))
+    assert all(a > b for a, b in zip(lrs[10:-1], lrs[11:], strict=True))
     assert lrs[20] == pytest.approx(1e-3)  # half way through the decay, half the peak
     assert train_mod.learning_rate_at(cosine, 30, 10) == 0.0
     warm_constant = TrainConfig(learning_rate=1e-3, warmup_epochs=0.5)
@@ -348,6 +349,56 @@ def test_scheduled_run_follows_the_schedule_and_resumes_exactly(
     # The decay spans max_epochs, so a cosine run of other length is another trajectory.
     longer = TrainConfig.from_dict({**config.asdict(), "max_epochs": 3})
     assert train_mod.learning_rate_at(longer, 23, 12) != train_mod.learning_rate_at(config, 23, 12)
+
+
+def test_fine_tuning_starts_from_a_checkpoint_and_changes_only_what_it_trains(
+    reference: Path, data: dict[str, Path], tmp_path: Path
+) -> None:
+    start = load_checkpoint(reference / "film.pt")["model"]
+    tune = {**TINY_TRAIN.asdict(), "max_epochs": 1}
+    generator_only = TrainConfig.from_dict({**tune, "trainable": "film_generator"})
+    train_into(
+        tmp_path / "g",
+        TINY_MODEL,
+        generator_only,
+        data["shards"],
+        data["vocab"],
+        init_checkpoint=reference / "film.pt",
+    )
+    tuned = load_checkpoint(tmp_path / "g" / "last.pt")["model"]
+    assert set(tuned) == set(start)
+    for key, value in tuned.items():  # BatchNorm statistics of the visual pipeline included
+        if key.startswith("filmed_net."):
+            assert torch.equal(value, start[key]), key
+    changed = [
+        k for k in tuned if k.startswith("film_generator.") and not torch.equal(tuned[k], start[k])
+    ]
+    assert changed and all(k.startswith("film_generator.") for k in changed)
+    assert len(changed) == sum(1 for k in tuned if k.startswith("film_generator."))
+    # All weights, at a learning rate too small to move them: the run starts from the checkpoint.
+    still = TrainConfig.from_dict({**tune, "learning_rate": 1e-12})
+    train_into(
+        tmp_path / "a",
+        TINY_MODEL,
+        still,
+        data["shards"],
+        data["vocab"],
+        init_checkpoint=reference / "film.pt",
+    )
+    params = dict(model_from_checkpoint(reference / "film.pt", "cpu")[0].named_parameters())
+    moved = load_checkpoint(tmp_path / "a" / "last.pt")["model"]
+    for key in params:
+        assert torch.allclose(moved[key], start[key], atol=1e-6), key
+    other = dataclasses.replace(TINY_MODEL, module_channels=TINY_MODEL.module_channels * 2)
+    with pytest.raises(ValueError, match="film.pt: its model configuration differs"):
+        train_into(
+            tmp_path / "b",
+            other,
+            still,
+            data["shards"],
+            data["vocab"],
+            init_checkpoint=reference / "film.pt",
+        )
 
 
 def test_last_checkpoint_of_another_config_is_not_resumed(

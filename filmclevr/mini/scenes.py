@@ -323,8 +323,26 @@ def _well_separated(obj: dict[str, Any], placed: list[dict[str, Any]], axes: np.
     return True
 
 
+def _attributes(rng: random.Random, condition: str | None) -> tuple[str, str, str, str]:
+    """(size, color, material, shape), uniform over CLEVR's vocabulary or, in a CoGenT
+    condition, uniform over the shapes and then over the colours that shape may take there."""
+    size = rng.choice(tuple(clevr.SIZES))
+    if condition is None:  # this draw order keeps mini-CLEVR's bytes as they always were
+        color = rng.choice(tuple(clevr.COLORS))
+        material = rng.choice(clevr.MATERIALS)
+        shape = rng.choice(clevr.SHAPES)
+        return size, color, material, shape
+    shape = rng.choice(clevr.SHAPES)
+    color = rng.choice(clevr.COGENT_COLORS[condition][shape])
+    material = rng.choice(clevr.MATERIALS)
+    return size, color, material, shape
+
+
 def _place_objects(
-    rng: random.Random, count: int, directions: dict[str, list[float]]
+    rng: random.Random,
+    count: int,
+    directions: dict[str, list[float]],
+    condition: str | None = None,
 ) -> list[dict[str, Any]] | None:
     """One layout attempt; None when an object finds no free spot in MAX_PLACEMENT_TRIES."""
     right = np.asarray(directions["right"][:2])
@@ -332,10 +350,7 @@ def _place_objects(
     axes = np.stack([right, behind])
     placed: list[dict[str, Any]] = []
     for _ in range(count):
-        size = rng.choice(tuple(clevr.SIZES))
-        color = rng.choice(tuple(clevr.COLORS))
-        material = rng.choice(clevr.MATERIALS)
-        shape = rng.choice(clevr.SHAPES)
+        size, color, material, shape = _attributes(rng, condition)
         z = half_height(shape, size)
         for _ in range(MAX_PLACEMENT_TRIES):
             u = rng.uniform(-PLACEMENT_RIGHT, PLACEMENT_RIGHT)
@@ -368,21 +383,25 @@ def sample_scene(
     *,
     min_objects: int = 3,
     max_objects: int = 10,
+    condition: str | None = None,
 ) -> dict[str, Any]:
     """Draw one scene in the CLEVR v1.0 scene format (SPEC §1), deterministic given `rng`.
 
     The object count is uniform in [min_objects, max_objects]; attributes are uniform over
-    CLEVR's vocabulary. Layouts that break the gap/margin rules or leave an object with fewer
-    than MIN_VISIBLE_PIXELS visible pixels are redrawn, as CLEVR does.
+    CLEVR's vocabulary, or over CoGenT's `condition` ("A" or "B"; `clevr.COGENT_COLORS`).
+    Layouts that break the gap/margin rules or leave an object with fewer than
+    MIN_VISIBLE_PIXELS visible pixels are redrawn, as CLEVR does.
     """
     if not 1 <= min_objects <= max_objects:
         raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
+    if condition not in (None, *clevr.COGENT_COLORS):
+        raise ValueError(f"condition must be None, 'A' or 'B', got {condition!r}")
     if not split or index < 0:
         raise ValueError(f"need a non-empty split and index >= 0, got {split!r}, {index}")
     directions = camera_directions()
     count = rng.randint(min_objects, max_objects)
     for attempt in range(1, MAX_SCENE_ATTEMPTS + 1):
-        objects = _place_objects(rng, count, directions)
+        objects = _place_objects(rng, count, directions, condition)
         if objects is None or min(visible_pixel_counts(objects)) < MIN_VISIBLE_PIXELS:
             continue
         if attempt > 20:
