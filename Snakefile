@@ -1,8 +1,10 @@
 # FiLM on CLEVR: get_data -> resize_images -> tokenize_questions -> write_shards
-#                -> train_model -> evaluate_model, analyze_model.
+#                -> train_model -> evaluate_model, analyze_model (CoGenT: finetune_cogent,
+#                report_cogent).
 #   snakemake --cores all                                      # params.yaml: mini-CLEVR demo
 #   snakemake --cores all --configfile config/paper.yaml     # the paper, real CLEVR, GPU
 #   snakemake experiments --cores all --configfile config/sweep-cpu.yaml   # Tables 2 and 3
+#   snakemake --cores all --configfile config/cogent-mini.yaml               # CLEVR-CoGenT
 # Every rule runs `python -m stages.<rule>`, the same command as the DVC stage of that name.
 
 
@@ -14,6 +16,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/experiments.smk"
+include: "workflow/rules/cogent.smk"
 
 
 rule all:
@@ -21,3 +24,4 @@ rule all:
     input:
         rules.evaluate_model.output,
         rules.analyze_model.output,
+        rules.cogent.input,  # CoGenT profiles only (cogent.transfer)

@@ -291,3 +291,37 @@ def plot_experiment_deltas(table: pandas.DataFrame, out_png: Path) -> None:
         "FiLM's experiments (Tables 2 and 3): deltas, ours beside the paper's", fontsize=9
     )
     _save(figure, out_png)
+
+
+# --- CLEVR-CoGenT (filmclevr.cogent) -----------------------------------------------------------
+def plot_sample_efficiency(
+    points: Sequence[Mapping[str, Any]],
+    paper: Mapping[str, float],
+    out_png: Path,
+    *,
+    a_split: str,
+    b_split: str,
+) -> None:
+    """Accuracy on B's held-out questions and on A against the fine-tuning questions (0: the A
+    model), beside the paper's fine-tuned FiLM on 30K valB questions."""
+    figure = _new_figure(6.5, 4.0)
+    axis = figure.add_subplot(1, 1, 1)
+    xs = [p["questions"] for p in points]
+    for split, colour, what in ((b_split, "tab:orange", "held-out"), (a_split, "tab:blue", "")):
+        ys = [p.get(split) for p in points]
+        axis.plot(xs, [float("nan") if y is None else y for y in ys], "o-", color=colour,
+                  label=f"ours: {split} {what}".strip())  # fmt: skip
+    for key, colour, split in (
+        ("finetune_B_on_B", "tab:orange", "B"),
+        ("finetune_B_on_A", "tab:blue", "A"),
+    ):
+        axis.plot([30_000], [paper[key]], "*", markersize=11, color=colour,
+                  label=f"paper: fine-tuned on 30K valB, on {split} ({paper[key]:g})")  # fmt: skip
+    axis.set_xscale("symlog", linthresh=max(min((x for x in xs if x > 0), default=100), 1))
+    axis.set_xlim(left=0)
+    axis.set_ylim(0, 100)
+    axis.set_xlabel("fine-tuning questions of condition B")
+    axis.set_ylabel("accuracy (%)")
+    axis.legend(fontsize=7)
+    axis.set_title("CoGenT: fine-tuning on B, sample efficiency and forgetting", fontsize=9)
+    _save(figure, out_png)

@@ -145,6 +145,55 @@ def write_shards(
     return index
 
 
+def write_first_images(
+    shards_dir: str | Path, split: str, images: int, out_dir: str | Path
+) -> dict[str, Any]:
+    """A shard folder holding only the first `images` images of `split` (shard order), under
+    the same split name: CoGenT's fine-tuning sets, nested prefixes of valB. The samples are
+    copied byte for byte, in shards as large as the source's; `out_dir` is replaced atomically.
+
+    Returns:
+        The new folder's index (the `write_shards` format).
+    """
+    source = load_index(shards_dir).get(split)
+    if source is None:
+        raise ValueError(f"{Path(shards_dir) / 'index.json'}: no split {split!r}")
+    if not 1 <= images <= source["images"]:
+        raise ValueError(f"{split}: asked for its first {images} images, it has {source['images']}")
+    per_shard = source["shards"][0]["images"]
+    samples: list[tuple[str, bytes, bytes]] = []  # (key, json, png), in order
+    for path in shard_paths(shards_dir, split):
+        with tarfile.open(path) as tar:
+            members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+        for name in sorted(members):
+            if name.endswith(".json") and len(samples) < images:
+                key = name.removesuffix(".json")
+                samples.append((key, members[name], members[f"{key}.png"]))
+        if len(samples) == images:
+            break
+    shards = []
+    with fileio.atomic_dir(out_dir) as tmp:
+        (tmp / split).mkdir()
+        for number, start in enumerate(range(0, images, per_shard)):
+            name = f"{split}/{split}-{number:06d}.tar"
+            chunk = samples[start : start + per_shard]
+            with tarfile.open(tmp / name, "w", format=tarfile.USTAR_FORMAT) as tar:
+                for key, text, png in chunk:
+                    _add_member(tar, f"{key}.json", text)
+                    _add_member(tar, f"{key}.png", png)
+            questions = sum(len(json.loads(text)) for _, text, _ in chunk)
+            shards.append({"file": name, "images": len(chunk), "questions": questions})
+        index = {
+            split: {
+                "shards": shards,
+                "images": images,
+                "questions": sum(s["questions"] for s in shards),
+            }
+        }
+        fileio.write_json_atomic(tmp / "index.json", index)
+    return index
+
+
 # --- Reader ---------------------------------------------------------------------------------
 def load_index(shards_dir: str | Path) -> dict[str, Any]:
     """Read `shards_dir/index.json`; raise ValueError naming the file if absent or malformed."""

@@ -553,18 +553,14 @@ def train(
         vocab_path: the tokenizer's `vocab.json` (stored in the checkpoints).
         best_checkpoint: the best-validation checkpoint (no optimizer state), plus a JSON
             sidecar with the same name and suffix `.json`.
-        last_checkpoint: the resume point, rewritten every epoch (and every
-            `checkpoint_every_steps`).
-        log_dir: DVCLive folder (per-epoch metrics, params).
-        curves_png: learning-curve figure, written at the end.
+        last_checkpoint: the resume point, rewritten every epoch (and checkpoint_every_steps).
+        log_dir, curves_png: DVCLive folder (per-epoch metrics), learning curves at the end.
         progress: show a tqdm bar (rank 0).
         train_split, val_split: the split trained on and the one validated every epoch
             (accuracy over all its questions). The workflow passes the first and the second
             entry of `get_data.splits` (CoGenT: trainA, valA).
-        val_shards_dir: where the `val_split` shards are, if not in `shards_dir` (CoGenT's
-            fine-tuning trains on a subset of valB and validates on valA).
-        init_checkpoint: start from this checkpoint's weights instead of a fresh init
-            (fine-tuning); it must have the same model configuration and vocabulary.
+        val_shards_dir: the `val_split` shards' folder if not `shards_dir` (CoGenT).
+        init_checkpoint: fine-tune: start from its weights (same model and vocabulary).
 
     Returns:
         Summary: best_val_accuracy, best_epoch, epochs, steps, samples_per_s, stopped_early,
@@ -591,8 +587,8 @@ def train(
                 progress=progress,
                 train_split=train_split,
                 val_split=val_split,
-                val_shards_dir=Path(shards_dir if val_shards_dir is None else val_shards_dir),
-                init_checkpoint=None if init_checkpoint is None else Path(init_checkpoint),
+                val_shards_dir=Path(val_shards_dir or shards_dir),
+                init_checkpoint=init_checkpoint and Path(init_checkpoint),
             )
             samples, seconds, stopped_early = 0, 0.0, False
             while run.state.epoch < train_config.max_epochs:
@@ -647,14 +643,7 @@ def _setup(
         samples = [*samples, f"init:{init.get('fingerprint')}"]
     fingerprint = _fingerprint(model_config, cfg, ctx.world_size, splits, index, samples, vocab)
 
-    set_seed(cfg.seed)
-    vocab_size, num_answers = len(vocab["question_token_to_idx"]), len(vocab["answer_token_to_idx"])
-    raw_model = build_model(model_config, vocab_size, num_answers).to(device)
-    if init is not None:
-        raw_model.load_state_dict(init["model"])
-    freeze_untrained(raw_model, cfg)
-    if cfg.channels_last:
-        raw_model = raw_model.to(memory_format=torch.channels_last)
+    raw_model = _build(model_config, cfg, vocab, init, device)
     meta = _checkpoint_meta(model_config, cfg, ctx, device, raw_model, vocab, fingerprint)
     run = _Run(
         model_config=model_config,
@@ -693,6 +682,25 @@ def _setup(
         meta["parameters"]["total"],
     )
     return run
+
+
+def _build(
+    model_config: FiLMConfig,
+    cfg: TrainConfig,
+    vocab: dict[str, Any],
+    init: dict[str, Any] | None,
+    device: torch.device,
+) -> nn.Module:
+    """The seeded model, from `init`'s weights when fine-tuning, with what is not trained frozen."""
+    set_seed(cfg.seed)
+    vocab_size, num_answers = len(vocab["question_token_to_idx"]), len(vocab["answer_token_to_idx"])
+    raw_model = build_model(model_config, vocab_size, num_answers).to(device)
+    if init is not None:
+        raw_model.load_state_dict(init["model"])
+    freeze_untrained(raw_model, cfg)
+    if cfg.channels_last:
+        raw_model = raw_model.to(memory_format=torch.channels_last)
+    return raw_model
 
 
 def _initial_weights(path: Path, model_config: FiLMConfig, vocab: dict) -> dict[str, Any]:

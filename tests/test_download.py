@@ -37,12 +37,16 @@ def _png(shade: int) -> bytes:
     return buf.getvalue()
 
 
-def _release_zip(extra: list[tuple[zipfile.ZipInfo | str, bytes]] = ()) -> bytes:
+def _release_zip(
+    extra: list[tuple[zipfile.ZipInfo | str, bytes]] = (),
+    top: str = TOP,
+    splits: tuple[str, ...] = ("train", "val"),
+) -> bytes:
     """A tiny zip in the release layout; `extra` entries are appended (for malicious ones)."""
-    files: dict[str, bytes] = {f"{TOP}/README.txt": b"fake CLEVR\n"}
-    for split in ("train", "val"):
+    files: dict[str, bytes] = {f"{top}/README.txt": b"fake CLEVR\n"}
+    for split in splits:
         for i in range(2):
-            files[f"{TOP}/images/{split}/{clevr.image_filename(split, i)}"] = _png(40 * i + 10)
+            files[f"{top}/images/{split}/{clevr.image_filename(split, i)}"] = _png(40 * i + 10)
         questions = [
             {
                 "image_index": i,
@@ -59,16 +63,16 @@ def _release_zip(extra: list[tuple[zipfile.ZipInfo | str, bytes]] = ()) -> bytes
             }
             for i in range(2)
         ]
-        files[f"{TOP}/questions/CLEVR_{split}_questions.json"] = json.dumps(
+        files[f"{top}/questions/CLEVR_{split}_questions.json"] = json.dumps(
             {"info": {}, "questions": questions}
         ).encode()
         scenes = [{"split": split, "image_index": i, "objects": []} for i in range(2)]
-        files[f"{TOP}/scenes/CLEVR_{split}_scenes.json"] = json.dumps(
+        files[f"{top}/scenes/CLEVR_{split}_scenes.json"] = json.dumps(
             {"info": {}, "scenes": scenes}
         ).encode()
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(f"{TOP}/", b"")
+        zf.writestr(f"{top}/", b"")
         for name, data in files.items():
             zf.writestr(name, data)
         for info, data in extra:
@@ -181,6 +185,23 @@ def test_download_verify_extract(server, tmp_path: Path) -> None:
     assert archive.read_bytes() == RELEASE
     assert not archive.with_name("CLEVR_v1.0.zip.part").exists()
     assert len(server.requests) == 1 and "Range" not in server.requests[0]
+
+
+def test_cogent_without_a_known_size_or_checksum_resumes_and_warns(
+    server, tmp_path: Path, caplog
+) -> None:
+    """CLEVR_CoGenT_v1.0.zip (config/cogent.yaml) has no published size or SHA-256: the
+    server's Content-Length is the size check, and both gaps are logged."""
+    server.payload = _release_zip(top="CLEVR_CoGenT_v1.0", splits=("trainA", "valA", "valB"))
+    server.cuts = 1
+    with caplog.at_level("WARNING", logger="filmclevr.download"):
+        dest = _fetch(server, tmp_path, size=None, sha256=None)
+    assert "no size known" in caplog.text and "no SHA-256" in caplog.text
+    assert not (dest / "CLEVR_CoGenT_v1.0").exists()  # the top folder is stripped
+    for split in ("trainA", "valA", "valB"):
+        assert clevr.image_path(dest, split, 1).is_file()
+        assert len(clevr.read_questions(clevr.questions_path(dest, split))) == 2
+    assert server.requests[-1].get("Range")  # the cut transfer was resumed
 
 
 def test_interrupted_transfer_resumes_with_range(server, tmp_path: Path) -> None:

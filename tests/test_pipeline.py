@@ -267,3 +267,58 @@ def test_sweep_under_both_engines(tmp_path):
     assert check_sweep_table(dvc_side) == table  # the same runs, the same numbers
     metrics = dvc(dvc_side, "status")
     assert "run_experiment" not in metrics, metrics
+
+
+# --- CLEVR-CoGenT end to end, under both engines ------------------------------------------------
+def cogent_project(path: Path) -> Path:
+    project = make_project(path)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["profile"] = "tiny-cogent"
+    params["get_data"]["splits"] = ["trainA", "valA", "valB", "testA", "testB"]
+    params["get_data"]["mini"]["images"] = {
+        "trainA": 24, "valA": 8, "valB": 16, "testA": 2, "testB": 2,
+    }  # fmt: skip
+    params["evaluate_model"]["split"] = params["analyze_model"]["split"] = "valA"
+    params["cogent"]["transfer"] = ["valB"]
+    params["cogent"]["finetune_questions"] = [16, 32]  # of valB's 64: 8 images held out
+    params["cogent"]["train_model"] = {"max_epochs": 1, "trainable": "film_generator"}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return project
+
+
+def check_cogent(project: Path) -> dict:
+    metrics = json.loads((project / "results/cogent/valB.json").read_text())
+    assert set(metrics["train_A"]) == {"valA", "valB", "gap"}
+    assert [r["questions"] for r in metrics["finetune"]] == [16, 32]
+    for size in (16, 32):
+        result = json.loads(
+            (project / f"results/cogent/finetune/valB/{size}/result.json").read_text()
+        )
+        assert result["tune_questions"] == size and result["trainable"] == "film_generator"
+        assert result["epochs"] == 32 // size  # the same number of steps for every size
+        assert result["counts"] == {"valA": 32, "valB_heldout": 32}
+    table = (project / "results/cogent/valB/table.md").read_text()
+    assert "| Paper: CNN+GRU+FiLM | 98.3 | 75.6 | 80.8 | 96.9 |" in table
+    assert "This run: CNN+GRU+FiLM (fine-tuned on 32 questions)" in table
+    assert (project / "results/cogent/valB/sample_efficiency.png").read_bytes()[:4] == b"\x89PNG"
+    covered = json.loads((project / "results/cogent/valB/zero_shot_questions.json").read_text())
+    assert metrics["zero_shot"]["questions"] == len(covered["valB"])
+    for row in covered["valB"]:
+        assert row["combination"].split()[1] in ("cube", "cylinder")
+    assert json.loads((project / "results/metrics.json").read_text())["context"]["dataset"] == (
+        "mini-CoGenT"
+    )
+    return metrics
+
+
+def test_cogent_under_both_engines(tmp_path):
+    snake = cogent_project(tmp_path / "snakemake")
+    snakemake(snake)
+    metrics = check_cogent(snake)
+    dvc_side = cogent_project(tmp_path / "dvc")
+    run(["git", "init", "-q"], dvc_side)
+    dvc(dvc_side, "init", "-q")
+    dvc(dvc_side, "config", "core.analytics", "false")
+    dvc(dvc_side, "repro")
+    assert check_cogent(dvc_side) == metrics  # the same runs, the same numbers
+    assert "finetune_cogent" not in dvc(dvc_side, "status")

@@ -44,21 +44,26 @@ def snakemake_rules() -> dict:
                 for name in files._names:
                     command = command.replace(f"{{{kind}.{name}}}", str(getattr(files, name)))
             inputs, outputs = set(map(dvc_matrix, rule.input)), set(map(dvc_matrix, rule.output))
-            # DVC's collect stage depends on the folder of the runs, Snakemake on each run in it.
+            # DVC's collect stages depend on the folder of the runs, Snakemake on each run in it.
             if any(i.startswith(f"{RUNS}/") for i in inputs) or rule.name == "collect_experiments":
                 inputs = {i for i in inputs if not i.startswith(f"{RUNS}/")} | {RUNS}
+            if rule.name == "report_cogent":
+                inputs.add(f"{COGENT_RUNS}/${{item.split}}")
             command = dvc_matrix(command.replace("{wildcards.", "{"))
             rules[rule.name] = (command, inputs, outputs, list(rule.params))
     return rules
 
 
 RUNS = "results/experiments/runs"
+COGENT_RUNS = "results/cogent/finetune"
 
 
 def dvc_matrix(text: str) -> str:
-    """Snakemake's wildcards {name}, {seed} (constraints dropped) as DVC's ${item.name}, ..."""
-    text = re.sub(r"\{(name|seed),[^}]*\}", r"{\1}", str(text))
-    return text.replace("{name}", "${item.name}").replace("{seed}", "${item.seed}")
+    """Snakemake's wildcards {name}, {seed}, ... (constraints dropped) as DVC's ${item.name}."""
+    text = re.sub(r"\{(name|seed|split|questions),[^}]*\}", r"{\1}", str(text))
+    for wildcard in ("name", "seed", "split", "questions"):
+        text = text.replace(f"{{{wildcard}}}", f"${{item.{wildcard}}}")
+    return text
 
 
 def dvc_stages() -> dict:
@@ -159,6 +164,7 @@ DATA_DEPS = {
         "filmclevr/paper/table2_ablations_val.csv",
         "filmclevr/paper/table3_resblocks_val.csv",
     },
+    "report_cogent": {"filmclevr/paper/analysis.csv", "filmclevr/paper/cogent.csv"},
 }
 
 
@@ -268,7 +274,7 @@ def test_console_scripts_are_the_modules_main_functions():
 def test_loading_a_model_never_imports_the_training_loop():
     """Layers: evaluation, checkpoints, devices, analysis, ask (every module but the ones that
     train) reach no `train.py` through their imports."""
-    trainers = {"filmclevr/train.py", "filmclevr/experiments.py"}
+    trainers = {"filmclevr/train.py", "filmclevr/experiments.py", "filmclevr/cogent.py"}
     for path in sorted((ROOT / "filmclevr").rglob("*.py")):
         module = str(path.relative_to(ROOT))
         if module in trainers:
