@@ -325,3 +325,30 @@ def plot_sample_efficiency(
     axis.legend(fontsize=7)
     axis.set_title("CoGenT: fine-tuning on B, sample efficiency and forgetting", fontsize=9)
     _save(figure, out_png)
+
+
+# --- A run's learning curve beside the official one ---------------------------------------------
+def plot_curve_vs_paper(
+    ours: pandas.DataFrame, paper: pandas.DataFrame, out_png: Path, *, label: str = ""
+) -> None:
+    """Validation accuracy against training questions seen: this run's epochs beside the
+    official model's (the paper's appendix Figure 11), both from their CSVs."""
+    figure = _new_figure(7.0, 4.2)
+    axis = figure.add_subplot(1, 1, 1)
+    axis.plot(ours["questions_seen"] / 1e6, ours["val_accuracy"], "o-", label=label or "this run")
+    if "train_accuracy" in ours:
+        axis.plot(ours["questions_seen"] / 1e6, ours["train_accuracy"], ".:", color="tab:blue",
+                  alpha=0.6, label="this run, train")  # fmt: skip
+    axis.plot(paper["questions_seen"] / 1e6, paper["val_accuracy"], "s--", color="black",
+              label="official FiLM on CLEVR (paper Fig. 11, read off the plot)")  # fmt: skip
+    if "prior" in ours:
+        axis.axhline(float(ours["prior"].iloc[0]), color="gray", linewidth=0.8, linestyle=":",
+                     label="this run's Q-type prior")  # fmt: skip
+    right = max(float(ours["questions_seen"].max()) * 1.15, 1.0) / 1e6
+    axis.set_xlim(0, right)
+    axis.set_ylim(0, 100)
+    axis.set_xlabel("training questions seen (millions)")
+    axis.set_ylabel("validation accuracy (%)")
+    axis.legend(fontsize=7, loc="lower right")
+    axis.set_title("learning curve beside the official one", fontsize=9)
+    _save(figure, out_png)

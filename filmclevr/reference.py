@@ -3,8 +3,10 @@
 A reference result is what the pipeline produced, never edited: the best checkpoint (so a new
 user can ask the model questions without training it), its metrics, results table, learning
 curves and analysis, the exact parameters file, and PROVENANCE.json (the commit of the code, the
-dvc.lock stage hashes, the machine, the date). Refused when the working tree has uncommitted
-changes to the code, since the commit would then not name the code that ran.
+dvc.lock stage hashes, the machine, the date). Its learning curve is also drawn beside the
+official one (learning_curve.csv, learning_curve_vs_paper.png), from the checkpoint's history.
+Refused when the working tree has uncommitted changes to the code, since the commit would then
+not name the code that ran.
 
     filmclevr-reference --name demo [--params params.yaml]
 """
@@ -45,6 +47,7 @@ ANALYSIS_FILES: tuple[str, ...] = (
     "metrics.json",
 )
 CODE = ("filmclevr", "stages", "workflow", "Snakefile", "dvc.yaml")
+PAPER_CURVE = Path(__file__).resolve().parent / "paper" / "learning_curve.csv"
 
 
 def _git(root: Path, *args: str) -> str:
@@ -91,8 +94,33 @@ def keep_reference(root: Path, name: str, params: Path) -> Path:
                 if (analysis / file).is_file():
                     shutil.copyfile(analysis / file, tmp / "analysis" / file)
         shutil.copyfile(params, tmp / "params.yaml")
+        write_curve_vs_paper(read_json(root / "models/film.json"), metrics, tmp)
         write_json_atomic(tmp / "PROVENANCE.json", _provenance(root, metrics, params))
     return out
+
+
+def write_curve_vs_paper(sidecar: dict[str, Any], metrics: dict[str, Any], out: Path) -> None:
+    """learning_curve.csv (validation accuracy per epoch against questions seen, from the
+    checkpoint's history) and learning_curve_vs_paper.png beside the official curve."""
+    import pandas as pd
+
+    from filmclevr.figures import plot_curve_vs_paper
+
+    batch = sidecar["train_config"]["batch_size"] * sidecar.get("world_size", 1)
+    curve = pd.DataFrame(
+        {
+            "epoch": [row["epoch"] for row in sidecar["history"]],
+            "questions_seen": [row["step"] * batch for row in sidecar["history"]],
+            "val_accuracy": [100 * row["val_accuracy"] for row in sidecar["history"]],
+            "train_accuracy": [100 * row["train_accuracy"] for row in sidecar["history"]],
+            "prior": metrics.get("prior", {}).get("overall"),
+        }
+    )
+    (out / "learning_curve.csv").write_text(curve.to_csv(index=False, lineterminator="\n"))
+    paper = pd.read_csv(PAPER_CURVE)
+    context = metrics.get("context", {})
+    label = f"this run: {context.get('dataset')}, profile {context.get('profile')}"
+    plot_curve_vs_paper(curve, paper, out / "learning_curve_vs_paper.png", label=label)
 
 
 def _provenance(root: Path, metrics: dict[str, Any], params: Path) -> dict[str, Any]:

@@ -28,10 +28,20 @@ def run(tmp_path: Path) -> Path:
     git(root, "-c", "user.email=a@b", "-c", "user.name=a", "add", ".")
     git(root, "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "code")
     commit = git(root, "rev-parse", "--short", "HEAD")
-    for name in ("models/film.pt", "models/film.json", "results/table.md", "results/table.csv"):
+    for name in ("models/film.pt", "results/table.md", "results/table.csv"):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(name)
-    metrics = {"overall": 42.0, "context": {"commit": commit, "machine": {"processor": "x"}}}
+    history = [
+        {"epoch": 1, "step": 10, "val_accuracy": 0.41, "train_accuracy": 0.40},
+        {"epoch": 2, "step": 20, "val_accuracy": 0.47, "train_accuracy": 0.50},
+    ]
+    sidecar = {"train_config": {"batch_size": 32}, "world_size": 2, "history": history}
+    (root / "models/film.json").write_text(json.dumps(sidecar))
+    metrics = {
+        "overall": 42.0,
+        "prior": {"overall": 40.0},
+        "context": {"commit": commit, "machine": {"processor": "x"}},
+    }
     (root / "results/metrics.json").write_text(json.dumps(metrics))
     (root / "results/analysis").mkdir()
     (root / "results/analysis/tsne.png").write_bytes(b"png")
@@ -42,6 +52,13 @@ def test_keeps_outputs_parameters_and_provenance(run: Path) -> None:
     out = reference.keep_reference(run, "demo", run / "params.yaml")
     assert out == run / "results/reference/demo"
     assert (out / "film.pt").read_text() == "models/film.pt"
+    # The learning curve against questions seen (steps x 32 x 2 processes), beside the paper's.
+    assert (out / "learning_curve.csv").read_text().splitlines() == [
+        "epoch,questions_seen,val_accuracy,train_accuracy,prior",
+        "1,640,41.0,40.0,40.0",
+        "2,1280,47.0,50.0,40.0",
+    ]
+    assert (out / "learning_curve_vs_paper.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "analysis/tsne.png").read_bytes() == b"png"
     assert (out / "params.yaml").read_text() == "profile: mini\n"
     provenance = json.loads((out / "PROVENANCE.json").read_text())
