@@ -296,7 +296,13 @@ def check_cogent(project: Path) -> dict:
         )
         assert result["tune_questions"] == size and result["trainable"] == "film_generator"
         assert result["epochs"] == 32 // size  # the same number of steps for every size
-        assert result["counts"] == {"valA": 32, "valB_heldout": 32}
+        tokens = {
+            split: json.loads((project / f"data/tokens/{split}.json").read_text())["questions"]
+            for split in ("valA", "valB")
+        }
+        held_out = [q for q in tokens["valB"] if q["image_index"] >= result["pool_images"]]
+        assert result["counts"] == {"valA": len(tokens["valA"]), "valB_heldout": len(held_out)}
+        assert held_out  # the largest set (32 questions) leaves valB images to test on
     table = (project / "results/cogent/valB/table.md").read_text()
     assert "| Paper: CNN+GRU+FiLM | 98.3 | 75.6 | 80.8 | 96.9 |" in table
     assert "This run: CNN+GRU+FiLM (fine-tuned on 32 questions)" in table
