@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from filmclevr import clevr
 from filmclevr.fileio import atomic_dir, write_json_atomic, write_text_atomic
-from filmclevr.mini.questions import FAMILIES, majority_baseline, sample_questions
+from filmclevr.mini.questions import FAMILIES, baseline_keys, prior_accuracy, sample_questions
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,9 @@ def generate_mini_clevr(
 
     started = time.perf_counter()
     stats: dict[str, Any] = {"splits": {}, "families": len(FAMILIES), "workers": workers}
-    questions_by_split: dict[str, list[dict[str, Any]]] = {}
+    # Only what the balance check needs of the first two splits: a split's questions and scenes
+    # are dropped once written, so memory peaks with the largest split, not with their sum.
+    keys_by_split: dict[str, list[tuple]] = {}
     # The pool starts once the folder exists (a failed atomic_dir leaves no workers behind) and
     # closes, terminating its workers, before atomic_dir removes a failed tree.
     with (
@@ -207,7 +209,8 @@ def generate_mini_clevr(
             questions = make_questions(
                 scenes, seed=seed, split=split, questions_per_image=questions_per_image
             )
-            questions_by_split[split] = questions
+            if split in list(splits)[:2] and not clevr.is_test_split(split):
+                keys_by_split[split] = baseline_keys(questions)
             public = clevr.is_test_split(split)
             info = {
                 "split": split,
@@ -227,6 +230,7 @@ def generate_mini_clevr(
                 )
             stats["splits"][split] = {"images": count, "questions": len(questions)}
             log.info("%s: %d images, %d questions", split, count, len(questions))
+            del scenes, questions  # before the next split is drawn
         split_lines = "\n".join(
             f"  {s}: {v['images']} / {v['questions']}" for s, v in stats["splits"].items()
         )
@@ -256,9 +260,9 @@ def generate_mini_clevr(
     baseline = None
     names = list(splits)  # the first split trains, the second validates
     if len(names) >= 2 and not any(clevr.is_test_split(s) for s in names[:2]):
-        train_questions, val_questions = (questions_by_split[s] for s in names[:2])
-        if train_questions and val_questions:
-            baseline = majority_baseline(train_questions, val_questions)
+        train_keys, val_keys = (keys_by_split[s] for s in names[:2])
+        if train_keys and val_keys:
+            baseline = prior_accuracy(train_keys, val_keys)
     stats["majority_baseline_val"] = None if baseline is None else round(baseline, 4)
     log.info(
         "mini-CLEVR: %d images in %.1f s (%.2f images/s, %d workers), %d families; "

@@ -735,21 +735,35 @@ def sample_questions(
     return questions
 
 
+def baseline_keys(questions: Iterable[dict[str, Any]]) -> list[tuple[int, str | None, Any]]:
+    """(family, terminal function, answer) of each question: all the Q-type prior needs, so a
+    split's questions need not be kept whole to score it."""
+    keys = []
+    for q in questions:
+        program = q.get("program")
+        keys.append(
+            (q["question_family_index"], program[-1]["function"] if program else None, q["answer"])
+        )
+    return keys
+
+
+def prior_accuracy(
+    train: Iterable[tuple[int, str | None, Any]], evaluation: Iterable[tuple[int, str | None, Any]]
+) -> float:
+    """Accuracy on `evaluation` (`baseline_keys`) of the Q-type prior built on `train`."""
+    predict = clevr.majority_answer_by_family(train)
+    total = correct = 0
+    for family, function, answer in evaluation:
+        total += 1
+        correct += predict(family, function) == answer
+    if not total:
+        raise ValueError("majority_baseline: no evaluation questions")
+    return correct / total
+
+
 def majority_baseline(
     train: Iterable[dict[str, Any]], evaluation: Iterable[dict[str, Any]]
 ) -> float:
     """Accuracy on `evaluation` of CLEVR's Q-type prior (`clevr.majority_answer_by_family`)
     built on `train`: a balance check, low when no family's answer is a safe guess."""
-
-    def key(q: dict[str, Any]) -> tuple[int, str | None]:
-        program = q.get("program")
-        return q["question_family_index"], program[-1]["function"] if program else None
-
-    predict = clevr.majority_answer_by_family((*key(q), q["answer"]) for q in train)
-    total = correct = 0
-    for q in evaluation:
-        total += 1
-        correct += predict(*key(q)) == q["answer"]
-    if not total:
-        raise ValueError("majority_baseline: no evaluation questions")
-    return correct / total
+    return prior_accuracy(baseline_keys(train), baseline_keys(evaluation))
