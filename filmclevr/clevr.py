@@ -325,7 +325,6 @@ def read_question_file(path: str | Path) -> tuple[dict[str, Any], list[dict[str,
     # The file's split by its release name; files named otherwise are not held to the rule.
     named = re.fullmatch(r"CLEVR_([A-Za-z0-9]+)_questions\.json", path.name)
     public = named is None or is_test_split(named.group(1))
-    questions = []
     for position, raw in enumerate(raws):
         missing = [k for k in ("image_index", "question") if k not in raw]
         if missing:
@@ -357,8 +356,8 @@ def read_question_file(path: str | Path) -> tuple[dict[str, Any], list[dict[str,
                 f"train or val split have {', '.join(ANSWERED_KEYS)}; only test splits have "
                 "none of them)"
             )
-        questions.append(q)
-    return info, questions
+        raws[position] = q  # in place: the raw dict goes, so a split is held once, not twice
+    return info, raws
 
 
 def read_scenes(path: str | Path) -> list[dict[str, Any]]:

@@ -250,6 +250,7 @@ def tokenize_questions(
                 else:
                     info, questions = clevr.read_question_file(path)
                 document, unknown = _encode(questions, vocab, split)
+                del questions  # before the encoded split is serialized
             except clevr.ClevrFormatError as e:
                 if str(e).startswith(str(path)):
                     raise
@@ -275,6 +276,6 @@ def tokenize_questions(
             log.log(
                 level, "%s: %d questions, %d unknown tokens %s", split, len(records), n_unknown, top
             )
-            del questions, document, records
+            del document, records
         fileio.write_json_atomic(tmp / "report.json", report)
     return report
