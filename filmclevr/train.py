@@ -624,8 +624,7 @@ def _setup(
     index = shards.load_index(shards_dir)
     train_paths = shards.shard_paths(shards_dir, train_split)  # raises naming a missing split
     val_paths = shards.shard_paths(val_shards_dir, val_split)
-    if val_shards_dir != shards_dir:
-        index = {"train": index, "val": shards.load_index(val_shards_dir)}
+
     global_batch = cfg.batch_size * ctx.world_size
     steps_per_epoch = _steps_per_epoch(index[train_split], global_batch)
     if steps_per_epoch == 0:
@@ -641,6 +640,8 @@ def _setup(
     )
     if init is not None:  # a fine-tuning run: what it starts from shapes its trajectory
         samples = [*samples, f"init:{init.get('fingerprint')}"]
+    if val_shards_dir != shards_dir:  # both folders' indexes shape the run
+        index = {"train": index, "val": shards.load_index(val_shards_dir)}
     fingerprint = _fingerprint(model_config, cfg, ctx.world_size, splits, index, samples, vocab)
 
     raw_model = _build(model_config, cfg, vocab, init, device)
