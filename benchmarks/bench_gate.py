@@ -14,8 +14,8 @@ temporary folder, evaluates each on the validation split, and prints:
    - shuffled questions: each question's words permuted (the same way every time), in
      training and evaluation.
 
-The breakages are injected into the shard loader's batches (`shards._collate`), the one path
-training and evaluation share: the bug a broken data stage would cause. One demo training
+The breakages are injected into the shard loader's batches (benchmarks/demo_runs.py), the one
+path training and evaluation share: the bug a broken data stage would cause. One demo training
 takes about 5 minutes on 2 cores; the default run of this script (3 seeds, 3 breakages) about
 30. Nothing is written outside the temporary folders.
 
@@ -25,28 +25,18 @@ takes about 5 minutes on 2 cores; the default run of this script (3 seeds, 3 bre
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import random
 import statistics
-import sys
-import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from demo_runs import REPO, train_and_score
 
-from filmclevr import shards  # noqa: E402
-from filmclevr.evaluate import evaluate  # noqa: E402
-from filmclevr.model import ABLATIONS, FiLMConfig  # noqa: E402
-from filmclevr.params import load_params, model_overrides  # noqa: E402
-from filmclevr.regression import METRICS, check_regression  # noqa: E402
-from filmclevr.train import TrainConfig, train  # noqa: E402
-
-Breakage = Callable[[shards.Batch], shards.Batch]
+from filmclevr import shards
+from filmclevr.model import ABLATIONS
+from filmclevr.params import load_params, model_overrides
+from filmclevr.regression import METRICS, check_regression
 
 
 def blank_images(batch: shards.Batch) -> shards.Batch:
@@ -60,39 +50,6 @@ def shuffled_questions(batch: shards.Batch) -> shards.Batch:
         random.Random(int(index)).shuffle(words)
         questions[row, 1 : int(length) - 1] = questions.new_tensor(words)
     return batch._replace(questions=questions)
-
-
-@contextlib.contextmanager
-def broken_loader(breakage: Breakage | None):
-    original = shards._collate
-    if breakage is not None:
-        shards._collate = lambda samples: breakage(original(samples))
-    try:
-        yield
-    finally:
-        shards._collate = original
-
-
-def run(params: dict, *, seed: int, model: dict, breakage: Breakage | None) -> dict:
-    """Train and evaluate one run in a temporary folder; its metrics.json document."""
-    splits = params["get_data"]["splits"]
-    config = TrainConfig.from_dict({**params["train_model"], "seed": seed})
-    with tempfile.TemporaryDirectory() as tmp, broken_loader(breakage):
-        out = Path(tmp)
-        train(
-            FiLMConfig.from_dict(model), config,
-            shards_dir=REPO / "data/shards", vocab_path=REPO / "data/tokens/vocab.json",
-            best_checkpoint=out / "film.pt", last_checkpoint=out / "last.pt",
-            log_dir=out / "train", progress=False, train_split=splits[0], val_split=splits[1],
-        )  # fmt: skip
-        result = evaluate(
-            out / "film.pt", REPO / "data/shards", REPO / "data/tokens",
-            split=params["evaluate_model"]["split"],
-            batch_size=params["evaluate_model"]["batch_size"], profile=params["profile"],
-            train_split=splits[0],
-        )  # fmt: skip
-    return {"overall": result.metrics["overall"], "columns": result.metrics["columns"],
-            "context": result.context}  # fmt: skip
 
 
 def _value(metrics: dict, name: str) -> float:
@@ -118,12 +75,13 @@ def main() -> None:
         "blank images": (first, model, blank_images),
         "shuffled questions": (first, model, shuffled_questions),
     })  # fmt: skip
-    runs, seconds = {}, {}
+    runs = {}
     for name, (seed, config, breakage) in cases.items():
-        start = time.perf_counter()
-        runs[name] = run(params, seed=seed, model=config, breakage=breakage)
-        seconds[name] = time.perf_counter() - start
-        print(f"{name}: overall {runs[name]['overall']:.2f}% ({seconds[name]:.0f} s)", flush=True)
+        runs[name] = train_and_score(
+            params, model=config, train_changes={"seed": seed}, breakage=breakage
+        )
+        print(f"{name}: overall {runs[name]['overall']:.2f}% ({runs[name]['seconds']:.0f} s)",
+              flush=True)  # fmt: skip
     seeds = [runs[f"seed {s}"] for s in args.seeds]
 
     print(f"\nSpread over seeds {args.seeds} ({params['profile']}, {len(seeds)} runs):")
@@ -147,7 +105,7 @@ def main() -> None:
         print(f"{name:<20} {expected:>8} {gate:>5}  {metrics['overall']:6.2f}  "
               f"{failures[0] if failures else '-'}{verdict}")  # fmt: skip
     if args.json:
-        args.json.write_text(json.dumps({"runs": runs, "seconds": seconds}, indent=1))
+        args.json.write_text(json.dumps(runs, indent=1))
 
 
 if __name__ == "__main__":
