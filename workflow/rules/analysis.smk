@@ -23,10 +23,10 @@ rule analyze_model:
     output:
         root=directory("results/analysis"),
         metrics="results/analysis.json",
-    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
-        "logs/benchmarks/analyze_model.tsv"
     log:
         "logs/analyze_model.log",
+    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
+        "logs/benchmarks/analyze_model.tsv"
     threads: workflow.cores
     params:
         section=config["analyze_model"],

@@ -31,10 +31,10 @@ rule finetune_cogent:
         tokens=rules.tokenize_questions.output.root,
     output:
         run=directory("results/cogent/finetune/{split}/{questions}"),
-    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
-        "logs/benchmarks/finetune_cogent/{split}/{questions}.tsv"
     log:
         "logs/cogent/finetune-{split}-{questions}.log",
+    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
+        "logs/benchmarks/finetune_cogent/{split}/{questions}.tsv"
     threads: workflow.cores
     resources:
         gpu=1,
@@ -75,14 +75,17 @@ rule report_cogent:
         shards=rules.write_shards.output.root,
         tokens=rules.tokenize_questions.output.root,
         clevr=rules.get_data.output.root,
-        runs=expand("results/cogent/finetune/{{split}}/{questions}", questions=FINETUNE_QUESTIONS),
+        runs=expand(
+            "results/cogent/finetune/{{split}}/{questions}",
+            questions=FINETUNE_QUESTIONS,
+        ),
     output:
         out=directory("results/cogent/{split}"),
         metrics="results/cogent/{split}.json",
-    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
-        "logs/benchmarks/report_cogent/{split}.tsv"
     log:
         "logs/cogent/report-{split}.log",
+    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
+        "logs/benchmarks/report_cogent/{split}.tsv"
     threads: workflow.cores
     params:
         cogent=config["cogent"],

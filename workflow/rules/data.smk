@@ -16,10 +16,10 @@ rule get_data:
         ),
     output:
         root=directory("data/clevr"),
-    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
-        "logs/benchmarks/get_data.tsv"
     log:
         "logs/get_data.log",
+    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
+        "logs/benchmarks/get_data.tsv"
     threads: workflow.cores
     params:
         section=config["get_data"],
@@ -37,10 +37,10 @@ rule resize_images:
         clevr=rules.get_data.output.root,
     output:
         root=directory("data/resized"),
-    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
-        "logs/benchmarks/resize_images.tsv"
     log:
         "logs/resize_images.log",
+    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
+        "logs/benchmarks/resize_images.tsv"
     threads: workflow.cores
     params:
         size=config["resize_images"]["image_size"],
@@ -59,10 +59,10 @@ rule tokenize_questions:
         clevr=rules.get_data.output.root,
     output:
         root=directory("data/tokens"),
-    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
-        "logs/benchmarks/tokenize_questions.tsv"
     log:
         "logs/tokenize_questions.log",
+    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
+        "logs/benchmarks/tokenize_questions.tsv"
     params:
         section=config["tokenize_questions"],
         splits=config["get_data"]["splits"],
@@ -81,10 +81,10 @@ rule write_shards:
         tokens=rules.tokenize_questions.output.root,
     output:
         root=directory("data/shards"),
-    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
-        "logs/benchmarks/write_shards.tsv"
     log:
         "logs/write_shards.log",
+    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
+        "logs/benchmarks/write_shards.tsv"
     params:
         section=config["write_shards"],
         splits=config["get_data"]["splits"],

@@ -27,10 +27,10 @@ rule run_experiment:
         tokens=rules.tokenize_questions.output.root,
     output:
         run=directory("results/experiments/runs/{name}/seed{seed}"),
-    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
-        "logs/benchmarks/run_experiment/{name}/seed{seed}.tsv"
     log:
         "logs/experiments/{name}-seed{seed}.log",
+    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
+        "logs/benchmarks/run_experiment/{name}/seed{seed}.tsv"
     threads: workflow.cores
     resources:
         gpu=config["train_model"].get("nproc_per_node", 1),
@@ -71,10 +71,10 @@ rule collect_experiments:
         table_md="results/experiments/table.md",
         table_csv="results/experiments/table.csv",
         figure="results/experiments/deltas.png",
-    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
-        "logs/benchmarks/collect_experiments.tsv"
     log:
         "logs/experiments/collect.log",
+    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
+        "logs/benchmarks/collect_experiments.tsv"
     params:
         section=config["experiments"],
     message:

@@ -22,10 +22,10 @@ rule train_model:
         sidecar="models/film.json",
         log_dir=directory("results/train"),
         curves="results/learning_curves.png",
-    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
-        "logs/benchmarks/train_model.tsv"
     log:
         "logs/train_model.log",
+    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
+        "logs/benchmarks/train_model.tsv"
     threads: workflow.cores
     resources:
         # One process per GPU: train_model.nproc_per_node > 1 starts torchrun in the stage.
@@ -65,10 +65,10 @@ rule evaluate_model:
         table_csv="results/table.csv",
         figure="results/accuracy.png",
         predictions=directory("data/predictions"),
-    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
-        "logs/benchmarks/evaluate_model.tsv"
     log:
         "logs/evaluate_model.log",
+    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
+        "logs/benchmarks/evaluate_model.tsv"
     threads: workflow.cores
     params:
         section=config["evaluate_model"],
