@@ -37,7 +37,7 @@ rule finetune_cogent:
         "logs/benchmarks/finetune_cogent/{split}/{questions}.tsv"
     threads: workflow.cores
     resources:
-        gpu=1,
+        gpu=config["train_model"].get("nproc_per_node", 1),
     params:
         train=config["train_model"],
         cogent=config["cogent"],
