@@ -46,6 +46,13 @@ ANALYSIS_FILES: tuple[str, ...] = (
     "ablations.csv",
     "metrics.json",
 )
+# CoGenT profiles: the report of each transfer split (results/cogent/<split>/ and <split>.json).
+COGENT_FILES: tuple[str, ...] = (
+    "table.md",
+    "breakdown.csv",
+    "zero_shot_questions.json",
+    "sample_efficiency.png",
+)
 CODE = ("filmclevr", "stages", "workflow", "Snakefile", "dvc.yaml")
 PAPER_CURVE = Path(__file__).resolve().parent / "paper" / "learning_curve.csv"
 
@@ -93,10 +100,22 @@ def keep_reference(root: Path, name: str, params: Path) -> Path:
             for file in ANALYSIS_FILES:
                 if (analysis / file).is_file():
                     shutil.copyfile(analysis / file, tmp / "analysis" / file)
+        _keep_cogent(root / "results" / "cogent", tmp / "cogent")
         shutil.copyfile(params, tmp / "params.yaml")
         write_curve_vs_paper(read_json(root / "models/film.json"), metrics, tmp)
         write_json_atomic(tmp / "PROVENANCE.json", _provenance(root, metrics, params))
     return out
+
+
+def _keep_cogent(results: Path, out: Path) -> None:
+    """The CoGenT report of every transfer split, when the run made one."""
+    for metrics in sorted(results.glob("*.json")) if results.is_dir() else []:
+        split = metrics.stem
+        (out / split).mkdir(parents=True)
+        shutil.copyfile(metrics, out / metrics.name)
+        for file in COGENT_FILES:
+            if (results / split / file).is_file():
+                shutil.copyfile(results / split / file, out / split / file)
 
 
 def write_curve_vs_paper(sidecar: dict[str, Any], metrics: dict[str, Any], out: Path) -> None:

@@ -45,6 +45,9 @@ def run(tmp_path: Path) -> Path:
     (root / "results/metrics.json").write_text(json.dumps(metrics))
     (root / "results/analysis").mkdir()
     (root / "results/analysis/tsne.png").write_bytes(b"png")
+    (root / "results/cogent/valB").mkdir(parents=True)
+    (root / "results/cogent/valB.json").write_text('{"train_A": {}}')
+    (root / "results/cogent/valB/table.md").write_text("# CoGenT")
     return root
 
 
@@ -60,6 +63,8 @@ def test_keeps_outputs_parameters_and_provenance(run: Path) -> None:
     ]
     assert (out / "learning_curve_vs_paper.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "analysis/tsne.png").read_bytes() == b"png"
+    assert (out / "cogent/valB.json").read_text() == '{"train_A": {}}'
+    assert (out / "cogent/valB/table.md").read_text() == "# CoGenT"
     assert (out / "params.yaml").read_text() == "profile: mini\n"
     provenance = json.loads((out / "PROVENANCE.json").read_text())
     assert provenance["commit"] == git(run, "rev-parse", "HEAD")
