@@ -624,7 +624,6 @@ def _setup(
     index = shards.load_index(shards_dir)
     train_paths = shards.shard_paths(shards_dir, train_split)  # raises naming a missing split
     val_paths = shards.shard_paths(val_shards_dir, val_split)
-
     global_batch = cfg.batch_size * ctx.world_size
     steps_per_epoch = _steps_per_epoch(index[train_split], global_batch)
     if steps_per_epoch == 0:
