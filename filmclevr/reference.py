@@ -101,6 +101,10 @@ def keep_reference(root: Path, name: str, params: Path) -> Path:
                 if (analysis / file).is_file():
                     shutil.copyfile(analysis / file, tmp / "analysis" / file)
         _keep_cogent(root / "results" / "cogent", tmp / "cogent")
+        # Snakemake's per-job wall time and peak memory (logs/benchmarks/<stage>.tsv), if any.
+        for tsv in sorted((root / "logs" / "benchmarks").glob("*.tsv")):
+            (tmp / "benchmarks").mkdir(exist_ok=True)
+            shutil.copyfile(tsv, tmp / "benchmarks" / tsv.name)
         shutil.copyfile(params, tmp / "params.yaml")
         write_curve_vs_paper(read_json(root / "models/film.json"), metrics, tmp)
         write_json_atomic(tmp / "PROVENANCE.json", _provenance(root, metrics, params))

@@ -48,6 +48,8 @@ def run(tmp_path: Path) -> Path:
     (root / "results/cogent/valB").mkdir(parents=True)
     (root / "results/cogent/valB.json").write_text('{"train_A": {}}')
     (root / "results/cogent/valB/table.md").write_text("# CoGenT")
+    (root / "logs/benchmarks").mkdir(parents=True)
+    (root / "logs/benchmarks/get_data.tsv").write_text("s\tmax_rss\n1.0\t2.0\n")
     return root
 
 
@@ -65,6 +67,7 @@ def test_keeps_outputs_parameters_and_provenance(run: Path) -> None:
     assert (out / "analysis/tsne.png").read_bytes() == b"png"
     assert (out / "cogent/valB.json").read_text() == '{"train_A": {}}'
     assert (out / "cogent/valB/table.md").read_text() == "# CoGenT"
+    assert (out / "benchmarks/get_data.tsv").read_text() == "s\tmax_rss\n1.0\t2.0\n"
     assert (out / "params.yaml").read_text() == "profile: mini\n"
     provenance = json.loads((out / "PROVENANCE.json").read_text())
     assert provenance["commit"] == git(run, "rev-parse", "HEAD")
