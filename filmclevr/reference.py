@@ -2,7 +2,8 @@
 
 A reference result is what the pipeline produced, never edited: the best checkpoint (so a new
 user can ask the model questions without training it), its metrics, results table, learning
-curves and analysis, the exact parameters file, and PROVENANCE.json (the commit of the code, the
+curves, analysis and CoGenT report, Snakemake's per-stage wall time and peak memory, the exact
+parameters file, and PROVENANCE.json (the commit of the code, the
 dvc.lock stage hashes, the machine, the date). Its learning curve is also drawn beside the
 official one (learning_curve.csv, learning_curve_vs_paper.png), from the checkpoint's history.
 Refused when the working tree has uncommitted changes to the code, since the commit would then
