@@ -432,7 +432,7 @@ def report(
     out_dir: Path,
     out_metrics: Path,
 ) -> dict[str, Any]:
-    """The CoGenT results of `split` into `out_dir` (table.md, table.csv, breakdown.csv,
+    """The CoGenT results of `split` into `out_dir` (table.md, breakdown.csv,
     zero_shot_questions.json, sample_efficiency.png) and the headline numbers `out_metrics`."""
     from filmclevr.checkpoint import model_from_checkpoint
     from filmclevr.distributed import resolve_device
