@@ -60,6 +60,40 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+# A shard sample: its key (the image's file stem), json and png members, and its question count.
+Sample = tuple[str, bytes, bytes, int]
+
+
+def _write_split(tmp: Path, split: str, samples: Iterable[Sample], per_shard: int) -> list[dict]:
+    """`tmp/{split}/{split}-NNNNNN.tar`, `per_shard` samples each (the last may hold fewer),
+    members in sorted order; the index's shard entries."""
+    (tmp / split).mkdir()
+    shards: list[dict] = []
+    remaining = iter(samples)
+    for number in itertools.count():
+        chunk = list(itertools.islice(remaining, per_shard))
+        if not chunk:
+            break
+        name = f"{split}/{split}-{number:06d}.tar"
+        with tarfile.open(tmp / name, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for key, text, png, _ in chunk:
+                _add_member(tar, f"{key}.json", text)
+                _add_member(tar, f"{key}.png", png)
+        questions = sum(count for *_, count in chunk)
+        shards.append({"file": name, "images": len(chunk), "questions": questions})
+    return shards
+
+
+def _image_samples(
+    images: list[Path], by_image: dict[str, list[dict[str, Any]]], desc: str, progress: bool
+) -> Iterator[Sample]:
+    """One sample per resized image, its questions sorted by question_index."""
+    for image in tqdm(images, desc=desc, disable=not progress):
+        records = sorted(by_image.get(image.stem, []), key=lambda r: r["question_index"])
+        text = json.dumps(records, sort_keys=True, separators=(",", ":"))
+        yield image.stem, text.encode("utf-8"), image.read_bytes(), len(records)
+
+
 def write_shards(
     resized_root: Path,
     tokens_dir: Path,
@@ -110,25 +144,9 @@ def write_shards(
                     f"{tokens_path}: {len(missing)} images with questions have no resized file "
                     f"in {folder}, e.g. {min(missing)}.png"
                 )
-            (tmp / split).mkdir()
-            shards = []
-            bar = tqdm(total=len(images), desc=f"shards {split}", disable=not progress)
-            for number, start in enumerate(range(0, len(images), images_per_shard)):
-                name = f"{split}/{split}-{number:06d}.tar"
-                chunk = images[start : start + images_per_shard]
-                questions = 0
-                with tarfile.open(tmp / name, "w", format=tarfile.USTAR_FORMAT) as tar:
-                    for image in chunk:
-                        records = sorted(
-                            by_image.get(image.stem, []), key=lambda r: r["question_index"]
-                        )
-                        questions += len(records)
-                        text = json.dumps(records, sort_keys=True, separators=(",", ":"))
-                        _add_member(tar, f"{image.stem}.json", text.encode("utf-8"))
-                        _add_member(tar, f"{image.stem}.png", image.read_bytes())
-                        bar.update()
-                shards.append({"file": name, "images": len(chunk), "questions": questions})
-            bar.close()
+
+            samples = _image_samples(images, by_image, f"shards {split}", progress)
+            shards = _write_split(tmp, split, samples, images_per_shard)
             index[split] = {
                 "shards": shards,
                 "images": len(images),
@@ -161,28 +179,19 @@ def write_first_images(
     if not 1 <= images <= source["images"]:
         raise ValueError(f"{split}: asked for its first {images} images, it has {source['images']}")
     per_shard = source["shards"][0]["images"]
-    samples: list[tuple[str, bytes, bytes]] = []  # (key, json, png), in order
+    samples: list[Sample] = []  # in order
     for path in shard_paths(shards_dir, split):
         with tarfile.open(path) as tar:
             members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
         for name in sorted(members):
             if name.endswith(".json") and len(samples) < images:
                 key = name.removesuffix(".json")
-                samples.append((key, members[name], members[f"{key}.png"]))
+                text = members[name]
+                samples.append((key, text, members[f"{key}.png"], len(json.loads(text))))
         if len(samples) == images:
             break
-    shards = []
     with fileio.atomic_dir(out_dir) as tmp:
-        (tmp / split).mkdir()
-        for number, start in enumerate(range(0, images, per_shard)):
-            name = f"{split}/{split}-{number:06d}.tar"
-            chunk = samples[start : start + per_shard]
-            with tarfile.open(tmp / name, "w", format=tarfile.USTAR_FORMAT) as tar:
-                for key, text, png in chunk:
-                    _add_member(tar, f"{key}.json", text)
-                    _add_member(tar, f"{key}.png", png)
-            questions = sum(len(json.loads(text)) for _, text, _ in chunk)
-            shards.append({"file": name, "images": len(chunk), "questions": questions})
+        shards = _write_split(tmp, split, samples, per_shard)
         index = {
             split: {
                 "shards": shards,
