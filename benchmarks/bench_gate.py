@@ -4,10 +4,15 @@ Trains the profile's model and recipe (params.yaml: the demo) several times on t
 pipeline's data (data/shards, data/tokens; run `snakemake --cores all` first), each into a
 temporary folder, evaluates each on the validation split, and prints:
 
-1. the spread over seeds (`--seeds`, at least 3): per column the mean, the standard deviation
-   and the range (max - min), the measurement `regression.tolerance` is set from;
-2. the gate (`regression.check_regression` at the profile's tolerance) of each broken run
-   against the first seed's run, which must FAIL for each breakage and PASS for the control:
+1. the spread over seeds (`--seeds`, at least 3): per metric the number of questions, the mean,
+   the standard deviation sigma and the range (max - min), and the tolerance it implies:
+   3 standard deviations of the difference between two runs (the baseline and a run on
+   another machine, which diverges like another seed), 3 * sqrt(2) * sigma, rounded up to half
+   a point. Beside it, for scale, the binomial error of that many questions, sqrt(p(1 - p) / n):
+   what a column of n questions can resolve at all;
+2. the gate (`regression.check_regression`) of each run against the first seed's, at the
+   profile's tolerance and at the implied one, which must FAIL for each breakage and PASS for
+   the other seeds (the control):
    - control: another seed, nothing broken;
    - no FiLM: the model without FiLM in any ResBlock (model.ABLATIONS' no_film_blocks1_4);
    - blank images: every image all zeros, in training and evaluation;
@@ -16,10 +21,10 @@ temporary folder, evaluates each on the validation split, and prints:
 
 The breakages are injected into the shard loader's batches (benchmarks/demo_runs.py), the one
 path training and evaluation share: the bug a broken data stage would cause. One demo training
-takes about 5 minutes on 2 cores; the default run of this script (3 seeds, 3 breakages) about
-30. Nothing is written outside the temporary folders.
+takes about 4 minutes on 2 cores; the default run of this script (5 seeds, 3 breakages) about
+35. Nothing is written outside the temporary folders.
 
-    python benchmarks/bench_gate.py [--params params.yaml] [--seeds 0 1 2]
+    python benchmarks/bench_gate.py [--params params.yaml] [--seeds 0 1 2 3 4]
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import random
 import statistics
 from pathlib import Path
@@ -56,14 +62,42 @@ def _value(metrics: dict, name: str) -> float:
     return metrics["overall"] if name == "overall" else metrics["columns"][name]
 
 
+def _count(metrics: dict, name: str) -> int:
+    counts = metrics["counts"]
+    return counts["overall"] if name == "overall" else counts["columns"][name]
+
+
+def implied_tolerance(values: list[float]) -> float:
+    """3 standard deviations of the difference of two runs, rounded up to half a point."""
+    return math.ceil(2 * 3 * math.sqrt(2) * statistics.stdev(values)) / 2
+
+
+def binomial_error(accuracy: float, questions: int) -> float:
+    return 100 * math.sqrt(accuracy / 100 * (1 - accuracy / 100) / questions)
+
+
+def print_gate(runs: dict, first: str, tolerance, label: str) -> None:
+    print(f"\nThe gate at {label} against {first}:")
+    print(f"{'run':<20} {'expected':>8} {'gate':>5}  overall  first failure")
+    for name, metrics in runs.items():
+        if name == first:
+            continue
+        expected = "pass" if name.startswith("seed ") else "fail"
+        failures = check_regression(runs[first], metrics, tolerance)
+        gate = "fail" if failures else "pass"
+        verdict = "" if gate == expected else "  <-- NOT AS IT MUST BE"
+        print(f"{name:<20} {expected:>8} {gate:>5}  {metrics['overall']:6.2f}  "
+              f"{failures[0] if failures else '-'}{verdict}")  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--params", type=Path, default=REPO / "params.yaml")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--json", type=Path, help="also write every run's metrics here")
     args = p.parse_args()
-    if len(args.seeds) < 2:
-        p.error("--seeds: give at least two (three or more for a spread)")
+    if len(args.seeds) < 3:
+        p.error("--seeds: give at least three, for a spread")
     logging.basicConfig(level=logging.WARNING)
     params = load_params(args.params)
     tolerance = params["regression"]["tolerance"]
@@ -85,25 +119,20 @@ def main() -> None:
     seeds = [runs[f"seed {s}"] for s in args.seeds]
 
     print(f"\nSpread over seeds {args.seeds} ({params['profile']}, {len(seeds)} runs):")
-    print(f"{'column':<18} {'mean':>6} {'std':>5} {'range':>6}  " + " ".join(
-        f"{'seed ' + str(s):>7}" for s in args.seeds))  # fmt: skip
+    print(f"{'metric':<18} {'n':>5} {'mean':>6} {'sigma':>5} {'range':>6} {'binom':>5} "
+          f"{'tol':>5}  " + " ".join(f"{'seed ' + str(s):>7}" for s in args.seeds))  # fmt: skip
+    implied = {}
     for name in METRICS:
-        values = [_value(m, name) for m in seeds]
-        spread = f"{statistics.mean(values):6.2f} {statistics.stdev(values):5.2f}"
-        spread += f" {max(values) - min(values):6.2f}  "
-        print(f"{name:<18} {spread}" + " ".join(f"{v:7.2f}" for v in values))
-
-    print(f"\nThe gate (tolerance {tolerance:g} points) against seed {first}:")
-    print(f"{'run':<20} {'expected':>8} {'gate':>5}  overall  first failure")
-    for name, metrics in runs.items():
-        if name == f"seed {first}":
-            continue
-        expected = "pass" if name.startswith("seed ") else "fail"
-        failures = check_regression(runs[f"seed {first}"], metrics, tolerance)
-        gate = "fail" if failures else "pass"
-        verdict = "" if gate == expected else "  <-- NOT AS IT MUST BE"
-        print(f"{name:<20} {expected:>8} {gate:>5}  {metrics['overall']:6.2f}  "
-              f"{failures[0] if failures else '-'}{verdict}")  # fmt: skip
+        values, n = [_value(m, name) for m in seeds], _count(seeds[0], name)
+        implied[name] = implied_tolerance(values)
+        mean = statistics.mean(values)
+        print(f"{name:<18} {n:5d} {mean:6.2f} {statistics.stdev(values):5.2f} "
+              f"{max(values) - min(values):6.2f} {binomial_error(mean, n):5.2f} "
+              f"{implied[name]:5.1f}  " + " ".join(f"{v:7.2f}" for v in values))  # fmt: skip
+    print("implied regression.tolerance: " + json.dumps(implied))
+    first = f"seed {args.seeds[0]}"
+    print_gate(runs, first, tolerance, f"the profile's tolerance {json.dumps(tolerance)}")
+    print_gate(runs, first, implied, "the implied tolerance")
     if args.json:
         args.json.write_text(json.dumps(runs, indent=1))
 

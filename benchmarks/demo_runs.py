@@ -63,6 +63,7 @@ def train_and_score(
     return {
         "overall": result.metrics["overall"],
         "columns": result.metrics["columns"],
+        "counts": result.metrics["counts"],
         "prior": result.prior,
         "context": result.context,
         "history": result.history,

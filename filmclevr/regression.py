@@ -1,13 +1,14 @@
 """The CI regression gate: compare a run's metrics.json against the committed baseline.
 
 Overall and each of the paper's five columns may fall at most `tolerance` accuracy points below
-the baseline. Runs on different data (dataset, split or profile) cannot be compared, so a
+the baseline: one number for all six, or one per metric (params.yaml's `regression.tolerance`:
+the columns differ in size, so their seed-to-seed spread differs too). Runs on different data (dataset, split or profile) cannot be compared, so a
 context mismatch fails the gate too. The report also names the machine (CPU or GPU, torch
 build) of both runs: training is bitwise repeatable on one machine, not across CPU models, so
 a small drop between two machines can be the machine, not the code.
 
     filmclevr-regression --baseline results/baseline/metrics.json \
-        --current results/metrics.json --tolerance 3
+        --current results/metrics.json --params params.yaml   # or: --tolerance 3
 
 Exit status: 0 pass, 1 regression or context mismatch, 2 unreadable input.
 """
@@ -18,15 +19,33 @@ import argparse
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 from filmclevr import clevr
 from filmclevr.fileio import read_json
+from filmclevr.params import load_params
 
 METRICS: tuple[str, ...] = ("overall", *clevr.QUESTION_TYPES)
 CONTEXT_MATCH: tuple[str, ...] = ("dataset", "split", "profile")
 # Reported beside the numbers, never failing the gate: where each run was made.
 MACHINE_KEYS: tuple[str, ...] = ("processor", "torch")
+Tolerance = Union[float, Mapping[str, float]]  # one number for every metric, or one per metric
+
+
+def tolerances(tolerance: Tolerance) -> dict[str, float]:
+    """Each metric's tolerance; a mapping must name exactly METRICS, every value >= 0."""
+    if isinstance(tolerance, Mapping):
+        if set(tolerance) != set(METRICS):
+            raise ValueError(
+                f"tolerance names {sorted(tolerance)}; it must name exactly {list(METRICS)}"
+            )
+        values = {name: float(tolerance[name]) for name in METRICS}
+    else:
+        values = dict.fromkeys(METRICS, float(tolerance))
+    negative = {name: v for name, v in values.items() if v < 0}
+    if negative:
+        raise ValueError(f"tolerance must be >= 0, got {negative}")
+    return values
 
 
 def _value(metrics: Mapping[str, Any], name: str) -> float | None:
@@ -43,16 +62,15 @@ def _status(base: float | None, cur: float | None, tolerance: float) -> str:
 
 
 def check_regression(
-    baseline: Mapping[str, Any], current: Mapping[str, Any], tolerance: float
+    baseline: Mapping[str, Any], current: Mapping[str, Any], tolerance: Tolerance
 ) -> list[str]:
     """Messages for every way `current` regresses from `baseline`; empty when it passes.
 
     Args:
         baseline, current: metrics.json documents (`context`, `overall`, `columns`).
-        tolerance: accuracy points a metric may fall below the baseline.
+        tolerance: accuracy points a metric may fall below the baseline (see `tolerances`).
     """
-    if tolerance < 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    allowed = tolerances(tolerance)
     failures = []
     base_context, cur_context = baseline.get("context", {}), current.get("context", {})
     for key in CONTEXT_MATCH:
@@ -63,25 +81,26 @@ def check_regression(
             )
     for name in METRICS:
         base, cur = _value(baseline, name), _value(current, name)
-        status = _status(base, cur, tolerance)
+        status = _status(base, cur, allowed[name])
         if status == "MISSING":
             failures.append(f"{name}: missing in the current metrics (baseline {base:.2f})")
         elif status == "REGRESSION":
             failures.append(
                 f"{name}: {cur:.2f} is {base - cur:.2f} points below the baseline {base:.2f} "
-                f"(tolerance {tolerance:g})"
+                f"(tolerance {allowed[name]:g})"
             )
     return failures
 
 
 def comparison_table(
-    baseline: Mapping[str, Any], current: Mapping[str, Any], tolerance: float
+    baseline: Mapping[str, Any], current: Mapping[str, Any], tolerance: Tolerance
 ) -> str:
-    """Side-by-side text table: metric, baseline, current, delta, status."""
-    rows = [("metric", "baseline", "current", "delta", "status")]
+    """Side-by-side text table: metric, baseline, current, delta, tolerance, status."""
+    allowed = tolerances(tolerance)
+    rows = [("metric", "baseline", "current", "delta", "tolerance", "status")]
     for name in METRICS:
         base, cur = _value(baseline, name), _value(current, name)
-        status = _status(base, cur, tolerance)
+        status = _status(base, cur, allowed[name])
         delta = f"{cur - base:+.2f}" if base is not None and cur is not None else "-"
         rows.append(
             (
@@ -89,15 +108,16 @@ def comparison_table(
                 "-" if base is None else f"{base:.2f}",
                 "-" if cur is None else f"{cur:.2f}",
                 delta,
+                f"{allowed[name]:g}",
                 status,
             )
         )
     for key in CONTEXT_MATCH:
         b, c = baseline.get("context", {}).get(key), current.get("context", {}).get(key)
-        rows.append((f"context.{key}", str(b), str(c), "", "ok" if b == c else "MISMATCH"))
+        rows.append((f"context.{key}", str(b), str(c), "", "", "ok" if b == c else "MISMATCH"))
     for key in MACHINE_KEYS:
         b, c = _machine(baseline, key), _machine(current, key)
-        rows.append((f"machine.{key}", b, c, "", "same" if b == c else "differs"))
+        rows.append((f"machine.{key}", b, c, "", "", "same" if b == c else "differs"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -143,10 +163,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--baseline", type=Path, required=True, help="committed metrics.json")
     parser.add_argument("--current", type=Path, required=True, help="metrics.json of this run")
-    parser.add_argument("--tolerance", type=float, required=True, help="accuracy points allowed")
+    allowed = parser.add_mutually_exclusive_group(required=True)
+    allowed.add_argument("--tolerance", type=float, help="accuracy points allowed, every metric")
+    allowed.add_argument(
+        "--params", type=Path, help="a params file: its regression.tolerance (number or per metric)"
+    )
     args = parser.parse_args(argv)
-    if args.tolerance < 0:
-        parser.error(f"--tolerance must be >= 0, got {args.tolerance}")
+    try:
+        tolerance = args.tolerance
+        if args.params is not None:
+            tolerance = load_params(args.params)["regression"]["tolerance"]
+        tolerances(tolerance)
+    except ValueError as e:
+        parser.error(f"{args.params or '--tolerance'}: {e}")
     documents = {}
     for role in ("baseline", "current"):
         path = getattr(args, role)
@@ -155,11 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as e:  # read_json turns OSError and bad JSON into ValueError
             print(f"error: cannot read the {role} metrics {path}: {e}", file=sys.stderr)
             return 2
-    print(comparison_table(documents["baseline"], documents["current"], args.tolerance))
+    print(comparison_table(documents["baseline"], documents["current"], tolerance))
     note = machine_note(documents["baseline"], documents["current"])
     if note:
         print(note)
-    failures = check_regression(documents["baseline"], documents["current"], args.tolerance)
+    failures = check_regression(documents["baseline"], documents["current"], tolerance)
     for message in failures:
         print(f"FAIL: {message}")
     print("regression gate: " + ("FAILED" if failures else "passed"))

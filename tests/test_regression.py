@@ -53,6 +53,57 @@ def test_negative_tolerance_refused():
         regression.check_regression(metrics(90.0), metrics(90.0), tolerance=-1.0)
 
 
+PER_METRIC = {"overall": 1.0, "count": 2.0, "exist": 2.0, "compare_numbers": 3.0,
+              "query_attribute": 2.0, "compare_attribute": 8.0}  # fmt: skip
+
+
+def test_per_metric_tolerance_holds_each_metric_to_its_own():
+    current = metrics(89.5, column=78.5)  # every column 1.5 below: only compare_numbers' 3 allows
+    current["columns"]["compare_numbers"] = 77.5
+    current["columns"]["compare_attribute"] = 72.5
+    assert regression.check_regression(metrics(90.0), current, PER_METRIC) == []
+    current["columns"]["compare_attribute"] = 71.5  # 8.5 below its 8
+    failures = regression.check_regression(metrics(90.0), current, PER_METRIC)
+    assert failures == ["compare_attribute: 71.50 is 8.50 points below the baseline 80.00 "
+                        "(tolerance 8)"]  # fmt: skip
+    failures = regression.check_regression(metrics(90.0), metrics(88.5), PER_METRIC)
+    assert [f.split(":")[0] for f in failures] == ["overall"]  # 1.5 below its 1
+
+
+@pytest.mark.parametrize(
+    ("tolerance", "problem"),
+    [
+        ({k: v for k, v in PER_METRIC.items() if k != "exist"}, "must name exactly"),
+        ({**PER_METRIC, "colour": 1.0}, "must name exactly"),
+        ({**PER_METRIC, "count": -0.5}, ">= 0"),
+    ],
+)
+def test_per_metric_tolerance_refuses_bad_mappings(tolerance, problem):
+    with pytest.raises(ValueError, match=problem):
+        regression.check_regression(metrics(90.0), metrics(90.0), tolerance)
+
+
+def test_cli_reads_the_tolerance_from_a_params_file(tmp_path, capsys):
+    import yaml
+
+    from filmclevr.params import load_params
+
+    params = load_params(Path(regression.__file__).resolve().parents[1] / "params.yaml")
+    params["regression"]["tolerance"] = PER_METRIC
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for name, document in (("b.json", metrics(90.0)), ("c.json", metrics(89.5, column=78.5))):
+        (tmp_path / name).write_text(json.dumps(document))
+    argv = ["--baseline", str(tmp_path / "b.json"), "--current", str(tmp_path / "c.json")]
+    assert regression.main([*argv, "--params", str(tmp_path / "params.yaml")]) == 0
+    assert "compare_attribute" in capsys.readouterr().out
+    assert regression.main([*argv, "--tolerance", "1"]) == 1  # the columns' 1.5 is too much
+    params["regression"]["tolerance"] = {"overall": 1.0}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(SystemExit):  # the schema refuses a mapping without every metric
+        regression.main([*argv, "--params", str(tmp_path / "params.yaml")])
+    assert "params.yaml" in capsys.readouterr().err
+
+
 def _cli(tmp_path, baseline, current, tolerance="2.0") -> int:
     paths = []
     for name, document in (("baseline.json", baseline), ("current.json", current)):
@@ -71,8 +122,8 @@ def test_cli_pass_prints_side_by_side_table(tmp_path, capsys):
     assert _cli(tmp_path, metrics(90.0), metrics(91.0)) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[0].split() == ["metric", "baseline", "current", "delta", "status"]
-    assert lines[1].split() == ["overall", "90.00", "91.00", "+1.00", "ok"]
+    assert lines[0].split() == ["metric", "baseline", "current", "delta", "tolerance", "status"]
+    assert lines[1].split() == ["overall", "90.00", "91.00", "+1.00", "2", "ok"]
     assert "passed" in out
 
 
