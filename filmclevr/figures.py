@@ -52,11 +52,12 @@ def _series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[list, list]
 def plot_learning_curves(
     history: Sequence[Mapping[str, Any]], out_png: Path, *, label: str = ""
 ) -> None:
-    """Two panels over epochs: losses (train, val if logged) and accuracies (train, val).
+    """Panels over epochs: losses (train, val if logged), accuracies (train, val) and, when
+    the history has them, validation accuracy per paper column (`val_columns`).
 
     Args:
         history: rows with `epoch` and any of train_loss, val_loss, train_accuracy,
-            val_accuracy (missing or None values are skipped).
+            val_accuracy, val_columns (missing or None values are skipped).
         label: title, e.g. the dataset / split / profile of the run.
     """
     if not history:
@@ -65,15 +66,22 @@ def plot_learning_curves(
         raise ValueError("every history row needs an 'epoch'")
     from matplotlib.ticker import MaxNLocator
 
-    figure = _new_figure(10, 4)
-    panels = (
+    columns = [
+        c for c in clevr.QUESTION_TYPES if any(c in r.get("val_columns", {}) for r in history)
+    ]
+    rows = [{**row, **{f"val {c}": row.get("val_columns", {}).get(c) for c in columns}}
+            for row in history]  # fmt: skip
+    panels = [
         ("loss", ("train_loss", "val_loss")),
         ("accuracy", ("train_accuracy", "val_accuracy")),
-    )
-    for axes, (quantity, keys) in zip(figure.subplots(1, 2), panels, strict=True):
+    ]
+    if columns:
+        panels.append(("val accuracy per column", tuple(f"val {c}" for c in columns)))
+    figure = _new_figure(5 * len(panels), 4)
+    for axes, (quantity, keys) in zip(figure.subplots(1, len(panels)), panels, strict=True):
         plotted = False
         for key in keys:
-            epochs, values = _series(history, key)
+            epochs, values = _series(rows, key)
             if values:
                 axes.plot(epochs, values, marker="o", markersize=3, label=key.replace("_", " "))
                 plotted = True

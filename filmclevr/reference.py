@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from filmclevr import clevr
 from filmclevr.fileio import atomic_dir, read_json, write_json_atomic
 
 # What a reference keeps of a run, relative to the project root: (source, required).
@@ -140,6 +141,10 @@ def write_curve_vs_paper(sidecar: dict[str, Any], metrics: dict[str, Any], out: 
             "prior": metrics.get("prior", {}).get("overall"),
         }
     )
+    for column in clevr.QUESTION_TYPES:  # per paper column, for runs that logged them
+        values = [row.get("val_columns", {}).get(column) for row in sidecar["history"]]
+        if any(v is not None for v in values):
+            curve[f"val_{column}"] = [None if v is None else 100 * v for v in values]
     (out / "learning_curve.csv").write_text(curve.to_csv(index=False, lineterminator="\n"))
     paper = pd.read_csv(PAPER_CURVE)
     context = metrics.get("context", {})

@@ -2,8 +2,9 @@
 
 Overall and each of the paper's five columns may fall at most `tolerance` accuracy points below
 the baseline: one number for all six, or one per metric (params.yaml's `regression.tolerance`:
-the columns differ in size, so their seed-to-seed spread differs too). Runs on different data (dataset, split or profile) cannot be compared, so a
-context mismatch fails the gate too. The report also names the machine (CPU or GPU, torch
+the columns differ in size, so their seed-to-seed spread differs too). Runs on different data
+(dataset, split or profile) cannot be compared, so a context mismatch fails the gate too. The
+report also names the machine (CPU or GPU, torch
 build) of both runs: training is bitwise repeatable on one machine, not across CPU models, so
 a small drop between two machines can be the machine, not the code.
 
@@ -19,7 +20,7 @@ import argparse
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from filmclevr import clevr
 from filmclevr.fileio import read_json
@@ -29,7 +30,7 @@ METRICS: tuple[str, ...] = ("overall", *clevr.QUESTION_TYPES)
 CONTEXT_MATCH: tuple[str, ...] = ("dataset", "split", "profile")
 # Reported beside the numbers, never failing the gate: where each run was made.
 MACHINE_KEYS: tuple[str, ...] = ("processor", "torch")
-Tolerance = Union[float, Mapping[str, float]]  # one number for every metric, or one per metric
+Tolerance = float | Mapping[str, float]  # one number for every metric, or one per metric
 
 
 def tolerances(tolerance: Tolerance) -> dict[str, float]:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from filmclevr import shards
+from filmclevr import clevr, shards
 from filmclevr.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from filmclevr.distributed import (
     DistContext,
@@ -356,6 +356,33 @@ def train_step(
     return loss.detach(), (logits.detach().argmax(dim=1) == answers).sum()
 
 
+COLUMNS: tuple[str, ...] = tuple(clevr.QUESTION_TYPES)  # Batch.types indexes these
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Summed results over questions with a known answer, in total and per paper column."""
+
+    correct: float
+    counted: float
+    loss: float
+    column_correct: tuple[float, ...]
+    column_counted: tuple[float, ...]
+
+    def as_list(self) -> list[float]:
+        return [self.correct, self.counted, self.loss, *self.column_correct, *self.column_counted]
+
+    @classmethod
+    def from_list(cls, values: list[float]) -> Scores:
+        n = len(COLUMNS)
+        return cls(*values[:3], tuple(values[3 : 3 + n]), tuple(values[3 + n :]))
+
+    def column_accuracies(self) -> dict[str, float]:
+        """Accuracy per column that has questions."""
+        pairs = zip(COLUMNS, self.column_correct, self.column_counted, strict=True)
+        return {name: c / n for name, c, n in pairs if n > 0}
+
+
 def _score(
     model: nn.Module,
     loader: Iterable[shards.Batch],
@@ -363,11 +390,13 @@ def _score(
     *,
     bf16: bool = False,
     channels_last: bool = False,
-) -> tuple[float, float, float]:
-    """(correct, counted, summed loss) over the questions with a known answer, in eval mode."""
+) -> Scores:
+    """Scores over the questions with a known answer, in eval mode."""
     was_training = model.training
     model.eval()
     correct = counted = loss_sum = 0.0
+    column_correct = torch.zeros(len(COLUMNS), dtype=torch.float64)
+    column_counted = torch.zeros(len(COLUMNS), dtype=torch.float64)
     try:
         with torch.inference_mode():
             for batch in loader:
@@ -376,22 +405,29 @@ def _score(
                     logits = model(images, questions, lengths)
                 known = answers >= 0
                 logits, answers = logits[known].float(), answers[known]
-                correct += float((logits.argmax(dim=1) == answers).sum())
+                right = (logits.argmax(dim=1) == answers).cpu().double()
+                correct += float(right.sum())
                 counted += float(answers.numel())
                 loss_sum += float(F.cross_entropy(logits, answers, reduction="sum"))
+                types = batch.types[known.cpu()]
+                typed = types >= 0  # -1: a question whose type is unknown
+                column_correct.index_add_(0, types[typed], right[typed])
+                column_counted.index_add_(0, types[typed], torch.ones_like(right[typed]))
     finally:
         model.train(was_training)
-    return correct, counted, loss_sum
+    return Scores(
+        correct, counted, loss_sum, tuple(column_correct.tolist()), tuple(column_counted.tolist())
+    )
 
 
 def evaluate_accuracy(
     model: nn.Module, loader: Iterable[shards.Batch], device: torch.device | str
 ) -> float:
     """Fraction of the loader's questions (with a known answer) answered correctly."""
-    correct, counted, _ = _score(model, loader, torch.device(device))
-    if counted == 0:
+    scores = _score(model, loader, torch.device(device))
+    if scores.counted == 0:
         raise ValueError("evaluate_accuracy: the loader yielded no question with a known answer")
-    return correct / counted
+    return scores.correct / scores.counted
 
 
 # --- Logging ---------------------------------------------------------------------------------
@@ -433,6 +469,8 @@ class _Logger:
         self.live.step = int(row["epoch"])
         for key, name in self.NAMES.items():
             self.live.log_metric(name, row[key])
+        for column, accuracy in row.get("val_columns", {}).items():  # absent before 2026-12
+            self.live.log_metric(f"val/columns/{column}", accuracy)
         self.live.sync()
 
     def end(self, summary: Mapping[str, Any]) -> None:
@@ -873,18 +911,17 @@ def _train_epoch(run: _Run) -> _EpochResult:
 def _end_epoch(run: _Run, result: _EpochResult) -> None:
     """Validate, append the epoch to the history, keep the best model, save `last`."""
     state, ctx = run.state, run.ctx
-    val_correct, val_counted, val_loss = _validate(
-        run.raw_model, run.val_paths, ctx, run.device, run.cfg
-    )
-    if val_counted == 0:
+    val = _validate(run.raw_model, run.val_paths, ctx, run.device, run.cfg)
+    if val.counted == 0:
         raise ValueError(f"{run.shards_dir}: split {run.val_split!r} has no answered questions")
     row = {
         "epoch": state.epoch + 1,
         "step": state.step,
         "train_loss": result.totals.loss / result.totals.questions,
         "train_accuracy": result.totals.correct / result.totals.questions,
-        "val_loss": val_loss / val_counted,
-        "val_accuracy": val_correct / val_counted,
+        "val_loss": val.loss / val.counted,
+        "val_accuracy": val.correct / val.counted,
+        "val_columns": val.column_accuracies(),  # per paper column: which reasoning it learns
         "lr": run.optimizer.param_groups[0]["lr"],
         "samples_per_s": result.samples / max(result.seconds, 1e-9),
     }
@@ -1020,8 +1057,8 @@ def _validate(
     ctx: DistContext,
     device: torch.device,
     cfg: TrainConfig,
-) -> tuple[float, float, float]:
-    """(correct, counted, summed loss) on the validation split, summed over the ranks.
+) -> Scores:
+    """The validation split's scores, summed over the ranks.
 
     Each rank scores its slice of the shards (rank 0 all of them when there are fewer shards
     than ranks); rank 0's BatchNorm statistics are broadcast first, so all ranks score the
@@ -1031,7 +1068,7 @@ def _validate(
         for buffer in raw_model.buffers():
             dist.broadcast(buffer, src=0)
     split = ctx.world_size > 1 and len(val_paths) >= ctx.world_size
-    counts = (0.0, 0.0, 0.0)
+    scores = Scores(0.0, 0.0, 0.0, (0.0,) * len(COLUMNS), (0.0,) * len(COLUMNS))
     if split or ctx.main:
         loader = shards.question_loader(
             val_paths,
@@ -1040,6 +1077,5 @@ def _validate(
             num_workers=cfg.num_workers,
             split_by_node=split,
         )
-        counts = _score(raw_model, loader, device, bf16=cfg.bf16, channels_last=cfg.channels_last)
-    correct, counted, loss = all_reduce(list(counts), ctx, device)
-    return correct, counted, loss
+        scores = _score(raw_model, loader, device, bf16=cfg.bf16, channels_last=cfg.channels_last)
+    return Scores.from_list(all_reduce(scores.as_list(), ctx, device))

@@ -37,6 +37,19 @@ def test_learning_curves_png_is_stable(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))  # the atomic write left no temporary file
 
 
+def test_learning_curves_add_a_panel_per_column_when_logged(tmp_path):
+    plain, columns = tmp_path / "plain.png", tmp_path / "columns.png"
+    figures.plot_learning_curves(HISTORY, plain)
+    with_columns = [
+        {**row, "val_columns": {"count": 0.3 + 0.1 * i, "exist": 0.5}}
+        for i, row in enumerate(HISTORY)
+    ]
+    with_columns[0]["val_columns"] = {}  # an epoch without them (a run resumed across versions)
+    figures.plot_learning_curves(with_columns, columns)
+    (w2, h2), (w3, h3) = _open_png(plain), _open_png(columns)
+    assert h2 == h3 and w3 == pytest.approx(1.5 * w2, rel=0.02)  # a third panel as wide
+
+
 def test_learning_curves_refuse_empty_history(tmp_path):
     with pytest.raises(ValueError, match="no history"):
         figures.plot_learning_curves([], tmp_path / "c.png")

@@ -31,10 +31,11 @@ def run(tmp_path: Path) -> Path:
     for name in ("models/film.pt", "results/table.md", "results/table.csv"):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(name)
-    history = [
+    history = [  # the first epoch from a version that logged no columns
         {"epoch": 1, "step": 10, "val_accuracy": 0.41, "train_accuracy": 0.40},
-        {"epoch": 2, "step": 20, "val_accuracy": 0.47, "train_accuracy": 0.50},
-    ]
+        {"epoch": 2, "step": 20, "val_accuracy": 0.47, "train_accuracy": 0.50,
+         "val_columns": {"count": 0.25, "exist": 0.5}},
+    ]  # fmt: skip
     sidecar = {"train_config": {"batch_size": 32}, "world_size": 2, "history": history}
     (root / "models/film.json").write_text(json.dumps(sidecar))
     metrics = {
@@ -59,9 +60,9 @@ def test_keeps_outputs_parameters_and_provenance(run: Path) -> None:
     assert (out / "film.pt").read_text() == "models/film.pt"
     # The learning curve against questions seen (steps x 32 x 2 processes), beside the paper's.
     assert (out / "learning_curve.csv").read_text().splitlines() == [
-        "epoch,questions_seen,val_accuracy,train_accuracy,prior",
-        "1,640,41.0,40.0,40.0",
-        "2,1280,47.0,50.0,40.0",
+        "epoch,questions_seen,val_accuracy,train_accuracy,prior,val_count,val_exist",
+        "1,640,41.0,40.0,40.0,,",
+        "2,1280,47.0,50.0,40.0,25.0,50.0",
     ]
     assert (out / "learning_curve_vs_paper.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "analysis/tsne.png").read_bytes() == b"png"

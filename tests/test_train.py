@@ -234,6 +234,16 @@ def test_run_writes_checkpoints_sidecar_logs_and_curves(
         shards.shard_paths(data["shards"], "val"), batch_size=8, shuffle=False
     )
     assert evaluate_accuracy(model, val, "cpu") == summary["best_val_accuracy"]
+    # ...and per paper column: each question's type, scored here one question at a time.
+    right: dict[str, list[bool]] = {}
+    with torch.no_grad():
+        for batch in val:
+            predicted = model(batch.images, batch.questions, batch.lengths).argmax(dim=1)
+            correct = (predicted == batch.answers).tolist()
+            for kind, ok in zip(batch.types.tolist(), correct, strict=True):
+                right.setdefault(list(clevr.QUESTION_TYPES)[kind], []).append(ok)
+    best_row = last["history"][best["epoch"] - 1]
+    assert best_row["val_columns"] == pytest.approx({k: np.mean(v) for k, v in right.items()})
     sidecar = json.loads((reference / "film.json").read_text())
     assert sidecar["epoch"] == summary["best_epoch"]
     assert sidecar["val_accuracy"] == summary["best_val_accuracy"]
@@ -242,6 +252,8 @@ def test_run_writes_checkpoints_sidecar_logs_and_curves(
     # DVCLive: one row per epoch, no dvc.yaml written, and the curves figure.
     rows = (reference / "train" / "plots" / "metrics" / "val" / "accuracy.tsv").read_text()
     assert len(rows.splitlines()) == 1 + 2
+    logged = reference / "train" / "plots" / "metrics" / "val" / "columns"
+    assert {f.stem for f in logged.glob("*.tsv")} == set(best_row["val_columns"])
     metrics = json.loads((reference / "train" / "metrics.json").read_text())
     assert metrics["step"] == 2 and metrics["best_val_accuracy"] == summary["best_val_accuracy"]
     assert not list(reference.rglob("dvc.yaml"))
