@@ -3,9 +3,9 @@
 A reference result is what the pipeline produced, never edited: the best checkpoint (so a new
 user can ask the model questions without training it), its metrics, results table, learning
 curves, analysis and CoGenT report, Snakemake's per-stage wall time and peak memory, the exact
-parameters file, and PROVENANCE.json (the commit of the code, the
-dvc.lock stage hashes, the machine, the date). Its learning curve is also drawn beside the
-official one (learning_curve.csv, learning_curve_vs_paper.png), from the checkpoint's history.
+parameters file, and PROVENANCE.json (the commit of the code, the dvc.lock stage hashes when
+DVC ran it, the machine, the date). Its learning curve is also drawn beside the official one
+(learning_curve.csv, learning_curve_vs_paper.png), from the checkpoint's history.
 Refused when the working tree has uncommitted changes to the code, since the commit would then
 not name the code that ran.
 
@@ -152,13 +152,35 @@ def write_curve_vs_paper(sidecar: dict[str, Any], metrics: dict[str, Any], out: 
     plot_curve_vs_paper(curve, paper, out / "learning_curve_vs_paper.png", label=label)
 
 
+def _lock_of_this_run(root: Path) -> str | None:
+    """dvc.lock's text when it records this run's results/metrics.json (DVC ran it), else None:
+    after a Snakemake run the tree's dvc.lock describes some other, earlier run."""
+    import hashlib
+
+    import yaml
+
+    lock, metrics = root / "dvc.lock", root / "results/metrics.json"
+    if not lock.is_file() or not metrics.is_file():
+        return None
+    text = lock.read_text(encoding="utf-8")
+    stages = (yaml.safe_load(text) or {}).get("stages", {})
+    recorded = {
+        out.get("md5")
+        for stage in stages.values()
+        for out in stage.get("outs", [])
+        if out.get("path") == "results/metrics.json"
+    }
+    return text if hashlib.md5(metrics.read_bytes()).hexdigest() in recorded else None
+
+
 def _provenance(root: Path, metrics: dict[str, Any], params: Path) -> dict[str, Any]:
-    lock = root / "dvc.lock"
+    lock = _lock_of_this_run(root)
     return {
         "commit": _git(root, "rev-parse", "HEAD"),
         "commit_of_the_evaluation": metrics.get("context", {}).get("commit"),
         "parameters": str(params),
-        "dvc_lock": lock.read_text(encoding="utf-8") if lock.is_file() else None,
+        "engine": "dvc" if lock else "snakemake (dvc.lock describes another run)",
+        "dvc_lock": lock,
         "machine": metrics.get("context", {}).get("machine"),
         "kept": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "how": "filmclevr-reference after the pipeline ran these parameters at this commit",

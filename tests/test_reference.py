@@ -73,6 +73,28 @@ def test_keeps_outputs_parameters_and_provenance(run: Path) -> None:
     provenance = json.loads((out / "PROVENANCE.json").read_text())
     assert provenance["commit"] == git(run, "rev-parse", "HEAD")
     assert provenance["machine"] == {"processor": "x"}
+    assert provenance["dvc_lock"] is None  # no dvc.lock: Snakemake ran it
+
+
+def test_provenance_keeps_dvc_lock_only_when_it_records_this_run(run: Path) -> None:
+    import hashlib
+
+    lock = "stages:\n  evaluate_model:\n    outs:\n    - path: results/metrics.json\n"
+    (run / "dvc.lock").write_text(lock + "      md5: 0123\n")  # an earlier run's
+    git(run, "-c", "user.email=a@b", "-c", "user.name=a", "add", "dvc.lock")
+    git(run, "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "lock")
+    metrics = json.loads((run / "results/metrics.json").read_text())
+    metrics["context"]["commit"] = git(run, "rev-parse", "--short", "HEAD")
+    (run / "results/metrics.json").write_text(json.dumps(metrics))
+    out = reference.keep_reference(run, "demo", run / "params.yaml")
+    provenance = json.loads((out / "PROVENANCE.json").read_text())
+    assert provenance["dvc_lock"] is None and provenance["engine"].startswith("snakemake")
+
+    digest = hashlib.md5((run / "results/metrics.json").read_bytes()).hexdigest()
+    (run / "dvc.lock").write_text(lock + f"      md5: {digest}\n")
+    out = reference.keep_reference(run, "demo2", run / "params.yaml")
+    provenance = json.loads((out / "PROVENANCE.json").read_text())
+    assert provenance["engine"] == "dvc" and digest in provenance["dvc_lock"]
 
 
 def test_refuses_uncommitted_code(run: Path) -> None:
