@@ -277,6 +277,20 @@ def _train_batches(paths: list[str], cfg: TrainConfig, epoch: int) -> Iterator[s
             raise ValueError(f"training shards yielded no questions: {paths[:3]} ...")
 
 
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX; ARM's is not probed)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def warn_if_bf16_is_emulated(device: torch.device, bf16: bool) -> None:
+    if bf16 and device.type == "cpu" and not native_cpu_bf16():
+        log.warning(
+            "train_model.bf16 is true but this CPU has no native bfloat16 (AVX512-BF16, AMX): "
+            "it is emulated and may be slower than float32; set train_model.bf16: false"
+        )
+
+
 def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
     # bfloat16 needs no loss scaling (float32's exponent range), unlike float16.
     if bf16:
@@ -731,6 +745,7 @@ def _build(
 ) -> nn.Module:
     """The seeded model, from `init`'s weights when fine-tuning, with what is not trained frozen."""
     set_seed(cfg.seed)
+    warn_if_bf16_is_emulated(device, cfg.bf16)
     vocab_size, num_answers = len(vocab["question_token_to_idx"]), len(vocab["answer_token_to_idx"])
     raw_model = build_model(model_config, vocab_size, num_answers).to(device)
     if init is not None:

@@ -655,3 +655,19 @@ def test_stage_starts_nproc_per_node_processes(data: dict[str, Path], tmp_path: 
 def test_nproc_per_node_must_be_positive() -> None:
     with pytest.raises(ValueError, match="nproc_per_node must be > 0"):
         TrainConfig(nproc_per_node=0)
+
+
+def test_bf16_on_a_cpu_without_it_warns(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    cpu = torch.device("cpu")
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: False, raising=False)
+    train_mod.warn_if_bf16_is_emulated(cpu, bf16=False)
+    assert not caplog.records
+    train_mod.warn_if_bf16_is_emulated(cpu, bf16=True)
+    assert "bf16: false" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    train_mod.warn_if_bf16_is_emulated(cpu, bf16=True)
+    assert not caplog.records
