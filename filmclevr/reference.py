@@ -153,8 +153,8 @@ def write_curve_vs_paper(sidecar: dict[str, Any], metrics: dict[str, Any], out: 
 
 
 def _lock_of_this_run(root: Path) -> str | None:
-    """dvc.lock's text when it records this run's results/metrics.json (DVC ran it), else None:
-    after a Snakemake run the tree's dvc.lock describes some other, earlier run."""
+    """dvc.lock's text when it records this run's results/metrics.json, else None: after a
+    Snakemake run the tree's dvc.lock may describe some other, earlier run."""
     import hashlib
 
     import yaml
@@ -179,8 +179,7 @@ def _provenance(root: Path, metrics: dict[str, Any], params: Path) -> dict[str, 
         "commit": _git(root, "rev-parse", "HEAD"),
         "commit_of_the_evaluation": metrics.get("context", {}).get("commit"),
         "parameters": str(params),
-        "engine": "dvc" if lock else "snakemake (dvc.lock describes another run)",
-        "dvc_lock": lock,
+        "dvc_lock": lock,  # None when the tree's dvc.lock records another run (or none)
         "machine": metrics.get("context", {}).get("machine"),
         "kept": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "how": "filmclevr-reference after the pipeline ran these parameters at this commit",

@@ -88,13 +88,13 @@ def test_provenance_keeps_dvc_lock_only_when_it_records_this_run(run: Path) -> N
     (run / "results/metrics.json").write_text(json.dumps(metrics))
     out = reference.keep_reference(run, "demo", run / "params.yaml")
     provenance = json.loads((out / "PROVENANCE.json").read_text())
-    assert provenance["dvc_lock"] is None and provenance["engine"].startswith("snakemake")
+    assert provenance["dvc_lock"] is None
 
     digest = hashlib.md5((run / "results/metrics.json").read_bytes()).hexdigest()
     (run / "dvc.lock").write_text(lock + f"      md5: {digest}\n")
     out = reference.keep_reference(run, "demo2", run / "params.yaml")
     provenance = json.loads((out / "PROVENANCE.json").read_text())
-    assert provenance["engine"] == "dvc" and digest in provenance["dvc_lock"]
+    assert digest in provenance["dvc_lock"]
 
 
 def test_refuses_uncommitted_code(run: Path) -> None:
