@@ -441,11 +441,14 @@ def test_finished_run_restores_a_missing_best_checkpoint(
         assert torch.equal(best["model"][key], value), key
 
 
+HALF_RIGHT = train_mod.Scores(16.0, 32.0, 20.0, (16.0, 0, 0, 0, 0), (32.0, 0, 0, 0, 0))
+
+
 def test_early_stopping(
     data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Validation accuracy frozen at 50%: no epoch after the first improves on it.
-    monkeypatch.setattr(train_mod, "_validate", lambda *args: (16.0, 32.0, 20.0))
+    monkeypatch.setattr(train_mod, "_validate", lambda *args: HALF_RIGHT)
     config = TrainConfig.from_dict({**TINY_TRAIN.asdict(), "max_epochs": 5, "patience": 2})
     summary = run(data, tmp_path, config, progress=True)  # the progress bar's path too
     assert summary["stopped_early"] and summary["epochs"] == 3 and summary["best_epoch"] == 1
@@ -456,7 +459,7 @@ def test_no_early_stopping_by_default(
     data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The paper's recipe runs every epoch and keeps the best, however flat validation is.
-    monkeypatch.setattr(train_mod, "_validate", lambda *args: (16.0, 32.0, 20.0))
+    monkeypatch.setattr(train_mod, "_validate", lambda *args: HALF_RIGHT)
     config = TrainConfig.from_dict({**TINY_TRAIN.asdict(), "max_epochs": 3, "patience": None})
     summary = run(data, tmp_path, config)
     assert not summary["stopped_early"] and summary["epochs"] == 3 and summary["best_epoch"] == 1
