@@ -7,6 +7,7 @@ release go through the same code.
 
 from __future__ import annotations
 
+import csv
 import re
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable
@@ -84,6 +85,32 @@ QUESTION_TYPES: dict[str, tuple[str, ...]] = {
 }
 TYPE_OF_FUNCTION: dict[str, str] = {f: t for t, fs in QUESTION_TYPES.items() for f in fs}
 TERMINAL_FUNCTIONS: tuple[str, ...] = tuple(TYPE_OF_FUNCTION)  # the 13 answer-producing functions
+PAPER_TABLE1 = Path(__file__).resolve().parent / "paper" / "table1_clevr_test.csv"
+
+
+def question_type_shares(path: str | Path = PAPER_TABLE1) -> dict[str, float]:
+    """CLEVR v1.0 test's share of each question type, recovered from the paper's Table 1.
+
+    Every row's Overall is its five columns weighted by the shares of their question types, so
+    least squares over the rows recovers the shares (they sum to 0.999 before normalizing: the
+    table's numbers are rounded). CLEVR's question counts per type are not in our data; this
+    reads them off the paper instead of retyping them.
+    """
+    import numpy as np
+
+    path = Path(path)
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        columns = np.array([[float(r[t]) for t in QUESTION_TYPES] for r in rows])
+        overall = np.array([float(r["overall"]) for r in rows])
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"{path}: cannot read the paper's Table 1 columns ({e!r})") from None
+    if len(rows) < len(QUESTION_TYPES):
+        raise ValueError(f"{path}: {len(rows)} rows cannot determine {len(QUESTION_TYPES)} shares")
+    shares = np.clip(np.linalg.lstsq(columns, overall, rcond=None)[0], 0.0, None)
+    return {t: float(w) for t, w in zip(QUESTION_TYPES, shares / shares.sum(), strict=True)}
+
 
 # The 9 template groups of CLEVR's 90 families, with their family counts (SPEC §1).
 TEMPLATE_GROUPS: dict[str, int] = {

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COLUMNS: tuple[str, ...] = tuple(clevr.QUESTION_TYPES)
-PAPER_TABLE1 = Path(__file__).resolve().parent / "paper" / "table1_clevr_test.csv"
+PAPER_TABLE1 = clevr.PAPER_TABLE1
 PAPER_SOURCE = "CLEVR v1.0 / test"  # the split of every row of the paper's Table 1
 TABLE_COLUMNS: tuple[str, ...] = ("model", "data", "overall", *COLUMNS, "notes")
 CONTEXT_KEYS: tuple[str, ...] = (

@@ -30,6 +30,7 @@ def main() -> None:
             questions_per_image=mini["questions_per_image"],
             min_objects=mini["min_objects"],
             max_objects=mini["max_objects"],
+            **{k: mini[k] for k in ("question_mix",) if k in mini},  # else the generator's default
             workers=_common.workers(args.workers),
         )
     else:

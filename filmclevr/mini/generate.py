@@ -15,6 +15,7 @@ import logging
 import multiprocessing
 import random
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,13 @@ from tqdm import tqdm
 
 from filmclevr import clevr
 from filmclevr.fileio import atomic_dir, write_json_atomic, write_text_atomic
-from filmclevr.mini.questions import FAMILIES, baseline_keys, prior_accuracy, sample_questions
+from filmclevr.mini.questions import (
+    FAMILIES,
+    QUESTION_MIXES,
+    baseline_keys,
+    prior_accuracy,
+    sample_questions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +115,16 @@ def make_scene(
 
 
 def make_questions(
-    scenes: list[dict[str, Any]], *, seed: int, split: str, questions_per_image: int
+    scenes: list[dict[str, Any]],
+    *,
+    seed: int,
+    split: str,
+    questions_per_image: int,
+    question_mix: str = "uniform",
 ) -> list[dict[str, Any]]:
     """The questions of one split, in scene order, balanced over the split."""
     rng = random.Random(derive_seed(seed, split, "questions"))
-    return sample_questions(scenes, rng, questions_per_image)
+    return sample_questions(scenes, rng, questions_per_image, question_mix)
 
 
 def _image_task(task: tuple[str, str, int, int, int, int]) -> dict[str, Any]:
@@ -144,6 +156,7 @@ def generate_mini_clevr(
     questions_per_image: int = 10,
     min_objects: int = 3,
     max_objects: int = 10,
+    question_mix: str = "uniform",
     workers: int = 1,
 ) -> dict[str, Any]:
     """Generate mini-CLEVR into `out_dir` (replaced atomically) as a CLEVR v1.0 release root.
@@ -157,6 +170,8 @@ def generate_mini_clevr(
         seed: the one seed; the same seed gives byte-identical files for any `workers`.
         questions_per_image: questions asked about each image (fewer only if templates fail).
         min_objects, max_objects: objects per scene, drawn uniformly.
+        question_mix: "uniform" (each family equally often before rejections) or "clevr"
+            (CLEVR v1.0's shares of question types); see `QuestionSampler`.
         workers: processes that sample and render scenes.
 
     Returns:
@@ -182,6 +197,8 @@ def generate_mini_clevr(
         raise ValueError(f"questions_per_image must be >= 1, got {questions_per_image}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if question_mix not in QUESTION_MIXES:
+        raise ValueError(f"question_mix must be one of {QUESTION_MIXES}, got {question_mix!r}")
 
     started = time.perf_counter()
     stats: dict[str, Any] = {"splits": {}, "families": len(FAMILIES), "workers": workers}
@@ -207,7 +224,11 @@ def generate_mini_clevr(
                 tqdm(results, total=count, desc=f"mini-CLEVR {split}", unit="img", leave=False)
             )
             questions = make_questions(
-                scenes, seed=seed, split=split, questions_per_image=questions_per_image
+                scenes,
+                seed=seed,
+                split=split,
+                questions_per_image=questions_per_image,
+                question_mix=question_mix,
             )
             if split in list(splits)[:2] and not clevr.is_test_split(split):
                 keys_by_split[split] = baseline_keys(questions)
@@ -219,6 +240,8 @@ def generate_mini_clevr(
                 "generator": GENERATOR,
                 "seed": seed,
             }
+            if question_mix != "uniform":  # absent, so uniform trees keep their bytes
+                info["question_mix"] = question_mix
             write_json_atomic(
                 clevr.questions_path(root, split),
                 {"info": info, "questions": [_release_question(q, public) for q in questions]},
@@ -228,7 +251,12 @@ def generate_mini_clevr(
                 write_json_atomic(
                     clevr.scenes_path(root, split), {"info": info, "scenes": scenes}, indent=None
                 )
-            stats["splits"][split] = {"images": count, "questions": len(questions)}
+            types = Counter(clevr.question_type(q["program"]) for q in questions)
+            stats["splits"][split] = {
+                "images": count,
+                "questions": len(questions),
+                "question_types": {t: types[t] for t in clevr.QUESTION_TYPES},
+            }
             log.info("%s: %d images, %d questions", split, count, len(questions))
             del scenes, questions  # before the next split is drawn
         split_lines = "\n".join(

@@ -638,6 +638,9 @@ def family_table() -> str:
 
 
 # --- Balanced sampling ----------------------------------------------------------------------------
+QUESTION_MIXES: tuple[str, ...] = ("uniform", "clevr")
+
+
 class QuestionSampler:
     """Samples well-posed questions for scenes, balancing answers per family over a split.
 
@@ -646,21 +649,29 @@ class QuestionSampler:
 
     Args:
         rng: the only source of randomness (seed it for reproducible questions).
+        question_mix: "uniform" draws each question's family uniformly (templates that fail
+            more often, such as Compare Attribute's two unique references, end up rarer);
+            "clevr" first draws the question type with CLEVR v1.0's shares
+            (`clevr.question_type_shares`), then a family of that type, and keeps the type
+            until a question of it is accepted, so the split has CLEVR's mix of types.
         max_ratio, slack: an answer is refused while its count in the family would exceed
             `max_ratio` times the count of the family's next most frequent answer plus `slack`
             (CLEVR's generator uses 1.1 times the runner-up).
         max_attempts_per_question: template instantiations tried per requested question before
-            a scene is given fewer questions.
+            a scene is given fewer questions (with "clevr", before another type is drawn).
     """
 
     def __init__(
         self,
         rng: random.Random,
         *,
+        question_mix: str = "uniform",
         max_ratio: float = 1.1,
         slack: int = 1,
         max_attempts_per_question: int = 60,
     ) -> None:
+        if question_mix not in QUESTION_MIXES:
+            raise ValueError(f"question_mix must be one of {QUESTION_MIXES}, got {question_mix!r}")
         self.rng = rng
         self.max_ratio = max_ratio
         self.slack = slack
@@ -670,11 +681,39 @@ class QuestionSampler:
             for f in FAMILIES
         }
         self.next_question_index = 0
+        self.type_shares = clevr.question_type_shares() if question_mix == "clevr" else None
+        self.families_of_type = {
+            t: [f for f in FAMILIES if clevr.TYPE_OF_FUNCTION[f.terminal] == t]
+            for t in clevr.QUESTION_TYPES
+        }
 
     def _accepts(self, family: int, answer: str) -> bool:
         counts = self.answer_counts[family]
         runner_up = max(c for a, c in counts.items() if a != answer)
         return counts.get(answer, 0) + 1 <= self.max_ratio * runner_up + self.slack
+
+    def _draw_type(self) -> str:
+        assert self.type_shares is not None
+        return self.rng.choices(list(self.type_shares), weights=list(self.type_shares.values()))[0]
+
+    def _attempt(
+        self, family: Family, view: _View, scene: dict[str, Any], texts: set[str]
+    ) -> tuple[str, str, list[dict[str, Any]]] | None:
+        """One instantiation of `family`: (text, answer, program), or None if it is refused."""
+        instance = family.build(view, self.rng)
+        if instance is None:
+            return None
+        program, slots = instance
+        try:
+            answer = execute(program, scene)
+        except IllPosedError:  # the builders aim for unique references; never trust them
+            return None
+        if not self._accepts(family.index, answer):
+            return None
+        text = self.rng.choice(family.texts).format(**slots)
+        if text in texts:
+            return None
+        return text, answer, program
 
     def sample(self, scene: dict[str, Any], n: int) -> list[dict[str, Any]]:
         """Up to `n` questions about `scene` (fewer only if the templates keep failing).
@@ -688,23 +727,24 @@ class QuestionSampler:
         filename = scene.get("image_filename") or clevr.image_filename(split, index)
         questions: list[dict[str, Any]] = []
         texts: set[str] = set()
+        wanted: str | None = None  # with a CLEVR mix: the type of the question being sought
+        misses = 0
         for _ in range(n * self.max_attempts_per_question):
             if len(questions) == n:
                 break
-            family = self.rng.choice(FAMILIES)
-            instance = family.build(view, self.rng)
-            if instance is None:
+            if self.type_shares is None:
+                family = self.rng.choice(FAMILIES)
+            else:
+                wanted = wanted or self._draw_type()
+                family = self.rng.choice(self.families_of_type[wanted])
+            attempt = self._attempt(family, view, scene, texts)
+            if attempt is None:
+                misses += 1
+                if misses == self.max_attempts_per_question:  # this scene cannot ask that type
+                    wanted, misses = None, 0
                 continue
-            program, slots = instance
-            try:
-                answer = execute(program, scene)
-            except IllPosedError:  # the builders aim for unique references; never trust them
-                continue
-            if not self._accepts(family.index, answer):
-                continue
-            text = self.rng.choice(family.texts).format(**slots)
-            if text in texts:
-                continue
+            wanted, misses = None, 0
+            text, answer, program = attempt
             texts.add(text)
             counts = self.answer_counts[family.index]
             counts[answer] = counts.get(answer, 0) + 1
@@ -725,10 +765,14 @@ class QuestionSampler:
 
 
 def sample_questions(
-    scenes: Iterable[dict[str, Any]], rng: random.Random, questions_per_image: int
+    scenes: Iterable[dict[str, Any]],
+    rng: random.Random,
+    questions_per_image: int,
+    question_mix: str = "uniform",
 ) -> list[dict[str, Any]]:
-    """Questions for every scene of one split, balanced over the split (one sampler)."""
-    sampler = QuestionSampler(rng)
+    """Questions for every scene of one split, balanced over the split (one sampler; the mix
+    of question types as `QuestionSampler`'s `question_mix`)."""
+    sampler = QuestionSampler(rng, question_mix=question_mix)
     questions: list[dict[str, Any]] = []
     for scene in scenes:
         questions += sampler.sample(scene, questions_per_image)
