@@ -128,3 +128,23 @@ def test_mixed_family_numbering_is_an_error(tmp_path):
     path = write(tmp_path, "CLEVR_val_questions.json", {"questions": questions})
     with pytest.raises(clevr.ClevrFormatError, match=r"questions\.json: question #1 .*no templ"):
         clevr.read_questions(path)
+
+
+def test_question_type_shares_reproduce_every_row_of_table_1():
+    import pandas as pd
+
+    shares = clevr.question_type_shares()
+    assert list(shares) == list(clevr.QUESTION_TYPES)
+    assert sum(shares.values()) == pytest.approx(1.0)
+    table = pd.read_csv(clevr.PAPER_TABLE1)
+    predicted = sum(table[t] * w for t, w in shares.items())
+    # Each row's Overall is its columns weighted by these shares, up to the table's rounding.
+    assert (predicted - table["overall"]).abs().max() < 0.3
+    assert 0.15 < shares["compare_attribute"] < 0.25  # CLEVR asks far more than uniform 6%
+
+
+def test_question_type_shares_name_a_bad_table(tmp_path):
+    path = tmp_path / "table1.csv"
+    path.write_text("model,overall,count\nHuman,92.6,86.7\n")
+    with pytest.raises(ValueError, match="table1.csv"):
+        clevr.question_type_shares(path)

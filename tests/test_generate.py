@@ -177,6 +177,7 @@ def test_failure_leaves_nothing(tmp_path, monkeypatch) -> None:
         ({"splits": {"va/l": 1}}, "split name"),
         ({"splits": {"val": 1}, "workers": 0}, "workers"),
         ({"splits": {"val": 1}, "questions_per_image": 0}, "questions_per_image"),
+        ({"splits": {"val": 1}, "question_mix": "even"}, "question_mix"),
     ],
 )
 def test_bad_arguments(tmp_path, kwargs, message) -> None:

@@ -186,6 +186,47 @@ def test_answers_are_balanced_per_family() -> None:
         assert n1 <= 1.1 * n2 + 1, (family, counts)
 
 
+def _type_shares(qs: list[dict]) -> dict[str, float]:
+    types = Counter(clevr.question_type(q["program"]) for q in qs)
+    return {t: types[t] / len(qs) for t in clevr.QUESTION_TYPES}
+
+
+def test_clevr_mix_asks_each_type_as_often_as_clevr() -> None:
+    scenes = make_scenes(21, 300)
+    uniform = questions.sample_questions(scenes, random.Random(3), 10)
+    mixed = questions.sample_questions(scenes, random.Random(3), 10, question_mix="clevr")
+    target = clevr.question_type_shares()
+    # Uniform families leave Compare Attribute (two unique references) far below CLEVR's share;
+    # the CLEVR mix brings every type within 3 points of it (3,000 questions: sd ~0.7 point).
+    assert _type_shares(uniform)["compare_attribute"] < target["compare_attribute"] - 0.08
+    for t, share in _type_shares(mixed).items():
+        assert share == pytest.approx(target[t], abs=0.03), t
+    assert len(mixed) == len(uniform) == 3000  # no scene is asked fewer questions
+    assert all(execute(q["program"], s) == q["answer"] for q, s in _with_scenes(mixed, scenes))
+
+
+def _with_scenes(qs: list[dict], scenes: list[dict]):
+    return ((q, scenes[q["image_index"]]) for q in qs)
+
+
+def test_clevr_mix_moves_on_from_a_type_the_scene_cannot_ask(monkeypatch) -> None:
+    # Family 0 (Exist) always answers; family 1 (Count) is always ill posed, and the mix asks
+    # mostly Count: after max_attempts_per_question misses another type is drawn.
+    fakes = (_fake_family(0, "exist"), _fake_family(1, "count", ill_posed=True))
+    monkeypatch.setattr(questions, "FAMILIES", fakes)
+    shares = dict.fromkeys(clevr.QUESTION_TYPES, 0.0) | {"count": 0.9, "exist": 0.1}
+    monkeypatch.setattr(clevr, "question_type_shares", lambda: shares)
+    sampler = QuestionSampler(random.Random(0), question_mix="clevr", max_attempts_per_question=4)
+    got = sampler.sample(make_scenes(4, 1)[0], 5)  # 20 attempts in all
+    # Without the redraw, a first Count draw would spend every attempt on Count and ask nothing.
+    assert got and {q["question_family_index"] for q in got} == {0}
+
+
+def test_unknown_question_mix_is_refused() -> None:
+    with pytest.raises(ValueError, match="question_mix"):
+        QuestionSampler(random.Random(0), question_mix="balanced")
+
+
 def _fake_family(index: int, answer_node: str, ill_posed: bool = False) -> Family:
     def build(view, rng):
         program = [{"function": "scene", "inputs": [], "value_inputs": []}]
