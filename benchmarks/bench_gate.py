@@ -103,11 +103,11 @@ def main() -> None:
     tolerance = params["regression"]["tolerance"]
     model = model_overrides(params)
     cases = {f"seed {s}": (s, model, None) for s in args.seeds}
-    first = args.seeds[0]
+    first_seed = args.seeds[0]
     cases.update({
-        "no FiLM": (first, {**model, **ABLATIONS["no_film_blocks1_4"]}, None),
-        "blank images": (first, model, blank_images),
-        "shuffled questions": (first, model, shuffled_questions),
+        "no FiLM": (first_seed, {**model, **ABLATIONS["no_film_blocks1_4"]}, None),
+        "blank images": (first_seed, model, blank_images),
+        "shuffled questions": (first_seed, model, shuffled_questions),
     })  # fmt: skip
     runs = {}
     for name, (seed, config, breakage) in cases.items():
@@ -130,9 +130,9 @@ def main() -> None:
               f"{max(values) - min(values):6.2f} {binomial_error(mean, n):5.2f} "
               f"{implied[name]:5.1f}  " + " ".join(f"{v:7.2f}" for v in values))  # fmt: skip
     print("implied regression.tolerance: " + json.dumps(implied))
-    first = f"seed {args.seeds[0]}"
-    print_gate(runs, first, tolerance, f"the profile's tolerance {json.dumps(tolerance)}")
-    print_gate(runs, first, implied, "the implied tolerance")
+    first_run = f"seed {first_seed}"
+    print_gate(runs, first_run, tolerance, f"the profile's tolerance {json.dumps(tolerance)}")
+    print_gate(runs, first_run, implied, "the implied tolerance")
     if args.json:
         args.json.write_text(json.dumps(runs, indent=1))
 

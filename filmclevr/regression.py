@@ -4,9 +4,9 @@ Overall and each of the paper's five columns may fall at most `tolerance` accura
 the baseline: one number for all six, or one per metric (params.yaml's `regression.tolerance`:
 the columns differ in size, so their seed-to-seed spread differs too). Runs on different data
 (dataset, split or profile) cannot be compared, so a context mismatch fails the gate too. The
-report also names the machine (CPU or GPU, torch
-build) of both runs: training is bitwise repeatable on one machine, not across CPU models, so
-a small drop between two machines can be the machine, not the code.
+report also names the machine (CPU or GPU, torch build) of both runs: training is bitwise
+repeatable on one machine, not across CPU models, so a small drop between two machines can be
+the machine, not the code.
 
     filmclevr-regression --baseline results/baseline/metrics.json \
         --current results/metrics.json --params params.yaml   # or: --tolerance 3

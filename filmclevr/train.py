@@ -383,6 +383,11 @@ class Scores:
     column_correct: tuple[float, ...]
     column_counted: tuple[float, ...]
 
+    @classmethod
+    def zero(cls) -> Scores:
+        """Nothing scored yet (a rank without validation shards contributes this)."""
+        return cls(0.0, 0.0, 0.0, (0.0,) * len(COLUMNS), (0.0,) * len(COLUMNS))
+
     def as_list(self) -> list[float]:
         return [self.correct, self.counted, self.loss, *self.column_correct, *self.column_counted]
 
@@ -390,6 +395,10 @@ class Scores:
     def from_list(cls, values: list[float]) -> Scores:
         n = len(COLUMNS)
         return cls(*values[:3], tuple(values[3 : 3 + n]), tuple(values[3 + n :]))
+
+    def all_reduced(self, ctx: DistContext, device: torch.device) -> Scores:
+        """The scores summed over every rank (a collective: every rank must call it)."""
+        return Scores.from_list(all_reduce(self.as_list(), ctx, device))
 
     def column_accuracies(self) -> dict[str, float]:
         """Accuracy per column that has questions."""
@@ -1083,7 +1092,7 @@ def _validate(
         for buffer in raw_model.buffers():
             dist.broadcast(buffer, src=0)
     split = ctx.world_size > 1 and len(val_paths) >= ctx.world_size
-    scores = Scores(0.0, 0.0, 0.0, (0.0,) * len(COLUMNS), (0.0,) * len(COLUMNS))
+    scores = Scores.zero()
     if split or ctx.main:
         loader = shards.question_loader(
             val_paths,
@@ -1093,4 +1102,4 @@ def _validate(
             split_by_node=split,
         )
         scores = _score(raw_model, loader, device, bf16=cfg.bf16, channels_last=cfg.channels_last)
-    return Scores.from_list(all_reduce(scores.as_list(), ctx, device))
+    return scores.all_reduced(ctx, device)
