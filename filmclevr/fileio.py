@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +112,28 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 def write_json_atomic(path: str | Path, data: Any, *, indent: int | None = 2) -> None:
     """Write `data` as JSON to `path` atomically, with sorted keys for byte-stable output."""
     write_text_atomic(path, json.dumps(data, indent=indent, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def json_list_writer(
+    path: str | Path, head: Mapping[str, Any], key: str
+) -> Iterator[Callable[[Any], None]]:
+    """Stream the JSON document `{**head, key: [items]}` to `path` atomically, one item at a time.
+
+    Yields `append(item)`. The bytes are those of `write_json_atomic(path, {**head, key: items},
+    indent=None)`, so a split of 700,000 questions is written without holding it in memory.
+    """
+    if key in head or any(k > key for k in head):  # sorted keys: the list must come last
+        raise ValueError(f"{path}: list key {key!r} must sort after every key of {sorted(head)}")
+    prefix = json.dumps(dict(head), sort_keys=True)[:-1]  # the head without its closing brace
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(f"{prefix}{', ' if head else ''}{json.dumps(key)}: [")
+        separator = ""
+
+        def append(item: Any) -> None:
+            nonlocal separator
+            f.write(separator + json.dumps(item, sort_keys=True))
+            separator = ", "
+
+        yield append
+        f.write("]}\n")

@@ -57,3 +57,35 @@ def test_atomic_dir_replaces_the_tree_as_a_whole(tmp_path: Path) -> None:
     mode = 0o777 & ~fileio._umask()
     assert out.stat().st_mode & 0o777 == mode
     assert (out / "new.json").stat().st_mode & 0o777 == 0o666 & ~fileio._umask()
+
+
+@pytest.mark.parametrize(
+    ("head", "items"),
+    [
+        ({"info": {"split": "val", "seed": 0}}, [{"b": 1, "a": ["é", 2.5]}, {"c": None}]),
+        ({"info": {}}, []),
+        ({}, [1, "two"]),
+    ],
+)
+def test_json_list_writer_writes_the_bytes_of_the_whole_document(
+    tmp_path: Path, head: dict, items: list
+) -> None:
+    fileio.write_json_atomic(tmp_path / "whole.json", {**head, "questions": items}, indent=None)
+    with fileio.json_list_writer(tmp_path / "streamed.json", head, "questions") as append:
+        for item in items:
+            append(item)
+    assert (tmp_path / "streamed.json").read_bytes() == (tmp_path / "whole.json").read_bytes()
+
+
+def test_json_list_writer_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), fileio.json_list_writer(tmp_path / "q.json", {}, "q") as add:
+        add({"a": 1})
+        raise RuntimeError("cut short")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_json_list_writer_needs_the_list_key_last(tmp_path: Path) -> None:
+    # sort_keys puts "questions" before "zeta": streaming it first would change the bytes
+    with pytest.raises(ValueError, match="must sort after"):
+        with fileio.json_list_writer(tmp_path / "q.json", {"zeta": 1}, "questions"):
+            pass

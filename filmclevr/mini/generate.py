@@ -23,10 +23,11 @@ from typing import Any
 from tqdm import tqdm
 
 from filmclevr import clevr
-from filmclevr.fileio import atomic_dir, write_json_atomic, write_text_atomic
+from filmclevr.fileio import atomic_dir, json_list_writer, write_text_atomic
 from filmclevr.mini.questions import (
     FAMILIES,
     QUESTION_MIXES,
+    QuestionSampler,
     baseline_keys,
     prior_accuracy,
     sample_questions,
@@ -123,8 +124,12 @@ def make_questions(
     question_mix: str = "uniform",
 ) -> list[dict[str, Any]]:
     """The questions of one split, in scene order, balanced over the split."""
-    rng = random.Random(derive_seed(seed, split, "questions"))
-    return sample_questions(scenes, rng, questions_per_image, question_mix)
+    return sample_questions(scenes, _questions_rng(seed, split), questions_per_image, question_mix)
+
+
+def _questions_rng(seed: int, split: str) -> random.Random:
+    """The one source of a split's questions (its images have their own, per image)."""
+    return random.Random(derive_seed(seed, split, "questions"))
 
 
 def _image_task(task: tuple[str, str, int, int, int, int]) -> dict[str, Any]:
@@ -202,8 +207,8 @@ def generate_mini_clevr(
 
     started = time.perf_counter()
     stats: dict[str, Any] = {"splits": {}, "families": len(FAMILIES), "workers": workers}
-    # Only what the balance check needs of the first two splits: a split's questions and scenes
-    # are dropped once written, so memory peaks with the largest split, not with their sum.
+    # Only what the balance check needs of the first two splits: scenes and their questions are
+    # streamed to the split's files as they are drawn, so memory does not grow with the split.
     keys_by_split: dict[str, list[tuple]] = {}
     # The pool starts once the folder exists (a failed atomic_dir leaves no workers behind) and
     # closes, terminating its workers, before atomic_dir removes a failed tree.
@@ -220,18 +225,6 @@ def generate_mini_clevr(
             else:
                 chunk = max(1, min(16, count // (4 * workers)))
                 results = pool.imap(_image_task, tasks, chunksize=chunk)
-            scenes = list(
-                tqdm(results, total=count, desc=f"mini-CLEVR {split}", unit="img", leave=False)
-            )
-            questions = make_questions(
-                scenes,
-                seed=seed,
-                split=split,
-                questions_per_image=questions_per_image,
-                question_mix=question_mix,
-            )
-            if split in list(splits)[:2] and not clevr.is_test_split(split):
-                keys_by_split[split] = baseline_keys(questions)
             public = clevr.is_test_split(split)
             info = {
                 "split": split,
@@ -242,23 +235,40 @@ def generate_mini_clevr(
             }
             if question_mix != "uniform":  # absent, so uniform trees keep their bytes
                 info["question_mix"] = question_mix
-            write_json_atomic(
-                clevr.questions_path(root, split),
-                {"info": info, "questions": [_release_question(q, public) for q in questions]},
-                indent=None,
-            )
-            if not public:
-                write_json_atomic(
-                    clevr.scenes_path(root, split), {"info": info, "scenes": scenes}, indent=None
+            sampler = QuestionSampler(_questions_rng(seed, split), question_mix=question_mix)
+            keys: list[tuple] = []  # of every question, if the balance check needs this split
+            keep_keys = split in list(splits)[:2] and not public
+            asked = 0
+            types: Counter[str] = Counter()
+            with contextlib.ExitStack() as files:
+                add_question = files.enter_context(
+                    json_list_writer(clevr.questions_path(root, split), {"info": info}, "questions")
                 )
-            types = Counter(clevr.question_type(q["program"]) for q in questions)
+                add_scene = None
+                if not public:
+                    add_scene = files.enter_context(
+                        json_list_writer(clevr.scenes_path(root, split), {"info": info}, "scenes")
+                    )
+                for scene in tqdm(
+                    results, total=count, desc=f"mini-CLEVR {split}", unit="img", leave=False
+                ):
+                    questions = sampler.sample(scene, questions_per_image)
+                    for q in questions:
+                        add_question(_release_question(q, public))
+                    asked += len(questions)
+                    if keep_keys:
+                        keys += baseline_keys(questions)
+                    types.update(clevr.question_type(q["program"]) for q in questions)
+                    if add_scene is not None:
+                        add_scene(scene)
+            if keep_keys:
+                keys_by_split[split] = keys
             stats["splits"][split] = {
                 "images": count,
-                "questions": len(questions),
+                "questions": asked,
                 "question_types": {t: types[t] for t in clevr.QUESTION_TYPES},
             }
-            log.info("%s: %d images, %d questions", split, count, len(questions))
-            del scenes, questions  # before the next split is drawn
+            log.info("%s: %d images, %d questions", split, count, asked)
         split_lines = "\n".join(
             f"  {s}: {v['images']} / {v['questions']}" for s, v in stats["splits"].items()
         )
