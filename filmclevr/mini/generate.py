@@ -202,7 +202,7 @@ def generate_mini_clevr(
         raise ValueError(f"questions_per_image must be >= 1, got {questions_per_image}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    if question_mix not in QUESTION_MIXES:
+    if question_mix not in QUESTION_MIXES:  # as QuestionSampler does, but before any rendering
         raise ValueError(f"question_mix must be one of {QUESTION_MIXES}, got {question_mix!r}")
 
     started = time.perf_counter()
@@ -238,7 +238,6 @@ def generate_mini_clevr(
             sampler = QuestionSampler(_questions_rng(seed, split), question_mix=question_mix)
             keys: list[tuple] = []  # of every question, if the balance check needs this split
             keep_keys = split in list(splits)[:2] and not public
-            asked = 0
             types: Counter[str] = Counter()
             with contextlib.ExitStack() as files:
                 add_question = files.enter_context(
@@ -255,7 +254,6 @@ def generate_mini_clevr(
                     questions = sampler.sample(scene, questions_per_image)
                     for q in questions:
                         add_question(_release_question(q, public))
-                    asked += len(questions)
                     if keep_keys:
                         keys += baseline_keys(questions)
                     types.update(clevr.question_type(q["program"]) for q in questions)
@@ -263,6 +261,7 @@ def generate_mini_clevr(
                         add_scene(scene)
             if keep_keys:
                 keys_by_split[split] = keys
+            asked = sum(types.values())
             stats["splits"][split] = {
                 "images": count,
                 "questions": asked,

@@ -682,6 +682,9 @@ class QuestionSampler:
         }
         self.next_question_index = 0
         self.type_shares = clevr.question_type_shares() if question_mix == "clevr" else None
+        if self.type_shares is not None:  # drawn once per question: the lists are made once
+            self._types = list(self.type_shares)
+            self._type_weights = list(self.type_shares.values())
         self.families_of_type = {
             t: [f for f in FAMILIES if clevr.TYPE_OF_FUNCTION[f.terminal] == t]
             for t in clevr.QUESTION_TYPES
@@ -693,8 +696,7 @@ class QuestionSampler:
         return counts.get(answer, 0) + 1 <= self.max_ratio * runner_up + self.slack
 
     def _draw_type(self) -> str:
-        assert self.type_shares is not None
-        return self.rng.choices(list(self.type_shares), weights=list(self.type_shares.values()))[0]
+        return self.rng.choices(self._types, weights=self._type_weights)[0]
 
     def _attempt(
         self, family: Family, view: _View, scene: dict[str, Any], texts: set[str]
