@@ -120,3 +120,24 @@ def test_schema_and_generator_agree_on_split_names(good: dict, split: str) -> No
         assert "get_data.splits" in str(e)
         valid = False
     assert valid == bool(clevr.SPLIT_NAME.fullmatch(split))
+
+
+@pytest.mark.parametrize(
+    ("mix", "valid"),
+    [
+        ("clevr", True),
+        ({"compare_attribute": 1, "query_attribute": 0.5}, True),
+        ("balanced", False),
+        ({"compare_colour": 1}, False),
+        ({"count": -1}, False),
+        ({}, False),
+    ],
+)
+def test_the_schema_admits_the_question_mixes_the_sampler_takes(good: dict, mix, valid) -> None:
+    params = copy.deepcopy(good)
+    params["get_data"]["mini"]["question_mix"] = mix
+    if valid:
+        validate_params(params)
+    else:
+        with pytest.raises(ParamsError, match="get_data.mini.question_mix"):
+            validate_params(params)

@@ -222,9 +222,42 @@ def test_clevr_mix_moves_on_from_a_type_the_scene_cannot_ask(monkeypatch) -> Non
     assert got and {q["question_family_index"] for q in got} == {0}
 
 
-def test_unknown_question_mix_is_refused() -> None:
-    with pytest.raises(ValueError, match="question_mix"):
-        QuestionSampler(random.Random(0), question_mix="balanced")
+def test_a_mapping_mix_asks_only_and_in_proportion_the_types_it_names() -> None:
+    scenes = make_scenes(22, 200)
+    only = questions.sample_questions(scenes, random.Random(5), 5, {"compare_attribute": 1})
+    assert {clevr.question_type(q["program"]) for q in only} == {"compare_attribute"}
+    assert len(only) > 0.9 * 1000  # few scenes lack two unique references
+    mix = {"exist": 1, "query_attribute": 3}
+    half = questions.sample_questions(scenes, random.Random(5), 5, mix)
+    shares = _type_shares(half)
+    assert shares["query_attribute"] == pytest.approx(0.75, abs=0.04)  # 1,000 questions: sd 1.4
+    assert shares["exist"] + shares["query_attribute"] == 1
+    assert all(execute(q["program"], s) == q["answer"] for q, s in _with_scenes(only, scenes))
+
+
+def test_a_mapping_mix_is_normalised_and_clevr_is_the_papers_shares() -> None:
+    assert questions.question_type_weights({"count": 2, "exist": 6, "query_attribute": 0}) == {
+        "count": 0.25,
+        "exist": 0.75,
+    }
+    assert questions.question_type_weights("clevr") == clevr.question_type_shares()
+    assert questions.question_type_weights("uniform") is None
+
+
+@pytest.mark.parametrize(
+    ("mix", "message"),
+    [
+        ("balanced", "one of"),
+        ({"compare_colour": 1}, r"unknown question type\(s\) \['compare_colour'\]"),
+        ({"count": -1, "exist": 2}, "numbers >= 0"),
+        ({"count": 0}, "at least one > 0"),
+        ({"count": "1"}, "numbers >= 0"),
+        (3, "a string or a mapping"),
+    ],
+)
+def test_a_bad_question_mix_is_refused(mix, message: str) -> None:
+    with pytest.raises(ValueError, match=f"question_mix.*{message}|{message}"):
+        QuestionSampler(random.Random(0), question_mix=mix)
 
 
 def _fake_family(index: int, answer_node: str, ill_posed: bool = False) -> Family:

@@ -26,10 +26,11 @@ from filmclevr import clevr
 from filmclevr.fileio import atomic_dir, json_list_writer, write_text_atomic
 from filmclevr.mini.questions import (
     FAMILIES,
-    QUESTION_MIXES,
+    QuestionMix,
     QuestionSampler,
     baseline_keys,
     prior_accuracy,
+    question_type_weights,
     sample_questions,
 )
 
@@ -121,7 +122,7 @@ def make_questions(
     seed: int,
     split: str,
     questions_per_image: int,
-    question_mix: str = "uniform",
+    question_mix: QuestionMix = "uniform",
 ) -> list[dict[str, Any]]:
     """The questions of one split, in scene order, balanced over the split."""
     return sample_questions(scenes, _questions_rng(seed, split), questions_per_image, question_mix)
@@ -161,7 +162,7 @@ def generate_mini_clevr(
     questions_per_image: int = 10,
     min_objects: int = 3,
     max_objects: int = 10,
-    question_mix: str = "uniform",
+    question_mix: QuestionMix = "uniform",
     workers: int = 1,
 ) -> dict[str, Any]:
     """Generate mini-CLEVR into `out_dir` (replaced atomically) as a CLEVR v1.0 release root.
@@ -175,8 +176,9 @@ def generate_mini_clevr(
         seed: the one seed; the same seed gives byte-identical files for any `workers`.
         questions_per_image: questions asked about each image (fewer only if templates fail).
         min_objects, max_objects: objects per scene, drawn uniformly.
-        question_mix: "uniform" (each family equally often before rejections) or "clevr"
-            (CLEVR v1.0's shares of question types); see `QuestionSampler`.
+        question_mix: "uniform" (each family equally often before rejections), "clevr"
+            (CLEVR v1.0's shares of question types) or a mapping from question type to weight;
+            see `QuestionSampler`.
         workers: processes that sample and render scenes.
 
     Returns:
@@ -202,8 +204,7 @@ def generate_mini_clevr(
         raise ValueError(f"questions_per_image must be >= 1, got {questions_per_image}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    if question_mix not in QUESTION_MIXES:  # as QuestionSampler does, but before any rendering
-        raise ValueError(f"question_mix must be one of {QUESTION_MIXES}, got {question_mix!r}")
+    question_type_weights(question_mix)  # as QuestionSampler checks it, but before any rendering
 
     started = time.perf_counter()
     stats: dict[str, Any] = {"splits": {}, "families": len(FAMILIES), "workers": workers}
@@ -234,7 +235,9 @@ def generate_mini_clevr(
                 "seed": seed,
             }
             if question_mix != "uniform":  # absent, so uniform trees keep their bytes
-                info["question_mix"] = question_mix
+                info["question_mix"] = (
+                    question_mix if isinstance(question_mix, str) else dict(question_mix)
+                )
             sampler = QuestionSampler(_questions_rng(seed, split), question_mix=question_mix)
             keys: list[tuple] = []  # of every question, if the balance check needs this split
             keep_keys = split in list(splits)[:2] and not public

@@ -80,7 +80,7 @@ cube" or "behind the sphere that is left of the cube" (`family_table()` prints i
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -638,7 +638,41 @@ def family_table() -> str:
 
 
 # --- Balanced sampling ----------------------------------------------------------------------------
-QUESTION_MIXES: tuple[str, ...] = ("uniform", "clevr")
+QUESTION_MIXES: tuple[str, ...] = ("uniform", "clevr")  # or a mapping: `question_type_weights`
+QuestionMix = str | Mapping[str, float]
+
+
+def question_type_weights(question_mix: QuestionMix) -> dict[str, float] | None:
+    """The share of each question type that `question_mix` asks for, or None for "uniform".
+
+    "clevr" gives CLEVR v1.0's shares (`clevr.question_type_shares`); a mapping from question
+    type to a weight >= 0 (types left out get 0) gives those weights normalised to sum 1, e.g.
+    {"compare_attribute": 1} for a split of Compare Attribute questions only.
+    """
+    if isinstance(question_mix, str):
+        if question_mix not in QUESTION_MIXES:
+            raise ValueError(
+                f"question_mix must be one of {QUESTION_MIXES} or a mapping from question type "
+                f"to weight, got {question_mix!r}"
+            )
+        return clevr.question_type_shares() if question_mix == "clevr" else None
+    if not isinstance(question_mix, Mapping):
+        raise ValueError(f"question_mix must be a string or a mapping, got {question_mix!r}")
+    unknown = sorted(set(question_mix) - set(clevr.QUESTION_TYPES))
+    if unknown:
+        raise ValueError(
+            f"question_mix: unknown question type(s) {unknown}; "
+            f"the types are {list(clevr.QUESTION_TYPES)}"
+        )
+    weights = {t: question_mix.get(t, 0) for t in clevr.QUESTION_TYPES}
+    numbers = all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights.values())
+    if not numbers or min(weights.values()) < 0 or not sum(weights.values()) > 0:
+        raise ValueError(
+            "question_mix: weights must be numbers >= 0, at least one > 0, "
+            f"got {dict(question_mix)}"
+        )
+    total = sum(weights.values())
+    return {t: w / total for t, w in weights.items() if w > 0}
 
 
 class QuestionSampler:
@@ -653,7 +687,9 @@ class QuestionSampler:
             more often, such as Compare Attribute's two unique references, end up rarer);
             "clevr" first draws the question type with CLEVR v1.0's shares
             (`clevr.question_type_shares`), then a family of that type, and keeps the type
-            until a question of it is accepted, so the split has CLEVR's mix of types.
+            until a question of it is accepted, so the split has CLEVR's mix of types; a
+            mapping from type to weight does the same with those shares
+            (`question_type_weights`).
         max_ratio, slack: an answer is refused while its count in the family would exceed
             `max_ratio` times the count of the family's next most frequent answer plus `slack`
             (CLEVR's generator uses 1.1 times the runner-up).
@@ -665,13 +701,12 @@ class QuestionSampler:
         self,
         rng: random.Random,
         *,
-        question_mix: str = "uniform",
+        question_mix: QuestionMix = "uniform",
         max_ratio: float = 1.1,
         slack: int = 1,
         max_attempts_per_question: int = 60,
     ) -> None:
-        if question_mix not in QUESTION_MIXES:
-            raise ValueError(f"question_mix must be one of {QUESTION_MIXES}, got {question_mix!r}")
+        self.type_shares = question_type_weights(question_mix)
         self.rng = rng
         self.max_ratio = max_ratio
         self.slack = slack
@@ -681,7 +716,6 @@ class QuestionSampler:
             for f in FAMILIES
         }
         self.next_question_index = 0
-        self.type_shares = clevr.question_type_shares() if question_mix == "clevr" else None
         if self.type_shares is not None:  # drawn once per question: the lists are made once
             self._types = list(self.type_shares)
             self._type_weights = list(self.type_shares.values())
@@ -770,7 +804,7 @@ def sample_questions(
     scenes: Iterable[dict[str, Any]],
     rng: random.Random,
     questions_per_image: int,
-    question_mix: str = "uniform",
+    question_mix: QuestionMix = "uniform",
 ) -> list[dict[str, Any]]:
     """Questions for every scene of one split, balanced over the split (one sampler; the mix
     of question types as `QuestionSampler`'s `question_mix`)."""

@@ -1,0 +1,75 @@
+"""Which capacity lever lets FiLM compare two objects? The CLEVR-sized run learns every column
+but Compare Attribute ("Is the cube the same color as the sphere?"), which stays at its prior
+although it recognises each attribute (Query Attribute 87%). One budget of training questions,
+one table: the profile's model, then one lever at a time towards the paper's model.
+
+Trains on the profile's data (run the pipeline's data stages first, e.g. on the probe profile
+whose questions are half Compare Attribute, half Query Attribute):
+
+    snakemake write_shards --cores all --configfile config/probe-compare-attribute.yaml
+    python benchmarks/bench_capacity.py --params config/probe-compare-attribute.yaml [--only ...]
+
+and prints per lever the validation accuracy of Compare Attribute after each epoch, its last
+Query Attribute accuracy, the parameters and the samples/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from demo_runs import REPO, train_and_score
+
+from filmclevr.model import FiLM, FiLMConfig
+from filmclevr.params import load_params, model_overrides
+
+LEVERS: dict[str, dict] = {  # FiLMConfig changes on top of the profile's model
+    "profile's model": {},
+    "16x16 grid (2 stem layers; paper 14x14)": {"stem_num_layers": 2},
+    "GRU 512 (paper 4096)": {"rnn_hidden_dim": 512},
+    "ResBlocks 128 wide (paper)": {"module_channels": 128},
+}
+
+
+def parameter_count(model: dict, vocab_path: Path) -> int:
+    vocab = json.loads(vocab_path.read_text())
+    config = FiLMConfig.from_dict(model)
+    net = FiLM(config, len(vocab["question_token_to_idx"]), len(vocab["answer_token_to_idx"]))
+    return sum(p.numel() for p in net.parameters())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    p.add_argument("--only", nargs="+", choices=list(LEVERS), help="run these levers only")
+    p.add_argument("--json", type=Path, help="also write every run's metrics here")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    params = load_params(args.params)
+    runs = {}
+    for name in args.only or LEVERS:
+        model = {**model_overrides(params), **LEVERS[name]}
+        runs[name] = train_and_score(params, model=model)
+        runs[name]["parameters"] = parameter_count(model, REPO / "data/tokens/vocab.json")
+        print(f"{name}: {runs[name]['overall']:.2f}% ({runs[name]['seconds']:.0f} s)", flush=True)
+        if args.json:  # after every run, so a long benchmark killed midway keeps what it measured
+            args.json.write_text(json.dumps(runs, indent=1))
+    prior = next(iter(runs.values()))["prior"]["columns"]
+    epochs = max(len(r["history"]) for r in runs.values())
+    print(
+        f"\nCompare Attribute, validation accuracy (%) of {params['profile']} after each epoch "
+        f"(prior {prior['compare_attribute']:.1f}; Query Attribute's prior "
+        f"{prior['query_attribute']:.1f}):"
+    )
+    header = " ".join(f"{'ep' + str(e + 1):>5}" for e in range(epochs))
+    print(f"{'lever':<40} {header} {'query':>5} {'params':>8} {'samples/s':>9}")
+    for name, r in runs.items():
+        cmp = " ".join(f"{100 * h['val_columns']['compare_attribute']:5.1f}" for h in r["history"])
+        query = r["columns"]["query_attribute"]
+        print(f"{name:<40} {cmp} {query:5.1f} {r['parameters']:8d} {r['samples_per_s']:9.0f}")
+
+
+if __name__ == "__main__":
+    main()
