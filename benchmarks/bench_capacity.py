@@ -22,7 +22,7 @@ from pathlib import Path
 
 from demo_runs import REPO, train_and_score
 
-from filmclevr.model import FiLM, FiLMConfig
+from filmclevr.model import FiLMConfig, FiLMedNet
 from filmclevr.params import load_params, model_overrides
 
 LEVERS: dict[str, dict] = {  # FiLMConfig changes on top of the profile's model
@@ -36,7 +36,7 @@ LEVERS: dict[str, dict] = {  # FiLMConfig changes on top of the profile's model
 def parameter_count(model: dict, vocab_path: Path) -> int:
     vocab = json.loads(vocab_path.read_text())
     config = FiLMConfig.from_dict(model)
-    net = FiLM(config, len(vocab["question_token_to_idx"]), len(vocab["answer_token_to_idx"]))
+    net = FiLMedNet(config, len(vocab["question_token_to_idx"]), len(vocab["answer_token_to_idx"]))
     return sum(p.numel() for p in net.parameters())
 
 
@@ -51,8 +51,8 @@ def main() -> None:
     runs = {}
     for name in args.only or LEVERS:
         model = {**model_overrides(params), **LEVERS[name]}
-        runs[name] = train_and_score(params, model=model)
-        runs[name]["parameters"] = parameter_count(model, REPO / "data/tokens/vocab.json")
+        parameters = parameter_count(model, REPO / "data/tokens/vocab.json")  # fails fast
+        runs[name] = {**train_and_score(params, model=model), "parameters": parameters}
         print(f"{name}: {runs[name]['overall']:.2f}% ({runs[name]['seconds']:.0f} s)", flush=True)
         if args.json:  # after every run, so a long benchmark killed midway keeps what it measured
             args.json.write_text(json.dumps(runs, indent=1))

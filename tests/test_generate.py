@@ -149,6 +149,18 @@ def test_same_seed_same_bytes_and_workers_do_not_matter(tree, tmp_path) -> None:
     assert files(tmp_path / "other") != files(root)
 
 
+def test_a_mapping_mix_is_asked_and_recorded_in_the_question_files(tmp_path) -> None:
+    mix = {"compare_attribute": 1}
+    stats = generate.generate_mini_clevr(
+        tmp_path / "c", splits={"train": 4}, seed=2, questions_per_image=3, question_mix=mix
+    )
+    info, qs = clevr.read_question_file(clevr.questions_path(tmp_path / "c", "train"))
+    assert info["question_mix"] == mix
+    assert qs and {clevr.question_type(q["program"]) for q in qs} == {"compare_attribute"}
+    types = stats["splits"]["train"]["question_types"]
+    assert types["compare_attribute"] == len(qs) and sum(types.values()) == len(qs)
+
+
 def test_rerun_replaces_the_tree(tmp_path) -> None:
     out = tmp_path / "clevr"
     (out / "images" / "stale").mkdir(parents=True)
@@ -178,6 +190,7 @@ def test_failure_leaves_nothing(tmp_path, monkeypatch) -> None:
         ({"splits": {"val": 1}, "workers": 0}, "workers"),
         ({"splits": {"val": 1}, "questions_per_image": 0}, "questions_per_image"),
         ({"splits": {"val": 1}, "question_mix": "even"}, "question_mix"),
+        ({"splits": {"val": 1}, "question_mix": {"colour": 1}}, "unknown question type"),
     ],
 )
 def test_bad_arguments(tmp_path, kwargs, message) -> None:
