@@ -41,8 +41,10 @@ def train_and_score(
     model: Mapping[str, Any],
     train_changes: Mapping[str, Any] | None = None,
     breakage: Breakage | None = None,
+    init_checkpoint: Path | None = None,
 ) -> dict[str, Any]:
-    """One run: its metrics.json-like document, plus `seconds` and the per-epoch `history`."""
+    """One run: its metrics.json-like document, plus `seconds` and the per-epoch `history`;
+    from `init_checkpoint`'s weights if given (fine-tuning: same model and vocabulary)."""
     splits = params["get_data"]["splits"]
     config = TrainConfig.from_dict({**params["train_model"], **(train_changes or {})})
     start = time.perf_counter()
@@ -53,6 +55,7 @@ def train_and_score(
             shards_dir=REPO / "data/shards", vocab_path=REPO / "data/tokens/vocab.json",
             best_checkpoint=out / "film.pt", last_checkpoint=out / "last.pt",
             log_dir=out / "train", progress=False, train_split=splits[0], val_split=splits[1],
+            init_checkpoint=init_checkpoint,
         )  # fmt: skip
         result = evaluate(
             out / "film.pt", REPO / "data/shards", REPO / "data/tokens",

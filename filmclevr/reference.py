@@ -30,6 +30,7 @@ from filmclevr.fileio import atomic_dir, read_json, write_json_atomic
 FILES: tuple[tuple[str, bool], ...] = (
     ("models/film.pt", True),
     ("models/film.json", True),
+    ("data/tokens/vocab.json", False),  # what the checkpoint was trained on: fine-tune from it
     ("results/metrics.json", True),
     ("results/table.md", True),
     ("results/table.csv", True),

@@ -28,7 +28,12 @@ def run(tmp_path: Path) -> Path:
     git(root, "-c", "user.email=a@b", "-c", "user.name=a", "add", ".")
     git(root, "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "code")
     commit = git(root, "rev-parse", "--short", "HEAD")
-    for name in ("models/film.pt", "results/table.md", "results/table.csv"):
+    for name in (
+        "models/film.pt",
+        "results/table.md",
+        "results/table.csv",
+        "data/tokens/vocab.json",
+    ):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(name)
     history = [  # the first epoch from a version that logged no columns
@@ -58,6 +63,7 @@ def test_keeps_outputs_parameters_and_provenance(run: Path) -> None:
     out = reference.keep_reference(run, "demo", run / "params.yaml")
     assert out == run / "results/reference/demo"
     assert (out / "film.pt").read_text() == "models/film.pt"
+    assert (out / "vocab.json").read_text() == "data/tokens/vocab.json"
     # The learning curve against questions seen (steps x 32 x 2 processes), beside the paper's.
     assert (out / "learning_curve.csv").read_text().splitlines() == [
         "epoch,questions_seen,val_accuracy,train_accuracy,prior,val_count,val_exist",
