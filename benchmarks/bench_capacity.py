@@ -42,14 +42,41 @@ def parameter_count(model: dict, vocab_path: Path) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
+def table(runs: dict[str, dict], profile: str) -> str:
+    """Compare Attribute after each epoch, last Query Attribute, parameters, speed, per lever."""
+    prior = next(iter(runs.values()))["prior"]["columns"]
+    epochs = max(len(r["history"]) for r in runs.values())
+    header = " ".join(f"{'ep' + str(e + 1):>5}" for e in range(epochs))
+    lines = [
+        f"Compare Attribute, validation accuracy (%) of {profile} after each epoch "
+        f"(prior {prior['compare_attribute']:.1f}; Query Attribute's prior "
+        f"{prior['query_attribute']:.1f}):",
+        f"{'lever':<40} {header} {'query':>5} {'params':>8} {'samples/s':>9}",
+    ]
+    for name, r in runs.items():
+        cmp = " ".join(f"{100 * h['val_columns']['compare_attribute']:5.1f}" for h in r["history"])
+        query = r["columns"]["query_attribute"]
+        lines.append(
+            f"{name:<40} {cmp} {query:5.1f} {r['parameters']:8d} {r['samples_per_s']:9.0f}"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--params", type=Path, default=REPO / "params.yaml")
     p.add_argument("--only", nargs="+", choices=list(LEVERS), help="run these levers only")
     p.add_argument("--json", type=Path, help="also write every run's metrics here")
+    p.add_argument(
+        "--show", type=Path, nargs="+", help="print the table of these --json files, train nothing"
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     params = load_params(args.params)
+    if args.show:
+        runs = {k: v for path in args.show for k, v in json.loads(path.read_text()).items()}
+        print(table(runs, params["profile"]))
+        return
     runs = {}
     for name in args.only or LEVERS:
         lever = dict(LEVERS[name])
@@ -64,19 +91,7 @@ def main() -> None:
         print(f"{name}: {runs[name]['overall']:.2f}% ({runs[name]['seconds']:.0f} s)", flush=True)
         if args.json:  # after every run, so a long benchmark killed midway keeps what it measured
             args.json.write_text(json.dumps(runs, indent=1))
-    prior = next(iter(runs.values()))["prior"]["columns"]
-    epochs = max(len(r["history"]) for r in runs.values())
-    print(
-        f"\nCompare Attribute, validation accuracy (%) of {params['profile']} after each epoch "
-        f"(prior {prior['compare_attribute']:.1f}; Query Attribute's prior "
-        f"{prior['query_attribute']:.1f}):"
-    )
-    header = " ".join(f"{'ep' + str(e + 1):>5}" for e in range(epochs))
-    print(f"{'lever':<40} {header} {'query':>5} {'params':>8} {'samples/s':>9}")
-    for name, r in runs.items():
-        cmp = " ".join(f"{100 * h['val_columns']['compare_attribute']:5.1f}" for h in r["history"])
-        query = r["columns"]["query_attribute"]
-        print(f"{name:<40} {cmp} {query:5.1f} {r['parameters']:8d} {r['samples_per_s']:9.0f}")
+    print("\n" + table(runs, params["profile"]))
 
 
 if __name__ == "__main__":
