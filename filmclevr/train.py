@@ -283,12 +283,17 @@ def native_cpu_bf16() -> bool:
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
-def warn_if_bf16_is_emulated(device: torch.device, bf16: bool) -> None:
+def warn_if_bf16_is_emulated(device: torch.device, bf16: bool) -> bool:
+    """Whether to train in bf16: False, with a warning, where a CPU would emulate it (measured
+    20x slower than float32 on an AVX2-only CPU: 35 against 680 samples/s)."""
     if bf16 and device.type == "cpu" and not native_cpu_bf16():
         log.warning(
             "train_model.bf16 is true but this CPU has no native bfloat16 (AVX512-BF16, AMX): "
-            "it is emulated and may be slower than float32; set train_model.bf16: false"
+            "emulated, it is many times slower, so this run trains in float32 "
+            "(set train_model.bf16: false to silence this)"
         )
+        return False
+    return bf16
 
 
 def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
@@ -681,6 +686,8 @@ def _setup(
     **outputs: Any,
 ) -> _Run:
     """Read the data's index and vocabulary, build model and optimizer, resume if `last` fits."""
+    if cfg.bf16 != warn_if_bf16_is_emulated(device, cfg.bf16):  # before the fingerprint
+        cfg = dataclasses.replace(cfg, bf16=False)
     vocab = load_vocab(vocab_path)
     index = shards.load_index(shards_dir)
     train_paths = shards.shard_paths(shards_dir, train_split)  # raises naming a missing split
@@ -754,7 +761,6 @@ def _build(
 ) -> nn.Module:
     """The seeded model, from `init`'s weights when fine-tuning, with what is not trained frozen."""
     set_seed(cfg.seed)
-    warn_if_bf16_is_emulated(device, cfg.bf16)
     vocab_size, num_answers = len(vocab["question_token_to_idx"]), len(vocab["answer_token_to_idx"])
     raw_model = build_model(model_config, vocab_size, num_answers).to(device)
     if init is not None:
