@@ -660,17 +660,17 @@ def test_nproc_per_node_must_be_positive() -> None:
         TrainConfig(nproc_per_node=0)
 
 
-def test_bf16_on_a_cpu_without_it_warns(
+def test_bf16_on_a_cpu_without_it_warns_and_falls_back_to_float32(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     cpu = torch.device("cpu")
     for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
         monkeypatch.setattr(torch.cpu, probe, lambda: False, raising=False)
-    train_mod.warn_if_bf16_is_emulated(cpu, bf16=False)
+    assert train_mod.bf16_to_use(cpu, bf16=False) is False
     assert not caplog.records
-    train_mod.warn_if_bf16_is_emulated(cpu, bf16=True)
+    assert train_mod.bf16_to_use(cpu, bf16=True) is False
     assert "float32" in caplog.text
     caplog.clear()
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    train_mod.warn_if_bf16_is_emulated(cpu, bf16=True)
+    assert train_mod.bf16_to_use(cpu, bf16=True) is True
     assert not caplog.records
