@@ -22,6 +22,7 @@ from pathlib import Path
 
 from demo_runs import REPO, train_and_score
 
+from filmclevr.count_params import vocab_sizes
 from filmclevr.model import FiLMConfig, FiLMedNet
 from filmclevr.params import load_params, model_overrides
 
@@ -36,9 +37,7 @@ LEVERS: dict[str, dict] = {  # FiLMConfig changes on top of the profile's model,
 
 
 def parameter_count(model: dict, vocab_path: Path) -> int:
-    vocab = json.loads(vocab_path.read_text())
-    config = FiLMConfig.from_dict(model)
-    net = FiLMedNet(config, len(vocab["question_token_to_idx"]), len(vocab["answer_token_to_idx"]))
+    net = FiLMedNet(FiLMConfig.from_dict(model), *vocab_sizes(vocab_path))
     return sum(p.numel() for p in net.parameters())
 
 
