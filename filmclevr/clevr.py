@@ -10,11 +10,11 @@ from __future__ import annotations
 import csv
 import re
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from filmclevr.fileio import read_json
+from filmclevr.fileio import iter_json_list, read_json, read_json_value
 
 # --- Scene vocabulary (CLEVR's `properties.json`) -------------------------------------------
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -284,8 +284,14 @@ def normalize_program(program: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return nodes
 
 
-def _global_families(path: Path, raws: list[dict[str, Any]]) -> dict[int, int] | None:
-    """Position -> file-wide family index for the generator dialect, None for the release's.
+def _read_info(path: Path) -> dict[str, Any]:
+    """A release file's `info` ({} when it has none)."""
+    info = read_json_value(path, "info", {}, ClevrFormatError)
+    return info if isinstance(info, dict) else {}
+
+
+def _family_offsets(path: Path) -> dict[str, int]:
+    """Template file -> offset of its family indices, for a file of the generator dialect.
 
     The generator numbers families per template file (`template_filename`, e.g.
     "zero_hop.json"), so index 0 of one file and index 0 of another are different families.
@@ -294,24 +300,18 @@ def _global_families(path: Path, raws: list[dict[str, Any]]) -> dict[int, int] |
     (template_filename, question_family_index) becomes one index, and families from different
     template files never merge. The indices then depend on the file's own contents (a file
     without any question of some template has no room for it), so compare them only within
-    one question file.
+    one question file. One pass over the file, holding only the sizes.
     """
-    pairs = {
-        position: (raw.get("template_filename"), int(raw["question_family_index"]))
-        for position, raw in enumerate(raws)
-        if "question_family_index" in raw
-    }
-    named = {position for position, (template, _) in pairs.items() if template is not None}
-    if not named:
-        return None
-    if len(named) != len(pairs):
-        position = min(set(pairs) - named)
-        raise ClevrFormatError(
-            f"{path}: question #{position} has a question_family_index but no "
-            "template_filename, unlike other questions of the file"
-        )
     sizes: dict[str, int] = {}
-    for template, index in pairs.values():
+    for position, raw in enumerate(iter_json_list(path, "questions", ClevrFormatError)):
+        if "question_family_index" not in raw:
+            continue
+        template, index = raw.get("template_filename"), int(raw["question_family_index"])
+        if template is None:
+            raise ClevrFormatError(
+                f"{path}: question #{position} has a question_family_index but no "
+                "template_filename, unlike other questions of the file"
+            )
         if index < 0:
             raise ClevrFormatError(f"{path}: negative question_family_index in {template!r}")
         sizes[template] = max(sizes.get(template, 0), index + 1)
@@ -319,7 +319,7 @@ def _global_families(path: Path, raws: list[dict[str, Any]]) -> dict[int, int] |
     for template in sorted(sizes):
         offsets[template] = total
         total += sizes[template]
-    return {position: offsets[template] + index for position, (template, index) in pairs.items()}
+    return offsets
 
 
 # What an answered (train/val) question has beyond the public keys of a test question.
@@ -332,27 +332,43 @@ def read_questions(path: str | Path) -> list[dict[str, Any]]:
 
 
 def read_question_file(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Read a CLEVR question file in either dialect (SPEC §1) into release-dialect dicts.
+    """`iter_question_file` with the questions in a list."""
+    info, questions = iter_question_file(path)
+    return info, list(questions)
+
+
+def iter_question_file(path: str | Path) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+    """Read a CLEVR question file in either dialect (SPEC §1) as release-dialect dicts, one at a
+    time: memory does not grow with the split.
 
     Every question gets `image_index`, `image_filename`, `split`, `question`, `question_index`;
     train/val questions also keep `answer` (a string), `question_family_index` and `program`
-    (nodes with `function`, `inputs`, `value_inputs`). In the generator dialect, where
-    questions carry `template_filename` and per-template-file family indices,
-    `question_family_index` becomes one index per (template file, index) pair: template files
-    sorted by name, each offset by the sizes of those before it (see `_global_families`).
+    (nodes with `function`, `inputs`, `value_inputs`). In the generator dialect (the first
+    question carries `template_filename`), `question_family_index` becomes one index per
+    (template file, index) pair: template files sorted by name, each offset by the sizes of
+    those before it (`_family_offsets`, one more pass over the file).
 
     Returns:
-        (the file's `info` ({} when it has none), the questions).
+        (the file's `info` ({} when it has none), an iterator of the questions). The iterator
+        raises ClevrFormatError, naming the file and the question, where the file is malformed,
+        or holds no questions (an empty split cannot be used).
     """
     path = Path(path)
-    info, raws = _load_json_document(path, "questions")
-    if not raws:
+    info = _read_info(path)
+    stream = iter_json_list(path, "questions", ClevrFormatError)
+    first = next(stream, None)
+    stream.close()  # the file, at once
+    if first is None:
         raise ClevrFormatError(f"{path}: holds no questions (an empty split cannot be used)")
-    families = _global_families(path, raws)
+    offsets = _family_offsets(path) if "template_filename" in first else None
+    return info, _normalized_questions(path, offsets)
+
+
+def _normalized_questions(path: Path, offsets: dict[str, int] | None) -> Iterator[dict[str, Any]]:
     # The file's split by its release name; files named otherwise are not held to the rule.
     named = re.fullmatch(r"CLEVR_([A-Za-z0-9]+)_questions\.json", path.name)
     public = named is None or is_test_split(named.group(1))
-    for position, raw in enumerate(raws):
+    for position, raw in enumerate(iter_json_list(path, "questions", ClevrFormatError)):
         missing = [k for k in ("image_index", "question") if k not in raw]
         if missing:
             raise ClevrFormatError(f"{path}: question #{position} lacks {', '.join(missing)}")
@@ -368,8 +384,14 @@ def read_question_file(path: str | Path) -> tuple[dict[str, Any], list[dict[str,
         if "answer" in raw:
             q["answer"] = normalize_answer(raw["answer"])
         if "question_family_index" in raw:
+            index = int(raw["question_family_index"])
+            if offsets is None and raw.get("template_filename") is not None:
+                raise ClevrFormatError(
+                    f"{path}: question #0 has no template_filename, unlike question "
+                    f"#{position} (the family indices of one file are numbered one way)"
+                )
             q["question_family_index"] = (
-                int(raw["question_family_index"]) if families is None else families[position]
+                index if offsets is None else offsets[raw["template_filename"]] + index
             )
         if "program" in raw:
             q["program"] = normalize_program(raw["program"])
@@ -383,8 +405,7 @@ def read_question_file(path: str | Path) -> tuple[dict[str, Any], list[dict[str,
                 f"train or val split have {', '.join(ANSWERED_KEYS)}; only test splits have "
                 "none of them)"
             )
-        raws[position] = q  # in place: the raw dict goes, so a split is held once, not twice
-    return info, raws
+        yield q
 
 
 def read_scenes(path: str | Path) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from filmclevr import clevr
 from filmclevr.figures import COLUMN_TITLES, plot_accuracy_bars
 from filmclevr.fileio import atomic_dir, read_json, write_json_atomic, write_text_atomic
-from filmclevr.tokenize import read_encoded_split
+from filmclevr.tokenize import iter_encoded_split, read_encoded_split
 
 if TYPE_CHECKING:
     import pandas
@@ -126,7 +126,7 @@ def compute_metrics(records: list[dict[str, Any]], predictions: Mapping[int, int
 
 
 def question_type_prior(
-    train_records: list[dict[str, Any]], eval_records: list[dict[str, Any]]
+    train_records: Iterable[dict[str, Any]], eval_records: list[dict[str, Any]]
 ) -> dict:
     """Score the paper's "Q-type baseline" (`clevr.majority_answer_by_family`) on `eval_records`.
 
@@ -453,7 +453,8 @@ def evaluate(
     records = read_encoded_split(tokens_dir / f"{split}.json")
     predictions = predict(model, loader(split), torch_device)
     metrics = compute_metrics(records, predictions)
-    prior = question_type_prior(read_encoded_split(tokens_dir / f"{train_split}.json"), records)
+    # Streamed: CLEVR's 700,000 training questions are counted, never held.
+    prior = question_type_prior(iter_encoded_split(tokens_dir / f"{train_split}.json"), records)
     counts = report["splits"]
     context = {
         "dataset": report["dataset"],

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import ijson
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -103,6 +105,44 @@ def read_json(path: str | Path, error: type[Exception] = ValueError) -> Any:
         raise error(f"{path}: not valid JSON ({e})") from None
 
 
+@contextlib.contextmanager
+def _errors_named(path: str | Path, error: type[Exception]) -> Iterator[None]:
+    try:
+        yield
+    except FileNotFoundError:
+        raise error(f"{path}: file not found") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read ({e.strerror or e})") from None
+    except (ijson.JSONError, UnicodeDecodeError) as e:
+        raise error(f"{path}: not valid JSON ({e})") from None
+
+
+def iter_json_list(
+    path: str | Path, key: str, error: type[Exception] = ValueError
+) -> Iterator[Any]:
+    """The items of the list under `key` of a JSON object file, parsed one at a time (ijson), so
+    a split of 700,000 questions is never held whole. A missing, unreadable or malformed file,
+    or one without that list, raises `error` naming it (when the bad part is reached)."""
+    with _errors_named(path, error), open(path, "rb") as f:
+        empty = True
+        for item in ijson.items(f, f"{key}.item", use_float=True):
+            empty = False
+            yield item
+        if empty:
+            f.seek(0)
+            if not any(p == key and e == "start_array" for p, e, _ in ijson.parse(f)):
+                raise error(f"{path}: expected a JSON object with a list under {key!r}")
+
+
+def read_json_value(
+    path: str | Path, key: str, default: Any = None, error: type[Exception] = ValueError
+) -> Any:
+    """The value under `key` of a JSON object file (`default` without one), the rest of the file
+    parsed but not built: a file's `info` or `split` beside its 700,000 questions."""
+    with _errors_named(path, error), open(path, "rb") as f:
+        return next(ijson.items(f, key, use_float=True), default)
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write `text` to `path` atomically (UTF-8)."""
     with atomic_path(path) as tmp:
@@ -116,15 +156,25 @@ def write_json_atomic(path: str | Path, data: Any, *, indent: int | None = 2) ->
 
 @contextlib.contextmanager
 def json_list_writer(
-    path: str | Path, head: Mapping[str, Any], key: str
+    path: str | Path,
+    head: Mapping[str, Any],
+    key: str,
+    tail: Mapping[str, Any] | None = None,
 ) -> Iterator[Callable[[Any], None]]:
-    """Stream the JSON document `{**head, key: [items]}` to `path` atomically, one item at a time.
+    """Stream the JSON document `{**head, key: [items], **tail}` to `path` atomically, one item at
+    a time.
 
-    Yields `append(item)`. The bytes are those of `write_json_atomic(path, {**head, key: items},
-    indent=None)`, so a split of 700,000 questions is written without holding it in memory.
+    Yields `append(item)`. The bytes are those of `write_json_atomic(path, {**head, key: items,
+    **tail}, indent=None)`, so a split of 700,000 questions is written without holding it in
+    memory. `tail` is read when the block ends, so it may hold what is known only then (a count);
+    its keys must be there from the start.
     """
-    if key in head or any(k > key for k in head):  # sorted keys: the list must come last
-        raise ValueError(f"{path}: list key {key!r} must sort after every key of {sorted(head)}")
+    tail = {} if tail is None else tail
+    if key in head or any(k > key for k in head) or any(k <= key for k in tail):
+        raise ValueError(
+            f"{path}: list key {key!r} must sort after every key of {sorted(head)} and before "
+            f"every key of {sorted(tail)}"
+        )
     prefix = json.dumps(dict(head), sort_keys=True)[:-1]  # the head without its closing brace
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(f"{prefix}{', ' if head else ''}{json.dumps(key)}: [")
@@ -136,4 +186,5 @@ def json_list_writer(
             separator = ", "
 
         yield append
-        f.write("]}\n")
+        rest = json.dumps(dict(tail), sort_keys=True)[1:]  # the tail without its opening brace
+        f.write(f"]{', ' if tail else ''}{rest}\n")

@@ -30,7 +30,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from filmclevr import clevr, fileio
-from filmclevr.tokenize import read_encoded_split
+from filmclevr.tokenize import iter_encoded_split
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +85,13 @@ def _write_split(tmp: Path, split: str, samples: Iterable[Sample], per_shard: in
 
 
 def _image_samples(
-    images: list[Path], by_image: dict[str, list[dict[str, Any]]], desc: str, progress: bool
+    images: list[Path], by_image: dict[str, list[tuple[int, str]]], desc: str, progress: bool
 ) -> Iterator[Sample]:
     """One sample per resized image, its questions sorted by question_index."""
     for image in tqdm(images, desc=desc, disable=not progress):
-        records = sorted(by_image.get(image.stem, []), key=lambda r: r["question_index"])
-        text = json.dumps(records, sort_keys=True, separators=(",", ":"))
+        records = sorted(by_image.get(image.stem, []))
+        # The bytes of json.dumps(records, sort_keys=True, separators=(",", ":")).
+        text = "[" + ",".join(text for _, text in records) + "]"
         yield image.stem, text.encode("utf-8"), image.read_bytes(), len(records)
 
 
@@ -131,9 +132,13 @@ def write_shards(
     with fileio.atomic_dir(out_dir) as tmp:
         for split in splits:
             tokens_path = tokens_dir / f"{split}.json"
-            by_image: dict[str, list[dict[str, Any]]] = {}
-            for record in read_encoded_split(tokens_path, split):
-                by_image.setdefault(Path(record["image_filename"]).stem, []).append(record)
+            # Each record held as its JSON text, a tenth of the dict's memory: a split's
+            # questions may come in any order, so they are grouped by image before writing.
+            by_image: dict[str, list[tuple[int, str]]] = {}
+            for record in iter_encoded_split(tokens_path, split):
+                text = json.dumps(record, sort_keys=True, separators=(",", ":"))
+                entry = (record["question_index"], text)
+                by_image.setdefault(Path(record["image_filename"]).stem, []).append(entry)
             folder = resized_root / split
             images = sorted(folder.glob("*.png"))
             if not images:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,60 +88,54 @@ def build_vocab(questions: Iterable[dict[str, Any]]) -> dict[str, dict[str, int]
     }
 
 
-def _encode(
-    questions: list[dict[str, Any]], vocab: dict[str, dict[str, int]], split: str
-) -> tuple[dict[str, Any], Counter[str]]:
+def _encode_question(
+    q: dict[str, Any], vocab: dict[str, dict[str, int]], split: str, unknown: Counter[str]
+) -> dict[str, Any]:
+    """One question's record; its words outside the vocabulary are counted in `unknown`."""
     word_to_idx = vocab["question_token_to_idx"]
     answer_to_idx = vocab["answer_token_to_idx"]
-    unknown: Counter[str] = Counter()
-    records = []
-    for q in questions:
-        tokens = [START]
-        for word in tokenize(q["question"]):
-            index = word_to_idx.get(word)
-            if index is None:
-                unknown[word] += 1
-                index = UNK
-            tokens.append(index)
-        tokens.append(END)
-        answer = kind = function = None
-        if "answer" in q:
-            if q["answer"] not in answer_to_idx:
-                raise clevr.ClevrFormatError(
-                    f"question {q['question_index']} of {split}: answer {q['answer']!r} is not "
-                    "in the answer vocabulary"
-                )
-            answer = answer_to_idx[q["answer"]]
-        if "program" in q:
-            if not q["program"]:
-                raise clevr.ClevrFormatError(
-                    f"question {q['question_index']} of {split}: empty program"
-                )
-            function = q["program"][-1]["function"]
-            try:
-                kind = clevr.question_type(q["program"])
-            except ValueError as e:
-                raise clevr.ClevrFormatError(
-                    f"question {q['question_index']} of {split}: {e}"
-                ) from None
-        records.append(
-            {
-                "question_index": q["question_index"],
-                "image_index": q["image_index"],
-                "image_filename": q["image_filename"],
-                "tokens": tokens,
-                "answer": answer,
-                "type": kind,
-                "function": function,
-                "family": q.get("question_family_index"),
-            }
-        )
-    document = {"split": split, "unknown_tokens": sum(unknown.values()), "questions": records}
-    return document, unknown
+    tokens = [START]
+    for word in tokenize(q["question"]):
+        index = word_to_idx.get(word)
+        if index is None:
+            unknown[word] += 1
+            index = UNK
+        tokens.append(index)
+    tokens.append(END)
+    answer = kind = function = None
+    if "answer" in q:
+        if q["answer"] not in answer_to_idx:
+            raise clevr.ClevrFormatError(
+                f"question {q['question_index']} of {split}: answer {q['answer']!r} is not "
+                "in the answer vocabulary"
+            )
+        answer = answer_to_idx[q["answer"]]
+    if "program" in q:
+        if not q["program"]:
+            raise clevr.ClevrFormatError(
+                f"question {q['question_index']} of {split}: empty program"
+            )
+        function = q["program"][-1]["function"]
+        try:
+            kind = clevr.question_type(q["program"])
+        except ValueError as e:
+            raise clevr.ClevrFormatError(
+                f"question {q['question_index']} of {split}: {e}"
+            ) from None
+    return {
+        "question_index": q["question_index"],
+        "image_index": q["image_index"],
+        "image_filename": q["image_filename"],
+        "tokens": tokens,
+        "answer": answer,
+        "type": kind,
+        "function": function,
+        "family": q.get("question_family_index"),
+    }
 
 
 def encode_split(
-    questions: list[dict[str, Any]], vocab: dict[str, dict[str, int]], split: str
+    questions: Iterable[dict[str, Any]], vocab: dict[str, dict[str, int]], split: str
 ) -> dict[str, Any]:
     """Encode one split's questions into the tokens-file format (docs/ARCHITECTURE.md).
 
@@ -152,7 +146,32 @@ def encode_split(
         ClevrFormatError: an answer outside the answer vocabulary, or a program whose last
             function answers nothing.
     """
-    return _encode(questions, vocab, split)[0]
+    unknown: Counter[str] = Counter()
+    records = [_encode_question(q, vocab, split, unknown) for q in questions]
+    return {"split": split, "unknown_tokens": sum(unknown.values()), "questions": records}
+
+
+def _write_encoded_split(
+    questions: Iterable[dict[str, Any]], vocab: dict[str, dict[str, int]], split: str, path: Path
+) -> tuple[int, int, Counter[str]]:
+    """`encode_split`'s document, streamed to `path` record by record (the same bytes as
+    `fileio.write_json_atomic(path, encode_split(...), indent=None)`).
+
+    Returns:
+        (questions, distinct images, unknown words with their counts).
+    """
+    unknown: Counter[str] = Counter()
+    images: set[int] = set()
+    count = 0
+    tail = {"split": split, "unknown_tokens": 0}
+    with fileio.json_list_writer(path, {}, "questions", tail) as append:
+        for q in questions:
+            record = _encode_question(q, vocab, split, unknown)
+            images.add(record["image_index"])
+            append(record)
+            count += 1
+        tail["unknown_tokens"] = sum(unknown.values())
+    return count, len(images), unknown
 
 
 def load_vocab(path: Path) -> dict[str, dict[str, int]]:
@@ -179,24 +198,33 @@ def load_vocab(path: Path) -> dict[str, dict[str, int]]:
 
 
 def read_encoded_split(path: Path, split: str | None = None) -> list[dict[str, Any]]:
-    """The question records of an encoded split (`{split}.json`, written by `tokenize_questions`).
+    """`iter_encoded_split` in a list."""
+    return list(iter_encoded_split(path, split))
+
+
+def iter_encoded_split(path: Path, split: str | None = None) -> Iterator[dict[str, Any]]:
+    """The question records of an encoded split (`{split}.json`, written by `tokenize_questions`),
+    one at a time: memory does not grow with the split.
 
     Raises:
         clevr.ClevrFormatError: the file is missing, not JSON, of another split (when `split` is
-            given), or a record lacks its question_index (names the file).
+            given; checked before the first record), or a record lacks its question_index (names
+            the file).
     """
-    document = fileio.read_json(path, clevr.ClevrFormatError)
-    questions = document.get("questions") if isinstance(document, dict) else None
-    if not isinstance(questions, list):
-        raise clevr.ClevrFormatError(f"{path}: expected an object with a list under 'questions'")
-    if split is not None and document.get("split") != split:
-        raise clevr.ClevrFormatError(
-            f"{path}: holds split {document.get('split')!r}, expected {split!r}"
-        )
-    for position, record in enumerate(questions):
+    if split is not None:
+        held = fileio.read_json_value(path, "split", None, clevr.ClevrFormatError)
+        if held != split:
+            raise clevr.ClevrFormatError(f"{path}: holds split {held!r}, expected {split!r}")
+    return _checked_records(path)
+
+
+def _checked_records(path: Path) -> Iterator[dict[str, Any]]:
+    for position, record in enumerate(
+        fileio.iter_json_list(path, "questions", clevr.ClevrFormatError)
+    ):
         if not isinstance(record, dict) or "question_index" not in record:
             raise clevr.ClevrFormatError(f"{path}: question #{position} lacks question_index")
-    return questions
+        yield record
 
 
 def tokenize_questions(
@@ -225,13 +253,13 @@ def tokenize_questions(
         ValueError: `vocab_path` is not a valid vocabulary (names the file).
     """
     clevr_root, out_dir = Path(clevr_root), Path(out_dir)
-    train = None
     if vocab_path is not None:
         vocab = load_vocab(vocab_path)
         log.info("vocabulary loaded from %s", vocab_path)
-    else:
-        train = clevr.read_question_file(clevr.questions_path(clevr_root, train_split))
-        vocab = build_vocab(train[1])
+    else:  # one pass over train for the vocabulary, another below to encode it
+        vocab = build_vocab(
+            clevr.iter_question_file(clevr.questions_path(clevr_root, train_split))[1]
+        )
     report: dict[str, Any] = {
         "vocab": Path(vocab_path).as_posix()
         if vocab_path is not None
@@ -245,37 +273,30 @@ def tokenize_questions(
         for split in splits:
             path = clevr.questions_path(clevr_root, split)
             try:
-                if split == train_split and train is not None:
-                    (info, questions), train = train, None
-                else:
-                    info, questions = clevr.read_question_file(path)
-                document, unknown = _encode(questions, vocab, split)
-                del questions  # before the encoded split is serialized
+                info, questions = clevr.iter_question_file(path)
+                # Streamed: a split of 700,000 questions is read and written one at a time.
+                count, images, unknown = _write_encoded_split(
+                    questions, vocab, split, tmp / f"{split}.json"
+                )
             except clevr.ClevrFormatError as e:
                 if str(e).startswith(str(path)):
                     raise
                 raise clevr.ClevrFormatError(f"{path}: {e}") from None
-            # Written split by split so only one split's records are held at a time.
-            fileio.write_json_atomic(tmp / f"{split}.json", document, indent=None)
-            records = document["questions"]
             dataset = clevr.dataset_name(info, split)
             if report.setdefault("dataset", dataset) != dataset:
                 raise clevr.ClevrFormatError(
                     f"{path}: its info says {dataset}, the splits before it {report['dataset']}; "
                     "one run's splits must come from one dataset"
                 )
+            n_unknown = sum(unknown.values())
             report["splits"][split] = {
-                "questions": len(records),
-                "images": len({q["image_index"] for q in records}),
-                "unknown_tokens": document["unknown_tokens"],
+                "questions": count,
+                "images": images,
+                "unknown_tokens": n_unknown,
                 "unknown_words": dict(unknown.most_common(20)),
             }
             level = logging.WARNING if unknown else logging.INFO
             top = dict(unknown.most_common(5))
-            n_unknown = document["unknown_tokens"]
-            log.log(
-                level, "%s: %d questions, %d unknown tokens %s", split, len(records), n_unknown, top
-            )
-            del document, records
+            log.log(level, "%s: %d questions, %d unknown tokens %s", split, count, n_unknown, top)
         fileio.write_json_atomic(tmp / "report.json", report)
     return report

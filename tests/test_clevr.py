@@ -130,6 +130,31 @@ def test_mixed_family_numbering_is_an_error(tmp_path):
         clevr.read_questions(path)
 
 
+def test_a_release_file_whose_later_question_uses_generator_numbering_is_an_error(tmp_path):
+    questions = [
+        question(PROGRAM_GENERATOR, True),
+        question(PROGRAM_GENERATOR, True, template_filename="zero_hop.json"),
+    ]
+    path = write(tmp_path, "CLEVR_val_questions.json", {"questions": questions})
+    with pytest.raises(clevr.ClevrFormatError, match=r"questions\.json: question #0 has no templ"):
+        clevr.read_questions(path)
+
+
+def test_questions_stream_from_the_file(tmp_path):
+    questions = [question(PROGRAM_RELEASE, "yes", question_index=i) for i in range(3)]
+    # info after the questions: still read
+    path = write(tmp_path, "CLEVR_val_questions.json", {"questions": questions, "info": {"a": 1}})
+    info, stream = clevr.iter_question_file(path)
+    assert info == {"a": 1}
+    assert [q["question_index"] for q in stream] == [0, 1, 2]
+    # A file cut short: the questions before the cut come out, then an error naming the file.
+    path.write_text(json.dumps({"info": {}, "questions": questions})[:-60])
+    _, stream = clevr.iter_question_file(path)
+    assert next(stream)["question_index"] == 0
+    with pytest.raises(clevr.ClevrFormatError, match=r"CLEVR_val_questions\.json: not valid JSON"):
+        list(stream)
+
+
 def test_question_type_shares_reproduce_every_row_of_table_1():
     import pandas as pd
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -84,8 +85,31 @@ def test_json_list_writer_leaves_nothing_on_failure(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_json_list_writer_needs_the_list_key_last(tmp_path: Path) -> None:
-    # sort_keys puts "questions" before "zeta": streaming it first would change the bytes
+@pytest.mark.parametrize(
+    "head, tail", [({}, {"split": "val", "unknown_tokens": 0}), ({"a": 1}, {"z": 0})]
+)
+def test_json_list_writer_writes_a_tail_known_only_at_the_end(
+    tmp_path: Path, head: dict, tail: dict
+) -> None:
+    items = [{"tokens": [1, 5, 2]}, {"tokens": [1, 2]}]
+    with fileio.json_list_writer(tmp_path / "streamed.json", head, "questions", tail) as append:
+        for item in items:
+            append(item)
+        tail[max(tail)] = len(items)  # a count, known once every item is written
+    document = {**head, "questions": items, **tail}
+    fileio.write_json_atomic(tmp_path / "whole.json", document, indent=None)
+    assert (tmp_path / "streamed.json").read_bytes() == (tmp_path / "whole.json").read_bytes()
+    assert json.loads((tmp_path / "streamed.json").read_text())[max(tail)] == 2
+
+
+@pytest.mark.parametrize(
+    "head, tail", [({"zeta": 1}, None), ({}, {"alpha": 0}), ({}, {"questions": 0})]
+)
+def test_json_list_writer_needs_the_list_key_between_head_and_tail(
+    tmp_path: Path, head: dict, tail: dict | None
+) -> None:
+    # sort_keys puts "questions" before "zeta" and after "alpha": streaming it out of its place
+    # would change the bytes
     with pytest.raises(ValueError, match="must sort after"):
-        with fileio.json_list_writer(tmp_path / "q.json", {"zeta": 1}, "questions"):
+        with fileio.json_list_writer(tmp_path / "q.json", head, "questions", tail):
             pass

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from filmclevr import clevr
+from filmclevr import clevr, fileio
 from filmclevr.tokenize import (
     build_vocab,
     encode_split,
+    iter_encoded_split,
     load_vocab,
     program_to_prefix,
+    read_encoded_split,
     tokenize,
     tokenize_questions,
 )
@@ -155,6 +157,38 @@ def test_tokenize_questions_writes_files(tmp_path):
     train = json.loads((out / "train.json").read_text())["questions"]
     assert train[2]["type"] == "compare_numbers"
     assert train[1]["answer"] == load_vocab(out / "vocab.json")["answer_token_to_idx"]["cyan"]
+
+
+def test_streamed_split_files_hold_the_bytes_of_the_whole_document(tmp_path):
+    # tokenize_questions reads and writes a split one question at a time; what it writes is
+    # the document encode_split makes of the whole split.
+    root, out = tmp_path / "clevr", tmp_path / "tokens"
+    write_release(root)
+    tokenize_questions(root, out, splits=["train", "val", "test"])
+    vocab = load_vocab(out / "vocab.json")
+    for split in ("train", "val", "test"):
+        whole = encode_split(clevr.read_questions(clevr.questions_path(root, split)), vocab, split)
+        fileio.write_json_atomic(tmp_path / "whole.json", whole, indent=None)
+        assert (out / f"{split}.json").read_bytes() == (tmp_path / "whole.json").read_bytes()
+        assert read_encoded_split(out / f"{split}.json", split) == whole["questions"]
+    with pytest.raises(clevr.ClevrFormatError, match=r"val\.json: holds split 'val', expected 'tr"):
+        next(iter_encoded_split(out / "val.json", "train"))
+
+
+def test_a_bad_question_late_in_a_split_leaves_no_tokens(tmp_path):
+    # Streamed: the split's file is already half-written when its last question turns out bad.
+    root, out = tmp_path / "clevr", tmp_path / "tokens"
+    write_release(root)
+    tokenize_questions(root, out, splits=["train", "val"])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    path = clevr.questions_path(root, "val")
+    document = json.loads(path.read_text())
+    document["questions"][-1]["answer"] = "maybe"
+    path.write_text(json.dumps(document))
+    with pytest.raises(clevr.ClevrFormatError, match=r"val_questions\.json: question 1 of val"):
+        tokenize_questions(root, out, splits=["train", "val"])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clevr", "tokens"]  # no temporary left
 
 
 def test_vocab_reuse_and_stale_files_removed(tmp_path):
