@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from demo_runs import REPO, train_and_score
 
@@ -27,13 +29,28 @@ from filmclevr.model import FiLMConfig, FiLMedNet
 from filmclevr.params import load_params, model_overrides
 
 REFERENCE = REPO / "results/reference/mini-clevr-size/film.pt"  # the CLEVR-sized run's model
-LEVERS: dict[str, dict] = {  # FiLMConfig changes on top of the profile's model, or fine-tuning
-    "profile's model": {},
-    "the CLEVR-sized model, fine-tuned": {"init_checkpoint": REFERENCE, "learning_rate": 5e-4},
-    "16x16 grid (2 stem layers; paper 14x14)": {"stem_num_layers": 2},
-    "GRU 512 (paper 4096)": {"rnn_hidden_dim": 512},
-    "ResBlocks 128 wide (paper)": {"module_channels": 128},
-}  # the fine-tuned row needs the probe's data tokenized with the reference's vocab.json
+
+
+@dataclass(frozen=True)
+class Lever:
+    """One row: FiLMConfig changes on top of the profile's model, train_model changes, and the
+    checkpoint to start from (None: from scratch)."""
+
+    model: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    init_checkpoint: Path | None = None
+
+
+LEVERS: dict[str, Lever] = {
+    "profile's model": Lever(),
+    # needs the probe's data tokenized with the reference's vocab.json (the probe profile does)
+    "the CLEVR-sized model, fine-tuned": Lever(
+        train={"learning_rate": 5e-4}, init_checkpoint=REFERENCE
+    ),
+    "16x16 grid (2 stem layers; paper 14x14)": Lever(model={"stem_num_layers": 2}),
+    "GRU 512 (paper 4096)": Lever(model={"rnn_hidden_dim": 512}),
+    "ResBlocks 128 wide (paper)": Lever(model={"module_channels": 128}),
+}
 
 
 def parameter_count(model: dict, vocab_path: Path) -> int:
@@ -78,13 +95,11 @@ def main() -> None:
         return
     runs = {}
     for name in args.only or LEVERS:
-        lever = dict(LEVERS[name])
-        init = lever.pop("init_checkpoint", None)
-        train_changes = {k: lever.pop(k) for k in ("learning_rate",) if k in lever}
-        model = {**model_overrides(params), **lever}
+        lever = LEVERS[name]
+        model = {**model_overrides(params), **lever.model}
         parameters = parameter_count(model, REPO / "data/tokens/vocab.json")  # fails fast
         run = train_and_score(
-            params, model=model, train_changes=train_changes, init_checkpoint=init
+            params, model=model, train_changes=lever.train, init_checkpoint=lever.init_checkpoint
         )
         runs[name] = {**run, "parameters": parameters}
         print(f"{name}: {runs[name]['overall']:.2f}% ({runs[name]['seconds']:.0f} s)", flush=True)
