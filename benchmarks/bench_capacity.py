@@ -60,7 +60,10 @@ def parameter_count(model: dict, vocab_path: Path) -> int:
 
 def table(runs: dict[str, dict], profile: str) -> str:
     """Compare Attribute after each epoch, last Query Attribute, parameters, speed, per lever."""
-    prior = next(iter(runs.values()))["prior"]["columns"]
+    prior = {  # a probe of one question type has no prior for the others
+        column: float("nan") if value is None else value
+        for column, value in next(iter(runs.values()))["prior"]["columns"].items()
+    }
     epochs = max(len(r["history"]) for r in runs.values())
     header = " ".join(f"{'ep' + str(e + 1):>5}" for e in range(epochs))
     lines = [
@@ -72,6 +75,7 @@ def table(runs: dict[str, dict], profile: str) -> str:
     for name, r in runs.items():
         cmp = " ".join(f"{100 * h['val_columns']['compare_attribute']:5.1f}" for h in r["history"])
         query = r["columns"]["query_attribute"]
+        query = float("nan") if query is None else query
         lines.append(
             f"{name:<40} {cmp} {query:5.1f} {r['parameters']:8d} {r['samples_per_s']:9.0f}"
         )
