@@ -92,29 +92,23 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def read_json(path: str | Path, error: type[Exception] = ValueError) -> Any:
-    """Parse a JSON file; a missing, unreadable or malformed file raises `error` naming it."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise error(f"{path}: file not found") from None
-    except OSError as e:
-        raise error(f"{path}: cannot read ({e.strerror or e})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise error(f"{path}: not valid JSON ({e})") from None
-
-
 @contextlib.contextmanager
 def _errors_named(path: str | Path, error: type[Exception]) -> Iterator[None]:
+    """A missing, unreadable or malformed JSON file raises `error` naming it."""
     try:
         yield
     except FileNotFoundError:
         raise error(f"{path}: file not found") from None
     except OSError as e:
         raise error(f"{path}: cannot read ({e.strerror or e})") from None
-    except (ijson.JSONError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, ijson.JSONError, UnicodeDecodeError) as e:
         raise error(f"{path}: not valid JSON ({e})") from None
+
+
+def read_json(path: str | Path, error: type[Exception] = ValueError) -> Any:
+    """Parse a JSON file; a missing, unreadable or malformed file raises `error` naming it."""
+    with _errors_named(path, error), open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def iter_json_list(
