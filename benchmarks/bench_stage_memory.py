@@ -23,11 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from filmclevr import clevr
+from filmclevr import clevr, fileio
 from filmclevr.mini.generate import generate_mini_clevr
 from filmclevr.resize import resize_images
 
-STAGES = {  # each run in its own process: (import, call)
+STAGES = {  # each run in its own process, in this order: (import, call)
     "tokenize_questions": (
         "from filmclevr.tokenize import tokenize_questions",
         "tokenize_questions(root / 'clevr', root / 'tokens', splits=['train'])",
@@ -67,12 +67,10 @@ def run_child(imports: str, call: str, root: Path) -> tuple[float, float]:
 
 def write_questions(root: Path, info: dict, questions: list[dict], count: int) -> None:
     """The train question file with `count` questions: `questions` repeated and renumbered."""
-    with open(clevr.questions_path(root / "clevr", "train"), "w", encoding="utf-8") as f:
-        f.write(json.dumps({"info": info})[:-1] + ', "questions": [')
+    path = clevr.questions_path(root / "clevr", "train")
+    with fileio.json_list_writer(path, {"info": info}, "questions") as append:
         for index in range(count):
-            q = dict(questions[index % len(questions)], question_index=index)
-            f.write((", " if index else "") + json.dumps(q))
-        f.write("]}\n")
+            append(dict(questions[index % len(questions)], question_index=index))
 
 
 def main() -> None:
@@ -91,24 +89,22 @@ def main() -> None:
         )
         path = clevr.questions_path(root / "clevr", "train")
         document = json.loads(path.read_text())  # the generated split: small
-        rows = []
-        for stage, (imports, call) in STAGES.items():
-            floor, _ = run_child(imports, "pass", root)
-            measured = []
-            for count in sizes:
-                write_questions(root, document["info"], document["questions"], count)
-                if stage == "write_shards":  # its input: this size's tokens
-                    run_child(*STAGES["tokenize_questions"], root)
-                measured.append(run_child(imports, call, root))
-            rows.append((stage, floor, measured))
+        floors = {
+            stage: run_child(imports, "pass", root)[0] for stage, (imports, _) in STAGES.items()
+        }
+        measured: dict[str, list[tuple[float, float]]] = {stage: [] for stage in STAGES}
+        for count in sizes:
+            write_questions(root, document["info"], document["questions"], count)
+            for stage, (imports, call) in STAGES.items():  # in order: tokens, then shards of them
+                measured[stage].append(run_child(imports, call, root))
     print(f"Peak RSS (MB) of one process, a train split of {args.images} images ({time.ctime()}):")
     head = " ".join(f"{f'{n:,} q':>18}" for n in sizes)
     print(f"{'stage':<20} {'floor':>7} {head} {'MB per 100k q':>14}")
-    for stage, floor, measured in rows:
-        cells = " ".join(f"{rss:8.0f} ({seconds:5.1f} s)" for rss, seconds in measured)
-        (small, _), (large, _) = measured
+    for stage, runs in measured.items():
+        cells = " ".join(f"{rss:8.0f} ({seconds:5.1f} s)" for rss, seconds in runs)
+        (small, _), (large, _) = runs
         growth = (large - small) / ((sizes[1] - sizes[0]) / 100_000)
-        print(f"{stage:<20} {floor:7.0f} {cells} {growth:14.1f}")
+        print(f"{stage:<20} {floors[stage]:7.0f} {cells} {growth:14.1f}")
 
 
 if __name__ == "__main__":
