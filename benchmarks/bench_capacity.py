@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from demo_runs import REPO, train_and_score
 
 from filmclevr.count_params import vocab_sizes
@@ -82,11 +83,25 @@ def table(runs: dict[str, dict], profile: str) -> str:
     return "\n".join(lines)
 
 
+def _key_value(item: str) -> tuple[str, Any]:
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise SystemExit(f"--train {item!r}: expected KEY=VALUE")
+    return key, yaml.safe_load(value)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--params", type=Path, default=REPO / "params.yaml")
     p.add_argument("--only", nargs="+", choices=list(LEVERS), help="run these levers only")
     p.add_argument("--json", type=Path, help="also write every run's metrics here")
+    p.add_argument(
+        "--train",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="train_model changes for every lever, e.g. max_epochs=12 bf16=true (YAML values)",
+    )
     p.add_argument(
         "--show", type=Path, nargs="+", help="print the table of these --json files, train nothing"
     )
@@ -97,13 +112,17 @@ def main() -> None:
         runs = {k: v for path in args.show for k, v in json.loads(path.read_text()).items()}
         print(table(runs, params["profile"]))
         return
+    changes = dict(_key_value(item) for item in args.train)
     runs = {}
     for name in args.only or LEVERS:
         lever = LEVERS[name]
         model = {**model_overrides(params), **lever.model}
         parameters = parameter_count(model, REPO / "data/tokens/vocab.json")  # fails fast
         run = train_and_score(
-            params, model=model, train_changes=lever.train, init_checkpoint=lever.init_checkpoint
+            params,
+            model=model,
+            train_changes={**changes, **lever.train},
+            init_checkpoint=lever.init_checkpoint,
         )
         runs[name] = {**run, "parameters": parameters}
         print(f"{name}: {runs[name]['overall']:.2f}% ({runs[name]['seconds']:.0f} s)", flush=True)
