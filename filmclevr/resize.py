@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 from PIL import Image
 from tqdm import tqdm
 
-from filmclevr import fileio
+from filmclevr import fileio, parallel
 from filmclevr.clevr import ClevrFormatError
 
 log = logging.getLogger(__name__)
@@ -147,21 +146,13 @@ def resize_images(
     inputs = {split: _split_images(src_root, split) for split in splits}  # fail before any work
     report: dict[str, Any] = {"image_size": image_size, "format": EXTENSION, "splits": {}}
     with fileio.atomic_dir(dst_root) as tmp:
-        pool = multiprocessing.Pool(workers) if workers > 1 else None
-        try:
-            for split, images in inputs.items():
-                out = tmp / split
-                out.mkdir()
-                jobs = [(src, out / f"{src.stem}.{EXTENSION}", image_size) for src in images]
-                # Chunks amortize inter-process overhead yet stay small enough to balance load.
-                chunksize = max(1, min(64, len(jobs) // (workers * 8)))
-                results = (
-                    pool.imap(_resize_job, jobs, chunksize=chunksize)
-                    if pool
-                    else map(_resize_job, jobs)
-                )
+        for split, images in inputs.items():
+            out = tmp / split
+            out.mkdir()
+            jobs = [(src, out / f"{src.stem}.{EXTENSION}", image_size) for src in images]
+            total, first = 0, None
+            with parallel.ordered_map(_resize_job, jobs, workers) as results:
                 bar = tqdm(results, total=len(jobs), desc=f"resize {split}", disable=not progress)
-                total, first = 0, None
                 for src, size, written in bar:
                     # A release's images share one size (CLEVR: 480x320); an odd one out is a
                     # foreign or damaged file that resizing would silently distort.
@@ -172,18 +163,14 @@ def resize_images(
                             f"{first[1][1]} of the split's other images ({first[0].name})"
                         )
                     total += written
-                report["splits"][split] = {"images": len(jobs), "bytes": total}
-                log.info(
-                    "%s: %d images -> %dx%d %s, %.1f KB per image",
-                    split,
-                    len(jobs),
-                    image_size,
-                    image_size,
-                    EXTENSION,
-                    total / len(jobs) / 1e3,
-                )
-        finally:
-            if pool:
-                pool.terminate()
-                pool.join()
+            report["splits"][split] = {"images": len(jobs), "bytes": total}
+            log.info(
+                "%s: %d images -> %dx%d %s, %.1f KB per image",
+                split,
+                len(jobs),
+                image_size,
+                image_size,
+                EXTENSION,
+                total / len(jobs) / 1e3,
+            )
     return report

@@ -12,17 +12,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import multiprocessing
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from filmclevr import clevr
+from filmclevr import clevr, parallel
 from filmclevr.fileio import atomic_dir, json_list_writer, write_text_atomic
 from filmclevr.mini.questions import (
     FAMILIES,
@@ -211,21 +209,10 @@ def generate_mini_clevr(
     # Only what the balance check needs of the first two splits: scenes and their questions are
     # streamed to the split's files as they are drawn, so memory does not grow with the split.
     keys_by_split: dict[str, list[tuple]] = {}
-    # The pool starts once the folder exists (a failed atomic_dir leaves no workers behind) and
-    # closes, terminating its workers, before atomic_dir removes a failed tree.
-    with (
-        atomic_dir(out_dir) as root,
-        multiprocessing.Pool(workers) if workers > 1 else contextlib.nullcontext() as pool,
-    ):
+    with atomic_dir(out_dir) as root:
         for split, count in splits.items():
             (root / "images" / split).mkdir(parents=True, exist_ok=True)
             tasks = [(str(root), split, i, seed, min_objects, max_objects) for i in range(count)]
-            results: Iterator[dict[str, Any]]
-            if pool is None:
-                results = map(_image_task, tasks)
-            else:
-                chunk = max(1, min(16, count // (4 * workers)))
-                results = pool.imap(_image_task, tasks, chunksize=chunk)
             public = clevr.is_test_split(split)
             info = {
                 "split": split,
@@ -242,7 +229,12 @@ def generate_mini_clevr(
             keys: list[tuple] = []  # of every question, if the balance check needs this split
             keep_keys = split in list(splits)[:2] and not public
             types: Counter[str] = Counter()
-            with contextlib.ExitStack() as files:
+            # The workers stop (each after its current image) before atomic_dir removes a
+            # failed tree.
+            with (
+                parallel.ordered_map(_image_task, tasks, workers) as results,
+                contextlib.ExitStack() as files,
+            ):
                 add_question = files.enter_context(
                     json_list_writer(clevr.questions_path(root, split), {"info": info}, "questions")
                 )
