@@ -11,6 +11,7 @@ rule analyze_model:
             "evaluate.py",
             "figures.py",
             "model.py",
+            "parallel.py",
             "resize.py",
             "shards.py",
             "tokenize.py",

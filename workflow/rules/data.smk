@@ -8,6 +8,7 @@ rule get_data:
             "get_data",
             "download.py",
             "executor.py",
+            "parallel.py",
             "mini/__init__.py",
             "mini/generate.py",
             "mini/questions.py",
@@ -33,7 +34,7 @@ rule get_data:
 # Stage 2: square RGB images at the model's input size.
 rule resize_images:
     input:
-        code=code("resize_images", "resize.py"),
+        code=code("resize_images", "parallel.py", "resize.py"),
         clevr=rules.get_data.output.root,
     output:
         root=directory("data/resized"),
