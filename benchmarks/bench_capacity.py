@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,17 @@ LEVERS: dict[str, Lever] = {
     "16x16 grid (2 stem layers; paper 14x14)": Lever(model={"stem_num_layers": 2}),
     "GRU 512 (paper 4096)": Lever(model={"rnn_hidden_dim": 512}),
     "ResBlocks 128 wide (paper)": Lever(model={"module_channels": 128}),
+    # every width of FiLMConfig() (the paper's), at the profile's image size and grid
+    "the paper's widths (GRU 4096, 128 maps)": Lever(
+        model={
+            "stem_channels": 128,
+            "module_channels": 128,
+            "word_embedding_dim": 200,
+            "rnn_hidden_dim": 4096,
+            "classifier_proj_dim": 512,
+            "classifier_fc_dim": 1024,
+        }
+    ),
 }
 
 
@@ -106,7 +118,8 @@ def main() -> None:
         "--show", type=Path, nargs="+", help="print the table of these --json files, train nothing"
     )
     args = p.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    # FILMCLEVR_LOG=INFO (as the stages take it) logs every epoch, kept if a run is killed
+    logging.basicConfig(level=os.environ.get("FILMCLEVR_LOG", "WARNING"))
     params = load_params(args.params)
     if args.show:
         runs = {k: v for path in args.show for k, v in json.loads(path.read_text()).items()}

@@ -8,6 +8,7 @@ compares each row with the float32 eager row of its configuration.
 
     python benchmarks/bench_train.py                 # both configurations, this machine
     python benchmarks/bench_train.py --only demo --steps 20
+    python benchmarks/bench_train.py --grid short    # on a GPU: 4 rows a configuration, not 8
 
 The demo configuration is the `model:` and batch size of the parameters file (params.yaml by
 default). The paper configuration is FiLMConfig() at 224x224 with the paper's batch of 64
@@ -97,6 +98,13 @@ def main() -> None:
     p.add_argument("--warmup", type=int, help="warm-up steps (default: 3 on a GPU, 1 on a CPU)")
     p.add_argument("--steps", type=int, help="timed steps (default: 20 on a GPU; CPU: see below)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument(
+        "--grid",
+        choices=["full", "short"],
+        default="full",
+        help="GPU: every combination of the switches (full), or float32, bf16, bf16 + "
+        "channels-last, and all three with compile (short: two compilations, not eight)",
+    )
     args = p.parse_args()
 
     if args.threads:
@@ -114,7 +122,8 @@ def main() -> None:
     # (fast where the CPU has bf16 instructions); channels-last and compile are GPU switches,
     # and compiling the paper model alone takes minutes on two cores.
     switches = itertools.product([False, True], repeat=3)
-    variants = list(switches) if gpu else [(False, False, False), (True, False, False)]
+    short = [(False, False, False), (True, False, False), (True, True, False), (True, True, True)]
+    variants = (list(switches) if args.grid == "full" else short) if gpu else short[:2]
 
     where = torch.cuda.get_device_name(device) if gpu else f"CPU, {torch.get_num_threads()} threads"
     print(f"# training throughput on {where}, torch {torch.__version__}")
