@@ -66,6 +66,7 @@ def train_and_score(
     return {
         "overall": result.metrics["overall"],
         "columns": result.metrics["columns"],
+        "functions": result.metrics["functions"],  # equal_color, equal_size, ... apart
         "counts": result.metrics["counts"],
         "prior": result.prior,
         "context": result.context,
