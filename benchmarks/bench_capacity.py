@@ -108,6 +108,9 @@ def main() -> None:
     p.add_argument("--only", nargs="+", choices=list(LEVERS), help="run these levers only")
     p.add_argument("--json", type=Path, help="also write every run's metrics here")
     p.add_argument(
+        "--data", type=Path, default=REPO / "data", help="the profile's tokens/ and shards/"
+    )
+    p.add_argument(
         "--train",
         nargs="+",
         default=[],
@@ -130,12 +133,13 @@ def main() -> None:
     for name in args.only or LEVERS:
         lever = LEVERS[name]
         model = {**model_overrides(params), **lever.model}
-        parameters = parameter_count(model, REPO / "data/tokens/vocab.json")  # fails fast
+        parameters = parameter_count(model, args.data / "tokens/vocab.json")  # fails fast
         run = train_and_score(
             params,
             model=model,
             train_changes={**changes, **lever.train},
             init_checkpoint=lever.init_checkpoint,
+            data=args.data,
         )
         runs[name] = {**run, "parameters": parameters}
         print(f"{name}: {runs[name]['overall']:.2f}% ({runs[name]['seconds']:.0f} s)", flush=True)

@@ -42,9 +42,11 @@ def train_and_score(
     train_changes: Mapping[str, Any] | None = None,
     breakage: Breakage | None = None,
     init_checkpoint: Path | None = None,
+    data: Path = REPO / "data",
 ) -> dict[str, Any]:
     """One run: its metrics.json-like document, plus `seconds` and the per-epoch `history`;
-    from `init_checkpoint`'s weights if given (fine-tuning: same model and vocabulary)."""
+    from `init_checkpoint`'s weights if given (fine-tuning: same model and vocabulary).
+    `data` holds the pipeline's `shards/` and `tokens/`."""
     splits = params["get_data"]["splits"]
     config = TrainConfig.from_dict({**params["train_model"], **(train_changes or {})})
     start = time.perf_counter()
@@ -52,13 +54,13 @@ def train_and_score(
         out = Path(tmp)
         summary = train(
             FiLMConfig.from_dict(model), config,
-            shards_dir=REPO / "data/shards", vocab_path=REPO / "data/tokens/vocab.json",
+            shards_dir=data / "shards", vocab_path=data / "tokens/vocab.json",
             best_checkpoint=out / "film.pt", last_checkpoint=out / "last.pt",
             log_dir=out / "train", progress=False, train_split=splits[0], val_split=splits[1],
             init_checkpoint=init_checkpoint,
         )  # fmt: skip
         result = evaluate(
-            out / "film.pt", REPO / "data/shards", REPO / "data/tokens",
+            out / "film.pt", data / "shards", data / "tokens",
             split=params["evaluate_model"]["split"],
             batch_size=params["evaluate_model"]["batch_size"], profile=params["profile"],
             train_split=splits[0],

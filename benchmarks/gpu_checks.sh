@@ -8,7 +8,8 @@
 #      more epochs than a CPU session affords.
 # 2 and 3 share the GPU (their samples/s are not benchmarks; 1's are). Needs the project's
 # dependencies but not Snakemake: the stages are called as the Snakefile calls them. Everything
-# lands in OUT: logs, tables, JSON, the paper-mini results.
+# lands in OUT: logs, tables, JSON, the paper-mini results; the data and checkpoints in DATA
+# (default OUT/data), never in the project's data/.
 #   bash benchmarks/gpu_checks.sh OUT
 # Sizes can be lowered for a dry run on a CPU: PROBE_EPOCHS, PROBE_PARAMS, PAPER_PARAMS, LEVERS,
 # BENCH_ARGS.
@@ -19,6 +20,7 @@ PROBE_PARAMS=${PROBE_PARAMS:-config/probe-compare-attribute-3-objects.yaml}
 PAPER_PARAMS=${PAPER_PARAMS:-config/paper-mini.yaml}
 BENCH_ARGS=${BENCH_ARGS:-"--grid short"}
 LEVERS=${LEVERS:-"profile's model|16x16 grid (2 stem layers; paper 14x14)|the paper's widths (GRU 4096, 128 maps)"}
+DATA=$(realpath -m "${DATA:-$OUT/data}")
 export FILMCLEVR_LOG=${FILMCLEVR_LOG:-INFO}
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
@@ -41,39 +43,39 @@ stamp "start on $CORES cores"
 # 1 alone on the GPU while the data stages use the CPU (two cores left to the benchmark).
 python benchmarks/bench_train.py $BENCH_ARGS >"$OUT/bench_train.txt" 2>&1 &
 bench=$!
-rm -rf data/clevr data/resized data/tokens data/shards data/paper-mini
-(data "$PROBE_PARAMS" data $((CORES > 4 ? CORES - 2 : 1)) && stamp "probe data done") \
+rm -rf "$DATA/probe" "$DATA/paper-mini"
+(data "$PROBE_PARAMS" "$DATA/probe" $((CORES > 4 ? CORES - 2 : 1)) && stamp "probe data done") \
   >"$OUT/data-probe.log" 2>&1
-(data "$PAPER_PARAMS" data/paper-mini $((CORES > 4 ? CORES - 2 : 1)) && stamp "paper-mini data done") \
-  >"$OUT/data-paper-mini.log" 2>&1
+(data "$PAPER_PARAMS" "$DATA/paper-mini" $((CORES > 4 ? CORES - 2 : 1)) &&
+  stamp "paper-mini data done") >"$OUT/data-paper-mini.log" 2>&1
 wait $bench
 stamp "bench_train exit $?"
 
-# 3: one process per lever (bench_capacity trains on data/shards, the probe's).
+# 3: one process per lever, on the probe's data.
 pids=()
 IFS='|' read -r -a levers <<<"$LEVERS"
 for i in "${!levers[@]}"; do
   python benchmarks/bench_capacity.py --params "$PROBE_PARAMS" --only "${levers[$i]}" \
-    --json "$OUT/probe-$i.json" --train "max_epochs=$PROBE_EPOCHS" batch_size=256 bf16=true \
+    --data "$DATA/probe" --json "$OUT/probe-$i.json" --train "max_epochs=$PROBE_EPOCHS" batch_size=256 bf16=true \
     channels_last=true num_workers=2 >"$OUT/probe-$i.log" 2>&1 &
   pids+=($!)
 done
 
 # 2: the paper profile's training and evaluation, as workflow/rules/model.smk runs them.
-P=data/paper-mini
+P=$DATA/paper-mini
 R=$OUT/paper-mini
 mkdir -p "$R"
 {
-  python -m stages.train_model --params "$PAPER_PARAMS" --shards $P/shards \
-    --vocab $P/tokens/vocab.json --out $P/film.pt --last $P/last.pt --log-dir "$R/train" \
+  python -m stages.train_model --params "$PAPER_PARAMS" --shards "$P/shards" \
+    --vocab "$P/tokens/vocab.json" --out "$P/film.pt" --last "$P/last.pt" --log-dir "$R/train" \
     --curves "$R/curves.png" &&
-    python -m stages.evaluate_model --params "$PAPER_PARAMS" --checkpoint $P/film.pt \
-      --shards $P/shards --tokens $P/tokens --metrics "$R/metrics.json" \
+    python -m stages.evaluate_model --params "$PAPER_PARAMS" --checkpoint "$P/film.pt" \
+      --shards "$P/shards" --tokens "$P/tokens" --metrics "$R/metrics.json" \
       --table-md "$R/table.md" --table-csv "$R/table.csv" --figure "$R/accuracy.png" \
-      --predictions $P/predictions
+      --predictions "$P/predictions"
 } >"$R/train-evaluate.log" 2>&1
 stamp "paper-mini exit $?"
-cp $P/film.json "$R/" 2>/dev/null
+cp "$P/film.json" "$R/" 2>/dev/null
 
 for pid in "${pids[@]}"; do
   wait "$pid"
