@@ -43,11 +43,12 @@ stamp "start on $CORES cores"
 # 1 alone on the GPU while the data stages use the CPU (two cores left to the benchmark).
 python benchmarks/bench_train.py $BENCH_ARGS >"$OUT/bench_train.txt" 2>&1 &
 bench=$!
+data_workers=$((CORES > 4 ? CORES - 2 : 1))
 rm -rf "$DATA/probe" "$DATA/paper-mini"
-(data "$PROBE_PARAMS" "$DATA/probe" $((CORES > 4 ? CORES - 2 : 1)) && stamp "probe data done") \
+(data "$PROBE_PARAMS" "$DATA/probe" $data_workers && stamp "probe data done") \
   >"$OUT/data-probe.log" 2>&1
-(data "$PAPER_PARAMS" "$DATA/paper-mini" $((CORES > 4 ? CORES - 2 : 1)) &&
-  stamp "paper-mini data done") >"$OUT/data-paper-mini.log" 2>&1
+(data "$PAPER_PARAMS" "$DATA/paper-mini" $data_workers && stamp "paper-mini data done") \
+  >"$OUT/data-paper-mini.log" 2>&1
 wait $bench
 stamp "bench_train exit $?"
 
@@ -56,8 +57,8 @@ pids=()
 IFS='|' read -r -a levers <<<"$LEVERS"
 for i in "${!levers[@]}"; do
   python benchmarks/bench_capacity.py --params "$PROBE_PARAMS" --only "${levers[$i]}" \
-    --data "$DATA/probe" --json "$OUT/probe-$i.json" --train "max_epochs=$PROBE_EPOCHS" batch_size=256 bf16=true \
-    channels_last=true num_workers=2 >"$OUT/probe-$i.log" 2>&1 &
+    --data "$DATA/probe" --json "$OUT/probe-$i.json" --train "max_epochs=$PROBE_EPOCHS" \
+    batch_size=256 bf16=true channels_last=true num_workers=2 >"$OUT/probe-$i.log" 2>&1 &
   pids+=($!)
 done
 
