@@ -66,6 +66,11 @@ LEVERS: dict[str, Lever] = {
 }
 
 
+def slug(name: str) -> str:
+    """A lever's name as a file name: "GRU 512 (paper 4096)" -> "gru-512-paper-4096"."""
+    return "-".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
+
+
 def parameter_count(model: dict, vocab_path: Path) -> int:
     net = FiLMedNet(FiLMConfig.from_dict(model), *vocab_sizes(vocab_path))
     return sum(p.numel() for p in net.parameters())
@@ -118,6 +123,13 @@ def main() -> None:
         help="train_model changes for every lever, e.g. max_epochs=12 bf16=true (YAML values)",
     )
     p.add_argument(
+        "--init",
+        type=Path,
+        help="start every lever from this checkpoint (same model and vocabulary), e.g. a "
+        "curriculum: the 2-object probe's models/film.pt, then this probe",
+    )
+    p.add_argument("--keep", type=Path, help="copy each lever's best checkpoint into this folder")
+    p.add_argument(
         "--show", type=Path, nargs="+", help="print the table of these --json files, train nothing"
     )
     args = p.parse_args()
@@ -130,16 +142,18 @@ def main() -> None:
         return
     changes = dict(_key_value(item) for item in args.train)
     runs = {}
-    for name in args.only or LEVERS:
-        lever = LEVERS[name]
+    for lever_name in args.only or LEVERS:
+        lever = LEVERS[lever_name]
+        name = lever_name if args.init is None else f"{lever_name}, from {args.init.name}"
         model = {**model_overrides(params), **lever.model}
         parameters = parameter_count(model, args.data / "tokens/vocab.json")  # fails fast
         run = train_and_score(
             params,
             model=model,
             train_changes={**changes, **lever.train},
-            init_checkpoint=lever.init_checkpoint,
+            init_checkpoint=args.init or lever.init_checkpoint,
             data=args.data,
+            keep_checkpoint=args.keep / f"{slug(lever_name)}.pt" if args.keep else None,
         )
         runs[name] = {**run, "parameters": parameters}
         print(f"{name}: {runs[name]['overall']:.2f}% ({runs[name]['seconds']:.0f} s)", flush=True)

@@ -6,6 +6,7 @@ share. Nothing is written outside the temporary folder."""
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 import tempfile
 import time
@@ -43,10 +44,12 @@ def train_and_score(
     breakage: Breakage | None = None,
     init_checkpoint: Path | None = None,
     data: Path = REPO / "data",
+    keep_checkpoint: Path | None = None,
 ) -> dict[str, Any]:
     """One run: its metrics.json-like document, plus `seconds` and the per-epoch `history`;
     from `init_checkpoint`'s weights if given (fine-tuning: same model and vocabulary).
-    `data` holds the pipeline's `shards/` and `tokens/`."""
+    `data` holds the pipeline's `shards/` and `tokens/`; the best checkpoint is copied to
+    `keep_checkpoint` if given (e.g. the first step of a curriculum)."""
     splits = params["get_data"]["splits"]
     config = TrainConfig.from_dict({**params["train_model"], **(train_changes or {})})
     start = time.perf_counter()
@@ -65,6 +68,9 @@ def train_and_score(
             batch_size=params["evaluate_model"]["batch_size"], profile=params["profile"],
             train_split=splits[0],
         )  # fmt: skip
+        if keep_checkpoint is not None:
+            keep_checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(out / "film.pt", keep_checkpoint)
     return {
         "overall": result.metrics["overall"],
         "columns": result.metrics["columns"],
