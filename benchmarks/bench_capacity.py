@@ -120,7 +120,8 @@ def main() -> None:
         nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="train_model changes for every lever, e.g. max_epochs=12 bf16=true (YAML values)",
+        help="train_model changes for every lever, over the lever's own, e.g. max_epochs=12 "
+        "bf16=true (YAML values)",
     )
     p.add_argument(
         "--init",
@@ -150,7 +151,7 @@ def main() -> None:
         run = train_and_score(
             params,
             model=model,
-            train_changes={**changes, **lever.train},
+            train_changes={**lever.train, **changes},  # what the command line asks wins
             init_checkpoint=args.init or lever.init_checkpoint,
             data=args.data,
             keep_checkpoint=args.keep / f"{slug(lever_name)}.pt" if args.keep else None,

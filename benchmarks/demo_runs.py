@@ -51,7 +51,8 @@ def train_and_score(
     `data` holds the pipeline's `shards/` and `tokens/`; the best checkpoint is copied to
     `keep_checkpoint` if given (e.g. the first step of a curriculum)."""
     splits = params["get_data"]["splits"]
-    config = TrainConfig.from_dict({**params["train_model"], **(train_changes or {})})
+    init = {} if init_checkpoint is None else {"init_checkpoint": str(init_checkpoint)}
+    config = TrainConfig.from_dict({**params["train_model"], **(train_changes or {}), **init})
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, broken_loader(breakage):
         out = Path(tmp)
@@ -60,7 +61,6 @@ def train_and_score(
             shards_dir=data / "shards", vocab_path=data / "tokens/vocab.json",
             best_checkpoint=out / "film.pt", last_checkpoint=out / "last.pt",
             log_dir=out / "train", progress=False, train_split=splits[0], val_split=splits[1],
-            init_checkpoint=init_checkpoint,
         )  # fmt: skip
         result = evaluate(
             out / "film.pt", data / "shards", data / "tokens",

@@ -150,7 +150,11 @@ def finetune(
     plan = finetune_plan(
         records, cogent["finetune_questions"], questions, cogent["train_model"]["max_epochs"]
     )
-    fields = {**finetune_config(params, plan.epochs), "patience": None}
+    fields = {
+        **finetune_config(params, plan.epochs),
+        "patience": None,
+        "init_checkpoint": str(a_checkpoint),
+    }
     config = TrainConfig.from_dict(fields)
     run_dir = Path(last_checkpoint).parent
     tune_dir = run_dir / "shards"
@@ -169,7 +173,6 @@ def finetune(
         train_split=split,
         val_split=val_split,
         val_shards_dir=shards_dir,
-        init_checkpoint=a_checkpoint,
     )
     device = resolve_device(config.device)
     model, state = model_from_checkpoint(last_checkpoint, device)  # the last weights

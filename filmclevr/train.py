@@ -79,6 +79,10 @@ class TrainConfig:
     # only the question pipeline that predicts (gamma, beta), as the paper fine-tunes for
     # CLEVR-Humans; the visual pipeline then stays exactly as it was, BatchNorm statistics too.
     trainable: str = "all"
+    # Start from this checkpoint's weights instead of the paper's Kaiming init: fine-tuning,
+    # or the next step of a curriculum (README, "A curriculum"). Same model configuration and
+    # vocabulary; a path relative to the working directory. None: train from scratch.
+    init_checkpoint: str | None = None
     weight_decay: float = 1e-5  # SPEC §4: Adam's plain L2 on every parameter (not AdamW)
     max_epochs: int = 80  # SPEC §4: the official run stops at 80 epochs
     # Stop after this many epochs without a better validation accuracy; None (the default)
@@ -236,6 +240,7 @@ def _fingerprint(
     """SHA-256 of everything that shapes the training trajectory: configs, world size, the
     (train, val) split names, data."""
     trajectory = {k: v for k, v in train_config.asdict().items() if k not in _EXECUTION_FIELDS}
+    del trajectory["init_checkpoint"]  # where it lies does not matter; its weights do (samples)
     if train_config.lr_schedule != "constant":  # the decay is spread over all the epochs
         trajectory["max_epochs"] = train_config.max_epochs
     blob = {
@@ -603,7 +608,6 @@ def train(
     train_split: str = "train",
     val_split: str = "val",
     val_shards_dir: Path | None = None,
-    init_checkpoint: Path | None = None,
 ) -> dict[str, Any]:
     """Train FiLM on `shards_dir` (SPEC §4), resuming from `last_checkpoint` when it matches.
 
@@ -626,7 +630,6 @@ def train(
             (accuracy over all its questions). The workflow passes the first and the second
             entry of `get_data.splits` (CoGenT: trainA, valA).
         val_shards_dir: the `val_split` shards' folder if not `shards_dir` (CoGenT).
-        init_checkpoint: fine-tune: start from its weights (same model and vocabulary).
 
     Returns:
         Summary: best_val_accuracy, best_epoch, epochs, steps, samples_per_s, stopped_early,
@@ -654,7 +657,6 @@ def train(
                 train_split=train_split,
                 val_split=val_split,
                 val_shards_dir=Path(val_shards_dir or shards_dir),
-                init_checkpoint=init_checkpoint and Path(init_checkpoint),
             )
             samples, seconds, stopped_early = 0, 0.0, False
             while run.state.epoch < train_config.max_epochs:
@@ -682,7 +684,6 @@ def _setup(
     train_split: str,
     val_split: str,
     val_shards_dir: Path,
-    init_checkpoint: Path | None,
     **outputs: Any,
 ) -> _Run:
     """Read the data's index and vocabulary, build model and optimizer, resume if `last` fits."""
@@ -702,7 +703,9 @@ def _setup(
     samples = _sample_shards(train_paths + val_paths)
     splits = (train_split, val_split)
     init = (
-        None if init_checkpoint is None else _initial_weights(init_checkpoint, model_config, vocab)
+        None
+        if cfg.init_checkpoint is None
+        else _initial_weights(Path(cfg.init_checkpoint), model_config, vocab)
     )
     if init is not None:  # a fine-tuning run: what it starts from shapes its trajectory
         samples = [*samples, f"init:{init.get('fingerprint')}"]
@@ -772,6 +775,8 @@ def _build(
 
 def _initial_weights(path: Path, model_config: FiLMConfig, vocab: dict) -> dict[str, Any]:
     """The checkpoint a fine-tuning run starts from, checked against this run's model."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint to start from (init_checkpoint)")
     checkpoint = load_checkpoint(path)
     if checkpoint.get("model_config") != model_config.asdict():
         raise ValueError(f"{path}: its model configuration differs from this run's")

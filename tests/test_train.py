@@ -368,6 +368,7 @@ def test_fine_tuning_starts_from_a_checkpoint_and_changes_only_what_it_trains(
 ) -> None:
     start = load_checkpoint(reference / "film.pt")["model"]
     tune = {**TINY_TRAIN.asdict(), "max_epochs": 1}
+    tune["init_checkpoint"] = str(reference / "film.pt")
     generator_only = TrainConfig.from_dict({**tune, "trainable": "film_generator"})
     train_into(
         tmp_path / "g",
@@ -375,7 +376,6 @@ def test_fine_tuning_starts_from_a_checkpoint_and_changes_only_what_it_trains(
         generator_only,
         data["shards"],
         data["vocab"],
-        init_checkpoint=reference / "film.pt",
     )
     tuned = load_checkpoint(tmp_path / "g" / "last.pt")["model"]
     assert set(tuned) == set(start)
@@ -395,12 +395,15 @@ def test_fine_tuning_starts_from_a_checkpoint_and_changes_only_what_it_trains(
         still,
         data["shards"],
         data["vocab"],
-        init_checkpoint=reference / "film.pt",
     )
     params = dict(model_from_checkpoint(reference / "film.pt", "cpu")[0].named_parameters())
     moved = load_checkpoint(tmp_path / "a" / "last.pt")["model"]
     for key in params:
         assert torch.allclose(moved[key], start[key], atol=1e-6), key
+    missing = TrainConfig.from_dict({**tune, "init_checkpoint": str(tmp_path / "missing.pt")})
+    with pytest.raises(FileNotFoundError, match="missing.pt: no such checkpoint to start from"):
+        train_into(tmp_path / "m", TINY_MODEL, missing, data["shards"], data["vocab"])
+    assert not (tmp_path / "m" / "last.pt").exists()
     other = dataclasses.replace(TINY_MODEL, module_channels=TINY_MODEL.module_channels * 2)
     with pytest.raises(ValueError, match="film.pt: its model configuration differs"):
         train_into(
@@ -409,7 +412,6 @@ def test_fine_tuning_starts_from_a_checkpoint_and_changes_only_what_it_trains(
             still,
             data["shards"],
             data["vocab"],
-            init_checkpoint=reference / "film.pt",
         )
 
 

@@ -243,6 +243,26 @@ def test_training_rule_asks_one_gpu_per_process(tmp_path, nproc_per_node):
         assert train.resources["gpu"] == (nproc_per_node or 1)
 
 
+def test_a_checkpoint_to_start_from_is_an_input_of_the_training_rules(tmp_path):
+    """train_model.init_checkpoint: a new file there reruns training (and the sweep's runs,
+    which start from it too unless experiments.train_model sets it back to null)."""
+    from snakemake.api import SnakemakeApi
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train_model"]["init_checkpoint"] = "results/reference/demo/film.pt"
+    for experiments, expected in (({}, True), ({"init_checkpoint": None}, False)):
+        params["experiments"]["train_model"] = experiments
+        swept = tmp_path / f"swept-{expected}.yaml"
+        swept.write_text(yaml.safe_dump(params))
+        with SnakemakeApi() as api:
+            rules = {r.name: r for r in snakemake_workflow(api, swept).rules}
+            assert "results/reference/demo/film.pt" in rules["train_model"].input
+            assert ("results/reference/demo/film.pt" in rules["run_experiment"].input) is expected
+    with SnakemakeApi() as api:  # the demo starts from scratch: nothing more to depend on
+        rules = {r.name: r for r in snakemake_workflow(api).rules}
+        assert not any(str(f).endswith(".pt") for f in rules["train_model"].input)
+
+
 def test_mini_large_is_the_demo_model_on_more_data():
     demo, large = load_params(ROOT / "params.yaml"), load_params(ROOT / "config/mini-large.yaml")
     assert large["model"] == demo["model"]

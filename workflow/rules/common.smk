@@ -23,3 +23,9 @@ COMMON = ["stages/_common.py", LIB + "params.py", LIB + "fileio.py", LIB + "clev
 
 def code(stage, *modules):
     return [f"stages/{stage}.py"] + COMMON + [LIB + m for m in modules]
+
+
+# The checkpoint a training run starts from (train_model.init_checkpoint), an input of the rule
+# so that a new file reruns it; none for a run from scratch. DVC tracks the path only (params).
+def init_checkpoint(train):
+    return train.get("init_checkpoint") or []

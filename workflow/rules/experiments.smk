@@ -25,6 +25,9 @@ rule run_experiment:
         ),
         shards=rules.write_shards.output.root,
         tokens=rules.tokenize_questions.output.root,
+        init=init_checkpoint(
+            {**config["train_model"], **config["experiments"]["train_model"]}
+        ),
     output:
         run=directory("results/experiments/runs/{name}/seed{seed}"),
     log:

@@ -17,6 +17,7 @@ rule train_model:
         ),
         shards=rules.write_shards.output.root,
         tokens=rules.tokenize_questions.output.root,
+        init=init_checkpoint(config["train_model"]),
     output:
         checkpoint="models/film.pt",
         sidecar="models/film.json",
