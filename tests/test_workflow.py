@@ -194,8 +194,12 @@ def test_profiles_are_complete_and_valid(path):
     from filmclevr.train import TrainConfig
 
     model = FiLMConfig.from_dict(model_overrides(params))
-    TrainConfig.from_dict(params["train_model"])
+    train = TrainConfig.from_dict(params["train_model"])
     assert model.image_size == params["resize_images"]["image_size"]
+    if train.init_checkpoint is not None:  # a committed checkpoint of this very model
+        from filmclevr.checkpoint import load_checkpoint
+
+        assert load_checkpoint(ROOT / train.init_checkpoint)["model_config"] == model.asdict()
 
 
 def test_paper_profile_is_the_paper():
