@@ -127,7 +127,10 @@ def _keep_cogent(results: Path, out: Path) -> None:
 
 def write_curve_vs_paper(sidecar: dict[str, Any], metrics: dict[str, Any], out: Path) -> None:
     """learning_curve.csv (validation accuracy per epoch against questions seen, from the
-    checkpoint's history) and learning_curve_vs_paper.png beside the official curve."""
+    checkpoint's history) and learning_curve_vs_paper.png beside the official curve. A run that
+    started from a checkpoint (train_model.init_checkpoint) gets no such figure: its history
+    counts its own questions only, not those its starting model had seen, so its curve would
+    sit misleadingly far above the official one at the same x."""
     import pandas as pd
 
     from filmclevr.figures import plot_curve_vs_paper
@@ -147,6 +150,8 @@ def write_curve_vs_paper(sidecar: dict[str, Any], metrics: dict[str, Any], out: 
         if any(v is not None for v in values):
             curve[f"val_{column}"] = [None if v is None else 100 * v for v in values]
     (out / "learning_curve.csv").write_text(curve.to_csv(index=False, lineterminator="\n"))
+    if sidecar["train_config"].get("init_checkpoint"):
+        return
     paper = pd.read_csv(PAPER_CURVE)
     context = metrics.get("context", {})
     label = f"this run: {context.get('dataset')}, profile {context.get('profile')}"

@@ -82,6 +82,16 @@ def test_keeps_outputs_parameters_and_provenance(run: Path) -> None:
     assert provenance["dvc_lock"] is None  # no dvc.lock: Snakemake ran it
 
 
+def test_a_fine_tuned_run_is_not_drawn_beside_the_official_curve(run: Path) -> None:
+    """Its history counts only its own questions, not those of the model it started from."""
+    sidecar = json.loads((run / "models/film.json").read_text())
+    sidecar["train_config"]["init_checkpoint"] = "results/reference/x/step2.pt"
+    (run / "models/film.json").write_text(json.dumps(sidecar))
+    out = reference.keep_reference(run, "tuned", run / "params.yaml")
+    assert (out / "learning_curve.csv").read_text().splitlines()[1] == "1,640,41.0,40.0,40.0,,"
+    assert not (out / "learning_curve_vs_paper.png").exists()
+
+
 def test_provenance_keeps_dvc_lock_only_when_it_records_this_run(run: Path) -> None:
     import hashlib
 
