@@ -56,13 +56,20 @@ def _cross_key_errors(params: dict[str, Any]) -> list[str]:
                 f"  get_data.mini.images: no image count for split(s) {', '.join(missing)} "
                 "listed in get_data.splits"
             )
+        stray = [s for s in data["mini"].get("split_settings", {}) if s not in data["splits"]]
+        if stray:
+            errors.append(
+                f"  get_data.mini.split_settings: split(s) {', '.join(stray)} not in "
+                "get_data.splits"
+            )
     return errors
 
 
 def validate_params(params: dict[str, Any], source: str = "params") -> dict[str, Any]:
     """Validate `params` against the schema, then the facts that span sections: the model's
     input size is not given twice (it is `resize_images.image_size`), and with `source: mini`
-    every split of `get_data.splits` has an image count in `get_data.mini.images`.
+    every split of `get_data.splits` has an image count in `get_data.mini.images` and every
+    split of `get_data.mini.split_settings` is one of them.
 
     Split convention (every stage): the first entry of `get_data.splits` is the training split,
     the second the validation split.

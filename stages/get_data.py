@@ -30,7 +30,8 @@ def main() -> None:
             questions_per_image=mini["questions_per_image"],
             min_objects=mini["min_objects"],
             max_objects=mini["max_objects"],
-            **{k: mini[k] for k in ("question_mix",) if k in mini},  # else the generator's default
+            # else the generator's defaults: uniform, and the same settings for every split
+            **{k: mini[k] for k in ("question_mix", "split_settings") if k in mini},
             workers=_common.workers(args.workers),
         )
     else:

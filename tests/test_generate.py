@@ -161,6 +161,26 @@ def test_a_mapping_mix_is_asked_and_recorded_in_the_question_files(tmp_path) -> 
     assert types["compare_attribute"] == len(qs) and sum(types.values()) == len(qs)
 
 
+def test_a_split_can_have_its_own_scenes_and_questions(tmp_path) -> None:
+    """A curriculum's phase split beside CLEVR's splits: only it changes, and its files say so."""
+    own = {"min_objects": 2, "max_objects": 2, "questions_per_image": 2,
+           "question_mix": {"compare_attribute": 1}}  # fmt: skip
+    kw = {"splits": {"train": 3, "two": 3}, "seed": 2, "questions_per_image": 4}
+    generate.generate_mini_clevr(tmp_path / "plain", **kw)
+    generate.generate_mini_clevr(tmp_path / "c", **kw, split_settings={"two": own})
+    plain, tree = files(tmp_path / "plain"), files(tmp_path / "c")
+    changed = {name for name in tree if tree[name] != plain.get(name)}
+    assert changed and all("two" in name or name == "README.txt" for name in changed)
+    scenes = clevr.read_scenes(clevr.scenes_path(tmp_path / "c", "two"))
+    assert [len(s["objects"]) for s in scenes] == [2, 2, 2]
+    info, qs = clevr.read_question_file(clevr.questions_path(tmp_path / "c", "two"))
+    assert info["objects"] == [2, 2] and info["question_mix"] == own["question_mix"]
+    assert {clevr.question_type(q["program"]) for q in qs} == {"compare_attribute"}
+    assert all(n <= 2 for n in Counter(q["image_index"] for q in qs).values())
+    readme = (tmp_path / "c" / "README.txt").read_text()
+    assert "two: 3 / 6 (questions_per_image 2, min_objects 2, max_objects 2, question_mix" in readme
+
+
 def test_rerun_replaces_the_tree(tmp_path) -> None:
     out = tmp_path / "clevr"
     (out / "images" / "stale").mkdir(parents=True)
@@ -191,6 +211,10 @@ def test_failure_leaves_nothing(tmp_path, monkeypatch) -> None:
         ({"splits": {"val": 1}, "questions_per_image": 0}, "questions_per_image"),
         ({"splits": {"val": 1}, "question_mix": "even"}, "question_mix"),
         ({"splits": {"val": 1}, "question_mix": {"colour": 1}}, "unknown question type"),
+        ({"splits": {"val": 1}, "split_settings": {"train": {"min_objects": 2}}}, "no such split"),
+        ({"splits": {"val": 1}, "split_settings": {"val": {"objects": 2}}}, "val: unknown objects"),
+        ({"splits": {"val": 1}, "split_settings": {"val": {"max_objects": 2}}}, "'val': objects"),
+        ({"splits": {"val": 1}, "split_settings": {"val": {"question_mix": "x"}}}, "'val': "),
     ],
 )
 def test_bad_arguments(tmp_path, kwargs, message) -> None:

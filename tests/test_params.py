@@ -141,3 +141,24 @@ def test_the_schema_admits_the_question_mixes_the_sampler_takes(good: dict, mix,
     else:
         with pytest.raises(ParamsError, match="get_data.mini.question_mix"):
             validate_params(params)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"train": {"min_objects": 2, "max_objects": 2}}, None),
+        ({"train": {"question_mix": {"compare_attribute": 1}}}, None),
+        ({"train": {"objects": 2}}, "get_data.mini.split_settings.train"),
+        ({"train": {"question_mix": "balanced"}}, "get_data.mini.split_settings.train"),
+        ({"train": {}}, "get_data.mini.split_settings.train"),
+        ({"valB": {"min_objects": 2}}, "split_settings: split.s. valB not in get_data.splits"),
+    ],
+)
+def test_split_settings_name_listed_splits_and_known_settings(good: dict, settings, message):
+    params = copy.deepcopy(good)
+    params["get_data"]["mini"]["split_settings"] = settings
+    if message is None:
+        validate_params(params)
+    else:
+        with pytest.raises(ParamsError, match=message):
+            validate_params(params)

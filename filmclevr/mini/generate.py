@@ -15,6 +15,7 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,52 @@ def _release_question(q: dict[str, Any], public: bool) -> dict[str, Any]:
     return {k: q[k] for k in PUBLIC_KEYS} if public else q
 
 
+SPLIT_SETTINGS = ("questions_per_image", "min_objects", "max_objects", "question_mix")
+
+
+def _settings_per_split(
+    splits: Mapping[str, int],
+    defaults: Mapping[str, Any],
+    split_settings: Mapping[str, Mapping[str, Any]],
+) -> dict[str, dict[str, Any]]:
+    """Each split's generator settings, checked before anything is rendered."""
+    unknown_splits = sorted(set(split_settings) - set(splits))
+    if unknown_splits:
+        raise ValueError(f"split_settings: no such split {', '.join(unknown_splits)}")
+    settings = {}
+    for split in splits:
+        own = dict(split_settings.get(split, {}))
+        unknown = sorted(set(own) - set(SPLIT_SETTINGS))
+        if unknown:
+            raise ValueError(
+                f"split_settings.{split}: unknown {', '.join(unknown)} "
+                f"(known: {', '.join(SPLIT_SETTINGS)})"
+            )
+        merged = {**defaults, **own}
+        where = f"split {split!r}: " if own else ""
+        if merged["questions_per_image"] < 1:
+            raise ValueError(
+                f"{where}questions_per_image must be >= 1, got {merged['questions_per_image']}"
+            )
+        if not 1 <= merged["min_objects"] <= merged["max_objects"]:
+            raise ValueError(
+                f"{where}objects per scene: need 1 <= min_objects <= max_objects, got "
+                f"{merged['min_objects']} and {merged['max_objects']}"
+            )
+        try:  # as QuestionSampler checks it, but before any rendering
+            question_type_weights(merged["question_mix"])
+        except ValueError as e:
+            raise ValueError(f"{where}{e}") from None
+        settings[split] = merged
+    return settings
+
+
+def _own_settings(settings: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
+    """A split's settings that differ from the dataset's, for README.txt: "" when none."""
+    own = [f"{k} {v}" for k, v in settings.items() if v != defaults[k]]
+    return f" ({', '.join(own)})" if own else ""
+
+
 def generate_mini_clevr(
     out_dir: str | Path,
     *,
@@ -161,6 +208,7 @@ def generate_mini_clevr(
     min_objects: int = 3,
     max_objects: int = 10,
     question_mix: QuestionMix = "uniform",
+    split_settings: Mapping[str, Mapping[str, Any]] | None = None,
     workers: int = 1,
 ) -> dict[str, Any]:
     """Generate mini-CLEVR into `out_dir` (replaced atomically) as a CLEVR v1.0 release root.
@@ -177,6 +225,9 @@ def generate_mini_clevr(
         question_mix: "uniform" (each family equally often before rejections), "clevr"
             (CLEVR v1.0's shares of question types) or a mapping from question type to weight;
             see `QuestionSampler`.
+        split_settings: per split, its own values of `SPLIT_SETTINGS` (questions_per_image,
+            min_objects, max_objects, question_mix) over the ones above, e.g. the 2-object
+            Compare Attribute scenes of a curriculum's first phase beside CLEVR's train split.
         workers: processes that sample and render scenes.
 
     Returns:
@@ -198,11 +249,15 @@ def generate_mini_clevr(
             f"splits {', '.join(splits)} mix CLEVR's split names with CoGenT's "
             f"({', '.join(sorted(clevr.COGENT_SPLITS))}): a tree is one dataset or the other"
         )
-    if questions_per_image < 1:
-        raise ValueError(f"questions_per_image must be >= 1, got {questions_per_image}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    question_type_weights(question_mix)  # as QuestionSampler checks it, but before any rendering
+    defaults = {
+        "questions_per_image": questions_per_image,
+        "min_objects": min_objects,
+        "max_objects": max_objects,
+        "question_mix": question_mix,
+    }
+    settings = _settings_per_split(splits, defaults, split_settings or {})
 
     started = time.perf_counter()
     stats: dict[str, Any] = {"splits": {}, "families": len(FAMILIES), "workers": workers}
@@ -212,7 +267,9 @@ def generate_mini_clevr(
     with atomic_dir(out_dir) as root:
         for split, count in splits.items():
             (root / "images" / split).mkdir(parents=True, exist_ok=True)
-            tasks = [(str(root), split, i, seed, min_objects, max_objects) for i in range(count)]
+            own = settings[split]
+            objects = own["min_objects"], own["max_objects"]
+            tasks = [(str(root), split, i, seed, *objects) for i in range(count)]
             public = clevr.is_test_split(split)
             info = {
                 "split": split,
@@ -221,11 +278,12 @@ def generate_mini_clevr(
                 "generator": GENERATOR,
                 "seed": seed,
             }
-            if question_mix != "uniform":  # absent, so uniform trees keep their bytes
-                info["question_mix"] = (
-                    question_mix if isinstance(question_mix, str) else dict(question_mix)
-                )
-            sampler = QuestionSampler(_questions_rng(seed, split), question_mix=question_mix)
+            mix = own["question_mix"]
+            if mix != "uniform":  # absent, so uniform trees keep their bytes
+                info["question_mix"] = mix if isinstance(mix, str) else dict(mix)
+            if split in (split_settings or {}):  # what sets this split apart from the others
+                info["objects"] = list(objects)
+            sampler = QuestionSampler(_questions_rng(seed, split), question_mix=mix)
             keys: list[tuple] = []  # of every question, if the balance check needs this split
             keep_keys = split in list(splits)[:2] and not public
             types: Counter[str] = Counter()
@@ -246,7 +304,7 @@ def generate_mini_clevr(
                 for scene in tqdm(
                     results, total=count, desc=f"mini-CLEVR {split}", unit="img", leave=False
                 ):
-                    questions = sampler.sample(scene, questions_per_image)
+                    questions = sampler.sample(scene, own["questions_per_image"])
                     for q in questions:
                         add_question(_release_question(q, public))
                     if keep_keys:
@@ -264,7 +322,8 @@ def generate_mini_clevr(
             }
             log.info("%s: %d images, %d questions", split, count, asked)
         split_lines = "\n".join(
-            f"  {s}: {v['images']} / {v['questions']}" for s, v in stats["splits"].items()
+            f"  {s}: {v['images']} / {v['questions']}{_own_settings(settings[s], defaults)}"
+            for s, v in stats["splits"].items()
         )
         write_text_atomic(
             root / "README.txt",
