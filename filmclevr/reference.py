@@ -130,7 +130,8 @@ def write_curve_vs_paper(sidecar: dict[str, Any], metrics: dict[str, Any], out: 
     checkpoint's history) and learning_curve_vs_paper.png beside the official curve. A run that
     started from a checkpoint (train_model.init_checkpoint) gets no such figure: its history
     counts its own questions only, not those its starting model had seen, so its curve would
-    sit misleadingly far above the official one at the same x."""
+    sit misleadingly far above the official one at the same x. A curriculum from scratch does:
+    its history counts the questions of all its phases."""
     import pandas as pd
 
     from filmclevr.figures import plot_curve_vs_paper
@@ -139,7 +140,10 @@ def write_curve_vs_paper(sidecar: dict[str, Any], metrics: dict[str, Any], out: 
     curve = pd.DataFrame(
         {
             "epoch": [row["epoch"] for row in sidecar["history"]],
-            "questions_seen": [row["step"] * batch for row in sidecar["history"]],
+            # a curriculum's history counts them over its phases (filmclevr/curriculum.py)
+            "questions_seen": [
+                row.get("questions_seen", row["step"] * batch) for row in sidecar["history"]
+            ],
             "val_accuracy": [100 * row["val_accuracy"] for row in sidecar["history"]],
             "train_accuracy": [100 * row["train_accuracy"] for row in sidecar["history"]],
             "prior": metrics.get("prior", {}).get("overall"),
@@ -149,8 +153,11 @@ def write_curve_vs_paper(sidecar: dict[str, Any], metrics: dict[str, Any], out: 
         values = [row.get("val_columns", {}).get(column) for row in sidecar["history"]]
         if any(v is not None for v in values):
             curve[f"val_{column}"] = [None if v is None else 100 * v for v in values]
+    if "curriculum" in sidecar:  # each row's phase: the split it trained on
+        curve.insert(1, "trained_on", [row["split"] for row in sidecar["history"]])
     (out / "learning_curve.csv").write_text(curve.to_csv(index=False, lineterminator="\n"))
-    if sidecar["train_config"].get("init_checkpoint"):
+    first_run = sidecar["curriculum"][0] if "curriculum" in sidecar else sidecar["train_config"]
+    if first_run.get("init_checkpoint"):
         return
     paper = pd.read_csv(PAPER_CURVE)
     context = metrics.get("context", {})

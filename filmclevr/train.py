@@ -702,11 +702,7 @@ def _setup(
         )
     samples = _sample_shards(train_paths + val_paths)
     splits = (train_split, val_split)
-    init = (
-        None
-        if cfg.init_checkpoint is None
-        else _initial_weights(Path(cfg.init_checkpoint), model_config, vocab)
-    )
+    init = _initial_weights(cfg.init_checkpoint, model_config, vocab)
     if init is not None:  # a fine-tuning run: what it starts from shapes its trajectory
         samples = [*samples, f"init:{init.get('fingerprint')}"]
     if val_shards_dir != shards_dir:  # both folders' indexes shape the run
@@ -773,8 +769,14 @@ def _build(
     return raw_model
 
 
-def _initial_weights(path: Path, model_config: FiLMConfig, vocab: dict) -> dict[str, Any]:
-    """The checkpoint a fine-tuning run starts from, checked against this run's model."""
+def _initial_weights(
+    init_checkpoint: str | None, model_config: FiLMConfig, vocab: dict
+) -> dict[str, Any] | None:
+    """The checkpoint a fine-tuning run starts from, checked against this run's model; None
+    for a run from scratch."""
+    if init_checkpoint is None:
+        return None
+    path = Path(init_checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint to start from (init_checkpoint)")
     checkpoint = load_checkpoint(path)

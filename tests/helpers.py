@@ -96,6 +96,40 @@ def write_tokens_and_shards(
     return root / "shards"
 
 
+def write_random_question_data(
+    root: Path, images: dict[str, int], words: list[str], questions_per_image: int = 4
+) -> dict[str, Path]:
+    """Tiny shards (6 images each) by the real shard writer: random 32-pixel images per split of
+    `images`, each with random questions whose answer (yes or no) is whether the image is mostly
+    red, so that a model can learn it. Returns {"shards": ..., "vocab": ...}."""
+    rng = np.random.default_rng(0)
+    write_vocab(root / "tokens", sorted(words))
+    types = list(clevr.QUESTION_TYPES)
+    questions: dict[str, list[dict]] = {}
+    for split, n_images in images.items():
+        records = questions[split] = []
+        for i, name, pixels in write_random_images(root, split, n_images, 32, rng):
+            for _ in range(questions_per_image):
+                length = int(rng.integers(3, 8))
+                tokens = [1, *rng.integers(4, 4 + len(words), length - 2).tolist(), 2]
+                kind = types[int(rng.integers(len(types)))]
+                records.append(
+                    {
+                        "question_index": len(records),
+                        "image_index": i,
+                        "image_filename": name,
+                        "tokens": tokens,
+                        "answer": 4
+                        + int(pixels[..., 0].mean() > 127),  # yes (4) or no (5) from the image
+                        "type": kind,
+                        "function": clevr.QUESTION_TYPES[kind][0],
+                        "family": 0,
+                    }
+                )
+    write_tokens_and_shards(root, questions, images_per_shard=6)
+    return {"shards": root / "shards", "vocab": root / "tokens" / "vocab.json"}
+
+
 def train_into(
     out: Path,
     model: FiLMConfig,

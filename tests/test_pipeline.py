@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from filmclevr import clevr
 from tests.helpers import TINY_IMAGE_SIZE, TINY_MODEL_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +79,14 @@ def dvc(project: Path, *args: str) -> str:
     return run([sys.executable, "-m", "dvc", *args], project)
 
 
+def dvc_repro_in_a_new_repo(project: Path, *targets: str) -> str:
+    """`dvc repro` in a fresh git and DVC repository at `project`."""
+    run(["git", "init", "-q"], project)
+    dvc(project, "init", "-q")
+    dvc(project, "config", "core.analytics", "false")
+    return dvc(project, "repro", *targets)
+
+
 def metrics_without_commit(project: Path) -> dict:
     metrics = json.loads((project / "results/metrics.json").read_text())
     metrics["context"].pop("commit", None)
@@ -105,10 +114,7 @@ def snakemake_project(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def dvc_project(tmp_path_factory) -> Path:
     project = make_project(tmp_path_factory.mktemp("engines") / "dvc")
-    run(["git", "init", "-q"], project)
-    dvc(project, "init", "-q")
-    dvc(project, "config", "core.analytics", "false")
-    dvc(project, "repro")
+    dvc_repro_in_a_new_repo(project)
     return project
 
 
@@ -185,10 +191,7 @@ def test_one_engine_after_the_other_redoes_nothing(tmp_path):
     holds its own speed), so only the data stages can be compared this way."""
     project = make_project(tmp_path / "both")
     shutil.copy2(ROOT / ".dvcignore", project / ".dvcignore")
-    run(["git", "init", "-q"], project)
-    dvc(project, "init", "-q")
-    dvc(project, "config", "core.analytics", "false")
-    dvc(project, "repro")
+    dvc_repro_in_a_new_repo(project)
     assert planned_snakemake_jobs(project) == set()
     for stage in ("clevr", "resized", "tokens", "shards"):  # the four data stages' outputs
         shutil.rmtree(project / "data" / stage)
@@ -260,10 +263,7 @@ def test_sweep_under_both_engines(tmp_path):
     assert planned.get("run_experiment") == "2" and planned.get("collect_experiments") == "1"
 
     dvc_side = sweep_project(tmp_path / "dvc")
-    run(["git", "init", "-q"], dvc_side)
-    dvc(dvc_side, "init", "-q")
-    dvc(dvc_side, "config", "core.analytics", "false")
-    dvc(dvc_side, "repro", "collect_experiments")
+    dvc_repro_in_a_new_repo(dvc_side, "collect_experiments")
     assert check_sweep_table(dvc_side) == table  # the same runs, the same numbers
     metrics = dvc(dvc_side, "status")
     assert "run_experiment" not in metrics, metrics
@@ -322,9 +322,52 @@ def test_cogent_under_both_engines(tmp_path):
     snakemake(snake)
     metrics = check_cogent(snake)
     dvc_side = cogent_project(tmp_path / "dvc")
-    run(["git", "init", "-q"], dvc_side)
-    dvc(dvc_side, "init", "-q")
-    dvc(dvc_side, "config", "core.analytics", "false")
-    dvc(dvc_side, "repro")
+    dvc_repro_in_a_new_repo(dvc_side)
     assert check_cogent(dvc_side) == metrics  # the same runs, the same numbers
     assert "finetune_cogent" not in dvc(dvc_side, "status")
+
+
+# --- A curriculum end to end, under both engines -------------------------------------------------
+def curriculum_project(path: Path) -> Path:
+    """Compare Attribute questions about 2-object scenes (split "two") after the main training,
+    then the main training split again (config/mini-clevr-size-curriculum-from-scratch.yaml)."""
+    project = make_project(path)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["profile"] = "tiny-curriculum"
+    params["get_data"]["splits"] = ["train", "val", "test", "two"]
+    params["get_data"]["mini"]["images"]["two"] = 12
+    params["get_data"]["mini"]["split_settings"] = {
+        "two": {"min_objects": 2, "max_objects": 2, "question_mix": {"compare_attribute": 1}}
+    }
+    params["curriculum"] = [
+        {"split": "two", "train_model": {"learning_rate": 1e-4}},
+        {"split": "train", "train_model": {"max_epochs": 1}},
+    ]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return project
+
+
+def check_curriculum(project: Path) -> dict:
+    _, questions = clevr.read_question_file(clevr.questions_path(project / "data/clevr", "two"))
+    assert {clevr.question_type(q["program"]) for q in questions} == {"compare_attribute"}
+    scenes = clevr.read_scenes(clevr.scenes_path(project / "data/clevr", "two"))
+    assert {len(s["objects"]) for s in scenes} == {2}
+    assert json.loads((project / "data/shards/index.json").read_text())["two"]["images"] == 12
+    sidecar = json.loads((project / "models/film.json").read_text())
+    # train_model's 2 epochs on train, then 2 on two, then 1 on train again
+    assert [row["split"] for row in sidecar["history"]] == ["train"] * 2 + ["two"] * 2 + ["train"]
+    for phase in ("0-train", "1-two", "2-train"):
+        assert (project / "models/curriculum" / phase / "last.pt").is_file(), phase
+        assert (project / "results/train" / phase).is_dir(), phase
+    metrics = metrics_without_commit(project)
+    assert metrics["context"]["profile"] == "tiny-curriculum"
+    return metrics
+
+
+def test_curriculum_under_both_engines(tmp_path):
+    snake = curriculum_project(tmp_path / "snakemake")
+    snakemake(snake)
+    metrics = check_curriculum(snake)
+    dvc_side = curriculum_project(tmp_path / "dvc")
+    dvc_repro_in_a_new_repo(dvc_side)
+    assert check_curriculum(dvc_side) == metrics  # the same phases, the same numbers

@@ -25,9 +25,7 @@ from tests.helpers import (
     tiny_film_config,
     tiny_train_config,
     train_into,
-    write_random_images,
-    write_tokens_and_shards,
-    write_vocab,
+    write_random_question_data,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,33 +41,9 @@ TIMING = ("samples_per_s",)  # the only history fields that differ between ident
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny shards (6 images each, 4 train and 2 val) written by the real shard writer."""
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    write_vocab(root / "tokens", sorted(WORDS))
-    types = list(clevr.QUESTION_TYPES)
-    questions: dict[str, list[dict]] = {}
-    for split, n_images in IMAGES.items():
-        records = questions[split] = []
-        for i, name, pixels in write_random_images(root, split, n_images, 32, rng):
-            for _ in range(QUESTIONS_PER_IMAGE):
-                length = int(rng.integers(3, 8))
-                tokens = [1, *rng.integers(4, 4 + len(WORDS), length - 2).tolist(), 2]
-                kind = types[int(rng.integers(len(types)))]
-                records.append(
-                    {
-                        "question_index": len(records),
-                        "image_index": i,
-                        "image_filename": name,
-                        "tokens": tokens,
-                        "answer": 4
-                        + int(pixels[..., 0].mean() > 127),  # yes (4) or no (5) from the image
-                        "type": kind,
-                        "function": clevr.QUESTION_TYPES[kind][0],
-                        "family": 0,
-                    }
-                )
-    write_tokens_and_shards(root, questions, images_per_shard=6)
-    return {"shards": root / "shards", "vocab": root / "tokens" / "vocab.json"}
+    return write_random_question_data(
+        tmp_path_factory.mktemp("data"), IMAGES, WORDS, QUESTIONS_PER_IMAGE
+    )
 
 
 def run(

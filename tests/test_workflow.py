@@ -108,7 +108,8 @@ def test_a_configfile_profile_replaces_the_parameters_snakemake_tracks():
         workflow = snakemake_workflow(api, ROOT / "config/paper.yaml")
         assert Path(workflow.globals["PARAMS"]) == ROOT / "config/paper.yaml"
         train = next(r for r in workflow.rules if r.name == "train_model")
-        assert list(train.params) == [paper["model"], paper["train_model"], 224]
+        expected = [paper["model"], paper["train_model"], paper["curriculum"], 224]
+        assert list(train.params) == expected
 
 
 def module_file(dotted: str) -> str | None:
@@ -298,7 +299,12 @@ def test_console_scripts_are_the_modules_main_functions():
 def test_loading_a_model_never_imports_the_training_loop():
     """Layers: evaluation, checkpoints, devices, analysis, ask (every module but the ones that
     train) reach no `train.py` through their imports."""
-    trainers = {"filmclevr/train.py", "filmclevr/experiments.py", "filmclevr/cogent.py"}
+    trainers = {
+        "filmclevr/train.py",
+        "filmclevr/curriculum.py",
+        "filmclevr/experiments.py",
+        "filmclevr/cogent.py",
+    }
     for path in sorted((ROOT / "filmclevr").rglob("*.py")):
         module = str(path.relative_to(ROOT))
         if module in trainers:

@@ -8,6 +8,7 @@ rule train_model:
         code=code(
             "train_model",
             "checkpoint.py",
+            "curriculum.py",
             "distributed.py",
             "figures.py",
             "model.py",
@@ -34,6 +35,7 @@ rule train_model:
     params:
         model=config["model"],
         train=config["train_model"],
+        curriculum=config.get("curriculum", []),  # absent in profiles older than it
         image_size=config["resize_images"]["image_size"],  # the model's input size
     message:
         "train_model: FiLM on {input.shards} -> {output.checkpoint}"

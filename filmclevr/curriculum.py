@@ -1,0 +1,162 @@
+"""Training phases after the main training (the `curriculum` section of params.yaml).
+
+The CLEVR-sized run learns every question type but Compare Attribute. Taught first to compare
+the two objects of 2-object scenes, then to pick the two described objects out of three, then
+CLEVR's mix again, the same model learns all five (README, "A curriculum: compare first, then
+pick out"). A curriculum says that in one profile:
+
+    get_data:  splits: [train, val, compare2, compare3]    # split_settings make the phase data
+    curriculum:
+      - {split: compare2, train_model: {max_epochs: 4, learning_rate: 5.0e-4}}
+      - {split: compare3, train_model: {max_epochs: 4, learning_rate: 5.0e-4}}
+      - {split: train, train_model: {max_epochs: 4, learning_rate: 1.0e-3}}
+
+Phase 0 is the main training (`train_model` on the first split). Each later phase trains on its
+own split with `train_model` plus its changes, from the previous phase's last weights (a phase
+on one question type forgets the others, so its best epoch on the validation split would be its
+first), and validates on the same validation split as the main training, so the whole run is one
+learning curve. Every phase keeps its own resume point: a killed run started again skips the
+finished phases and resumes the one it was in. The result is the last phase's best checkpoint,
+its history the whole curriculum's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from filmclevr.checkpoint import load_checkpoint, save_checkpoint
+from filmclevr.fileio import read_json, write_json_atomic
+from filmclevr.model import FiLMConfig
+from filmclevr.train import TrainConfig, train
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One training run of the curriculum: its training split and recipe."""
+
+    split: str
+    config: TrainConfig
+
+    def name(self, index: int) -> str:
+        """Its folder under the curriculum's models and logs, e.g. "1-compare2"."""
+        return f"{index}-{self.split}"
+
+
+def phases(params: Mapping[str, Any]) -> list[Phase]:
+    """The main training, then each phase of `curriculum`, checked before any training.
+
+    Raises:
+        ValueError: a phase names a split that is not in get_data.splits (or the validation
+            split), or a train_model change that TrainConfig refuses.
+    """
+    splits = params["get_data"]["splits"]
+    main = dict(params["train_model"])
+    plan = [Phase(splits[0], TrainConfig.from_dict(main))]
+    for i, entry in enumerate(params.get("curriculum") or [], start=1):
+        if entry["split"] not in splits or entry["split"] == splits[1]:
+            raise ValueError(
+                f"curriculum[{i - 1}].split: {entry['split']!r} is not a training split of "
+                f"get_data.splits ({', '.join(splits)}; {splits[1]!r} validates)"
+            )
+        try:
+            config = TrainConfig.from_dict({**main, **entry.get("train_model", {})})
+        except ValueError as e:
+            raise ValueError(f"curriculum[{i - 1}].train_model: {e}") from None
+        plan.append(Phase(entry["split"], config))
+    return plan
+
+
+def train_curriculum(
+    model_config: FiLMConfig,
+    params: Mapping[str, Any],
+    *,
+    shards_dir: Path,
+    vocab_path: Path,
+    best_checkpoint: Path,
+    runs_dir: Path,
+    log_dir: Path,
+    curves_png: Path | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Train every phase in turn; write `best_checkpoint` (the last phase's best, with the
+    history of every phase) and its sidecar. Each phase's checkpoints lie in
+    `runs_dir/<k>-<split>/` (film.pt, last.pt: its resume point), its DVCLive logs in
+    `log_dir/<k>-<split>/`. Returns each phase's summary (as `train` returns it)."""
+    plan = phases(params)
+    val_split = params["get_data"]["splits"][1]
+    summaries, starts = [], []
+    previous: Path | None = None
+    for k, phase in enumerate(plan):
+        run_dir = Path(runs_dir) / phase.name(k)
+        config = phase.config
+        if previous is not None:
+            config = dataclasses.replace(config, init_checkpoint=str(previous))
+        starts.append(config.init_checkpoint)
+        summaries.append(
+            train(
+                model_config,
+                config,
+                shards_dir=shards_dir,
+                vocab_path=vocab_path,
+                best_checkpoint=run_dir / "film.pt",
+                last_checkpoint=run_dir / "last.pt",
+                log_dir=Path(log_dir) / phase.name(k),
+                progress=progress,
+                train_split=phase.split,
+                val_split=val_split,
+            )
+        )
+        previous = run_dir / "last.pt"
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 writes the result
+        return summaries
+    runs = [Path(runs_dir) / phase.name(k) for k, phase in enumerate(plan)]
+    history = merged_history(
+        [load_checkpoint(run / "last.pt")["history"] for run in runs],
+        [phase.config.batch_size * summaries[k]["world_size"] for k, phase in enumerate(plan)],
+        [phase.split for phase in plan],
+    )
+    record = [
+        {"phase": k, "split": p.split, "epochs": s["epochs"], "init_checkpoint": start}
+        for k, (p, s, start) in enumerate(zip(plan, summaries, starts, strict=True))
+    ]
+    best = load_checkpoint(runs[-1] / "film.pt")
+    save_checkpoint(best_checkpoint, {**best, "history": history, "curriculum": record})
+    sidecar = read_json(runs[-1] / "film.json")
+    write_json_atomic(
+        Path(best_checkpoint).with_suffix(".json"),
+        {**sidecar, "history": history, "curriculum": record},
+    )
+    if curves_png is not None:
+        from filmclevr.figures import plot_learning_curves
+
+        plot_learning_curves(history, curves_png)
+    return summaries
+
+
+def merged_history(
+    histories: list[list[dict[str, Any]]], global_batches: list[int], splits: list[str]
+) -> list[dict[str, Any]]:
+    """The phases' histories as one: epochs and questions seen counted from the first phase's
+    start, each row marked with its phase and training split."""
+    merged: list[dict[str, Any]] = []
+    epochs = questions = 0
+    runs = zip(histories, global_batches, splits, strict=True)
+    for k, (history, batch, split) in enumerate(runs):
+        for row in history:
+            merged.append(
+                {
+                    **row,
+                    "epoch": epochs + row["epoch"],
+                    "questions_seen": questions + row["step"] * batch,
+                    "phase": k,
+                    "split": split,
+                }
+            )
+        if history:
+            epochs += history[-1]["epoch"]
+            questions += history[-1]["step"] * batch
+    return merged
