@@ -703,8 +703,9 @@ def _setup(
     samples = _sample_shards(train_paths + val_paths)
     splits = (train_split, val_split)
     init = _initial_weights(cfg.init_checkpoint, model_config, vocab)
-    if init is not None:  # a fine-tuning run: what it starts from shapes its trajectory
-        samples = [*samples, f"init:{init.get('fingerprint')}"]
+    if init is not None:  # a fine-tuning run: what it starts from shapes its trajectory, the
+        # run and how far it had trained (a curriculum phase resumed after an earlier one grew)
+        samples = [*samples, f"init:{init.get('fingerprint')}@{init.get('step')}"]
     if val_shards_dir != shards_dir:  # both folders' indexes shape the run
         index = {"train": index, "val": shards.load_index(val_shards_dir)}
     fingerprint = _fingerprint(model_config, cfg, ctx.world_size, splits, index, samples, vocab)

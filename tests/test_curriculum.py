@@ -143,3 +143,24 @@ def test_a_killed_curriculum_resumes_where_it_was(
     assert b["history"][2]["samples_per_s"] == partial[2]["samples_per_s"]
     strip = lambda h: [{k: v for k, v in r.items() if k != "samples_per_s"} for r in h]  # noqa: E731
     assert strip(b["history"]) == strip(a["history"])
+
+
+def test_a_phase_is_trained_again_when_the_one_before_it_trained_further(
+    data: dict[str, Path], whole: Path, tmp_path: Path
+) -> None:
+    """Phase 0 given a second epoch (the constant schedule resumes it): phase 1 must start over
+    from its new last weights, not resume from the weights it had before."""
+    out = tmp_path / "grown"
+    shutil.copytree(whole / "curriculum", out / "curriculum")
+    grown = copy.deepcopy(PARAMS)
+    grown["train_model"]["max_epochs"] = 2
+    grown["curriculum"][0]["train_model"]["max_epochs"] = 1  # the phases as they were
+    run(data, out, grown)
+    history = load_checkpoint(out / "film.pt")["history"]
+    assert [r["split"] for r in history] == ["train", "train", "two", "train", "train"]
+    first = load_checkpoint(out / "curriculum/0-train/last.pt")["model"]
+    second = load_checkpoint(out / "curriculum/1-two/last.pt")["model"]
+    old_second = load_checkpoint(whole / "curriculum/1-two/last.pt")["model"]
+    weights = [k for k in first if "running_" not in k and "num_batches" not in k]
+    assert all(torch.allclose(second[k], first[k], atol=1e-6) for k in weights)
+    assert not all(torch.allclose(second[k], old_second[k], atol=1e-6) for k in weights)
