@@ -114,8 +114,9 @@ def train_curriculum(
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 writes the result
         return summaries
     runs = [Path(runs_dir) / phase.name(k) for k, phase in enumerate(plan)]
+    sidecars = [read_json(run / "film.json") for run in runs]  # each with its phase's history
     history = merged_history(
-        [load_checkpoint(run / "last.pt")["history"] for run in runs],
+        [sidecar["history"] for sidecar in sidecars],
         [phase.config.batch_size * summaries[k]["world_size"] for k, phase in enumerate(plan)],
         [phase.split for phase in plan],
     )
@@ -125,10 +126,9 @@ def train_curriculum(
     ]
     best = load_checkpoint(runs[-1] / "film.pt")
     save_checkpoint(best_checkpoint, {**best, "history": history, "curriculum": record})
-    sidecar = read_json(runs[-1] / "film.json")
     write_json_atomic(
         Path(best_checkpoint).with_suffix(".json"),
-        {**sidecar, "history": history, "curriculum": record},
+        {**sidecars[-1], "history": history, "curriculum": record},
     )
     if curves_png is not None:
         from filmclevr.figures import plot_learning_curves

@@ -162,6 +162,8 @@ def _settings_per_split(
     split_settings: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, dict[str, Any]]:
     """Each split's generator settings, checked before anything is rendered."""
+    from filmclevr.mini.scenes import check_object_counts  # as make_scene imports it: lazily
+
     unknown_splits = sorted(set(split_settings) - set(splits))
     if unknown_splits:
         raise ValueError(f"split_settings: no such split {', '.join(unknown_splits)}")
@@ -180,12 +182,12 @@ def _settings_per_split(
             raise ValueError(
                 f"{where}questions_per_image must be >= 1, got {merged['questions_per_image']}"
             )
-        if not 1 <= merged["min_objects"] <= merged["max_objects"]:
-            raise ValueError(
-                f"{where}objects per scene: need 1 <= min_objects <= max_objects, got "
-                f"{merged['min_objects']} and {merged['max_objects']}"
-            )
-        try:  # as QuestionSampler checks it, but before any rendering
+        # as sample_scene and QuestionSampler check them, but before any rendering
+        try:
+            check_object_counts(merged["min_objects"], merged["max_objects"])
+        except ValueError as e:
+            raise ValueError(f"{where}objects per scene: {e}") from None
+        try:
             question_type_weights(merged["question_mix"])
         except ValueError as e:
             raise ValueError(f"{where}{e}") from None

@@ -376,6 +376,12 @@ def _place_objects(
     return placed
 
 
+def check_object_counts(min_objects: int, max_objects: int) -> None:
+    """The objects-per-scene range `sample_scene` draws from, checked (ValueError)."""
+    if not 1 <= min_objects <= max_objects:
+        raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
+
+
 def sample_scene(
     rng: random.Random,
     split: str,
@@ -392,8 +398,7 @@ def sample_scene(
     Layouts that break the gap/margin rules or leave an object with fewer than
     MIN_VISIBLE_PIXELS visible pixels are redrawn, as CLEVR does.
     """
-    if not 1 <= min_objects <= max_objects:
-        raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
+    check_object_counts(min_objects, max_objects)
     if condition not in (None, *clevr.COGENT_COLORS):
         raise ValueError(f"condition must be None, 'A' or 'B', got {condition!r}")
     if not split or index < 0:
