@@ -301,8 +301,13 @@ def test_learning_rate_schedules() -> None:
     warm_constant = TrainConfig(learning_rate=1e-3, warmup_epochs=0.5)
     assert train_mod.learning_rate_at(warm_constant, 1, 10) == pytest.approx(4e-4)
     assert train_mod.learning_rate_at(warm_constant, 50, 10) == 1e-3
-    with pytest.raises(ValueError, match="lr_schedule must be one of constant, cosine"):
-        TrainConfig(lr_schedule="linear")
+    linear = TrainConfig(learning_rate=2e-3, lr_schedule="linear", warmup_epochs=1, max_epochs=3)
+    lrs = [train_mod.learning_rate_at(linear, s, 10) for s in range(31)]
+    assert lrs[:10] == pytest.approx([2e-3 * (s + 1) / 10 for s in range(10)])  # same warmup
+    assert lrs[10:] == pytest.approx([2e-3 * (1 - s / 20) for s in range(21)])  # a straight line
+    assert lrs[15] < [train_mod.learning_rate_at(cosine, s, 10) for s in range(30)][15]
+    with pytest.raises(ValueError, match="lr_schedule must be one of constant, cosine, linear"):
+        TrainConfig(lr_schedule="step")
     with pytest.raises(ValueError, match="warmup_epochs must be >= 0"):
         TrainConfig(warmup_epochs=-1)
 
