@@ -8,6 +8,7 @@ compares each row with the float32 eager row of its configuration.
 
     python benchmarks/bench_train.py                 # both configurations, this machine
     python benchmarks/bench_train.py --only demo --steps 20
+    python benchmarks/bench_train.py --only demo --demo-batch 64   # the demo at another batch
     python benchmarks/bench_train.py --grid short    # on a GPU: 4 rows a configuration, not 8
 
 The demo configuration is the `model:` and batch size of the parameters file (params.yaml by
@@ -98,6 +99,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, help="warm-up steps (default: 3 on a GPU, 1 on a CPU)")
     p.add_argument("--steps", type=int, help="timed steps (default: 20 on a GPU; CPU: see below)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--demo-batch", type=int, help="the demo's batch size (default: the file's)")
     p.add_argument(
         "--grid",
         choices=["full", "short"],
@@ -115,6 +117,7 @@ def main() -> None:
         torch.backends.cudnn.benchmark = True  # as train() does on CUDA
 
     demo, demo_batch, source = demo_setup(args.params)
+    demo_batch = args.demo_batch or demo_batch
     paper = FiLMConfig()
     setups = [("demo", demo, demo_batch), ("paper", paper, TrainConfig().batch_size)]
     setups = [s for s in setups if args.only in (None, s[0])]

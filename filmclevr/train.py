@@ -94,7 +94,7 @@ class TrainConfig:
     device: str = "auto"  # cuda if available, else cpu; or e.g. "cpu", "cuda", "cuda:1"
     bf16: bool = False  # bfloat16 autocast, a speed switch (the paper trained in float32)
     # NHWC memory format for the convolutions: a speed switch on GPUs, and on a CPU in bf16
-    # (1.10x at batch 64, 1.18x at 128: benchmarks/bench_train.py)
+    # (1.06x at batch 64, 1.17x at 128: benchmarks/bench_train.py)
     channels_last: bool = False
     compile: bool = False  # torch.compile the training model (optional speed-up)
     num_workers: int = 0  # loader worker processes; 0 decodes in this process (deterministic)
