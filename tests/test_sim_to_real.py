@@ -1,0 +1,478 @@
+"""Tests of filmclevr.sim_to_real: a checkpoint on genuine CLEVR images beside mini-CLEVR ones.
+
+The genuine side reads tests/data/clevr_genuine/: three genuine CLEVR v1.0 train images and
+their three scene records, unmodified (CLEVR, Johnson et al. 2017, CC BY 4.0). The model is a
+tiny randomly initialised FiLM network: the tests check the harness, not the model.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from filmclevr import ask, clevr, resize, sim_to_real
+from filmclevr.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+from filmclevr.mini import generate_mini_clevr
+from filmclevr.mini.generate import make_scene
+from filmclevr.model import build_model
+from filmclevr.tokenize import tokenize
+from tests.helpers import tiny_film_config, write_vocab
+
+GENUINE = Path(__file__).parent / "data" / "clevr_genuine"
+GENUINE_IMAGES = 3
+QUESTIONS_PER_IMAGE = 4
+IMAGE_SIZE = 16
+REFERENCE_PARAMS = Path(__file__).parents[1] / "results" / "reference" / "demo" / "params.yaml"
+PROFILE = sim_to_real.MiniProfile(
+    seed=0,
+    train=sim_to_real.SplitSettings("train", questions_per_image=3, min_objects=3, max_objects=5),
+    val=sim_to_real.SplitSettings("val", questions_per_image=3, min_objects=3, max_objects=5),
+    image_size=IMAGE_SIZE,
+    source="tiny profile",
+)
+FAST = {"questions_per_image": QUESTIONS_PER_IMAGE, "prior_train_images": 4, "progress": False}
+
+
+def asked_questions(language: str = "mini") -> list[str]:
+    """Every question the harness asks with FAST's settings, both sides, without a model."""
+    mix = PROFILE.val.question_mix
+    genuine = sim_to_real.genuine_side(
+        sim_to_real.genuine_images(GENUINE),
+        sim_to_real.question_sampler(language, sim_to_real.side_rng(0, sim_to_real.GENUINE), mix),
+        IMAGE_SIZE,
+        QUESTIONS_PER_IMAGE,
+        progress=False,
+    )
+    mini = sim_to_real.mini_clevr_side(
+        PROFILE,
+        GENUINE_IMAGES,
+        sim_to_real.question_sampler(language, sim_to_real.side_rng(0, sim_to_real.MINI), mix),
+        IMAGE_SIZE,
+        QUESTIONS_PER_IMAGE,
+        progress=False,
+    )
+    return [r["question"] for r in genuine.records + mini.records]
+
+
+def pick_unknown_word(questions: list[str]) -> str:
+    """A word in some of the questions but not most, to leave out of the vocabulary."""
+    counts: dict[str, int] = {}
+    for q in questions:
+        for word in set(tokenize(q.strip())):
+            counts[word] = counts.get(word, 0) + 1
+    return min((w for w, n in counts.items() if 0 < n <= len(questions) // 4), key=str)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A randomly initialised tiny checkpoint whose vocabulary lacks one asked word."""
+    root = tmp_path_factory.mktemp("sim_to_real")
+    questions = asked_questions()
+    unknown = pick_unknown_word(questions)
+    words = sorted({w for q in questions for w in tokenize(q.strip())} - {unknown})
+    vocab = json.loads(write_vocab(root / "tokens", words).read_text())
+    torch.manual_seed(0)
+    config = tiny_film_config(image_size=IMAGE_SIZE)
+    vocab_size, num_answers = len(vocab["question_token_to_idx"]), len(vocab["answer_token_to_idx"])
+    model = build_model(config, vocab_size, num_answers)
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "model_config": config.asdict(),
+        "vocab": vocab,
+        "vocab_size": vocab_size,
+        "num_answers": num_answers,
+        "epoch": 0,
+        "model": model.state_dict(),
+    }
+    save_checkpoint(root / "film.pt", checkpoint)
+    measurement = sim_to_real.measure(root / "film.pt", GENUINE, PROFILE, **FAST)
+    return {"root": root, "model": root / "film.pt", "unknown": unknown, "m": measurement}
+
+
+def percent(correct: int, total: int) -> float | None:
+    return round(100.0 * correct / total, 2) if total else None
+
+
+# --- Counts and scores ----------------------------------------------------------------------------
+def test_counts_add_up(tiny):
+    report, records = tiny["m"].report, tiny["m"].records
+    assert report["genuine"]["images"] == report["mini_clevr"]["images"] == GENUINE_IMAGES
+    for side in sim_to_real.SIDES:
+        scores, asked = report["sides"][side], records[side]
+        assert scores["images"] == GENUINE_IMAGES
+        assert scores["questions"] == len(asked) <= GENUINE_IMAGES * QUESTIONS_PER_IMAGE
+        assert len(asked) >= GENUINE_IMAGES  # the sampler gives every scene questions
+        counts = scores["model"]["counts"]
+        assert counts["overall"] == len(asked) == sum(counts["columns"].values())
+        assert sum(counts["functions"].values()) == len(asked)
+        assert scores["prior"]["counts"] == counts  # the prior is scored on the same questions
+        assert [r["question_index"] for r in asked] == list(range(len(asked)))
+
+
+def test_per_column_numbers_are_the_records(tiny):
+    """Every accuracy of the report, recomputed by hand from the per-question records."""
+    for side in sim_to_real.SIDES:
+        asked, model = tiny["m"].records[side], tiny["m"].report["sides"][side]["model"]
+        for record in asked:
+            right = not record["unknown_words"] and record["predicted"] == record["answer"]
+            assert record["correct"] == right
+            assert record["type"] == clevr.TYPE_OF_FUNCTION[record["function"]]
+        assert model["overall"] == percent(sum(r["correct"] for r in asked), len(asked))
+        for column in clevr.QUESTION_TYPES:
+            mine = [r for r in asked if r["type"] == column]
+            assert model["columns"][column] == percent(sum(r["correct"] for r in mine), len(mine))
+            assert model["counts"]["columns"][column] == len(mine)
+        for function in sim_to_real.QUERIED_ATTRIBUTES:
+            mine = [r for r in asked if r["function"] == function]
+            assert model["functions"][function] == percent(
+                sum(r["correct"] for r in mine), len(mine)
+            )
+
+
+def test_answers_are_the_executors_on_the_image_scene(tiny):
+    from filmclevr.executor import execute
+
+    scenes = {s["image_index"]: s for s in clevr.read_scenes(sim_to_real.find_scenes_file(GENUINE))}
+    sampler = sim_to_real.question_sampler(
+        "mini", sim_to_real.side_rng(0, sim_to_real.GENUINE), PROFILE.val.question_mix
+    )
+    again = []
+    for index in sorted(scenes):
+        for q in sampler.sample(scenes[index], QUESTIONS_PER_IMAGE):
+            again.append((index, q["question"], execute(q["program"], scenes[index])))
+    asked = tiny["m"].records[sim_to_real.GENUINE]
+    assert [(r["image_index"], r["question"], r["answer"]) for r in asked] == again
+
+
+def test_unknown_words_are_counted_and_scored_wrong(tiny):
+    unknown = tiny["unknown"]
+    total = 0
+    for side in sim_to_real.SIDES:
+        asked, scores = tiny["m"].records[side], tiny["m"].report["sides"][side]
+        holding = [r for r in asked if unknown in tokenize(r["question"].strip())]
+        total += len(holding)
+        assert scores["unknown_word_questions"] == len(holding)
+        assert all(r["unknown_words"] == [unknown] and not r["correct"] for r in holding)
+        assert scores["unknown_words"] == ({unknown: len(holding)} if holding else {})
+        known = [r for r in asked if not r["unknown_words"]]
+        assert scores["model_known_words"]["counts"]["overall"] == len(known)
+        assert scores["model_known_words"]["overall"] == percent(
+            sum(r["correct"] for r in known), len(known)
+        )
+    assert total > 0  # the vocabulary really lacks an asked word
+
+
+def test_color_confusion_rows_sum_to_the_query_color_questions(tiny):
+    for side in sim_to_real.SIDES:
+        asked = tiny["m"].records[side]
+        confusion = tiny["m"].report["sides"][side]["color_confusion"]
+        matrix = np.asarray(confusion["matrix"])
+        colors = confusion["true"]
+        assert colors == list(clevr.ATTRIBUTES["color"])
+        assert confusion["answered"] == [*colors, sim_to_real.OTHER_ANSWER]
+        color_questions = [r for r in asked if r["function"] == "query_color"]
+        for row, color in enumerate(colors):
+            assert matrix[row].sum() == sum(r["answer"] == color for r in color_questions)
+        assert matrix.sum() == len(color_questions)
+        assert np.trace(matrix[:, : len(colors)]) == sum(r["correct"] for r in color_questions)
+
+
+def test_color_confusion_by_hand():
+    def record(answer: str, predicted: str, unknown: list[str] = ()) -> dict:
+        return {
+            "function": "query_color",
+            "answer": answer,
+            "predicted": predicted,
+            "unknown_words": list(unknown),
+        }
+
+    records = [
+        record("red", "red"),
+        record("red", "blue"),
+        record("red", "red", unknown=["crimson"]),  # scored wrong: "other"
+        record("blue", "yes"),
+        {"function": "count", "answer": "2", "predicted": "2", "unknown_words": []},
+    ]
+    confusion = sim_to_real.color_confusion(records)
+    matrix = dict(zip(confusion["true"], confusion["matrix"], strict=True))
+    answered = confusion["answered"]
+    assert matrix["red"][answered.index("red")] == 1
+    assert matrix["red"][answered.index("blue")] == 1
+    assert matrix["red"][answered.index("other")] == 1
+    assert matrix["blue"][answered.index("other")] == 1
+    assert sum(map(sum, confusion["matrix"])) == 4
+
+
+def test_prior_is_the_training_splits_q_type_prior(tmp_path):
+    """The prior counts exactly the first images' questions of the generated training split."""
+    generate_mini_clevr(
+        tmp_path / "mini",
+        splits={"train": 4, "val": 1},
+        seed=PROFILE.seed,
+        questions_per_image=PROFILE.train.questions_per_image,
+        min_objects=PROFILE.train.min_objects,
+        max_objects=PROFILE.train.max_objects,
+    )
+    train = clevr.read_questions(clevr.questions_path(tmp_path / "mini", "train"))
+    expected = clevr.majority_answer_by_family(
+        (q["question_family_index"], q["program"][-1]["function"], q["answer"]) for q in train
+    )
+    prior, counted = sim_to_real.training_prior(PROFILE, images=4)
+    assert counted == len(train)
+    for family in sorted({q["question_family_index"] for q in train}):
+        function = next(
+            q["program"][-1]["function"] for q in train if q["question_family_index"] == family
+        )
+        assert prior(family, function) == expected(family, function)
+    assert prior(10_000, "count") == expected(10_000, "count")  # unseen: the function's majority
+    # Another language's family 0 is not this language's family 0: its function's majority.
+    other_prior, _ = sim_to_real.training_prior(PROFILE, images=4, language="other")
+    assert other_prior(0, "count") == expected(10_000, "count")
+
+
+# --- Images ---------------------------------------------------------------------------------------
+def test_mini_side_is_the_pipelines_validation_images(tmp_path):
+    """Rendered here, image i is the generator's val image i as the resize stage gives it."""
+    generate_mini_clevr(
+        tmp_path / "mini",
+        splits={"train": 1, "val": 2},
+        seed=PROFILE.seed,
+        min_objects=PROFILE.val.min_objects,
+        max_objects=PROFILE.val.max_objects,
+    )
+    for index in range(2):
+        scene = make_scene(PROFILE.seed, "val", index, min_objects=3, max_objects=5)
+        assert scene == sim_to_real.split_scene(PROFILE, PROFILE.val, index)
+        here = sim_to_real.model_input(sim_to_real.render_mini_clevr_image(scene), IMAGE_SIZE)
+        written = clevr.image_path(tmp_path / "mini", "val", index)
+        resized = tmp_path / f"resized-{index}.png"
+        resize.resize_image(written, resized, IMAGE_SIZE)
+        pipeline = np.asarray(Image.open(resized).convert("RGB")).transpose(2, 0, 1)
+        assert torch.equal(here, torch.from_numpy(np.ascontiguousarray(pipeline)))
+        assert torch.equal(here, ask.preprocess(written, IMAGE_SIZE)[0])
+
+
+def test_genuine_images_are_preprocessed_as_ask_does():
+    images = sim_to_real.genuine_images(GENUINE)
+    assert [i.path for i in images] == sorted((GENUINE / "images" / "train").iterdir())
+    assert [i.scene["image_index"] for i in images] == [0, 23, 96]
+    sampler = sim_to_real.question_sampler("mini", sim_to_real.side_rng(0, "x"), "uniform")
+    side = sim_to_real.genuine_side(images, sampler, IMAGE_SIZE, 2, progress=False)
+    for row, item in enumerate(images):
+        assert torch.equal(side.images[row], ask.preprocess(item.path, IMAGE_SIZE)[0])
+
+
+def test_batches_answer_as_one_question_at_a_time(tiny):
+    """Batching (any size) gives each question the answer `filmclevr-ask` gives it alone."""
+    model, checkpoint = ask.load(tiny["model"])
+    images = sim_to_real.genuine_images(GENUINE)
+    sampler = sim_to_real.question_sampler("mini", sim_to_real.side_rng(0, "x"), "uniform")
+    side = sim_to_real.genuine_side(images, sampler, IMAGE_SIZE, 3, progress=False)
+    sim_to_real.answer_side(model, checkpoint, side, batch_size=4, progress=False)
+    words = ask.answer_words(checkpoint)
+    vocab = checkpoint["vocab"]["question_token_to_idx"]
+    for record in side.records:
+        encoded = ask.encode([record["question"]], vocab, allow_unknown=True)
+        image = side.images[record["image_row"]]
+        alone = ask.answer(model, image, encoded, words, top=1)[0]
+        assert record["predicted"] == alone.answer
+
+
+# --- Samplers -------------------------------------------------------------------------------------
+def test_unknown_language_names_the_known_ones():
+    with pytest.raises(ValueError, match="unknown question language 'klingon'; known: mini"):
+        sim_to_real.question_sampler("klingon", sim_to_real.side_rng(0, "x"), "uniform")
+
+
+def test_a_registered_language_asks_both_sides(tiny, monkeypatch):
+    """A language is one entry of SAMPLERS: the harness asks both sides through it."""
+    seen: list[tuple[str, int]] = []
+
+    class Sampler:
+        def sample(self, scene, n):
+            seen.append((scene["split"], len(scene["objects"])))
+            program = [{"function": "scene", "inputs": [], "value_inputs": []}]
+            program.append({"function": "count", "inputs": [0], "value_inputs": []})
+            text = "How many things are there?"
+            return [{"question": text, "question_family_index": 0, "program": program}]
+
+    monkeypatch.setitem(sim_to_real.SAMPLERS, "plain", lambda rng, mix: Sampler())
+    m = sim_to_real.measure(tiny["model"], GENUINE, PROFILE, language="plain", **FAST)
+    assert [split for split, _ in seen] == ["train"] * GENUINE_IMAGES + ["val"] * GENUINE_IMAGES
+    assert m.report["language"] == "plain"
+    answers = [r["answer"] for side in sim_to_real.SIDES for r in m.records[side]]
+    assert answers == [str(objects) for _, objects in seen]  # the executor's count
+    for side in sim_to_real.SIDES:
+        assert m.report["sides"][side]["model"]["counts"]["columns"]["count"] == GENUINE_IMAGES
+
+
+# --- Outputs --------------------------------------------------------------------------------------
+def test_outputs_written_with_their_context(tiny, tmp_path):
+    paths = sim_to_real.write_outputs(tiny["m"], tmp_path / "out", questions=True)
+    report = json.loads(paths["json"].read_text())
+    assert report == json.loads(json.dumps(tiny["m"].report))
+    assert report["checkpoint"]["sha256"] == sim_to_real.sha256_of(tiny["model"])
+    assert report["questions_per_image"] == QUESTIONS_PER_IMAGE
+    assert report["language"] == "mini" and report["seed"] == 0
+    assert report["params"]["seed"] == PROFILE.seed and report["commit"]
+    table = paths["md"].read_text()
+    assert "| column | genuine | mini-CLEVR | prior (genuine) | prior (mini-CLEVR) |" in table
+    overall = report["sides"]["genuine"]["model"]["overall"]
+    assert f"| Overall | {overall:.2f} |" in table
+    with Image.open(paths["colors"]) as image:
+        assert image.format == "PNG"
+    records = json.loads(paths["questions"].read_text())
+    assert set(records) == set(sim_to_real.SIDES)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        [
+            sim_to_real.OUTPUT_JSON,
+            sim_to_real.OUTPUT_MD,
+            sim_to_real.OUTPUT_COLORS,
+            sim_to_real.OUTPUT_QUESTIONS,
+        ]
+    )  # no temporary files left
+
+
+def test_a_failed_write_keeps_the_old_outputs(tiny, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / sim_to_real.OUTPUT_JSON).write_text("old\n")
+
+    def broken(report):
+        raise RuntimeError("disk trouble")
+
+    monkeypatch.setattr(sim_to_real, "markdown", broken)
+    with pytest.raises(RuntimeError):
+        sim_to_real.write_outputs(tiny["m"], out)
+    assert (out / sim_to_real.OUTPUT_JSON).read_text() == "old\n"
+    assert not any(p.name.endswith(".tmp") for p in out.iterdir())
+
+
+# --- The command line and bad input ---------------------------------------------------------------
+def tiny_params(folder: Path) -> Path:
+    """A complete parameters file of the tiny profile (the demo's, resized and smaller)."""
+    params = yaml.safe_load(REFERENCE_PARAMS.read_text())
+    params["resize_images"]["image_size"] = IMAGE_SIZE
+    params["get_data"]["mini"].update(min_objects=3, max_objects=5, questions_per_image=3)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def test_profile_from_params_applies_split_settings(tmp_path):
+    path = tiny_params(tmp_path)
+    params = yaml.safe_load(path.read_text())
+    params["get_data"]["mini"]["split_settings"] = {"train": {"min_objects": 2, "max_objects": 2}}
+    params["get_data"]["mini"]["question_mix"] = "clevr"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    profile = sim_to_real.profile_from_params(path)
+    assert profile.train == sim_to_real.SplitSettings("train", 3, 2, 2, "clevr")
+    assert profile.val == sim_to_real.SplitSettings("val", 3, 3, 5, "clevr")
+    assert profile.image_size == IMAGE_SIZE and profile.source == str(path)
+
+
+def test_cli_default_params_and_output_beside_the_checkpoint(tiny, tmp_path, capsys):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    shutil.copy(tiny["model"], folder / "film.pt")
+    tiny_params(folder)
+    argv = ["--model", str(folder / "film.pt"), "--genuine", str(GENUINE), "--no-progress"]
+    argv += ["--questions-per-image", "2", "--prior-train-images", "2"]
+    assert sim_to_real.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("genuine: ") and "mini-CLEVR: " in out
+    report = json.loads((folder / sim_to_real.OUTPUT_JSON).read_text())
+    assert report["params"]["source"] == str(folder / "params.yaml")
+    assert (folder / sim_to_real.OUTPUT_MD).is_file()
+    assert (folder / sim_to_real.OUTPUT_COLORS).is_file()
+
+
+def test_checkpoint_of_another_image_size_is_refused(tiny, tmp_path):
+    profile = sim_to_real.MiniProfile(
+        seed=0, train=PROFILE.train, val=PROFILE.val, image_size=64, source="p.yaml"
+    )
+    with pytest.raises(ValueError, match="p.yaml: resize_images.image_size is 64 but .*16-pixel"):
+        sim_to_real.measure(tiny["model"], GENUINE, profile, **FAST)
+
+
+def genuine_copy(tmp_path: Path) -> Path:
+    root = tmp_path / "genuine"
+    shutil.copytree(GENUINE, root)
+    return root
+
+
+def scenes_file(root: Path) -> Path:
+    return next((root / "scenes").glob("*.json"))
+
+
+def damage_no_scene_file(root: Path) -> str:
+    scenes_file(root).unlink()
+    return f"{root / 'scenes'}: expected one CLEVR_train_scenes*.json scene file, found no"
+
+
+def damage_scene_file_not_json(root: Path) -> str:
+    scenes_file(root).write_text("{not json")
+    return f"{scenes_file(root)}: not valid JSON"
+
+
+def damage_scene_without_relationships(root: Path) -> str:
+    document = json.loads(scenes_file(root).read_text())
+    del document["scenes"][1]["relationships"]
+    scenes_file(root).write_text(json.dumps(document))
+    return f"{scenes_file(root)}: scene #1 (image_index 23): no relationships"
+
+
+def damage_image_without_scene(root: Path) -> str:
+    extra = root / "images" / "train" / "CLEVR_train_000001.png"
+    shutil.copy(root / "images" / "train" / "CLEVR_train_000000.png", extra)
+    return f"{extra}: no scene record for image 1 in {scenes_file(root)}"
+
+
+def damage_corrupt_image(root: Path) -> str:
+    image = root / "images" / "train" / "CLEVR_train_000023.png"
+    image.write_bytes(image.read_bytes()[:2000])
+    return f"{image}: cannot read image"
+
+
+def damage_no_images(root: Path) -> str:
+    shutil.rmtree(root / "images" / "train")
+    return f"{root / 'images' / 'train'}: image folder not found"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        damage_no_scene_file,
+        damage_scene_file_not_json,
+        damage_scene_without_relationships,
+        damage_image_without_scene,
+        damage_corrupt_image,
+        damage_no_images,
+    ],
+)
+def test_bad_genuine_sample_is_one_line_naming_the_file(tiny, tmp_path, capsys, damage):
+    root = genuine_copy(tmp_path)
+    expected = damage(root)
+    argv = ["--model", str(tiny["model"]), "--genuine", str(root), "--no-progress"]
+    argv += ["--params", str(tiny_params(tmp_path)), "--out", str(tmp_path / "out")]
+    assert sim_to_real.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {expected}"), err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_checkpoint_and_params_are_named(tmp_path, capsys):
+    argv = ["--genuine", str(GENUINE), "--no-progress", "--params", str(tiny_params(tmp_path))]
+    assert sim_to_real.main(["--model", str(tmp_path / "nowhere.pt"), *argv]) == 1
+    assert f"{tmp_path / 'nowhere.pt'}: checkpoint not found" in capsys.readouterr().err
+    argv = ["--model", str(tmp_path / "film.pt"), "--genuine", str(GENUINE)]
+    assert sim_to_real.main([*argv, "--params", str(tmp_path / "none.yaml")]) == 1
+    assert f"{tmp_path / 'none.yaml'}: parameters file not found" in capsys.readouterr().err
