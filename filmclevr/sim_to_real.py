@@ -391,6 +391,7 @@ def answer_side(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     vocab = checkpoint["vocab"]["question_token_to_idx"]
     words = ask.answer_words(checkpoint)
+    known_answers = set(words)
     device = next(model.parameters()).device
     records = side.records
     bar = tqdm(total=len(records), desc=f"{side.name} answers", disable=not progress)
@@ -410,6 +411,7 @@ def answer_side(
                 record["predicted"] = words[answer]
                 record["unknown_words"] = list(unknown)
                 record["correct"] = not unknown and words[answer] == record["answer"]
+                record["answer_in_vocabulary"] = record["answer"] in known_answers
             bar.update(len(chunk))
 
 
@@ -489,6 +491,9 @@ def score_side(records: list[dict[str, Any]], prior: Prior) -> dict[str, Any]:
         "prior": compute_metrics(records, prior_predictions),
         "unknown_word_questions": len(records) - len(known),
         "unknown_words": dict(sorted(unknown_words.items())),
+        # Right answers the model cannot give: its answer vocabulary (its training answers)
+        # lacks them, so they are scored wrong whatever it sees.
+        "answers_outside_vocabulary": sum(not r["answer_in_vocabulary"] for r in records),
         "color_confusion": color_confusion(records),
     }
 
@@ -685,6 +690,9 @@ def markdown(report: Mapping[str, Any]) -> str:
         "answers by the executor on each image's scene. Accuracies in percent.",
         f"Unknown-word questions (scored wrong): genuine {genuine['unknown_word_questions']}, "
         f"mini-CLEVR {mini['unknown_word_questions']}.",
+        "Right answers outside the model's answer vocabulary (scored wrong): genuine "
+        f"{genuine['answers_outside_vocabulary']}, "
+        f"mini-CLEVR {mini['answers_outside_vocabulary']}.",
         f"Prior: {report['prior']['how']} ({report['prior']['train_questions']} questions).",
         "Difference: genuine minus mini-CLEVR, in points.",
     ]

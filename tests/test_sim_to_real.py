@@ -113,6 +113,7 @@ def test_counts_add_up(tiny):
         assert counts["overall"] == len(asked) == sum(counts["columns"].values())
         assert sum(counts["functions"].values()) == len(asked)
         assert scores["prior"]["counts"] == counts  # the prior is scored on the same questions
+        assert scores["answers_outside_vocabulary"] == 0  # the tiny vocabulary has every answer
         assert [r["question_index"] for r in asked] == list(range(len(asked)))
 
 
