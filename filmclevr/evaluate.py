@@ -141,6 +141,38 @@ def question_type_prior(
     return compute_metrics(eval_records, predictions)
 
 
+def check_answers(records: Iterable[Mapping[str, Any]], num_answers: int, path: Path) -> None:
+    """Refuse answers that do not index the model's answer vocabulary: no prediction could
+    match them, so they would be scored as simply wrong.
+
+    Raises:
+        ValueError: naming `path` (the records' tokens file) and the question.
+    """
+    for r in records:
+        answer = r.get("answer")
+        if answer is not None and (
+            not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < num_answers
+        ):
+            raise ValueError(
+                f"{path}: question {r['question_index']} has answer index {answer!r}, outside "
+                f"the checkpoint's {num_answers} answers; were the tokens made with another "
+                "vocabulary? rerun tokenize_questions"
+            )
+
+
+def check_predicted_questions(
+    records: Iterable[Mapping[str, Any]], predictions: Mapping[int, int], path: Path, shards: Path
+) -> None:
+    """Refuse shards that hold questions the tokens file `path` does not: they would be
+    predicted and silently left out of the scores."""
+    extra = predictions.keys() - {r["question_index"] for r in records}
+    if extra:
+        raise ValueError(
+            f"{shards}: the shards hold {len(extra)} questions that {path} does not (first "
+            f"question_index: {min(extra)}); rerun write_shards"
+        )
+
+
 # --- Context and labels -----------------------------------------------------------------------
 def git_commit(cwd: str | Path | None = None) -> str:
     """Short commit hash of the code (`git rev-parse --short HEAD`), "unknown" outside a repo."""
@@ -446,12 +478,22 @@ def evaluate(
     words = {index: token for token, index in answer_vocab.items()}
 
     def loader(name: str) -> Iterable:
-        # Every question exactly once, in shard order, even under torch.distributed.
-        paths = shard_paths(shards_dir, name)
-        return question_loader(paths, batch_size=batch_size, shuffle=False, split_by_node=False)
+        # Every question exactly once, in shard order, even under torch.distributed; every
+        # shard checked against its index, every image and answer against the model.
+        return question_loader(
+            shard_paths(shards_dir, name),
+            batch_size=batch_size,
+            shuffle=False,
+            split_by_node=False,
+            image_size=model.config.image_size,
+            num_answers=len(answer_vocab),
+        )
 
-    records = read_encoded_split(tokens_dir / f"{split}.json")
+    records_path = tokens_dir / f"{split}.json"
+    records = read_encoded_split(records_path)
+    check_answers(records, len(answer_vocab), records_path)
     predictions = predict(model, loader(split), torch_device)
+    check_predicted_questions(records, predictions, records_path, shards_dir)
     metrics = compute_metrics(records, predictions)
     # Streamed: CLEVR's 700,000 training questions are counted, never held.
     prior = question_type_prior(iter_encoded_split(tokens_dir / f"{train_split}.json"), records)

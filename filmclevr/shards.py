@@ -5,6 +5,11 @@ A shard sample is one image: `{key}.png` (the resized RGB PNG, its bytes as resi
 once and expands it into one sample per question, so an image is read and decoded once per
 epoch rather than once per question as in clevr-iep's HDF5 reader.
 
+The loader trusts no shard: a tar reader stops without an error at a damaged header or where
+a copy was cut between two members, so each shard is checked against what `index.json` records
+for it (images, questions, well-formed records) before any of it is handed on, and each image as
+it is decoded; a mismatch raises `ShardError` naming the file.
+
 Shards are byte-identical on a rerun: members in sorted order, fixed mtime/owner/mode, USTAR
 headers, and JSON with sorted keys.
 """
@@ -16,6 +21,7 @@ import io
 import itertools
 import json
 import logging
+import os
 import random
 import tarfile
 from collections.abc import Iterable, Iterator
@@ -186,14 +192,15 @@ def write_first_images(
         raise ValueError(f"{split}: asked for its first {images} images, it has {source['images']}")
     per_shard = source["shards"][0]["images"]
     samples: list[Sample] = []  # in order
-    for path in shard_paths(shards_dir, split):
-        with tarfile.open(path) as tar:
-            members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
-        for name in sorted(members):
-            if name.endswith(".json") and len(samples) < images:
-                key = name.removesuffix(".json")
-                text = members[name]
-                samples.append((key, text, members[f"{key}.png"], len(json.loads(text))))
+    paths = shard_paths(shards_dir, split)
+    expected = _expected_counts(paths)
+    for path in paths:
+        # Checked against the index like any shard read for training.
+        for sample in _shard_samples(path, *expected[path], num_answers=None):
+            questions = len(sample["__questions__"])
+            samples.append((sample["__key__"], sample["json"], sample["png"], questions))
+            if len(samples) == images:
+                break
         if len(samples) == images:
             break
     with fileio.atomic_dir(out_dir) as tmp:
@@ -218,7 +225,39 @@ def load_index(shards_dir: str | Path) -> dict[str, Any]:
         isinstance(v, dict) and isinstance(v.get("shards"), list) for v in index.values()
     ):
         raise ValueError(f"{path}: expected {{split: {{'shards': [...], ...}}}}")
+    for split, entry in index.items():
+        _check_split_entry(path, split, entry)
     return index
+
+
+def _check_split_entry(path: Path, split: str, entry: dict[str, Any]) -> None:
+    """Raise ValueError naming `path` unless the split's shard entries are well formed and add
+    up to the split's own counts: the loader checks every shard against its entry, so the
+    entries are all that stands for the split."""
+
+    def count(value: Any) -> bool:
+        return _is_int(value) and value >= 0
+
+    for number, shard in enumerate(entry["shards"]):
+        file = shard.get("file") if isinstance(shard, dict) else None
+        if (
+            not isinstance(file, str)
+            or Path(file).is_absolute()
+            or ".." in Path(file).parts
+            or not count(shard.get("images"))
+            or not count(shard.get("questions"))
+        ):
+            raise ValueError(
+                f"{path}: split {split!r}: shard entry #{number} is not {{'file': a path inside "
+                "the folder, 'images': n, 'questions': m}; rerun write_shards"
+            )
+    for what in ("images", "questions"):
+        total = sum(shard[what] for shard in entry["shards"])
+        if entry.get(what) != total:
+            raise ValueError(
+                f"{path}: split {split!r} records {entry.get(what)!r} {what}, but its shards "
+                f"{total}; rerun write_shards"
+            )
 
 
 def shard_paths(shards_dir: str | Path, split: str) -> list[str]:
@@ -243,30 +282,220 @@ def _take_node(src: Iterable[Any], rank: int, world_size: int) -> Iterator[Any]:
     return itertools.islice(src, rank, None, world_size)
 
 
-def _expand_questions(samples: Iterable[dict[str, Any]]) -> Iterator[tuple]:
-    """One decoded image -> one (image, tokens, answer, type, question_index) per question."""
+# What to do about a shard that does not hold what its index says.
+_REBUILD = "rerun write_shards (or restore the folder with dvc checkout)"
+
+
+class ShardError(ValueError):
+    """A shard is unreadable or does not hold what its folder's index.json records."""
+
+
+# A question as the loader hands it on: (tokens, answer or -1, type index or -1, question_index).
+Question = tuple[list[int], int, int, int]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _checked_questions(text: bytes, where: str, num_answers: int | None) -> list[Question]:
+    """A sample's json member as loader questions; raise ShardError naming `where` unless it is
+    a list of encoded-question records whose answers index the answer vocabulary."""
+    try:
+        records = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ShardError(f"{where}: its json member is not valid JSON ({e}); {_REBUILD}") from None
+    if not isinstance(records, list):
+        raise ShardError(f"{where}: its json member is not a list of questions; {_REBUILD}")
+    questions: list[Question] = []
+    for q in records:
+        if not isinstance(q, dict) or not _is_int(q.get("question_index")):
+            raise ShardError(f"{where}: a question record without its question_index; {_REBUILD}")
+        what = f"{where}: question {q['question_index']}"
+        tokens, answer, kind = q.get("tokens"), q.get("answer"), q.get("type")
+        if (
+            not isinstance(tokens, list)
+            or not tokens
+            or not all(_is_int(t) and t >= 0 for t in tokens)
+        ):
+            raise ShardError(f"{what} has no valid tokens (non-negative integers); {_REBUILD}")
+        # An answer outside the vocabulary would crash training deep in the loss (a device
+        # assert on a GPU) and would be scored as simply wrong in evaluation.
+        if answer is not None and not (
+            _is_int(answer) and answer >= 0 and (num_answers is None or answer < num_answers)
+        ):
+            bound = "" if num_answers is None else f", outside the vocabulary's {num_answers}"
+            raise ShardError(f"{what} has answer index {answer!r}{bound}; {_REBUILD}")
+        if kind is not None and kind not in TYPE_INDEX:
+            raise ShardError(f"{what} has unknown question type {kind!r}; {_REBUILD}")
+        questions.append(
+            (
+                tokens,
+                -1 if answer is None else answer,
+                -1 if kind is None else TYPE_INDEX[kind],
+                q["question_index"],
+            )
+        )
+    return questions
+
+
+def _member_key(name: str) -> tuple[str, str]:
+    """(sample key, extension) of a member name, split as WebDataset does: at the first dot of
+    its file name."""
+    folder, _, file = name.rpartition("/")
+    stem, dot, extension = file.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), (extension if dot else "")
+
+
+def _shard_samples(path: str, images: int, questions: int, num_answers: int | None) -> Iterator:
+    """The samples of one shard, each with its questions parsed (`__questions__`), once the
+    whole shard has been checked against its index entry (`images`, `questions`): nothing of
+    a damaged shard is handed on.
+
+    A tar reader stops without error at a damaged header or where a copy stopped between two
+    members, so what the shard holds is counted, never assumed. The check reads the headers
+    and the small json members; the PNGs are read once, when their sample is yielded.
+    """
+    try:
+        tar = tarfile.open(path, mode="r:")
+    except FileNotFoundError:
+        raise ShardError(f"{path}: missing; {_REBUILD}") from None
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise ShardError(f"{path}: not a readable tar file ({e}); {_REBUILD}") from None
+    with tar:
+        try:
+            members = tar.getmembers()
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise ShardError(f"{path}: not a readable tar file ({e}); {_REBUILD}") from None
+        samples: dict[str, dict[str, tarfile.TarInfo]] = {}
+        for member in members:
+            key, extension = _member_key(member.name)
+            sample = samples.setdefault(key, {})
+            if not member.isfile() or extension in sample:
+                kind = "a second" if extension in sample else "a non-file"
+                raise ShardError(
+                    f"{path}: sample {key} has {kind} member {member.name}; {_REBUILD}"
+                )
+            sample[extension] = member
+        for key, sample in samples.items():
+            foreign = sorted(e or "(no extension)" for e in sample if e not in ("png", "json"))
+            if foreign:
+                raise ShardError(
+                    f"{path}: sample {key} has foreign member(s) {', '.join(foreign)}: a shard "
+                    f"sample holds a png and a json only; {_REBUILD}"
+                )
+            if len(sample) != 2:
+                raise ShardError(f"{path}: sample {key} lacks its png or json member; {_REBUILD}")
+        try:
+            texts = {key: tar.extractfile(sample["json"]).read() for key, sample in samples.items()}
+            parsed = {
+                key: _checked_questions(text, f"{path}: sample {key}", num_answers)
+                for key, text in texts.items()
+            }
+            found = sum(len(q) for q in parsed.values())
+            if (len(samples), found) != (images, questions):
+                raise ShardError(
+                    f"{path}: holds {len(samples)} images and {found} questions, but "
+                    f"{Path(path).parent.parent / 'index.json'} records {images} and "
+                    f"{questions}: the shard is damaged or cut short; {_REBUILD}"
+                )
+            for key, sample in samples.items():
+                yield {
+                    "__url__": path,
+                    "__key__": key,
+                    "json": texts[key],  # as written, for copies (write_first_images)
+                    "png": tar.extractfile(sample["png"]).read(),
+                    "__questions__": parsed[key],
+                }
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise ShardError(f"{path}: not a readable tar file ({e}); {_REBUILD}") from None
+
+
+def _expected_counts(paths: list[str]) -> dict[str, tuple[int, int]]:
+    """(images, questions) that the index.json of each shard's folder (`shards_dir` of
+    `shards_dir/{split}/{split}-NNNNNN.tar`) records for it."""
+    listed: dict[Path, dict[str, tuple[int, int]]] = {}
+    expected = {}
+    for path in paths:
+        shards_dir = Path(path).parent.parent
+        if not (shards_dir / "index.json").is_file():
+            raise ShardError(
+                f"{path}: no {shards_dir / 'index.json'} to check the shard against; pass paths "
+                "from shard_paths()"
+            )
+        if shards_dir not in listed:
+            listed[shards_dir] = {
+                os.path.normpath(shards_dir / shard["file"]): (shard["images"], shard["questions"])
+                for split in load_index(shards_dir).values()
+                for shard in split["shards"]
+            }
+        counts = listed[shards_dir].get(os.path.normpath(path))
+        if counts is None:
+            raise ShardError(
+                f"{path}: not listed in {shards_dir / 'index.json'}, which every shard is "
+                "checked against; pass paths from shard_paths()"
+            )
+        expected[path] = counts
+    return expected
+
+
+def _read_shards(
+    shards: Iterable[dict[str, Any]],
+    expected: dict[str, tuple[int, int]],
+    num_answers: int | None,
+) -> Iterator[dict[str, Any]]:
+    """The samples of each shard (`{"url": path}` of a shard list), checked by `_shard_samples`."""
+    for shard in shards:
+        images, questions = expected[shard["url"]]
+        yield from _shard_samples(shard["url"], images, questions, num_answers)
+
+
+def _expand_questions(
+    samples: Iterable[dict[str, Any]],
+    *,
+    image_size: int | None = None,
+    num_answers: int | None = None,
+) -> Iterator[tuple]:
+    """One decoded image -> one (image, tokens, answer, type, question_index) per question.
+
+    Every image must be RGB and `image_size` pixels square (without `image_size`: the size of
+    the first image), as resize_images writes them; a sample not from `_shard_samples` has
+    its json member checked here.
+    """
+    size = None if image_size is None else (image_size, image_size)
     for sample in samples:
         where = f"{sample.get('__url__')}: sample {sample.get('__key__')}"
         foreign = sorted(k for k in sample if not k.startswith("__") and k not in ("png", "json"))
         if foreign:
-            raise ValueError(
+            raise ShardError(
                 f"{where} has foreign member(s) {', '.join(foreign)}: a shard sample holds a png "
-                "and a json only; rerun write_shards"
+                f"and a json only; {_REBUILD}"
             )
-        if "png" not in sample or "json" not in sample:
-            raise ValueError(f"{where} lacks its png or json member")
+        questions = sample.get("__questions__")
+        if "png" not in sample or (questions is None and "json" not in sample):
+            raise ShardError(f"{where} lacks its png or json member")
+        if questions is None:
+            questions = _checked_questions(sample["json"], where, num_answers)
         try:
             with Image.open(io.BytesIO(sample["png"])) as image:
-                pixels = np.asarray(image.convert("RGB"))  # [S, S, 3]
+                mode, found = image.mode, image.size
+                # Other modes (16-bit among them) would be converted without a word.
+                pixels = np.asarray(image) if mode == "RGB" else None  # [S, S, 3]
         except (OSError, SyntaxError, ValueError) as e:
-            raise ValueError(f"{where}: cannot decode png ({e})") from None
+            raise ShardError(f"{where}: cannot decode png ({e}); {_REBUILD}") from None
+        if pixels is None:
+            raise ShardError(f"{where}: a {mode} image, where resize_images writes RGB; {_REBUILD}")
+        size = size or found
+        if found != size:
+            raise ShardError(
+                f"{where}: a {found[0]}x{found[1]} image, expected {size[0]}x{size[1]} "
+                f"(resize_images.image_size); {_REBUILD}"
+            )
         # To [3, S, S] once per image, shared by its questions: a strided copy per batch slot
         # would cost as much as the PNG decode.
         pixels = np.ascontiguousarray(pixels.transpose(2, 0, 1))
-        for q in json.loads(sample["json"]):
-            answer = -1 if q["answer"] is None else q["answer"]
-            kind = -1 if q["type"] is None else TYPE_INDEX[q["type"]]
-            yield pixels, q["tokens"], answer, kind, q["question_index"]
+        for tokens, answer, kind, question_index in questions:
+            yield pixels, tokens, answer, kind, question_index
 
 
 def _shuffle_questions(
@@ -316,6 +545,8 @@ def question_loader(
     shuffle_buffer: int = 2000,
     num_workers: int = 0,
     split_by_node: bool = True,
+    image_size: int | None = None,
+    num_answers: int | None = None,
 ) -> Iterable[Batch]:
     """Padded question batches from shards, for training (`shuffle`) or evaluation.
 
@@ -324,6 +555,10 @@ def question_loader(
     samples -> PNG decoded once per image, expanded to its questions -> shuffle buffer of
     `shuffle_buffer` questions (if `shuffle`) -> batches of `batch_size` (the last may be
     smaller).
+
+    Every shard is checked against the index.json of its folder before any of it is handed on
+    (`_shard_samples`): the images and questions it holds, its records' fields, and answers
+    below `num_answers`; every image is checked as it is decoded (RGB, `image_size` square).
 
     Without `shuffle` the order is fixed and every question of the given shards comes exactly
     once over all nodes. With `shuffle` the same (`seed`, `epoch`, number of workers and nodes)
@@ -340,12 +575,18 @@ def question_loader(
         num_workers: DataLoader worker processes (0: in this process); shards are split
             among them.
         split_by_node: give each distributed rank a disjoint slice of the shards.
+        image_size: the side of every image (the model's input size); None: that of the first.
+        num_answers: the size of the answer vocabulary, which every answer must index; None:
+            answers are only checked to be non-negative.
 
     Returns:
         An iterable of `Batch` (a `torch.utils.data.DataLoader` when `num_workers > 0`).
 
     Raises:
-        ValueError: no shards, fewer shards than nodes, or a bad argument.
+        ValueError: no shards, fewer shards than nodes, a shard its folder's index.json does
+            not list, or a bad argument.
+        ShardError (a ValueError), while iterating: a shard is missing, unreadable, or holds
+            other images, questions or records than its index entry says (names the file).
     """
     shard_paths = [str(p) for p in shard_paths]
     if not shard_paths:
@@ -368,12 +609,13 @@ def question_loader(
             world_size,
             num_workers,
         )
+    expected = _expected_counts(shard_paths)
     stages: list[Any] = [
         wds.SimpleShardList(shard_paths, seed=f"shards:{seed}:{epoch}" if shuffle else None),
         functools.partial(_take_node, rank=rank, world_size=world_size),
         wds.split_by_worker,
-        wds.tarfile_to_samples(),
-        _expand_questions,
+        functools.partial(_read_shards, expected=expected, num_answers=num_answers),
+        functools.partial(_expand_questions, image_size=image_size, num_answers=num_answers),
     ]
     if shuffle:
         stages.append(

@@ -261,8 +261,11 @@ def _fingerprint(
 
 
 # --- Data -------------------------------------------------------------------------------------
-def _train_batches(paths: list[str], cfg: TrainConfig, epoch: int) -> Iterator[shards.Batch]:
-    """This rank's batches of `epoch`, cycling over its shards if they run out.
+def _train_batches(
+    paths: list[str], cfg: TrainConfig, epoch: int, image_size: int, num_answers: int
+) -> Iterator[shards.Batch]:
+    """This rank's batches of `epoch`, cycling over its shards if they run out; every image
+    `image_size` square and every answer below `num_answers` (checked by the loader).
 
     With shards split over the ranks, a rank may hold fewer questions than the steps an epoch
     takes (the same on every rank, so that DDP never waits for a rank that stopped); it then
@@ -278,6 +281,8 @@ def _train_batches(paths: list[str], cfg: TrainConfig, epoch: int) -> Iterator[s
             shuffle_buffer=cfg.shuffle_buffer,
             num_workers=cfg.num_workers,
             split_by_node=True,
+            image_size=image_size,
+            num_answers=num_answers,
         )
         empty = True
         for batch in loader:
@@ -902,7 +907,9 @@ def _train_epoch(run: _Run) -> _EpochResult:
     # Mid-epoch resume: replay the epoch's deterministic order and drop what was consumed.
     # Closed after the epoch, so that its loader (workers, shuffle buffer) is gone before
     # validation starts another.
-    epoch_batches = _train_batches(run.train_paths, cfg, state.epoch)
+    epoch_batches = _train_batches(
+        run.train_paths, cfg, state.epoch, run.model_config.image_size, run.meta["num_answers"]
+    )
     local = Sums()  # this rank's own sums; `state.partial` holds all ranks' up to the resume
     window: list[tuple[Tensor, Tensor, int]] = []
     bar = tqdm(
@@ -953,7 +960,15 @@ def _train_epoch(run: _Run) -> _EpochResult:
 def _end_epoch(run: _Run, result: _EpochResult) -> None:
     """Validate, append the epoch to the history, keep the best model, save `last`."""
     state, ctx = run.state, run.ctx
-    val = _validate(run.raw_model, run.val_paths, ctx, run.device, run.cfg)
+    val = _validate(
+        run.raw_model,
+        run.val_paths,
+        ctx,
+        run.device,
+        run.cfg,
+        run.model_config.image_size,
+        run.meta["num_answers"],
+    )
     if val.counted == 0:
         raise ValueError(f"{run.shards_dir}: split {run.val_split!r} has no answered questions")
     row = {
@@ -1099,8 +1114,11 @@ def _validate(
     ctx: DistContext,
     device: torch.device,
     cfg: TrainConfig,
+    image_size: int,
+    num_answers: int,
 ) -> Scores:
-    """The validation split's scores, summed over the ranks.
+    """The validation split's scores, summed over the ranks (the loader checks every image is
+    `image_size` square and every answer below `num_answers`).
 
     Each rank scores its slice of the shards (rank 0 all of them when there are fewer shards
     than ranks); rank 0's BatchNorm statistics are broadcast first, so all ranks score the
@@ -1118,6 +1136,8 @@ def _validate(
             shuffle=False,
             num_workers=cfg.num_workers,
             split_by_node=split,
+            image_size=image_size,
+            num_answers=num_answers,
         )
         scores = _score(raw_model, loader, device, bf16=cfg.bf16, channels_last=cfg.channels_last)
     return scores.all_reduced(ctx, device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import tarfile
 from pathlib import Path
@@ -227,3 +228,160 @@ def test_index_errors_name_the_file(tmp_path):
     write(tmp_path)
     with pytest.raises(ValueError, match=r"index\.json: no split 'val'"):
         shard_paths(tmp_path / "shards", "val")
+
+
+# --- Damaged shards: each one checked against index.json ------------------------------------------
+def read_split(root: Path, *, shuffle: bool = False, **kwargs) -> list[tuple]:
+    paths = shard_paths(root / "shards", "train")
+    return flatten(question_loader(paths, batch_size=4, shuffle=shuffle, **kwargs))
+
+
+def members(shard: Path) -> list[tarfile.TarInfo]:
+    with tarfile.open(shard) as tar:
+        return tar.getmembers()
+
+
+def rewrite_member(shard: Path, name: str, data: bytes) -> None:
+    """`shard` again with member `name` holding `data` (sizes and headers made anew)."""
+    with tarfile.open(shard) as tar:
+        contents = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for member_name, content in contents:
+            info = tarfile.TarInfo(member_name)
+            content = data if member_name == name else content
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+
+
+# Shard 1 holds images 3, 4 and 5, with 3, 0 and 1 questions.
+SHARD = "train-000001.tar"
+RECORDED = r"index\.json records 3 and 4: the shard is damaged or cut short"
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_flipped_byte_in_a_tar_header_is_named(data, shuffle):
+    root, _, _ = data
+    shard = root / "shards" / "train" / SHARD
+    header = members(shard)[2].offset  # image 4's json: a tar reader stops there, silently
+    content = bytearray(shard.read_bytes())
+    content[header + 3] ^= 0x01
+    shard.write_bytes(bytes(content))
+    with pytest.raises(ValueError, match=rf"{SHARD}: holds 1 images and 3 questions, but .*"):
+        read_split(root, shuffle=shuffle)
+    with pytest.raises(ValueError, match=RECORDED):
+        read_split(root, shuffle=shuffle)
+
+
+def test_shard_cut_at_a_member_boundary_is_named(data):
+    root, _, _ = data
+    shard = root / "shards" / "train" / SHARD
+    shard.write_bytes(shard.read_bytes()[: members(shard)[4].offset])  # a copy that stopped
+    with pytest.raises(ValueError, match=rf"{SHARD}: holds 2 images and 3 questions, but"):
+        read_split(root)
+
+
+def test_shard_cut_inside_a_member_is_named(data):
+    root, _, _ = data
+    shard = root / "shards" / "train" / SHARD
+    shard.write_bytes(shard.read_bytes()[: members(shard)[3].offset_data + 20])
+    with pytest.raises(ValueError, match=rf"{SHARD}: not a readable tar file .*rerun write_shards"):
+        read_split(root)
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (b"", "not a readable tar file"),
+    (b"\0" * 10240, "holds 0 images and 0 questions"),  # a valid tar without members
+    (None, "missing"),
+])  # fmt: skip
+def test_empty_or_missing_shard_is_named(data, content, problem):
+    root, _, _ = data
+    shard = root / "shards" / "train" / SHARD
+    if content is None:
+        shard.unlink()
+    else:
+        shard.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"{SHARD}: {problem}"):
+        read_split(root)
+
+
+def test_damaged_shard_is_named_from_a_worker_process(data):
+    root, _, _ = data
+    shard = root / "shards" / "train" / SHARD
+    shard.write_bytes(shard.read_bytes()[: members(shard)[4].offset])
+    with pytest.raises(ValueError, match=rf"{SHARD}: holds 2 images"):
+        read_split(root, num_workers=1)
+
+
+def test_bad_json_member_is_named(data):
+    root, _, _ = data
+    rewrite_member(root / "shards" / "train" / SHARD, "CLEVR_train_000005.json", b"[{broken")
+    with pytest.raises(ValueError, match=rf"{SHARD}: sample CLEVR_train_000005: .*not valid JSON"):
+        read_split(root)
+
+
+def test_image_of_the_wrong_size_is_named(data):
+    root, _, _ = data
+    small = io.BytesIO()
+    Image.new("RGB", (SIZE - 1, SIZE - 1)).save(small, format="PNG")
+    rewrite_member(root / "shards" / "train" / SHARD, "CLEVR_train_000004.png", small.getvalue())
+    message = rf"{SHARD}: sample CLEVR_train_000004: a 7x7 image, expected 8x8"
+    with pytest.raises(ValueError, match=message):
+        read_split(root, image_size=SIZE)
+    with pytest.raises(ValueError, match=message):  # the first image's size, by default
+        read_split(root)
+
+
+def test_image_of_another_mode_is_named(data):
+    root, _, _ = data
+    deep = io.BytesIO()
+    Image.fromarray(np.full((SIZE, SIZE), 40000, dtype=np.uint16)).save(deep, format="PNG")
+    rewrite_member(root / "shards" / "train" / SHARD, "CLEVR_train_000004.png", deep.getvalue())
+    with pytest.raises(ValueError, match=rf"{SHARD}: sample CLEVR_train_000004: a I;16 image"):
+        read_split(root)
+
+
+def test_answer_outside_the_vocabulary_is_named(data):
+    root, expected, _ = data
+    record = dict(expected[3][0], answer=32)  # question 3: image 3's first one
+    records = [record] + [expected[q][0] for q in (4, 5)]
+    text = json.dumps(records, sort_keys=True, separators=(",", ":")).encode()
+    rewrite_member(root / "shards" / "train" / SHARD, "CLEVR_train_000003.json", text)
+    assert len(read_split(root, num_answers=33)) == len(expected)
+    message = rf"{SHARD}: sample CLEVR_train_000003: question 3 has answer index 32, outside"
+    with pytest.raises(ValueError, match=rf"{message} the vocabulary's 32"):
+        read_split(root, num_answers=32)
+
+
+def test_nothing_of_a_damaged_shard_is_handed_on(data):
+    root, _, _ = data
+    shard = root / "shards" / "train" / SHARD
+    shard.write_bytes(shard.read_bytes()[: members(shard)[4].offset])
+    paths = [str(shard)]
+    seen = []
+    with pytest.raises(ValueError, match=SHARD):
+        for batch in question_loader(paths, batch_size=1, shuffle=False):
+            seen.append(batch)
+    assert seen == []
+
+
+def test_shard_not_in_its_index_is_refused(data, tmp_path):
+    root, _, _ = data
+    stray = tmp_path / "elsewhere" / "train" / SHARD
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes((root / "shards" / "train" / SHARD).read_bytes())
+    with pytest.raises(ValueError, match=rf"{SHARD}: no .*elsewhere/index\.json to check"):
+        question_loader([str(stray)], batch_size=4, shuffle=False)
+    (tmp_path / "elsewhere" / "index.json").write_text(
+        json.dumps({"train": {"shards": [], "images": 0, "questions": 0}})
+    )
+    with pytest.raises(ValueError, match=rf"{SHARD}: not listed in .*elsewhere/index\.json"):
+        question_loader([str(stray)], batch_size=4, shuffle=False)
+
+
+@pytest.mark.parametrize("field", ["images", "questions"])
+def test_index_whose_split_counts_disagree_with_its_shards(data, field):
+    root, _, index = data
+    index["train"][field] += 1
+    (root / "shards" / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match=rf"index\.json: split 'train' records .* {field}"):
+        shard_paths(root / "shards", "train")

@@ -1,0 +1,87 @@
+"""Faults and bad input that once gave a silent wrong result (issue 26), run through training and
+evaluation: each now fails loudly, naming the file and the problem, and writes nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from filmclevr import evaluate
+from tests.helpers import (
+    tiny_film_config,
+    tiny_train_config,
+    tiny_trained_run,
+    train_into,
+    write_random_question_data,
+)
+
+WORDS = ["Is", "there", "a", "red", "cube", "How", "many"]
+
+
+def cut_after_two_images(shard: Path) -> None:
+    """Cut `shard` where its third image's first member starts: a copy that stopped there."""
+    with tarfile.open(shard) as tar:
+        third = tar.getmembers()[4].offset
+    shard.write_bytes(shard.read_bytes()[:third])
+
+
+# --- Damaged shards -------------------------------------------------------------------------------
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_training_on_a_damaged_shard_fails_naming_it(tmp_path: Path, split: str) -> None:
+    data = write_random_question_data(tmp_path, {"train": 12, "val": 6}, WORDS)
+    cut_after_two_images(data["shards"] / split / f"{split}-000000.tar")
+    out = tmp_path / "run"
+    message = rf"{split}-000000\.tar: holds 2 images and 8 questions, but .*index\.json records 6"
+    with pytest.raises(ValueError, match=message):
+        recipe = tiny_train_config(max_epochs=1)
+        train_into(out, tiny_film_config(), recipe, data["shards"], data["vocab"])
+    assert not (out / "film.pt").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tokens, shards and a one-epoch checkpoint (film.pt) of a tiny model, to be copied."""
+    root = tmp_path_factory.mktemp("tiny")
+    model, recipe = tiny_film_config(image_size=16), tiny_train_config(max_epochs=1)
+    tiny_trained_run(root, WORDS, {"train": 6, "val": 6}, 4, model, recipe)
+    return root
+
+
+@pytest.fixture
+def run_copy(tiny_run: Path, tmp_path: Path) -> Path:
+    """A copy of the tiny run's data that a test may damage (the checkpoint stays shared)."""
+    for folder in ("tokens", "shards"):
+        shutil.copytree(tiny_run / folder, tmp_path / folder)
+    return tmp_path
+
+
+def evaluate_val(tiny_run: Path, data: Path) -> evaluate.Evaluation:
+    return evaluate.evaluate(
+        tiny_run / "film.pt", data / "shards", data / "tokens", split="val", batch_size=8,
+        device="cpu",
+    )  # fmt: skip
+
+
+def test_evaluating_a_damaged_shard_fails_naming_it(tiny_run: Path, run_copy: Path) -> None:
+    assert evaluate_val(tiny_run, run_copy).metrics["counts"]["overall"] == 24
+    cut_after_two_images(run_copy / "shards" / "val" / "val-000000.tar")
+    with pytest.raises(ValueError, match=r"val-000000\.tar: holds 2 images and 8 questions"):
+        evaluate_val(tiny_run, run_copy)
+
+
+def test_evaluating_an_answer_outside_the_vocabulary_fails(tiny_run: Path, run_copy: Path) -> None:
+    """No prediction can match such an answer: it would be scored as simply wrong."""
+    path = run_copy / "tokens" / "val.json"
+    document = json.loads(path.read_text())
+    vocab = json.loads((run_copy / "tokens" / "vocab.json").read_text())
+    size = len(vocab["answer_token_to_idx"])
+    document["questions"][5]["answer"] = size
+    path.write_text(json.dumps(document))
+    question = document["questions"][5]["question_index"]
+    message = rf"val\.json: question {question} has answer index {size}, outside the checkpoint's"
+    with pytest.raises(ValueError, match=message):
+        evaluate_val(tiny_run, run_copy)
