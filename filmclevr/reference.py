@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import re
 import shutil
 import subprocess
 import sys
@@ -83,9 +84,12 @@ def keep_reference(root: Path, name: str, params: Path) -> Path:
     if missing:
         raise ValueError(f"{root / missing[0]}: missing; run the pipeline first")
     metrics = read_json(root / "results/metrics.json")
-    evaluated = str(metrics.get("context", {}).get("commit", "unknown"))
+    evaluated = evaluated_commit(metrics, root / "results/metrics.json")
+    # --end-of-options as well: a value read from a file never reaches git as an option.
     changed = subprocess.run(
-        ["git", "diff", "--quiet", evaluated, "HEAD", "--", *CODE], cwd=root, check=False
+        ["git", "diff", "--quiet", "--end-of-options", evaluated, "HEAD", "--", *CODE],
+        cwd=root,
+        check=False,
     ).returncode
     if changed:
         raise ValueError(
@@ -112,6 +116,24 @@ def keep_reference(root: Path, name: str, params: Path) -> Path:
         write_curve_vs_paper(read_json(root / "models/film.json"), metrics, tmp)
         write_json_atomic(tmp / "PROVENANCE.json", _provenance(root, metrics, params))
     return out
+
+
+def evaluated_commit(metrics: Any, path: Path) -> str:
+    """The commit id that `metrics` (the document of `path`) was made at.
+
+    Raises:
+        ValueError: naming `path`, unless `context.commit` is a commit id of 7 to 40 hexadecimal
+            digits: read from a file, it could otherwise be anything, an option of git
+            (`--output=FILE` truncates FILE) or a revision that is no commit (`HEAD`).
+    """
+    context = metrics.get("context") if isinstance(metrics, dict) else None
+    commit = context.get("commit") if isinstance(context, dict) else None
+    if not isinstance(commit, str) or not re.fullmatch(r"[0-9a-fA-F]{7,40}", commit):
+        raise ValueError(
+            f"{path}: context.commit {commit!r} is not a commit id (7 to 40 hexadecimal digits): "
+            "rerun the pipeline in this git repository"
+        )
+    return commit.lower()
 
 
 def _keep_cogent(results: Path, out: Path) -> None:

@@ -131,3 +131,30 @@ def test_cli_reports_a_missing_output(run: Path, capsys: pytest.CaptureFixture) 
     (run / "models/film.pt").unlink()
     assert reference.main(["--name", "demo", "--root", str(run)]) == 1
     assert "models/film.pt: missing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("commit", ["--output=VICTIM", "-p", "HEAD", "unknown", "abc12", "g" * 7,
+                                    "a" * 41, "1234567 HEAD", None, 1234567])  # fmt: skip
+def test_refuses_a_recorded_commit_that_is_no_commit_id(run: Path, commit: object) -> None:
+    """context.commit comes from a file: it must never reach git as an option (`--output=FILE`
+    once truncated FILE and skipped the check)."""
+    victim = run / "victim.txt"
+    victim.write_text("keep me\n")
+    path = run / "results/metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["context"]["commit"] = (
+        commit.replace("VICTIM", str(victim)) if isinstance(commit, str) else commit
+    )
+    path.write_text(json.dumps(metrics))
+    with pytest.raises(ValueError, match=r"metrics\.json: context\.commit .* is not a commit id"):
+        reference.keep_reference(run, "demo", run / "params.yaml")
+    assert victim.read_text() == "keep me\n"
+    assert not (run / "results/reference").exists()
+
+
+def test_accepts_a_full_commit_id(run: Path) -> None:
+    path = run / "results/metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["context"]["commit"] = git(run, "rev-parse", "HEAD")
+    path.write_text(json.dumps(metrics))
+    assert reference.keep_reference(run, "demo", run / "params.yaml").is_dir()
