@@ -21,6 +21,7 @@ import logging
 import math
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,100 +46,208 @@ MIN_VISIBLE_PIXELS = 200  # CLEVR's --min_pixels_per_object, counted at 480x320
 FRAME_MARGIN_PX = 2.0  # every object's bounding box stays this far inside the image
 PLACEMENT_RIGHT = 6.0  # positions are drawn with |offset along `right`| <= this, ...
 PLACEMENT_BEHIND = 4.5  # ... and |offset along `behind`| <= this, then kept if in frame
+CLEVR_PLACEMENT = 3.0  # the CLEVR look: x and y uniform in [-this, this], in world axes
+LOOKS = ("mini", "clevr")
 MAX_PLACEMENT_TRIES = 50  # CLEVR's --max_retries per object before the layout restarts
 MAX_SCENE_ATTEMPTS = 1000
 
 
-def _camera() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
-    """Camera position, its right/up/forward unit vectors and focal length in pixels."""
+@dataclass(frozen=True, eq=False)
+class Camera:
+    """A pinhole camera aimed at the origin with the world's z axis up, and its 480x320 image.
+
+    Image x follows `right`, image y follows -`up`; `focal` is in pixels. Instances are
+    compared by identity, so a camera's ray grid is cached once per camera.
+    """
+
+    position: np.ndarray
+    right: np.ndarray
+    up: np.ndarray
+    forward: np.ndarray
+    focal: float
+    blender_rotation: bool = False  # objects turn by `rotation` radians, as in CLEVR's renders
+    cache_rays: bool = True  # keep the whole ray grid: worth it for a camera used many times
+
+    @classmethod
+    def aimed_at_origin(
+        cls,
+        position: Sequence[float],
+        hfov_deg: float,
+        blender_rotation: bool = False,
+        cache_rays: bool = True,
+    ) -> Camera:
+        position = np.asarray(position, dtype=np.float64)
+        forward = -position / np.linalg.norm(position)
+        right = np.cross(forward, [0.0, 0.0, 1.0])
+        right /= np.linalg.norm(right)
+        up = np.cross(right, forward)
+        focal = (IMAGE_WIDTH / 2) / math.tan(math.radians(hfov_deg) / 2)
+        return cls(position, right, up, forward, focal, blender_rotation, cache_rays)
+
+    @functools.cached_property
+    def world_to_view(self) -> np.ndarray:
+        return np.stack([self.right, self.up, self.forward], axis=1)  # columns
+
+    def project_points(self, points: np.ndarray) -> np.ndarray:
+        """World points [N, 3] -> [N, 3] rows of (px, py, depth), as `project`."""
+        view = (np.asarray(points, dtype=np.float64).reshape(-1, 3) - self.position) @ (
+            self.world_to_view
+        )
+        depth = view[:, 2]
+        if np.any(depth <= 0):
+            raise ValueError("a point lies behind the camera")
+        view[:, :2] *= self.focal / depth[:, None]
+        view[:, 0] += IMAGE_WIDTH / 2
+        view[:, 1] = IMAGE_HEIGHT / 2 - view[:, 1]
+        return view
+
+    def ray_directions(self, scale: int = 1) -> np.ndarray:
+        """Unit world-space rays through pixel centres, float32 [H*scale, W*scale, 3]."""
+        cache = self.__dict__.setdefault("_rays", {})
+        if scale not in cache:
+            d = self._rays_in(scale, 0, IMAGE_HEIGHT * scale, 0, IMAGE_WIDTH * scale)
+            d.setflags(write=False)
+            cache[scale] = d
+        return cache[scale]
+
+    def rays_in_box(self, scale: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """`ray_directions(scale)[y0:y1, x0:x1]`; a camera used for one image only
+        (`cache_rays` False) computes just the box instead of the whole grid."""
+        if self.cache_rays:
+            return self.ray_directions(scale)[y0:y1, x0:x1]
+        kept = self.__dict__.get("_window", {}).get(scale)
+        if kept is not None:
+            (ky0, ky1, kx0, kx1), rays = kept
+            if ky0 <= y0 and y1 <= ky1 and kx0 <= x0 and x1 <= kx1:
+                return rays[y0 - ky0 : y1 - ky0, x0 - kx0 : x1 - kx0]
+        return self._rays_in(scale, y0, y1, x0, x1)
+
+    def keep_rays(self, scale: int, y0: int, y1: int, x0: int, x1: int) -> None:
+        """Compute the rays of one box once; later boxes inside it are sliced from it."""
+        self.__dict__.setdefault("_window", {})[scale] = (
+            (y0, y1, x0, x1),
+            self._rays_in(scale, y0, y1, x0, x1),
+        )
+
+    def _rays_in(self, scale: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        xs = (np.arange(x0, x1) + 0.5) / scale - IMAGE_WIDTH / 2
+        ys = (np.arange(y0, y1) + 0.5) / scale - IMAGE_HEIGHT / 2
+        if self.cache_rays:  # the grid kept for every image: as it was always computed
+            d = (
+                xs[None, :, None] / self.focal * self.right
+                - ys[:, None, None] / self.focal * self.up
+                + self.forward[None, None, :]
+            )
+            d /= np.linalg.norm(d, axis=-1, keepdims=True)
+            return d.astype(np.float32)
+        # A camera of one image: float32 all along, which is twice as fast.
+        right = (self.right / self.focal).astype(np.float32)
+        up = (self.up / self.focal).astype(np.float32)
+        d = xs.astype(np.float32)[None, :, None] * right - ys.astype(np.float32)[:, None, None] * up
+        d += self.forward.astype(np.float32)
+        d *= (1 / np.sqrt(np.einsum("ijk,ijk->ij", d, d)))[..., None]
+        return d
+
+    def ground_directions(self) -> dict[str, list[float]]:
+        """CLEVR's six scene directions, derived from this camera as `render_images.py` does.
+
+        Left and behind are the camera's -x and viewing axes projected onto the ground and
+        normalized; above is the ground normal; the others are their opposites.
+        """
+        behind = np.array([self.forward[0], self.forward[1], 0.0])
+        behind /= np.linalg.norm(behind)
+        left = np.array([-self.right[0], -self.right[1], 0.0])
+        left /= np.linalg.norm(left)
+        above = np.array([0.0, 0.0, 1.0])
+        vectors = {
+            "behind": behind,
+            "front": -behind,
+            "left": left,
+            "right": -left,
+            "above": above,
+            "below": -above,
+        }
+        # + 0.0 turns -0.0 into 0.0 so the JSON reads cleanly.
+        return {name: [round(float(c), 6) + 0.0 for c in v] for name, v in vectors.items()}
+
+
+def _mini_camera_position() -> np.ndarray:
     az, el = math.radians(CAMERA_AZIMUTH_DEG), math.radians(CAMERA_ELEVATION_DEG)
-    position = CAMERA_DISTANCE * np.array(
+    return CAMERA_DISTANCE * np.array(
         [math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)]
     )
-    forward = -position / np.linalg.norm(position)
-    right = np.cross(forward, [0.0, 0.0, 1.0])
-    right /= np.linalg.norm(right)
-    up = np.cross(right, forward)
-    focal = (IMAGE_WIDTH / 2) / math.tan(math.radians(CAMERA_HFOV_DEG) / 2)
-    return position, right, up, forward, focal
 
 
+MINI_CAMERA = Camera.aimed_at_origin(_mini_camera_position(), CAMERA_HFOV_DEG)
 # World-space camera frame; the image x axis follows CAMERA_RIGHT, its y axis -CAMERA_UP.
-CAMERA_POSITION, CAMERA_RIGHT, CAMERA_UP, CAMERA_FORWARD, FOCAL_PX = _camera()
-_WORLD_TO_VIEW = np.stack([CAMERA_RIGHT, CAMERA_UP, CAMERA_FORWARD], axis=1)  # columns
+CAMERA_POSITION, CAMERA_RIGHT, CAMERA_UP, CAMERA_FORWARD, FOCAL_PX = (
+    MINI_CAMERA.position,
+    MINI_CAMERA.right,
+    MINI_CAMERA.up,
+    MINI_CAMERA.forward,
+    MINI_CAMERA.focal,
+)
+
+# CLEVR v1.0's camera (SPEC §7): 35 mm lens on a 32 mm sensor, at this position before each
+# scene's jitter, re-aimed at the origin after it.
+CLEVR_CAMERA_POSITION = (7.4811, -6.5076, 5.3437)
+CLEVR_CAMERA_HFOV_DEG = math.degrees(2 * math.atan(16 / 35))
+CLEVR_CAMERA_JITTER = 0.5
+CLEVR_CAMERA = Camera.aimed_at_origin(CLEVR_CAMERA_POSITION, CLEVR_CAMERA_HFOV_DEG, True)
+
+
+def jittered_clevr_camera(rng: random.Random) -> Camera:
+    """CLEVR's camera for one scene: each coordinate moved by U(-0.5, 0.5), aimed at the origin."""
+    moved = [
+        c + rng.uniform(-CLEVR_CAMERA_JITTER, CLEVR_CAMERA_JITTER) for c in CLEVR_CAMERA.position
+    ]
+    return Camera.aimed_at_origin(
+        moved, CLEVR_CAMERA_HFOV_DEG, blender_rotation=True, cache_rays=False
+    )
 
 
 def camera_directions() -> dict[str, list[float]]:
-    """CLEVR's six scene directions, derived from the camera as `render_images.py` does.
-
-    Left and behind are the camera's -x and viewing axes projected onto the ground and
-    normalized; above is the ground normal; the others are their opposites.
-    """
-    behind = np.array([CAMERA_FORWARD[0], CAMERA_FORWARD[1], 0.0])
-    behind /= np.linalg.norm(behind)
-    left = np.array([-CAMERA_RIGHT[0], -CAMERA_RIGHT[1], 0.0])
-    left /= np.linalg.norm(left)
-    above = np.array([0.0, 0.0, 1.0])
-    vectors = {
-        "behind": behind,
-        "front": -behind,
-        "left": left,
-        "right": -left,
-        "above": above,
-        "below": -above,
-    }
-    # + 0.0 turns -0.0 into 0.0 so the JSON reads cleanly.
-    return {name: [round(float(c), 6) + 0.0 for c in v] for name, v in vectors.items()}
+    """The mini look's scene directions (`Camera.ground_directions` of its fixed camera)."""
+    return MINI_CAMERA.ground_directions()
 
 
-def project_points(points: np.ndarray) -> np.ndarray:
+def project_points(points: np.ndarray, camera: Camera = MINI_CAMERA) -> np.ndarray:
     """Vectorised `project`: world points [N, 3] -> [N, 3] rows of (px, py, depth)."""
-    view = (np.asarray(points, dtype=np.float64).reshape(-1, 3) - CAMERA_POSITION) @ _WORLD_TO_VIEW
-    depth = view[:, 2]
-    if np.any(depth <= 0):
-        raise ValueError("a point lies behind the camera")
-    view[:, :2] *= FOCAL_PX / depth[:, None]
-    view[:, 0] += IMAGE_WIDTH / 2
-    view[:, 1] = IMAGE_HEIGHT / 2 - view[:, 1]
-    return view
+    return camera.project_points(points)
 
 
-def project(point_xyz: Sequence[float]) -> tuple[float, float, float]:
+def project(point_xyz: Sequence[float], camera: Camera = MINI_CAMERA) -> tuple[float, float, float]:
     """Camera projection of a world point: (px, py, depth) in the 480x320 image.
 
     px grows to the right and py downwards, both continuous (pixel i covers [i, i + 1));
     depth is the distance along the viewing axis, as in CLEVR's `pixel_coords`.
     """
-    px, py, depth = project_points(np.asarray(point_xyz, dtype=np.float64))[0]
+    px, py, depth = camera.project_points(np.asarray(point_xyz, dtype=np.float64))[0]
     return float(px), float(py), float(depth)
 
 
 # --- Geometry -----------------------------------------------------------------------------------
-def half_height(shape: str, size: str) -> float:
-    """Half height of an object, also the z of its centre (CLEVR: a cube's is size / sqrt 2)."""
+def half_height(shape: str, size: str, look: str = "mini") -> float:
+    """Half height of an object, also the z of its centre.
+
+    In CLEVR v1.0 every shape's is its size's radius (a cube's side is twice it: SPEC §7); the
+    mini look's cubes are smaller by sqrt 2, as the generator's unused line would have made them.
+    Geometry reads it back from an object's `3d_coords` z, so both looks render as recorded.
+    """
     scale = clevr.SIZES[size]
-    return scale / math.sqrt(2) if shape == "cube" else scale
+    return scale / math.sqrt(2) if shape == "cube" and look == "mini" else scale
 
 
-@functools.lru_cache(maxsize=4)
-def ray_directions(scale: int = 1) -> np.ndarray:
+def ray_directions(scale: int = 1, camera: Camera = MINI_CAMERA) -> np.ndarray:
     """Unit world-space ray directions through pixel centres, float32 [H*scale, W*scale, 3]."""
-    xs = (np.arange(IMAGE_WIDTH * scale) + 0.5) / scale - IMAGE_WIDTH / 2
-    ys = (np.arange(IMAGE_HEIGHT * scale) + 0.5) / scale - IMAGE_HEIGHT / 2
-    d = (
-        xs[None, :, None] / FOCAL_PX * CAMERA_RIGHT
-        - ys[:, None, None] / FOCAL_PX * CAMERA_UP
-        + CAMERA_FORWARD[None, None, :]
-    )
-    d /= np.linalg.norm(d, axis=-1, keepdims=True)
-    d = d.astype(np.float32)
-    d.setflags(write=False)
-    return d
+    return camera.ray_directions(scale)
 
 
-def object_bbox(obj: dict[str, Any], scale: int = 1) -> tuple[int, int, int, int]:
+def object_bbox(
+    obj: dict[str, Any], scale: int = 1, camera: Camera = MINI_CAMERA
+) -> tuple[int, int, int, int]:
     """Pixel box (y0, y1, x0, x1) at `scale` that holds the object, clipped to the image."""
-    px, py = _projected_extent(obj)
+    px, py = _projected_extent(obj, camera)
     y0 = max(int(math.floor(py[0] * scale)) - 1, 0)
     y1 = min(int(math.ceil(py[1] * scale)) + 1, IMAGE_HEIGHT * scale)
     x0 = max(int(math.floor(px[0] * scale)) - 1, 0)
@@ -149,39 +258,56 @@ def object_bbox(obj: dict[str, Any], scale: int = 1) -> tuple[int, int, int, int
 _UNIT_BOX_CORNERS = np.array([(x, y, z) for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
 
 
-def _projected_extent(obj: dict[str, Any]) -> tuple[tuple[float, float], tuple[float, float]]:
+def ground_radius(obj: dict[str, Any]) -> float:
+    """Radius of a vertical cylinder around the object: its size's, or a CLEVR cube's corner."""
+    r = clevr.SIZES[obj["size"]]
+    if obj["shape"] == "cube" and obj["3d_coords"][2] > 0.8 * r:  # a side of 2r, not r sqrt 2
+        return r * math.sqrt(2)
+    return r
+
+
+def _projected_extent(
+    obj: dict[str, Any], camera: Camera = MINI_CAMERA
+) -> tuple[tuple[float, float], tuple[float, float]]:
     """(min px, max px), (min py, max py) of the corners of the object's bounding box."""
     z = obj["3d_coords"][2]
-    r = clevr.SIZES[obj["size"]]  # ground-plane bounding radius of every shape
-    p = project_points(np.asarray(obj["3d_coords"]) + _UNIT_BOX_CORNERS * (r, r, z))
+    r = ground_radius(obj)
+    p = camera.project_points(np.asarray(obj["3d_coords"]) + _UNIT_BOX_CORNERS * (r, r, z))
     lo, hi = p.min(axis=0), p.max(axis=0)
     return (float(lo[0]), float(hi[0])), (float(lo[1]), float(hi[1]))
 
 
-def _local_frame(obj: dict[str, Any]) -> tuple[np.ndarray, float, float]:
-    """Object centre, and cos/sin of its rotation about the vertical axis (degrees)."""
-    theta = math.radians(obj["rotation"])
+def _local_frame(obj: dict[str, Any], camera: Camera) -> tuple[np.ndarray, float, float]:
+    """Object centre, and cos/sin of its rotation about the vertical axis.
+
+    The mini look turns objects by `rotation` degrees. CLEVR's generator hands the same
+    number, drawn in [0, 360), to Blender as radians, so genuine and CLEVR-look scenes turn
+    by that many radians (still uniform over directions).
+    """
+    theta = obj["rotation"] if camera.blender_rotation else math.radians(obj["rotation"])
     return np.asarray(obj["3d_coords"], dtype=np.float64), math.cos(theta), math.sin(theta)
 
 
-def intersect(obj: dict[str, Any], scale: int = 1) -> tuple[tuple[int, int, int, int], np.ndarray]:
+def intersect(
+    obj: dict[str, Any], scale: int = 1, camera: Camera = MINI_CAMERA
+) -> tuple[tuple[int, int, int, int], np.ndarray]:
     """Ray-cast one object over its pixel box.
 
     Returns the box (y0, y1, x0, x1) and the ray distance t to the first hit, float32 [h, w],
     inf where the ray misses. Cubes and cylinders are intersected in the object's own frame.
     """
-    box = object_bbox(obj, scale)
+    box = object_bbox(obj, scale, camera)
     y0, y1, x0, x1 = box
-    d = ray_directions(scale)[y0:y1, x0:x1]
-    centre, cos_t, sin_t = _local_frame(obj)
-    o = CAMERA_POSITION - centre
+    d = camera.rays_in_box(scale, y0, y1, x0, x1)
+    centre, cos_t, sin_t = _local_frame(obj, camera)
+    o = camera.position - centre
     # Rotate into the object frame (by -theta); Python floats keep the arrays float32.
     ox, oy, oz = cos_t * o[0] + sin_t * o[1], -sin_t * o[0] + cos_t * o[1], float(o[2])
     dx = cos_t * d[..., 0] + sin_t * d[..., 1]
     dy = -sin_t * d[..., 0] + cos_t * d[..., 1]
     dz = d[..., 2]
     ox, oy = float(ox), float(oy)
-    h = half_height(obj["shape"], obj["size"])
+    h = obj["3d_coords"][2]
     r = clevr.SIZES[obj["size"]]
     inf = np.float32(np.inf)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -216,20 +342,22 @@ def intersect(obj: dict[str, Any], scale: int = 1) -> tuple[tuple[int, int, int,
     return box, t.astype(np.float32, copy=False)
 
 
-def surface_normals(obj: dict[str, Any], points: np.ndarray, bevel: float = 0.0) -> np.ndarray:
+def surface_normals(
+    obj: dict[str, Any], points: np.ndarray, bevel: float = 0.0, camera: Camera = MINI_CAMERA
+) -> np.ndarray:
     """Outward unit normals [N, 3] of the object's surface at world points [N, 3] on it.
 
     With `bevel` > 0 the edges of cubes and cylinders are shaded as if rounded with that radius
     (CLEVR's meshes have bevelled edges); the silhouette stays sharp.
     """
-    centre, cos_t, sin_t = _local_frame(obj)
+    centre, cos_t, sin_t = _local_frame(obj, camera)
     p = points - centre.astype(np.float32)
     if obj["shape"] == "sphere":
         return p / np.linalg.norm(p, axis=1, keepdims=True)
     lx = cos_t * p[:, 0] + sin_t * p[:, 1]
     ly = -sin_t * p[:, 0] + cos_t * p[:, 1]
     lz = p[:, 2]
-    h = half_height(obj["shape"], obj["size"])
+    h = obj["3d_coords"][2]
     bevel = min(max(bevel, 1e-3), 0.5 * h)
     # Rounded-box normal: from the inner (shrunk) solid's closest point to the surface point.
     if obj["shape"] == "cube":
@@ -252,7 +380,7 @@ def surface_normals(obj: dict[str, Any], points: np.ndarray, bevel: float = 0.0)
 
 
 def object_id_buffer(
-    objects: Sequence[dict[str, Any]], scale: int = 1
+    objects: Sequence[dict[str, Any]], scale: int = 1, camera: Camera = MINI_CAMERA
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Z-buffered visibility: which object each pixel sees.
 
@@ -264,7 +392,7 @@ def object_id_buffer(
     depth = np.full(shape, np.inf, dtype=np.float32)
     footprint = []
     for k, obj in enumerate(objects):
-        (y0, y1, x0, x1), t = intersect(obj, scale)
+        (y0, y1, x0, x1), t = intersect(obj, scale, camera)
         footprint.append(int(np.isfinite(t).sum()))
         nearer = t < depth[y0:y1, x0:x1]
         depth[y0:y1, x0:x1][nearer] = t[nearer]
@@ -272,9 +400,11 @@ def object_id_buffer(
     return ids, depth, footprint
 
 
-def visible_pixel_counts(objects: Sequence[dict[str, Any]]) -> list[int]:
+def visible_pixel_counts(
+    objects: Sequence[dict[str, Any]], camera: Camera = MINI_CAMERA
+) -> list[int]:
     """Pixels of the 480x320 image where each object is the nearest surface."""
-    ids, _, _ = object_id_buffer(objects, scale=1)
+    ids, _, _ = object_id_buffer(objects, 1, camera)
     counts = np.bincount(ids.ravel() + 1, minlength=len(objects) + 1)
     return [int(c) for c in counts[1:]]
 
@@ -343,19 +473,31 @@ def _place_objects(
     count: int,
     directions: dict[str, list[float]],
     condition: str | None = None,
+    look: str = "mini",
+    camera: Camera = MINI_CAMERA,
 ) -> list[dict[str, Any]] | None:
-    """One layout attempt; None when an object finds no free spot in MAX_PLACEMENT_TRIES."""
+    """One layout attempt; None when an object finds no free spot in MAX_PLACEMENT_TRIES.
+
+    The mini look draws positions over the ground its fixed camera sees and keeps every object
+    inside the frame; the CLEVR look draws x and y uniformly in [-3, 3] as CLEVR does.
+    """
     right = np.asarray(directions["right"][:2])
     behind = np.asarray(directions["behind"][:2])
     axes = np.stack([right, behind])
     placed: list[dict[str, Any]] = []
     for _ in range(count):
         size, color, material, shape = _attributes(rng, condition)
-        z = half_height(shape, size)
+        z = half_height(shape, size, look)
         for _ in range(MAX_PLACEMENT_TRIES):
-            u = rng.uniform(-PLACEMENT_RIGHT, PLACEMENT_RIGHT)
-            w = rng.uniform(-PLACEMENT_BEHIND, PLACEMENT_BEHIND)
-            x, y = u * right + w * behind
+            if look == "clevr":
+                x, y = (
+                    rng.uniform(-CLEVR_PLACEMENT, CLEVR_PLACEMENT),
+                    rng.uniform(-CLEVR_PLACEMENT, CLEVR_PLACEMENT),
+                )
+            else:
+                u = rng.uniform(-PLACEMENT_RIGHT, PLACEMENT_RIGHT)
+                w = rng.uniform(-PLACEMENT_BEHIND, PLACEMENT_BEHIND)
+                x, y = u * right + w * behind
             obj = {
                 "color": color,
                 "size": size,
@@ -365,8 +507,9 @@ def _place_objects(
                 "pixel_coords": None,
                 "rotation": round(rng.uniform(0.0, 360.0), 4),
             }
-            if _in_frame(obj) and _well_separated(obj, placed, axes):
-                px, py, depth = project(obj["3d_coords"])
+            in_frame = look == "clevr" or _in_frame(obj)
+            if in_frame and _well_separated(obj, placed, axes):
+                px, py, depth = project(obj["3d_coords"], camera)
                 # CLEVR rounds the pixel position to an int and keeps the depth as a float.
                 obj["pixel_coords"] = [int(round(px)), int(round(py)), round(depth, 4)]
                 placed.append(obj)
@@ -390,6 +533,7 @@ def sample_scene(
     min_objects: int = 3,
     max_objects: int = 10,
     condition: str | None = None,
+    look: str = "mini",
 ) -> dict[str, Any]:
     """Draw one scene in the CLEVR v1.0 scene format (SPEC §1), deterministic given `rng`.
 
@@ -397,17 +541,29 @@ def sample_scene(
     CLEVR's vocabulary, or over CoGenT's `condition` ("A" or "B"; `clevr.COGENT_COLORS`).
     Layouts that break the gap/margin rules or leave an object with fewer than
     MIN_VISIBLE_PIXELS visible pixels are redrawn, as CLEVR does.
+
+    `look` "mini" is the fixed, higher camera and small cubes mini-CLEVR always had; "clevr"
+    follows CLEVR v1.0 (SPEC §7): the camera moved by up to CLEVR_CAMERA_JITTER on each axis
+    and re-aimed at the origin (so `pixel_coords` are its projections, while `directions`
+    stay those of the unmoved camera, as in the release), cubes of side 2r, and positions
+    uniform in [-3, 3] whether or not an object leaves the frame.
     """
     check_object_counts(min_objects, max_objects)
+    if look not in LOOKS:
+        raise ValueError(f"look must be one of {LOOKS}, got {look!r}")
     if condition not in (None, *clevr.COGENT_COLORS):
         raise ValueError(f"condition must be None, 'A' or 'B', got {condition!r}")
     if not split or index < 0:
         raise ValueError(f"need a non-empty split and index >= 0, got {split!r}, {index}")
-    directions = camera_directions()
+    if look == "clevr":
+        camera = jittered_clevr_camera(rng)
+        directions = CLEVR_CAMERA.ground_directions()
+    else:
+        camera, directions = MINI_CAMERA, camera_directions()
     count = rng.randint(min_objects, max_objects)
     for attempt in range(1, MAX_SCENE_ATTEMPTS + 1):
-        objects = _place_objects(rng, count, directions, condition)
-        if objects is None or min(visible_pixel_counts(objects)) < MIN_VISIBLE_PIXELS:
+        objects = _place_objects(rng, count, directions, condition, look, camera)
+        if objects is None or min(visible_pixel_counts(objects, camera)) < MIN_VISIBLE_PIXELS:
             continue
         if attempt > 20:
             log.debug("scene %s/%d took %d layout attempts", split, index, attempt)
