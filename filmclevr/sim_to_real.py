@@ -215,6 +215,8 @@ def model_input(image: Image.Image, image_size: int) -> Tensor:
 
 @dataclasses.dataclass(frozen=True)
 class GenuineImage:
+    """A genuine image file and its genuine scene record."""
+
     scene: dict[str, Any]
     path: Path
 
@@ -604,6 +606,7 @@ def measure(
         "machine": machine_description(next(model.parameters()).device),
         "seconds": round(time.perf_counter() - started, 1),
     }
+    log.info("measured in %.1f s", report["seconds"])
     return Measurement(report, {name: side.records for name, side in sides.items()})
 
 
@@ -627,7 +630,7 @@ def _cell(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def table_rows(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+def table_rows() -> list[tuple[str, str, str]]:
     """(label, group, key) of each table row: overall, the columns, the queried attributes."""
     rows = [("Overall", "overall", "")]
     rows += [
@@ -659,7 +662,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         "| questions (genuine / mini-CLEVR) |\n|---|---:|---:|---:|---:|---:|---:|"
     )
     lines = [head]
-    for label, group, key in table_rows(report):
+    for label, group, key in table_rows():
         g, m = _value(genuine["model"], group, key), _value(mini["model"], group, key)
         d = None if g is None or m is None else g - m
         lines.append(
@@ -705,6 +708,7 @@ def markdown(report: Mapping[str, Any]) -> str:
 def plot_color_confusion(report: Mapping[str, Any], out_png: Path) -> None:
     """Both sides' colour confusion, each row scaled to its true colour's questions, the
     counts written in the cells."""
+    # figures' own canvas and atomic, metadata-free PNG writer, as every figure of the project
     figure = figures._new_figure(11.0, 4.8)
     axes = figure.subplots(1, 2)
     for ax, side in zip(axes, SIDES, strict=True):
