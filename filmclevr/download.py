@@ -25,7 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from filmclevr.clevr import ClevrFormatError
-from filmclevr.fileio import atomic_dir
+from filmclevr.fileio import atomic_dir, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,8 @@ def fetch_clevr(
     if size is None:
         log.warning("no size known for %s: relying on the server's Content-Length", url)
 
+    # A killed run's extraction (up to 18 GB) would count against the free-space checks below.
+    remove_stale_temporaries(dest)
     digest = None
     if archive.exists():
         log.info("%s already present: verifying it instead of downloading", archive)

@@ -4,6 +4,12 @@ A stage killed half-way must never leave a file or tree that a later stage (or t
 engine's up-to-date check) could mistake for a finished one, so everything is written under a
 temporary name beside its destination and renamed into place when complete.
 
+A killed run leaves its temporary behind (`.NAME.XXXXXXXX.tmp`, up to a whole CLEVR
+extraction); both helpers remove those of their own output when they start
+(`remove_stale_temporaries`), which a stage with a free-space check calls before the check. A
+stage is the one writer of its outputs (the workflow engines see to it), so a temporary of its
+output that exists when it starts is a dead run's.
+
 Power loss: `atomic_path` flushes the file to disk (fsync) before the rename and the folder
 after it, so a checkpoint is, after a crash, the old or the new one, whole. `atomic_dir` does
 not fsync the files of its tree (a resized CLEVR is 100,000 images; a sync each would cost
@@ -15,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -23,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import ijson
+
+log = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -45,15 +55,55 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _temporary_names(path: Path) -> re.Pattern[str]:
+    """The names the helpers below give `path`'s temporaries: `.NAME.` + tempfile's 8 random
+    characters (lower-case letters, digits, _) + `.tmp`."""
+    return re.compile(re.escape(f".{path.name}.") + r"[a-z0-9_]{8}\.tmp")
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove what runs writing `path` through `atomic_path` or `atomic_dir` left beside it when
+    they were killed, and nothing else: its temporaries (`.NAME.XXXXXXXX.tmp`) and the
+    `.NAME.old` of a swap cut short, which goes back to `path` if `path` is missing (it is the
+    last complete output).
+
+    Returns:
+        The temporaries removed.
+    """
+    path = Path(path)
+    old = path.with_name(f".{path.name}.old")
+    if old.is_dir() and not old.is_symlink() and not path.exists() and not path.is_symlink():
+        os.replace(old, path)
+        log.warning("%s restored from %s, where a killed run had moved it", path, old.name)
+    if not path.parent.is_dir():
+        return []
+    names = _temporary_names(path)
+    removed = []
+    for entry in os.scandir(path.parent):
+        swapped_out = entry.name == old.name and entry.is_dir(follow_symlinks=False)
+        if not (names.fullmatch(entry.name) or swapped_out):
+            continue
+        stale = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+        log.warning("removed %s, left by a run that was killed while writing %s", stale, path)
+        removed.append(stale)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it to `path` if the block succeeds.
 
     The file is fsynced before the rename and its folder after, so the rename survives a power
-    loss and never exposes a file whose data had not reached the disk.
+    loss and never exposes a file whose data had not reached the disk. Temporaries of `path`
+    left by killed runs are removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -72,9 +122,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a fresh temporary folder beside `path`; it replaces `path` if the block succeeds."""
+    """Yield a fresh temporary folder beside `path`; it replaces `path` if the block succeeds.
+    Temporaries of `path` left by killed runs are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp

@@ -469,3 +469,27 @@ def test_no_free_space_for_extraction(server, tmp_path: Path, monkeypatch) -> No
 def test_bad_sha256_argument() -> None:
     with pytest.raises(ValueError, match="hexadecimal"):
         fetch_clevr("http://127.0.0.1:9/x.zip", Path("a.zip"), Path("d"), size=1, sha256="abc")
+
+
+def test_a_killed_extraction_is_removed_before_the_space_checks(
+    server, tmp_path: Path, monkeypatch
+) -> None:
+    """Up to 18 GB of a killed run's extraction would otherwise count against the free space."""
+    stale = tmp_path / "data" / ".clevr.k1lled_0.tmp"
+    (stale / "images").mkdir(parents=True)
+    (stale / "images" / "CLEVR_train_000000.png").write_bytes(b"\0" * 1000)
+    neighbour = tmp_path / "data" / ".resized.k1lled_0.tmp"  # another stage's: not this one's
+    neighbour.mkdir()
+    real, stale_at_check = shutil.disk_usage, []
+
+    def disk_usage(path):
+        stale_at_check.append(stale.exists())
+        return real(path)
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    _assert_release(_fetch(server, tmp_path))
+    assert stale_at_check and not any(stale_at_check)
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [
+        ".resized.k1lled_0.tmp",
+        "clevr",
+    ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,78 @@ def test_json_list_writer_needs_the_list_key_between_head_and_tail(
     with pytest.raises(ValueError, match="must sort after"):
         with fileio.json_list_writer(tmp_path / "q.json", head, "questions", tail):
             pass
+
+
+# --- Temporaries of killed runs -------------------------------------------------------------------
+KILLED_WRITER = """
+import sys, time
+from filmclevr import fileio
+with fileio.atomic_dir(sys.argv[1]) as tmp:
+    (tmp / "part.png").write_bytes(b"x" * 1000)
+    print("writing", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_the_temporary_folder_of_a_killed_writer_is_removed_by_the_next(tmp_path: Path) -> None:
+    out = tmp_path / "resized"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    writer = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(out)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert writer.stdout.readline() == "writing\n"
+    writer.kill()  # SIGKILL: no finally block runs
+    writer.wait()
+    writer.stdout.close()
+    (stale,) = tmp_path.iterdir()
+    assert stale.name.startswith(".resized.") and (stale / "part.png").exists()
+    with fileio.atomic_dir(out) as tmp:
+        (tmp / "new.png").write_text("1")
+    assert [p.name for p in tmp_path.iterdir()] == ["resized"]
+
+
+# Beside an output `resized`: names its own temporaries never take (tempfile's 8 characters are
+# lower-case letters, digits and _), or another output's.
+NEIGHBOURS = [
+    ".resized.abc.tmp",
+    ".resized.abcdefghi.tmp",
+    ".resized.ABCDEFGH.tmp",
+    ".resized.abcdefgh.tmp.keep",
+    ".resized.abcdefgh.part",
+    ".resized2.abcdefgh.tmp",
+    ".other.abcdefgh.tmp",
+    "resized.abcdefgh.tmp",
+    "resized.old",
+]
+
+
+@pytest.mark.parametrize("helper", ["atomic_dir", "atomic_path"])
+def test_only_the_outputs_own_temporaries_are_removed(tmp_path: Path, helper: str) -> None:
+    (tmp_path / ".resized.ab_d1234.tmp").mkdir()  # an atomic_dir's, with what it held
+    (tmp_path / ".resized.ab_d1234.tmp" / "CLEVR_train_000000.png").write_bytes(b"png")
+    (tmp_path / ".resized.zz00zz00.tmp").write_text("half")  # an atomic_path's
+    for name in NEIGHBOURS:
+        (tmp_path / name).write_text("keep")
+    out = tmp_path / "resized"
+    if helper == "atomic_dir":
+        with fileio.atomic_dir(out) as tmp:
+            (tmp / "new.png").write_text("1")
+    else:
+        fileio.write_text_atomic(out, "1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*NEIGHBOURS, "resized"])
+    assert all((tmp_path / name).read_text() == "keep" for name in NEIGHBOURS)
+
+
+def test_a_swap_cut_short_keeps_the_last_good_output(tmp_path: Path) -> None:
+    """Killed between atomic_dir's two renames: the old tree is at .NAME.old, NAME is gone."""
+    out = tmp_path / "tokens"
+    (tmp_path / ".tokens.old").mkdir()
+    (tmp_path / ".tokens.old" / "vocab.json").write_text("old")
+    (tmp_path / ".tokens.abcdefgh.tmp").mkdir()
+    fileio.remove_stale_temporaries(out)
+    assert [p.name for p in tmp_path.iterdir()] == ["tokens"]
+    assert (out / "vocab.json").read_text() == "old"
+    (tmp_path / ".tokens.old").mkdir()  # beside a complete output, it is only stale
+    fileio.remove_stale_temporaries(out)
+    assert [p.name for p in tmp_path.iterdir()] == ["tokens"]
+    assert (out / "vocab.json").read_text() == "old"
