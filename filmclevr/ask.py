@@ -126,11 +126,13 @@ def preprocess(image_path: str | Path, image_size: int) -> tuple[Tensor, np.ndar
          the original image as RGB uint8 (H, W, 3), for the maps).
 
     Raises:
-        ValueError: the file is missing, not an image, or damaged (names it).
+        ValueError: the file is missing, not an image, damaged, or of pixels without a fixed
+            range (32-bit integer or floating point) (names it).
     """
     with resize.open_image(Path(image_path)) as image:
-        original = np.array(image.convert("RGB"))
-        resized = resize.resize_pixels(image, image_size)
+        rgb = resize.to_rgb(image)  # 16-bit scaled, not clipped; no fixed range: refused
+    original = np.array(rgb)
+    resized = resize.resize_pixels(rgb, image_size)
     pixels = np.ascontiguousarray(np.asarray(resized).transpose(2, 0, 1))  # as the shard loader
     return torch.from_numpy(pixels), original
 

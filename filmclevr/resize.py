@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
@@ -55,16 +56,50 @@ def open_image(path: Path) -> Iterator[Image.Image]:
         yield image
 
 
+# 16-bit grayscale as PIL opens it (16-bit RGB and RGBA PNGs it opens as 8-bit RGB, RGBA).
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """`image` as 8-bit RGB, the pixels the model sees.
+
+    16-bit grayscale keeps its top 8 bits, as PIL does itself for 16-bit RGB PNGs; PIL's own
+    conversion would clip it at 255, a white picture. Every other mode PIL converts.
+
+    Raises:
+        ValueError: 32-bit integer or floating-point pixels (a PNG's 16-bit "I" excepted),
+            whose scale no file states; the message names the image's file.
+    """
+    mode = image.mode
+    if mode in SIXTEEN_BIT_MODES or (mode == "I" and image.format == "PNG"):
+        values = np.asarray(image)
+        if values.min() < 0 or values.max() > 0xFFFF:  # not 16-bit data after all
+            raise ValueError(f"{_name(image)}: {mode} pixels outside 0..65535")
+        top = (values >> 8).astype(np.uint8)
+        return Image.fromarray(top, "L").convert("RGB")
+    if mode in ("I", "F") or mode.startswith(("I;", "F;")):
+        raise ValueError(
+            f"{_name(image)}: {mode} pixels (32-bit integer or floating point) have no fixed "
+            "range to map to the model's 8-bit input; save the image as an 8- or 16-bit PNG"
+        )
+    return image.convert("RGB")
+
+
+def _name(image: Image.Image) -> str:
+    """The file an image was opened from, for messages."""
+    return getattr(image, "filename", "") or "image"
+
+
 def resize_pixels(image: Image.Image, image_size: int) -> Image.Image:
     """The pipeline's one preprocessing step: `image` to an `image_size` square RGB image.
 
-    RGB first, then PIL's bicubic resize, aspect ratio not kept: the official order (alpha is
-    always 255 in CLEVR). Everything that feeds a model its pixels (`resize_image`, and
-    `filmclevr.ask` for any image) goes through this function.
+    RGB first (`to_rgb`), then PIL's bicubic resize, aspect ratio not kept: the official order
+    (alpha is always 255 in CLEVR). Everything that feeds a model its pixels (`resize_image`,
+    and `filmclevr.ask` for any image) goes through this function.
     """
     if image_size < 1:
         raise ValueError(f"image_size must be positive, got {image_size}")
-    return image.convert("RGB").resize((image_size, image_size), Image.Resampling.BICUBIC)
+    return to_rgb(image).resize((image_size, image_size), Image.Resampling.BICUBIC)
 
 
 def resize_image(src: Path, dst: Path, image_size: int) -> int:

@@ -218,6 +218,25 @@ def test_preprocess_equals_the_pipeline_other_formats(tmp_path, kind):
     assert original.shape == (77, 53, 3)
 
 
+def test_preprocess_of_a_16_bit_png_is_that_of_its_8_bit_picture(tmp_path):
+    """PIL's own conversion clips 16-bit values at 255: the model would answer about white."""
+    gray = np.random.default_rng(5).integers(0, 256, (41, 29), dtype=np.uint8)
+    Image.fromarray(gray, "L").save(tmp_path / "eight.png")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "sixteen.png")  # I;16
+    ours, original = ask.preprocess(tmp_path / "sixteen.png", 32)
+    expected, expected_original = ask.preprocess(tmp_path / "eight.png", 32)
+    np.testing.assert_array_equal(ours.numpy(), expected.numpy())
+    np.testing.assert_array_equal(original, expected_original)
+    np.testing.assert_array_equal(original, np.dstack([gray] * 3))
+
+
+def test_preprocess_refuses_floating_point_pixels_naming_the_file(tmp_path):
+    path = tmp_path / "depth.tiff"
+    Image.fromarray(np.full((20, 30), 0.5, dtype=np.float32)).save(path)
+    with pytest.raises(ValueError, match=r"depth\.tiff: F pixels"):
+        ask.preprocess(path, 32)
+
+
 # --- Tokens --------------------------------------------------------------------------------------
 def test_encode_pads_and_wraps():
     vocab = {"<NULL>": 0, "<START>": 1, "<END>": 2, "<UNK>": 3, "Is": 4, "a": 5, "cube": 6, ",": 7}
