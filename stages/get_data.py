@@ -31,7 +31,11 @@ def main() -> None:
             min_objects=mini["min_objects"],
             max_objects=mini["max_objects"],
             # else the generator's defaults: uniform, and the same settings for every split
-            **{k: mini[k] for k in ("question_mix", "split_settings") if k in mini},
+            **{
+                k: mini[k]
+                for k in ("question_mix", "split_settings", "look", "language")
+                if k in mini
+            },
             workers=_common.workers(args.workers),
         )
     else:

@@ -159,6 +159,7 @@ def code_closure(entry: str) -> set[str]:
 
 # Data files the library reads at run time, by the stages whose outputs they shape.
 DATA_DEPS = {
+    "get_data": {"filmclevr/mini/clevr_templates.json"},
     "evaluate_model": {"filmclevr/paper/table1_clevr_test.csv"},
     "analyze_model": {"filmclevr/paper/analysis.csv"},
     "collect_experiments": {

@@ -76,6 +76,7 @@ METAL_ROUGH_ALPHA = 0.04  # GGX alpha of the metal's broad lobe (roughness 0.2)
 METAL_SHARP_ALPHA = 0.02  # the sharp lobe (roughness 0.01), widened to the lamps' size
 COAT_ALPHA = 0.35**2
 NEIGHBOUR_IRRADIANCE = 0.8  # light on a neighbour seen in a metal mirror (no second bounce)
+FLOOR_STEP = 3  # the ground is shaded every 3 pixels: its shadows are soft (see _floor_image)
 SWEEP_START = 2.0  # calibrated: how far behind the origin the floor starts to curve up
 SWEEP_RADIUS = 6.0  # calibrated
 BACKDROP_RADIANCE = 0.10  # calibrated: what a mirror sees of the sweep rising behind the scene
@@ -298,6 +299,8 @@ def _visibility(objects, lamp, points, ids, camera, pick_box, to_lamp, dist) -> 
     `to_lamp` [N, 3] and `dist` [N] are `_to_lamp`'s for the points.
     """
     visible = np.ones(len(points), dtype=np.float32)
+    if lamp.size == 0:  # the sun: weak and high, its short shadows are left out for speed
+        return visible
     for k, obj in enumerate(objects):
         pick = pick_box(*_shadow_box(obj, lamp, camera))
         pick = pick[ids[pick] != k]  # an object's own side away from the lamp is dark already
@@ -384,12 +387,13 @@ def _shade_floor(scene, camera, lamps, points, normals, ids, pick_box) -> np.nda
 def _floor_image(scene, camera, lamps) -> np.ndarray:
     """Linear radiance [H * W, 3] of the ground seen through every pixel, objects ignored.
 
-    The ground has no texture and its shadows are soft, so it is shaded at half resolution
-    (the centres of 2x2 pixel blocks) and interpolated bilinearly.
+    The ground has no texture and its shadows are soft, so it is shaded at the centres of
+    FLOOR_STEP x FLOOR_STEP pixel blocks and interpolated bilinearly.
     """
-    h, w = IMAGE_HEIGHT // 2, IMAGE_WIDTH // 2
-    ys = (np.arange(h) * 2 + 1.0) - IMAGE_HEIGHT / 2
-    xs = (np.arange(w) * 2 + 1.0) - IMAGE_WIDTH / 2
+    f = FLOOR_STEP
+    h, w = IMAGE_HEIGHT // f, IMAGE_WIDTH // f
+    ys = (np.arange(h) + 0.5) * f - IMAGE_HEIGHT / 2
+    xs = (np.arange(w) + 0.5) * f - IMAGE_WIDTH / 2
     dirs = (
         xs[None, :, None] / camera.focal * camera.right
         - ys[:, None, None] / camera.focal * camera.up
@@ -398,15 +402,15 @@ def _floor_image(scene, camera, lamps) -> np.ndarray:
     points, normals = _ground_hits(camera.position, dirs)
     floor_ids = np.full(len(points), -1, dtype=np.int16)
 
-    def pick_half(y0, y1, x0, x1):
-        rows = np.arange(y0 // 2, min((y1 + 1) // 2, h))
-        cols = np.arange(x0 // 2, min((x1 + 1) // 2, w))
+    def pick_coarse(y0, y1, x0, x1):
+        rows = np.arange(y0 // f, min(-(-y1 // f), h))
+        cols = np.arange(x0 // f, min(-(-x1 // f), w))
         return (rows[:, None] * w + cols[None, :]).ravel()
 
-    half = _shade_floor(scene, camera, lamps, points, normals, floor_ids, pick_half)
+    coarse = _shade_floor(scene, camera, lamps, points, normals, floor_ids, pick_coarse)
     channels = [
         np.asarray(
-            Image.fromarray(np.ascontiguousarray(half[:, c]).reshape(h, w), mode="F").resize(
+            Image.fromarray(np.ascontiguousarray(coarse[:, c]).reshape(h, w), mode="F").resize(
                 (IMAGE_WIDTH, IMAGE_HEIGHT), Image.BILINEAR
             )
         )
@@ -577,20 +581,20 @@ def render_scene(scene: dict[str, Any], camera: Camera | None = None) -> Image.I
         edge = quads.min(axis=1) != quads.max(axis=1)
         inside = np.flatnonzero(~edge & (quads[:, 0] >= 0))
         edge = np.flatnonzero(edge)
-        for pixels, samples in ((inside, ((1, 1),)), (edge, ((0, 0), (0, 1), (1, 0), (1, 1)))):
-            if not pixels.size:
-                continue
-            py, px = np.divmod(pixels, w)
-            fy = (2 * py[:, None] + np.array([dy for dy, _ in samples])).ravel()
-            fx = (2 * px[:, None] + np.array([dx for _, dx in samples])).ravel()
+        # One shading call: interior pixels at one sample, edge pixels at four.
+        iy, ix = np.divmod(inside, w)
+        ey, ex = np.divmod(edge, w)
+        fy = np.concatenate([2 * iy + 1, (2 * ey[:, None] + np.array([0, 0, 1, 1])).ravel()])
+        fx = np.concatenate([2 * ix + 1, (2 * ex[:, None] + np.array([0, 1, 0, 1])).ravel()])
+        if fy.size:
             sy, sx = fy // 2, fx // 2
 
-            def pick_points(y0, y1, x0, x1, sy=sy, sx=sx):
+            def pick_points(y0, y1, x0, x1):
                 return np.flatnonzero((sy >= y0) & (sy < y1) & (sx >= x0) & (sx < x1))
 
             top, left = fy.min(), fx.min()
             rays = camera.rays_in_box(2, top, fy.max() + 1, left, fx.max() + 1)[fy - top, fx - left]
-            sub = _shade(
+            shaded = _shade(
                 scene,
                 camera,
                 lamps,
@@ -600,6 +604,7 @@ def render_scene(scene: dict[str, Any], camera: Camera | None = None) -> Image.I
                 (sy, sx),
                 pick_points,
             )
-            rgb[pixels] = sub.reshape(len(pixels), len(samples), 3).mean(axis=1)
+            rgb[inside] = shaded[: inside.size]
+            rgb[edge] = shaded[inside.size :].reshape(edge.size, 4, 3).mean(axis=1)
     image = Image.fromarray(_to_srgb(rgb).reshape(h, w, 3))
     return image.convert("RGBA")
