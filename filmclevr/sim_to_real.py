@@ -13,7 +13,7 @@ One harness, two sides:
   and images, drawn here on the fly.
 
 Each image gets the same number of questions (default 10) from the same question sampler (a
-`language`: "mini" is the project's `mini.questions.QuestionSampler`), one sampler per side
+`language` of `mini.generate.question_sampler`, by default the profile's), one sampler per side
 seeded by (seed, side), so both sides are asked the same kind of questions. Every answer is
 `executor.execute(program, scene)` on the image's scene. Images get the pipeline's exact
 preprocessing (`resize.resize_pixels`, through `ask.preprocess` for files) and the questions the
@@ -67,8 +67,9 @@ from filmclevr.distributed import machine_description
 from filmclevr.evaluate import compute_metrics, git_commit
 from filmclevr.executor import execute
 from filmclevr.fileio import write_json_atomic, write_text_atomic
+from filmclevr.mini import generate
 from filmclevr.mini.generate import SPLIT_SETTINGS, derive_seed, make_questions, make_scene
-from filmclevr.mini.questions import QuestionMix, QuestionSampler
+from filmclevr.mini.questions import QuestionMix
 from filmclevr.params import load_params
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,6 @@ DEFAULT_QUESTIONS_PER_IMAGE = 10
 DEFAULT_SEED = 0
 DEFAULT_PRIOR_TRAIN_IMAGES = 500  # prior within ~0.5 points of the whole split's (docstring)
 DEFAULT_BATCH_SIZE = 256
-TRAINING_LANGUAGE = "mini"  # the language of every mini-CLEVR training split's questions
 QUERIED_ATTRIBUTES: tuple[str, ...] = ("query_color", "query_shape", "query_size", "query_material")
 OTHER_ANSWER = "other"  # a query_color answer that is no colour, or an unknown-word question's
 OUTPUT_JSON = "sim_to_real.json"
@@ -101,13 +101,12 @@ class QuestionSource(Protocol):
 SamplerFactory = Callable[[random.Random, QuestionMix], QuestionSource]
 
 
-def _mini_sampler(rng: random.Random, question_mix: QuestionMix) -> QuestionSource:
-    return QuestionSampler(rng, question_mix=question_mix)
+def _sampler_of(language: str) -> SamplerFactory:
+    return lambda rng, question_mix: generate.question_sampler(rng, question_mix, language)
 
 
-# One entry per question language; "clevr" (CLEVR's own templates, filmclevr/mini/
-# clevr_questions.py) becomes one more entry here once that module exists.
-SAMPLERS: dict[str, SamplerFactory] = {"mini": _mini_sampler}
+# One entry per question language of the generator (`mini.generate.LANGUAGES`).
+SAMPLERS: dict[str, SamplerFactory] = {name: _sampler_of(name) for name in generate.LANGUAGES}
 
 
 def question_sampler(
@@ -151,6 +150,8 @@ class MiniProfile:
     image_size: int | None = None  # resize_images.image_size, checked against the checkpoint
     source: str = ""  # the parameters file, for messages and the report
     name: str = ""  # the parameter profile's name
+    look: str = "mini"  # get_data.mini.look: how the profile's scenes are drawn and rendered
+    language: str = "mini"  # get_data.mini.language: the training split's questions
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -188,6 +189,8 @@ def profile_from_params(path: str | Path) -> MiniProfile:
         image_size=int(params["resize_images"]["image_size"]),
         source=str(path),
         name=str(params.get("profile", "")),
+        look=str(mini.get("look", "mini")),
+        language=str(mini.get("language", "mini")),
     )
 
 
@@ -198,12 +201,9 @@ def default_params_path(model_path: str | Path) -> Path:
 
 
 # --- Images ---------------------------------------------------------------------------------------
-def render_mini_clevr_image(scene: dict[str, Any]) -> Image.Image:
-    """The mini-CLEVR image of a scene, as the generator draws it: the one place the harness
-    renders, so a renderer option is passed here."""
-    from filmclevr.mini.render import render_scene  # the renderer's tables load on first use
-
-    return render_scene(scene)
+def render_mini_clevr_image(scene: dict[str, Any], look: str = "mini") -> Image.Image:
+    """The mini-CLEVR image of a scene in the profile's look, as the generator draws it."""
+    return generate.render_image(scene, look)
 
 
 def model_input(image: Image.Image, image_size: int) -> Tensor:
@@ -358,6 +358,7 @@ def split_scene(profile: MiniProfile, split: SplitSettings, index: int) -> dict[
         index,
         min_objects=split.min_objects,
         max_objects=split.max_objects,
+        look=profile.look,
     )
 
 
@@ -373,7 +374,7 @@ def mini_clevr_side(
     pixels, records = [], []
     for row in tqdm(range(count), desc=f"{MINI} images", disable=not progress):
         scene = split_scene(profile, profile.val, row)
-        pixels.append(model_input(render_mini_clevr_image(scene), image_size))
+        pixels.append(model_input(render_mini_clevr_image(scene, profile.look), image_size))
         for record in ask_about(sampler, scene, row, questions_per_image, len(records)):
             record["image_filename"] = clevr.image_filename(profile.val.name, row)
             records.append(record)
@@ -422,7 +423,7 @@ Prior = Callable[[int, str], str]  # (family, terminal function) -> answer
 
 
 def training_prior(
-    profile: MiniProfile, images: int = DEFAULT_PRIOR_TRAIN_IMAGES, language: str = "mini"
+    profile: MiniProfile, images: int = DEFAULT_PRIOR_TRAIN_IMAGES, language: str | None = None
 ) -> tuple[Prior, int]:
     """The Q-type prior counted on the first `images` images' questions of the profile's
     training split (regenerated exactly: `mini.generate.make_questions`), for questions of
@@ -437,11 +438,13 @@ def training_prior(
         split=train.name,
         questions_per_image=train.questions_per_image,
         question_mix=train.question_mix,
+        language=profile.language,
     )
+    language = profile.language if language is None else language
     # Families are numbered per language: keyed by (language, family), a family of another
     # language is absent and falls back to its terminal function's training majority.
     predict = clevr.majority_answer_by_family(
-        ((TRAINING_LANGUAGE, q["question_family_index"]), q["program"][-1]["function"], q["answer"])
+        ((profile.language, q["question_family_index"]), q["program"][-1]["function"], q["answer"])
         for q in questions
     )
     return (lambda family, function: predict((language, family), function)), len(questions)
@@ -524,7 +527,7 @@ def measure(
     *,
     questions_per_image: int = DEFAULT_QUESTIONS_PER_IMAGE,
     seed: int = DEFAULT_SEED,
-    language: str = "mini",
+    language: str | None = None,
     question_mix: QuestionMix | None = None,
     prior_train_images: int = DEFAULT_PRIOR_TRAIN_IMAGES,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -546,6 +549,7 @@ def measure(
         raise ValueError(f"questions_per_image must be at least 1, got {questions_per_image}")
     started = time.perf_counter()
     mix = profile.val.question_mix if question_mix is None else question_mix
+    language = profile.language if language is None else language
     question_sampler(language, random.Random(0), mix)  # an unknown language fails before work
     images = genuine_images(genuine_root)  # a bad sample fails before the model loads
     model, checkpoint = ask.load(model_path, device)
@@ -801,9 +805,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="the questions' seed")
     p.add_argument(
         "--language",
-        default="mini",
+        default=None,
         choices=sorted(SAMPLERS),
-        help="the question sampler's language (default mini)",
+        help="the question sampler's language (default: the profile's get_data.mini.language)",
     )
     p.add_argument(
         "--question-mix",
