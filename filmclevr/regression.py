@@ -3,7 +3,10 @@
 Overall and each of the paper's five columns may fall at most `tolerance` accuracy points below
 the baseline: one number for all six, or one per metric (params.yaml's `regression.tolerance`:
 the columns differ in size, so their seed-to-seed spread differs too). Runs on different data
-(dataset, split or profile) cannot be compared, so a context mismatch fails the gate too. The
+cannot be compared, so a mismatch fails the gate too: the context's dataset, split and profile,
+the data's counts (questions and images scored and trained on, the training split), and the
+number of questions behind each accuracy. Accuracies must be numbers from 0 to 100 and
+tolerances finite: a NaN compares false with everything, so it would pass any drop. The
 report also names the machine (CPU or GPU, torch build) of both runs: training is bitwise
 repeatable on one machine, not across CPU models, so a small drop between two machines can be
 the machine, not the code.
@@ -17,6 +20,7 @@ Exit status: 0 pass, 1 regression or context mismatch, 2 unreadable input.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,14 +31,25 @@ from filmclevr.fileio import read_json
 from filmclevr.params import load_params
 
 METRICS: tuple[str, ...] = ("overall", *clevr.QUESTION_TYPES)
-CONTEXT_MATCH: tuple[str, ...] = ("dataset", "split", "profile")
+# What makes two runs comparable: the data they were scored and trained on.
+CONTEXT_MATCH: tuple[str, ...] = (
+    "dataset",
+    "split",
+    "profile",
+    "questions",
+    "images",
+    "train_split",
+    "train_questions",
+    "train_images",
+)
 # Reported beside the numbers, never failing the gate: where each run was made.
 MACHINE_KEYS: tuple[str, ...] = ("processor", "torch")
 Tolerance = float | Mapping[str, float]  # one number for every metric, or one per metric
 
 
 def tolerances(tolerance: Tolerance) -> dict[str, float]:
-    """Each metric's tolerance; a mapping must name exactly METRICS, every value >= 0."""
+    """Each metric's tolerance; a mapping must name exactly METRICS, every value finite and
+    >= 0 (a NaN tolerance would let every drop pass)."""
     if isinstance(tolerance, Mapping):
         if set(tolerance) != set(METRICS):
             raise ValueError(
@@ -43,15 +58,60 @@ def tolerances(tolerance: Tolerance) -> dict[str, float]:
         values = {name: float(tolerance[name]) for name in METRICS}
     else:
         values = dict.fromkeys(METRICS, float(tolerance))
-    negative = {name: v for name, v in values.items() if v < 0}
-    if negative:
-        raise ValueError(f"tolerance must be >= 0, got {negative}")
+    bad = {name: v for name, v in values.items() if not (math.isfinite(v) and v >= 0)}
+    if bad:
+        raise ValueError(f"tolerance must be a finite number >= 0, got {bad}")
     return values
 
 
-def _value(metrics: Mapping[str, Any], name: str) -> float | None:
+def _value(metrics: Mapping[str, Any], name: str, role: str = "metrics") -> float | None:
+    """The accuracy `name` of `metrics` (None where it has none).
+
+    Raises:
+        ValueError: naming `role`, unless it is a number from 0 to 100: a NaN would pass the
+            gate whatever the baseline, as no comparison with NaN is true.
+    """
     value = metrics.get("overall") if name == "overall" else metrics.get("columns", {}).get(name)
-    return None if value is None else float(value)
+    if value is None:
+        return None
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not (math.isfinite(value) and 0 <= value <= 100)
+    ):
+        raise ValueError(f"{role}: {name} accuracy {value!r} is not a number from 0 to 100")
+    return float(value)
+
+
+def _questions(metrics: Mapping[str, Any], name: str) -> Any:
+    """The number of questions behind accuracy `name` (`counts`; None where not recorded)."""
+    counts = metrics.get("counts")
+    if not isinstance(counts, Mapping):
+        return None
+    if name == "overall":
+        return counts.get("overall")
+    columns = counts.get("columns")
+    return columns.get(name) if isinstance(columns, Mapping) else None
+
+
+def _mismatches(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Why the two runs cannot be compared: their data differs (context, question counts)."""
+    failures = []
+    base_context, cur_context = baseline.get("context", {}), current.get("context", {})
+    for key in CONTEXT_MATCH:
+        if base_context.get(key) != cur_context.get(key):
+            failures.append(
+                f"context {key} differs: baseline {base_context.get(key)!r}, "
+                f"current {cur_context.get(key)!r} (the runs cannot be compared)"
+            )
+    for name in METRICS:
+        base, cur = _questions(baseline, name), _questions(current, name)
+        if base != cur:
+            failures.append(
+                f"questions of {name} differ: baseline {base}, current {cur} (the runs cannot "
+                "be compared)"
+            )
+    return failures
 
 
 def _status(base: float | None, cur: float | None, tolerance: float) -> str:
@@ -70,18 +130,15 @@ def check_regression(
     Args:
         baseline, current: metrics.json documents (`context`, `overall`, `columns`).
         tolerance: accuracy points a metric may fall below the baseline (see `tolerances`).
+
+    Raises:
+        ValueError: a tolerance is not a finite number >= 0, or an accuracy not a number
+            from 0 to 100 (naming the baseline or the current run).
     """
     allowed = tolerances(tolerance)
-    failures = []
-    base_context, cur_context = baseline.get("context", {}), current.get("context", {})
-    for key in CONTEXT_MATCH:
-        if base_context.get(key) != cur_context.get(key):
-            failures.append(
-                f"context {key} differs: baseline {base_context.get(key)!r}, "
-                f"current {cur_context.get(key)!r} (the runs cannot be compared)"
-            )
+    failures = _mismatches(baseline, current)
     for name in METRICS:
-        base, cur = _value(baseline, name), _value(current, name)
+        base, cur = _value(baseline, name, "baseline"), _value(current, name, "current")
         status = _status(base, cur, allowed[name])
         if status == "MISSING":
             failures.append(f"{name}: missing in the current metrics (baseline {base:.2f})")
@@ -100,7 +157,7 @@ def comparison_table(
     allowed = tolerances(tolerance)
     rows = [("metric", "baseline", "current", "delta", "tolerance", "status")]
     for name in METRICS:
-        base, cur = _value(baseline, name), _value(current, name)
+        base, cur = _value(baseline, name, "baseline"), _value(current, name, "current")
         status = _status(base, cur, allowed[name])
         delta = f"{cur - base:+.2f}" if base is not None and cur is not None else "-"
         rows.append(
@@ -116,6 +173,9 @@ def comparison_table(
     for key in CONTEXT_MATCH:
         b, c = baseline.get("context", {}).get(key), current.get("context", {}).get(key)
         rows.append((f"context.{key}", str(b), str(c), "", "", "ok" if b == c else "MISMATCH"))
+    for name in METRICS:
+        b, c = _questions(baseline, name), _questions(current, name)
+        rows.append((f"questions.{name}", str(b), str(c), "", "", "ok" if b == c else "MISMATCH"))
     for key in MACHINE_KEYS:
         b, c = _machine(baseline, key), _machine(current, key)
         rows.append((f"machine.{key}", b, c, "", "", "same" if b == c else "differs"))
@@ -152,6 +212,8 @@ def _load(path: Path) -> dict[str, Any]:
         or not isinstance(document.get("context", {}), dict)
     ):
         raise ValueError("not a metrics.json document (needs 'overall', 'columns', 'context')")
+    for name in METRICS:
+        _value(document, name, "metrics.json")  # refused here, so the message names the file
     return document
 
 

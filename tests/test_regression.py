@@ -189,3 +189,102 @@ def test_report_names_both_machines_without_failing_on_them():
     assert regression.machine_note(baseline, metrics(40.0, machine=amd)) is None
     # A baseline from before machines were recorded says so.
     assert "unknown" in regression.comparison_table(metrics(44.0), current, tolerance=3.0)
+
+
+# --- Refused: non-finite numbers, runs that cannot be compared ------------------------------------
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    "tolerance", [NAN, INF, -INF, {**PER_METRIC, "count": NAN}, {**PER_METRIC, "exist": INF}]
+)
+def test_non_finite_tolerance_refused(tolerance):
+    """A NaN tolerance let every drop pass (no comparison with NaN is true)."""
+    with pytest.raises(ValueError, match="tolerance must be a finite number >= 0"):
+        regression.check_regression(metrics(90.0), metrics(10.0), tolerance)
+
+
+@pytest.mark.parametrize("value", [NAN, INF, -1.0, 100.5, "90", True])
+@pytest.mark.parametrize("role", ["baseline", "current"])
+def test_accuracy_that_is_no_percentage_is_refused(role, value):
+    documents = {"baseline": metrics(90.0), "current": metrics(90.0)}
+    documents[role]["columns"]["count"] = value
+    with pytest.raises(ValueError, match=rf"{role}: count accuracy .* is not a number from 0 to"):
+        regression.check_regression(documents["baseline"], documents["current"], 2.0)
+
+
+def test_cli_refuses_non_finite_numbers_naming_the_file(tmp_path, capsys):
+    assert _cli(tmp_path, metrics(90.0), metrics(NAN)) == 2
+    assert "current.json" in capsys.readouterr().err
+    assert _cli(tmp_path, metrics(INF), metrics(90.0)) == 2
+    assert "baseline.json" in capsys.readouterr().err
+    for tolerance in ("nan", "inf"):
+        with pytest.raises(SystemExit) as exit_info:
+            _cli(tmp_path, metrics(90.0), metrics(10.0), tolerance=tolerance)
+        assert exit_info.value.code == 2
+        assert "--tolerance: tolerance must be a finite number" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_nan_tolerance_from_a_params_file(tmp_path, capsys):
+    import yaml
+
+    from filmclevr.params import load_params
+
+    params = load_params(Path(regression.__file__).resolve().parents[1] / "params.yaml")
+    params["regression"]["tolerance"] = NAN  # YAML's .nan, which the schema's minimum lets pass
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "b.json").write_text(json.dumps(metrics(90.0)))
+    (tmp_path / "c.json").write_text(json.dumps(metrics(10.0)))
+    argv = ["--baseline", str(tmp_path / "b.json"), "--current", str(tmp_path / "c.json")]
+    with pytest.raises(SystemExit):
+        regression.main([*argv, "--params", str(tmp_path / "params.yaml")])
+    assert "params.yaml: tolerance must be a finite number" in capsys.readouterr().err
+
+
+def full_metrics(overall: float, questions: int = 5000, **context) -> dict:
+    """A metrics.json document as evaluate writes it: its data's counts in context and counts."""
+    shares = dict(zip(clevr.QUESTION_TYPES, (0.26, 0.18, 0.12, 0.38, 0.06), strict=True))
+    columns = {c: round(questions * share) for c, share in shares.items()}
+    document = metrics(overall)
+    data = {"questions": questions, "images": questions // 20, "train_split": "train",
+            "train_questions": 120000, "train_images": 6000}  # fmt: skip
+    document["context"].update({**data, **context})
+    document["counts"] = {"overall": sum(columns.values()), "columns": columns}
+    return document
+
+
+def test_a_run_on_fewer_questions_cannot_pass_against_the_baseline():
+    """A 100-question run once passed against the 5,000-question baseline: only the labels of
+    the two contexts were compared."""
+    assert regression.check_regression(full_metrics(50.0), full_metrics(50.0), 2.0) == []
+    failures = regression.check_regression(full_metrics(50.0), full_metrics(60.0, 100), 2.0)
+    assert failures and all("cannot be compared" in f for f in failures)
+    assert any(
+        f.startswith("context questions differs: baseline 5000, current 100") for f in failures
+    )
+    assert any(
+        f.startswith("questions of count differ: baseline 1300, current 26") for f in failures
+    )
+    table = regression.comparison_table(full_metrics(50.0), full_metrics(60.0, 100), 2.0)
+    assert any(line.split()[:3] == ["questions.count", "1300", "26"] for line in table.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("images", 7), ("train_split", "trainA"), ("train_questions", 10), ("train_images", 1)],
+)
+def test_runs_on_other_data_cannot_be_compared(key, value):
+    failures = regression.check_regression(
+        full_metrics(50.0), full_metrics(60.0, **{key: value}), 2
+    )
+    assert len(failures) == 1 and failures[0].startswith(f"context {key} differs")
+
+
+def test_runs_whose_columns_hold_other_questions_cannot_be_compared():
+    current = full_metrics(60.0)
+    current["counts"]["columns"]["exist"] += 5  # same total: another mix of questions
+    current["counts"]["columns"]["count"] -= 5
+    failures = regression.check_regression(full_metrics(50.0), current, 2.0)
+    assert sorted(f.split(":")[0] for f in failures) == [
+        "questions of count differ", "questions of exist differ"
+    ]  # fmt: skip
