@@ -1,9 +1,10 @@
 """Data-pipeline benchmark: generation, resizing, stored formats and question reading, per core.
 
-Builds a temporary dataset (the mini-CLEVR generator when `filmclevr.generate` exists, else
-synthetic CLEVR-like images and questions), runs stages 2-4 on it, and prints one table of
-per-core rates and ratios beside their baselines:
+Builds a temporary dataset with the mini-CLEVR generator, runs stages 2-4 on it, and prints one
+table of per-core rates and ratios beside their baselines:
 
+- generation images/s in mini-CLEVR's own look and language beside CLEVR's
+  (`get_data.mini.look` and `.language`: clevr);
 - resize images/s beside the floor of only decoding the source PNGs;
 - the stored format of resized images: PNG (zlib level 4, stored; levels 1, 6), JPEG q95, `.npy`:
   bytes, encode and decode rates, fidelity against the exact pixels;
@@ -77,46 +78,12 @@ def clevr_like_image(rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.dstack([rgb, np.full((320, 480), 255, np.uint8)]), "RGBA")
 
 
-def synthetic_release(root: Path, images: int, seed: int = 0) -> None:
-    """A train split of CLEVR-like images with 10 questions each (release format)."""
-    rng = np.random.default_rng(seed)
-    folder = root / "images" / "train"
-    folder.mkdir(parents=True)
-    for index in range(images):
-        clevr_like_image(rng).save(folder / clevr.image_filename("train", index))
-    colors = list(clevr.COLORS)
-    records = []
-    for image_index in range(images):
-        for k in range(10):
-            color = colors[(image_index + k) % len(colors)]
-            records.append(
-                {
-                    "image_index": image_index,
-                    "image_filename": clevr.image_filename("train", image_index),
-                    "split": "train",
-                    "question_index": len(records),
-                    "question": f"How many {color} things are left of the big cube?",
-                    "answer": str(k % 11),
-                    "question_family_index": k,
-                    "program": [
-                        {"function": "scene", "inputs": [], "value_inputs": []},
-                        {"function": "filter_color", "inputs": [0], "value_inputs": [color]},
-                        {"function": "count", "inputs": [1], "value_inputs": []},
-                    ],
-                }
-            )
-    path = clevr.questions_path(root, "train")
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"info": {}, "questions": records}))
-
-
-def build_release(root: Path, images: int) -> tuple[str, float | None]:
+def build_release(
+    root: Path, images: int, look: str = "mini", language: str = "mini"
+) -> tuple[str, float | None]:
     """Write a release tree of `images` train images; return its source and generation img/s."""
-    try:
-        from filmclevr.generate import generate_mini_clevr
-    except ImportError:
-        synthetic_release(root, images)
-        return "synthetic (filmclevr.generate not written yet)", None
+    from filmclevr.mini import generate_mini_clevr
+
     with contextlib.redirect_stderr(io.StringIO()):  # its progress bar would break the table
         seconds = timed(
             lambda: generate_mini_clevr(
@@ -126,6 +93,8 @@ def build_release(root: Path, images: int) -> tuple[str, float | None]:
                 questions_per_image=10,
                 min_objects=3,
                 max_objects=10,
+                look=look,
+                language=language,
                 workers=1,
             )
         )
@@ -277,14 +246,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
         tmp = Path(tmp)
         source, generate_rate = build_release(tmp / "clevr", args.images)
-        if generate_rate is None:
-            rows.append(
-                ("generate mini-CLEVR", "skipped: filmclevr.generate not written", "", "", None)
+        rows.append(("generate mini-CLEVR (10 q/img)", f"{generate_rate:.1f} img/s", "", "", None))
+        # CLEVR's look and language (get_data.mini.look/language: clevr) beside it, same images
+        _, clevr_rate = build_release(tmp / "clevr-look", args.images, "clevr", "clevr")
+        rows.append(
+            (
+                "generate, CLEVR look + language",
+                f"{clevr_rate:.1f} img/s",
+                f"mini look: {generate_rate:.1f}",
+                f"{clevr_rate / generate_rate:.2f}",
+                None,
             )
-        else:
-            rows.append(
-                ("generate mini-CLEVR (10 q/img)", f"{generate_rate:.1f} img/s", "", "", None)
-            )
+        )
 
         sources = sorted((tmp / "clevr" / "images" / "train").glob("*.png"))
         n = len(sources)

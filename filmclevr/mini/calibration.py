@@ -76,6 +76,13 @@ def _centre_colour(image: np.ndarray, x: int, y: int) -> np.ndarray:
     return np.median(image[y - 1 : y + 2, x - 1 : x + 2].reshape(-1, 3), axis=0)
 
 
+def _offsets(scene: dict[str, Any], camera) -> np.ndarray:
+    """Each object's projection minus its recorded `pixel_coords`, in x and y [N, 2]."""
+    world = np.array([o["3d_coords"] for o in scene["objects"]], dtype=np.float64)
+    target = np.array([o["pixel_coords"][:2] for o in scene["objects"]], dtype=np.float64)
+    return camera.project_points(world)[:, :2] - target
+
+
 def compare_images(scene: dict[str, Any], genuine: np.ndarray) -> dict[str, Any]:
     """One genuine image [H, W, 3] uint8 against the re-render of its scene record.
 
@@ -117,6 +124,7 @@ def compare_images(scene: dict[str, Any], genuine: np.ndarray) -> dict[str, Any]
         "objects": objects,
         "background": background,
         "reprojection": render_clevr.reprojection_errors(scene, camera),
+        "per_axis": _offsets(scene, camera),
         "rendered": rendered,
     }
 
