@@ -67,6 +67,7 @@ __all__ = [
     "QuestionMix",
     "baseline_keys",
     "family_table",
+    "instantiate",
     "measure_coverage",
     "phrasing_coverage",
     "phrasing_skeleton",
@@ -943,6 +944,31 @@ class ClevrQuestionSampler:
                     break  # every family failed on this scene
                 failed_types.add(wanted)
         return questions
+
+
+def instantiate(
+    family: int, scene: dict[str, Any], rng: random.Random, *, search_budget: int = 20_000
+) -> dict[str, Any] | None:
+    """One question of `family` about `scene`, any answer (no balancing), or None if the search
+    finds none within `search_budget` partial programs. Release format without
+    `question_index`."""
+    chosen = FAMILIES[family]
+    index = _SceneIndex(scene)
+    found = _Search(chosen, index, rng, lambda answer: True, search_budget).run()
+    if found is None:
+        return None
+    nodes, values, answer = found
+    split = scene.get("split", "")
+    image_index = int(scene["image_index"])
+    return {
+        "image_index": image_index,
+        "image_filename": scene.get("image_filename") or clevr.image_filename(split, image_index),
+        "split": split,
+        "question": _render(chosen, values, rng),
+        "answer": answer,
+        "question_family_index": chosen.index,
+        "program": _release_program(nodes),
+    }
 
 
 def sample_clevr_questions(
