@@ -364,6 +364,10 @@ def iter_question_file(path: str | Path) -> tuple[dict[str, Any], Iterator[dict[
     return info, _normalized_questions(path, offsets)
 
 
+# A release's image file name, CLEVR_{split}_NNNNNN.png: group 1 is the image index.
+_IMAGE_NAME = re.compile(r"CLEVR_[A-Za-z0-9]+_(\d+)\.png")
+
+
 def _normalized_questions(path: Path, offsets: dict[str, int] | None) -> Iterator[dict[str, Any]]:
     # The file's split by its release name; files named otherwise are not held to the rule.
     named = re.fullmatch(r"CLEVR_([A-Za-z0-9]+)_questions\.json", path.name)
@@ -381,6 +385,15 @@ def _normalized_questions(path: Path, offsets: dict[str, int] | None) -> Iterato
             "question": raw["question"],
             "question_index": int(raw.get("question_index", position)),
         }
+        # The shards join a question to the image its file name names, evaluation counts the
+        # one its index names: where they differ, which image it asks about is unknown.
+        named = _IMAGE_NAME.fullmatch(Path(q["image_filename"]).name)
+        if named and int(named.group(1)) != q["image_index"]:
+            raise ClevrFormatError(
+                f"{path}: question #{position} (question_index {q['question_index']}): "
+                f"image_filename {q['image_filename']!r} names image {int(named.group(1))}, but "
+                f"its image_index is {q['image_index']}"
+            )
         if "answer" in raw:
             q["answer"] = normalize_answer(raw["answer"])
         if "question_family_index" in raw:

@@ -128,8 +128,9 @@ def write_shards(
         The index: `{split: {"shards": [{"file", "images", "questions"}], "images", "questions"}}`.
 
     Raises:
-        ValueError: a tokens file is missing or malformed, a question's image has no resized
-            file, or a split has no images (each message names the file or folder).
+        ValueError: a tokens file is missing or malformed, a question's image_filename and
+            image_index disagree, a question's image has no resized file, or a split has no
+            images (each message names the file or folder).
     """
     if images_per_shard < 1:
         raise ValueError(f"images_per_shard must be at least 1, got {images_per_shard}")
@@ -143,9 +144,17 @@ def write_shards(
             # dicts (benchmarks/bench_stage_memory.py).
             by_image: dict[str, list[tuple[int, str]]] = {}
             for record in iter_encoded_split(tokens_path, split):
+                image = Path(record["image_filename"]).stem
+                # Joined by its file name, while evaluation counts images by image_index: a
+                # question whose two disagree would be asked about the wrong image.
+                if image != Path(clevr.image_filename(split, record["image_index"])).stem:
+                    raise ValueError(
+                        f"{tokens_path}: question {record['question_index']} has image_filename "
+                        f"{record['image_filename']!r} but image_index {record['image_index']}; "
+                        "rerun tokenize_questions"
+                    )
                 text = json.dumps(record, sort_keys=True, separators=(",", ":"))
-                entry = (record["question_index"], text)
-                by_image.setdefault(Path(record["image_filename"]).stem, []).append(entry)
+                by_image.setdefault(image, []).append((record["question_index"], text))
             folder = resized_root / split
             images = sorted(folder.glob("*.png"))
             if not images:

@@ -173,3 +173,19 @@ def test_question_type_shares_name_a_bad_table(tmp_path):
     path.write_text("model,overall,count\nHuman,92.6,86.7\n")
     with pytest.raises(ValueError, match="table1.csv"):
         clevr.question_type_shares(path)
+
+
+@pytest.mark.parametrize("extra", [{}, {"question_index": 41}])
+def test_question_whose_image_filename_and_image_index_disagree(tmp_path, extra):
+    """Which image such a question asks about is unknown: the shards would join it to the one
+    its file name names, evaluation count the one its index names."""
+    right = question(PROGRAM_RELEASE, "no")
+    wrong = question(PROGRAM_RELEASE, "yes", image_filename="CLEVR_val_000004.png", **extra)
+    path = write(tmp_path, "CLEVR_val_questions.json", {"questions": [right, wrong]})
+    number = extra.get("question_index", 1)
+    message = (
+        rf"CLEVR_val_questions\.json: question #1 \(question_index {number}\): image_filename "
+        r"'CLEVR_val_000004\.png' names image 4, but its image_index is 3"
+    )
+    with pytest.raises(clevr.ClevrFormatError, match=message):
+        clevr.read_questions(path)

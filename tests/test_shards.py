@@ -385,3 +385,18 @@ def test_index_whose_split_counts_disagree_with_its_shards(data, field):
     (root / "shards" / "index.json").write_text(json.dumps(index))
     with pytest.raises(ValueError, match=rf"index\.json: split 'train' records .* {field}"):
         shard_paths(root / "shards", "train")
+
+
+def test_question_whose_image_filename_and_image_index_disagree(tmp_path):
+    """It would be joined to the image its file name names: the wrong one for its index."""
+    write_inputs(tmp_path, "val", 5)
+    path = tmp_path / "tokens" / "val.json"
+    document = json.loads(path.read_text())
+    moved = next(r for r in document["questions"] if r["image_index"] == 3)
+    moved["image_filename"] = clevr.image_filename("val", 2)
+    path.write_text(json.dumps(document))
+    message = (rf"val\.json: question {moved['question_index']} has image_filename "
+               r"'CLEVR_val_000002\.png' but image_index 3")  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        write(tmp_path, splits=["val"])
+    assert not (tmp_path / "shards").exists()
