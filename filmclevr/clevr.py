@@ -387,12 +387,12 @@ def _normalized_questions(path: Path, offsets: dict[str, int] | None) -> Iterato
         }
         # The shards join a question to the image its file name names, evaluation counts the
         # one its index names: where they differ, which image it asks about is unknown.
-        named = _IMAGE_NAME.fullmatch(Path(q["image_filename"]).name)
-        if named and int(named.group(1)) != q["image_index"]:
+        image_name = _IMAGE_NAME.fullmatch(Path(q["image_filename"]).name)
+        if image_name and int(image_name.group(1)) != q["image_index"]:
             raise ClevrFormatError(
                 f"{path}: question #{position} (question_index {q['question_index']}): "
-                f"image_filename {q['image_filename']!r} names image {int(named.group(1))}, but "
-                f"its image_index is {q['image_index']}"
+                f"image_filename {q['image_filename']!r} names image {int(image_name.group(1))}, "
+                f"but its image_index is {q['image_index']}"
             )
         if "answer" in raw:
             q["answer"] = normalize_answer(raw["answer"])
