@@ -138,7 +138,7 @@ def fit_camera(scene: dict[str, Any]) -> Camera:
             jacobian[:, axis] = (_residuals(position + step, world, target) - r0) / 1e-6
         delta = np.linalg.lstsq(jacobian, -r0, rcond=None)[0]
         position += delta
-        if np.abs(delta).max() < 1e-9:
+        if np.abs(delta).max() < 1e-7:
             break
     return Camera.aimed_at_origin(
         position, scenes.CLEVR_CAMERA_HFOV_DEG, blender_rotation=True, cache_rays=False
@@ -468,6 +468,19 @@ def _shade_objects(scene, camera, lamps, points, dirs, ids, pick_box) -> np.ndar
     return radiance
 
 
+def _box_picker(rows: np.ndarray, cols: np.ndarray):
+    """A function giving the indices of the samples at pixel (rows, cols) inside a box
+    (y0, y1, x0, x1): samples sorted by row once, so each box reads only its rows."""
+    by_row = np.argsort(rows, kind="stable")
+    starts = np.searchsorted(rows[by_row], np.arange(IMAGE_HEIGHT + 1))
+
+    def pick(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        inside = by_row[starts[y0] : starts[y1]]
+        return inside[(cols[inside] >= x0) & (cols[inside] < x1)]
+
+    return pick
+
+
 def _shade(scene, camera, lamps, dirs, ids, t, pixel_yx, pick_box) -> np.ndarray:
     """Linear radiance [N, 3] seen along camera rays `dirs` [N, 3] that hit object `ids` [N]
     (-1: the floor) at distance `t` [N], through pixels `pixel_yx` (rows, columns);
@@ -491,10 +504,7 @@ def _shade(scene, camera, lamps, dirs, ids, t, pixel_yx, pick_box) -> np.ndarray
         )
     on_object = np.flatnonzero(~floor)
     if on_object.size:
-        oy, ox = pixel_yx[0][on_object], pixel_yx[1][on_object]
-
-        def pick_objects(y0, y1, x0, x1):
-            return np.flatnonzero((oy >= y0) & (oy < y1) & (ox >= x0) & (ox < x1))
+        pick_objects = _box_picker(pixel_yx[0][on_object], pixel_yx[1][on_object])
 
         radiance[on_object] = _shade_objects(
             scene, camera, lamps, points[on_object], dirs[on_object], ids[on_object], pick_objects
@@ -531,10 +541,16 @@ def _reflection(scene, camera, lamps, points, normals, view) -> np.ndarray:
     return out
 
 
-def _to_srgb(linear: np.ndarray) -> np.ndarray:
-    x = np.clip(linear * EXPOSURE, 0.0, 1.0)
-    srgb = np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
-    return (srgb * 255 + 0.5).astype(np.uint8)
+def _sample_rays(camera: Camera, rows: np.ndarray, cols: np.ndarray, scale: int) -> np.ndarray:
+    """Unit rays [N, 3] through the centres of samples (rows, cols) of the `scale`x grid."""
+    focal = np.float32(camera.focal)
+    xs = ((cols + 0.5) / scale - IMAGE_WIDTH / 2).astype(np.float32) / focal
+    ys = ((rows + 0.5) / scale - IMAGE_HEIGHT / 2).astype(np.float32) / focal
+    rays = xs[:, None] * camera.right.astype(np.float32)
+    rays -= ys[:, None] * camera.up.astype(np.float32)
+    rays += camera.forward.astype(np.float32)
+    rays /= np.sqrt(np.einsum("ij,ij->i", rays, rays))[:, None]
+    return rays
 
 
 _SRGB_STEPS = 1 << 14
@@ -572,10 +588,6 @@ def render_scene(scene: dict[str, Any], camera: Camera | None = None) -> Image.I
     h, w = IMAGE_HEIGHT, IMAGE_WIDTH
     rgb = _floor_image(scene, camera, lamps)
     if objects:
-        boxes = np.array([scenes.object_bbox(obj, 2, camera) for obj in objects])
-        camera.keep_rays(
-            2, boxes[:, 0].min(), boxes[:, 1].max(), boxes[:, 2].min(), boxes[:, 3].max()
-        )
         fine_ids, fine_depth, _ = scenes.object_id_buffer(objects, 2, camera)
         quads = fine_ids.reshape(h, 2, w, 2).transpose(0, 2, 1, 3).reshape(h * w, 4)
         edge = quads.min(axis=1) != quads.max(axis=1)
@@ -588,12 +600,9 @@ def render_scene(scene: dict[str, Any], camera: Camera | None = None) -> Image.I
         fx = np.concatenate([2 * ix + 1, (2 * ex[:, None] + np.array([0, 1, 0, 1])).ravel()])
         if fy.size:
             sy, sx = fy // 2, fx // 2
+            pick_points = _box_picker(sy, sx)
 
-            def pick_points(y0, y1, x0, x1):
-                return np.flatnonzero((sy >= y0) & (sy < y1) & (sx >= x0) & (sx < x1))
-
-            top, left = fy.min(), fx.min()
-            rays = camera.rays_in_box(2, top, fy.max() + 1, left, fx.max() + 1)[fy - top, fx - left]
+            rays = _sample_rays(camera, fy, fx, 2)
             shaded = _shade(
                 scene,
                 camera,
