@@ -53,7 +53,7 @@ def _slots(text: str) -> set[str]:
     return set(re.findall(r"<[A-Z]\d?>", text))
 
 
-# --- The template data -----------------------------------------------------------------------------
+# --- The template data ----------------------------------------------------------------------------
 def test_the_data_holds_clevrs_90_families_in_release_order() -> None:
     data = json.loads(cq.TEMPLATES_PATH.read_text())
     assert "clevr-dataset-gen" in data["source"]
@@ -81,15 +81,13 @@ def test_family_table_lists_every_family() -> None:
     assert lines[89].startswith("89 zero_hop query_size:")
 
 
-# --- Instantiation ---------------------------------------------------------------------------------
+# --- Instantiation --------------------------------------------------------------------------------
 def test_every_family_can_be_instantiated(scenes, clevr_vocab) -> None:
     words = set(clevr_vocab["question_token_to_idx"])
     rng = random.Random(1)
     for family in FAMILIES:
         question = next(
-            q
-            for q in (cq.instantiate(family.index, s, rng) for s in scenes[:40])
-            if q is not None
+            q for q in (cq.instantiate(family.index, s, rng) for s in scenes[:40]) if q is not None
         )
         assert question["question_family_index"] == family.index
         assert question["program"][-1]["function"] == family.terminal
@@ -107,9 +105,10 @@ def test_release_format_and_numbering(split) -> None:
     assert [q["question_index"] for q in split] == list(range(len(split)))
     for q in split:
         assert set(q) == ANSWERED_QUESTION_KEYS
-        assert clevr.question_type(q["program"]) == clevr.TYPE_OF_FUNCTION[
-            FAMILIES[q["question_family_index"]].terminal
-        ]
+        assert (
+            clevr.question_type(q["program"])
+            == clevr.TYPE_OF_FUNCTION[FAMILIES[q["question_family_index"]].terminal]
+        )
         for node in q["program"]:
             assert node["function"] in clevr.FUNCTIONS
             assert set(node) == {"function", "inputs", "value_inputs"}
@@ -214,7 +213,7 @@ def test_the_other_rule_drops_other_when_the_descriptions_differ() -> None:
     }
 
 
-# --- Balance, mixes, determinism --------------------------------------------------------------------
+# --- Balance, mixes, determinism ------------------------------------------------------------------
 def test_answers_are_balanced_per_family(split, scenes) -> None:
     by_family: dict[int, Counter] = {}
     for q in split:
@@ -260,7 +259,19 @@ def test_question_mixes(scenes) -> None:
         ClevrQuestionSampler(random.Random(0), question_mix="everything")
 
 
-# --- Coverage of genuine CLEVR texts -------------------------------------------------------------
+def test_counts_reset_as_often_as_asked(scenes) -> None:
+    # Balanced over a whole split, the plain "same number" family (answer always "no") is asked
+    # once; with CLEVR's periodic reset it comes back.
+    def plain_same_number(**options) -> int:
+        sampler = ClevrQuestionSampler(random.Random(0), **options)
+        asked = [q for s in scenes[:30] for q in sampler.sample(s, PER_IMAGE)]
+        return sum(q["question_family_index"] == 0 for q in asked)
+
+    assert plain_same_number() <= 1
+    assert plain_same_number(reset_counts_every=1) >= 2
+
+
+# --- Coverage of genuine CLEVR texts --------------------------------------------------------------
 def test_genuine_texts_are_covered(split, genuine_texts) -> None:
     assert len(genuine_texts) == 7500
     vocab = build_vocab(split)["question_token_to_idx"]

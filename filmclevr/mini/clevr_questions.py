@@ -113,7 +113,7 @@ class _Invalid:
 _INVALID = _Invalid()
 
 
-# --- The template data ---------------------------------------------------------------------------
+# --- The template data ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Step:
     """One template node, compiled for the search."""
@@ -376,7 +376,7 @@ class _SceneIndex:
         return cached
 
 
-# --- Execution on bitmasks (the executor's semantics; the tests check they agree) --------------
+# --- Execution on bitmasks (the executor's semantics; the tests check they agree) -----------------
 def _answer_string(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -471,6 +471,11 @@ class _Search:
         self.where = [0] * len(family.steps)
         self.values: dict[str, str] = {}
         self.result: tuple[list, dict[str, str], str] | None = None
+        # For CLEVR's degeneracy test, kept up to date as nodes come and go: per `relate` node
+        # of the program, (its position, the outputs with it replaced by the whole scene,
+        # which of them that changed).
+        self.tracks_relates = family.check_degenerate
+        self.overrides: list[tuple[int, list[Any], list[bool]]] = []
 
     def run(self) -> tuple[list, dict[str, str], str] | None:
         """(program nodes, parameter values, answer), or None if none was found in budget."""
@@ -519,12 +524,35 @@ class _Search:
         nodes, outputs = self.nodes, self.outputs
         size = len(nodes)
         for function, inputs, value, output in new:
+            if self.tracks_relates:
+                self._track(function, inputs, value, output)
             nodes.append((function, inputs, value))
             outputs.append(output)
         self.where[t] = len(nodes) - 1 if new else source
         found = self._visit(t + 1)
         del nodes[size:], outputs[size:]
+        if self.tracks_relates:
+            while self.overrides and self.overrides[-1][0] >= size:
+                self.overrides.pop()
+            for _, replaced, changed in self.overrides:
+                del replaced[size:], changed[size:]
         return found
+
+    def _track(self, function: str, inputs: tuple[int, ...], value: Any, output: Any) -> None:
+        """Extend every relate-replaced program by the node about to be appended."""
+        for _, replaced, changed in self.overrides:
+            if any(changed[i] for i in inputs):
+                args = [replaced[i] for i in inputs]
+                replaced.append(_apply(self.index, function, args, value))
+                changed.append(True)
+            else:
+                replaced.append(output)
+                changed.append(False)
+        if function == "relate":
+            position = len(self.nodes)
+            changed = [False] * position
+            changed.append(True)
+            self.overrides.append((position, [*self.outputs, self.index.all], changed))
 
     def _differs(self, step: _Step, output: Any) -> bool:
         """Whether `output` of `step` meets its OUT_NEQ and parameter constraints."""
@@ -581,18 +609,7 @@ class _Search:
     def _relate_overrides(self) -> list[list[Any]]:
         """The program's outputs with each `relate` node in turn replaced by the whole scene
         (CLEVR's degeneracy test), for options tested before their nodes are built."""
-        overrides = []
-        index, nodes = self.index, self.nodes
-        for position, (function, _, _) in enumerate(nodes):
-            if function == "relate":
-                outputs = self.outputs[:position]
-                outputs.append(index.all)
-                for node_function, inputs, value in nodes[position + 1 :]:
-                    outputs.append(
-                        _apply(index, node_function, [outputs[i] for i in inputs], value)
-                    )
-                overrides.append(outputs)
-        return overrides
+        return [replaced for _, replaced, _ in self.overrides]
 
     def _degenerate_option(
         self, t: int, step: _Step, key_mask: int, answer: str, overrides: list[list[Any]]
@@ -815,7 +832,7 @@ class ClevrQuestionSampler:
         max_attempts_per_question: int = 60,
         median_ratio: float = 5.0,
         median_floor: int = 5,
-        search_budget: int = 400,
+        search_budget: int = 200,
         reset_counts_every: int | None = None,
     ) -> None:
         self.type_shares = question_type_weights(question_mix)
