@@ -18,7 +18,10 @@ domains and synonyms). This module is an independent instantiation engine for th
   NEQ (unused by CLEVR v1.0's templates, given their plain meaning here).
 - A finished program is kept only if its answer is still acceptable under the family's answer
   balance, and, for templates with a plain `relate` node, only if it is not degenerate (its
-  answer changes when any `relate` is replaced by the whole scene).
+  answer changes when any `relate` is replaced by the whole scene). Options are tested on
+  bitmasks before their program nodes are built. Unlike CLEVR's exhaustive search, one
+  instantiation may visit only so many options (`search_budget`): a family that finds none
+  is tried again on later scenes, first, as the least asked.
 - Template nodes expand into the release dialect's 26 functions (filter_unique -> filters +
   unique, relate_filter_count -> relate + filters + count, ...); every answer is the one
   `filmclevr.executor.execute` computes.
@@ -91,7 +94,6 @@ GENUINE_TEXTS_PATH = (
 
 # CLEVR's filter keys are (size, color, material, shape): the order of <Z> <C> <M> <S>.
 _KEY_ATTRIBUTES: tuple[str, ...] = ("size", "color", "material", "shape")
-_PARAM_ATTRIBUTE = {"Size": "size", "Color": "color", "Material": "material", "Shape": "shape"}
 _TRIVIAL_FRACTION = 0.1  # share of "trivial" relate options kept, as in CLEVR's generator
 _STREAK = 3  # failed attempts in a row after which a family is searched on a small budget
 _SAME_PAIRS = (("<Z>", "<Z2>"), ("<C>", "<C2>"), ("<M>", "<M2>"), ("<S>", "<S2>"))
@@ -163,7 +165,7 @@ def _answer_space(terminal: str) -> tuple[str, ...]:
     return ("yes", "no")
 
 
-def _compile_steps(template: dict[str, Any], param_types: Mapping[str, str]) -> tuple[_Step, ...]:
+def _compile_steps(template: dict[str, Any]) -> tuple[_Step, ...]:
     nodes = template["nodes"]
     nulls = {c["params"][0] for c in template["constraints"] if c["type"] == "NULL"}
     out_neq: dict[int, list[int]] = {}
@@ -233,7 +235,7 @@ def _load_families() -> tuple[tuple[ClevrFamily, ...], dict[str, Any]]:
                 texts=tuple(texts),
                 file=template["file"],
                 index_in_file=template["index_in_file"],
-                steps=_compile_steps(template, param_types),
+                steps=_compile_steps(template),
                 param_types=param_types,
                 check_degenerate=any(n["type"] == "relate" for n in template["nodes"]),
                 other_rule=set(param_types) == {p for pair in _SAME_PAIRS for p in pair},
@@ -298,7 +300,7 @@ class _SceneIndex:
             for a in _KEY_ATTRIBUTES
         }
         self._filter_tables: dict[int, tuple[list, list, int, int]] = {}
-        self._filter_options: dict[tuple, tuple[list[tuple], int]] = {}
+        self._option_lists: dict[tuple, tuple[list[tuple], int]] = {}
         self._relate_tables: dict[tuple, tuple] = {}  # (obj, mode[, nulls]) -> options
 
     def _filter_table(self, members: int) -> tuple[list, list, int, int]:
@@ -322,7 +324,7 @@ class _SceneIndex:
         """CLEVR's options of a filter_* template node over `members`: (the scene's keys that
         keep the NULL-constrained positions empty, how many random keys to add)."""
         cache_key = (members, function, nulls)
-        options = self._filter_options.get(cache_key)
+        options = self._option_lists.get(cache_key)
         if options is None:
             every, single, singles, singles_not_empty = self._filter_table(members)
             if function == "filter_unique":
@@ -337,7 +339,7 @@ class _SceneIndex:
             if nulls:
                 keys = [k for k in keys if all(k[p] is None for p in nulls)]
             options = (keys, extra)
-            self._filter_options[cache_key] = options
+            self._option_lists[cache_key] = options
         return options
 
     def relate_options(
