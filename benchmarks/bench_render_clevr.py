@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from filmclevr.evaluate import git_commit
 from filmclevr.fileio import write_json_atomic
 from filmclevr.mini import calibration
 
@@ -67,6 +68,8 @@ def main() -> None:
     summary["images"] = len(pairs)
     summary["cpu_seconds_per_image"] = round(seconds / len(pairs), 3)  # fit, render, compare
     summary["machine"] = platform.processor() or platform.machine()
+    summary["commit"] = git_commit()
+    summary["genuine"] = str(args.genuine)
 
     print(f"{len(pairs)} genuine images from {args.genuine}\n")
     print(f"| {'colour material':18} | objects | genuine RGB | re-render RGB | delta E |")
