@@ -34,6 +34,7 @@ from filmclevr.analysis import answer_with, film_parameters, read_paper_analysis
 from filmclevr.evaluate import compute_metrics, predict
 from filmclevr.fileio import read_json, write_json_atomic, write_text_atomic
 from filmclevr.model import FiLMedNet
+from filmclevr.params import transfer_split_problem
 from filmclevr.shards import Batch, question_loader, shard_paths, write_first_images
 from filmclevr.tokenize import END, START, read_encoded_split, tokenize
 
@@ -57,16 +58,10 @@ def condition_a_split(params: Mapping[str, Any]) -> str:
 
 
 def check_transfer_split(params: Mapping[str, Any], split: str) -> None:
-    """A transfer split is a CoGenT split of condition B with answers (valB)."""
-    splits = params["get_data"]["splits"]
-    if split not in splits:
-        raise ValueError(f"cogent.transfer names {split!r}, not one of get_data.splits {splits}")
-    if clevr.cogent_condition(split) != "B" or clevr.is_test_split(split):
-        raise ValueError(f"cogent.transfer: {split!r} is not CoGenT's answered B split (valB)")
-    if not params["cogent"]["finetune_questions"]:
-        raise ValueError("cogent.finetune_questions is empty: give at least one size (30000)")
-    if clevr.cogent_condition(splits[0]) != "A":
-        raise ValueError(f"get_data.splits must start with CoGenT's trainA, not {splits[0]!r}")
+    """A transfer split is a CoGenT split of condition B with answers (valB); the rule is
+    params.transfer_split_problem's, which also checks every profile before any stage runs."""
+    if problem := transfer_split_problem(params, split):
+        raise ValueError(problem)
 
 
 # --- Fine-tuning on B -------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from typing import Any
 from filmclevr.checkpoint import load_checkpoint, save_checkpoint
 from filmclevr.fileio import read_json, write_json_atomic
 from filmclevr.model import FiLMConfig
+from filmclevr.params import training_split_problem
 from filmclevr.train import TrainConfig, train
 
 
@@ -57,11 +58,8 @@ def phases(params: Mapping[str, Any]) -> list[Phase]:
     main = dict(params["train_model"])
     plan = [Phase(splits[0], TrainConfig.from_dict(main))]
     for i, entry in enumerate(params.get("curriculum") or [], start=1):
-        if entry["split"] not in splits or entry["split"] == splits[1]:
-            raise ValueError(
-                f"curriculum[{i - 1}].split: {entry['split']!r} is not a training split of "
-                f"get_data.splits ({', '.join(splits)}; {splits[1]!r} validates)"
-            )
+        if problem := training_split_problem(splits, entry["split"]):
+            raise ValueError(f"curriculum[{i - 1}].split: {problem}")
         try:
             config = TrainConfig.from_dict({**main, **entry.get("train_model", {})})
         except ValueError as e:

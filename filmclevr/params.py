@@ -1,19 +1,23 @@
-"""Load the workflow parameters and validate them against the one schema.
+"""Load the workflow parameters and validate them: the one schema, then what spans sections and
+the model and recipe sections against FiLMConfig and TrainConfig themselves.
 
-Both engines read the same file: Snakemake loads it as its config through `load_params`, DVC
-tracks its keys, and every stage entry point calls `load_params`.
+Both engines read the same file: Snakemake loads it as its config through `load_params` when
+the Snakefile is parsed (so `snakemake -n` refuses a bad profile), DVC tracks its keys, and
+every stage entry point calls `load_params` (so DVC's first stage refuses it). Nothing a later
+stage would trip over is left for it to find after hours of data stages.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from filmclevr import clevr
+from filmclevr.configs import ABLATIONS, FiLMConfig, TrainConfig
 
 SCHEMA_RESOURCE = "schemas/params.schema.yaml"
 
@@ -27,6 +31,29 @@ _Yaml12Loader.add_implicit_resolver(
     re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
     list("-+.0123456789"),
 )
+
+
+def _first_duplicate_key(node: yaml.Node, path: str = "") -> tuple[str, yaml.Node] | None:
+    """The dotted path and node of the first key given twice in one mapping, or None.
+
+    PyYAML (and so Snakemake) keeps the last value of a repeated key without a word, while DVC
+    refuses the file: one engine would run parameters the other never sees.
+    """
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
+            dotted = f"{path}.{key}" if path else key
+            if key in seen:
+                return dotted, key_node
+            seen.add(key)
+            if found := _first_duplicate_key(value_node, dotted):
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            if found := _first_duplicate_key(item, f"{path}[{i}]"):
+                return found
+    return None
 
 
 class ParamsError(ValueError):
@@ -62,14 +89,115 @@ def _cross_key_errors(params: dict[str, Any]) -> list[str]:
                 f"  get_data.mini.split_settings: split(s) {', '.join(stray)} not in "
                 "get_data.splits"
             )
+    errors += _split_role_errors(params)
+    errors += _recipe_errors(params)
+    return errors
+
+
+def _split_role_errors(params: dict[str, Any]) -> list[str]:
+    """Every split a section names is one of get_data.splits and has the answers its role needs
+    (a test split has none: training on one crashed after all the data stages)."""
+    splits = params["get_data"]["splits"]
+    errors = [
+        f"  get_data.splits: {split!r} is the {role} split (the {place} of get_data.splits) but "
+        "a test split has no answers; list the training and the validation split first"
+        for role, place, split in (
+            ("training", "first", splits[0]),
+            ("validation", "second", splits[1]),
+        )
+        if clevr.is_test_split(split)
+    ]
+    for key in ("evaluate_model", "analyze_model"):
+        split = params[key]["split"]
+        if split not in splits:
+            errors.append(f"  {key}.split: {split!r} is not one of get_data.splits {splits}")
+    if clevr.is_test_split(params["analyze_model"]["split"]):
+        errors.append(
+            f"  analyze_model.split: {params['analyze_model']['split']!r} is a test split; the "
+            "analysis needs answers (the validation split)"
+        )
+    for i, phase in enumerate(params.get("curriculum") or []):
+        if problem := training_split_problem(splits, phase["split"]):
+            errors.append(f"  curriculum[{i}].split: {problem}")
+    for split in params["cogent"]["transfer"]:
+        if problem := transfer_split_problem(params, split):
+            errors.append(f"  {problem}")
+    return errors
+
+
+def training_split_problem(splits: list[str], split: str) -> str | None:
+    """Why `split` cannot be trained on after the main training (a curriculum phase), or None."""
+    if split not in splits or split == splits[1]:
+        return (
+            f"{split!r} is not a training split of get_data.splits ({', '.join(splits)}; "
+            f"{splits[1]!r} validates)"
+        )
+    if clevr.is_test_split(split):
+        return f"{split!r} is a test split: it has no answers to train on"
+    return None
+
+
+def transfer_split_problem(params: dict[str, Any], split: str) -> str | None:
+    """Why `split` cannot be a CoGenT transfer split (cogent.transfer), or None: it must be
+    CoGenT's answered B split (valB), after a model trained on trainA, with fine-tuning sizes."""
+    splits = params["get_data"]["splits"]
+    if split not in splits:
+        return f"cogent.transfer names {split!r}, not one of get_data.splits {splits}"
+    if clevr.cogent_condition(split) != "B" or clevr.is_test_split(split):
+        return f"cogent.transfer: {split!r} is not CoGenT's answered B split (valB)"
+    if not params["cogent"]["finetune_questions"]:
+        return "cogent.finetune_questions is empty: give at least one size (30000)"
+    if clevr.cogent_condition(splits[0]) != "A":
+        return f"get_data.splits must start with CoGenT's trainA, not {splits[0]!r}"
+    return None
+
+
+def _recipe_errors(params: dict[str, Any]) -> list[str]:
+    """The model and recipe sections built into FiLMConfig and TrainConfig, as the stages will
+    build them: unknown keys (with the closest known one), wrong types, values out of range.
+    The sections that change the recipe for some runs (curriculum phases, the sweep's runs,
+    CoGenT's fine-tuning) are checked on top of train_model, as those runs merge them."""
+    errors = []
+
+    def check(key: str, build: Any) -> bool:
+        try:
+            build()
+        except (ValueError, TypeError) as e:
+            errors.append(f"  {key}: {e}")
+            return False
+        return True
+
+    if "image_size" not in params["model"]:  # reported above, with where the size comes from
+        check("model", lambda: FiLMConfig.from_dict(model_overrides(params)))
+    train = params["train_model"]
+    if check("train_model", lambda: TrainConfig.from_dict(train)):  # else each merge repeats it
+        changes = [
+            (f"curriculum[{i}].train_model", phase.get("train_model", {}))
+            for i, phase in enumerate(params.get("curriculum") or [])
+        ]
+        changes += [
+            ("experiments.train_model", params["experiments"]["train_model"]),
+            ("cogent.train_model", params["cogent"]["train_model"]),
+        ]
+        for key, change in changes:
+            check(key, lambda change=change: TrainConfig.from_dict({**train, **change}))
+    unknown = [name for name in params["experiments"]["names"] if name not in ABLATIONS]
+    if unknown:
+        errors.append(
+            f"  experiments.names: unknown experiments {', '.join(unknown)} (presets of "
+            f"filmclevr.model.ABLATIONS: {', '.join(ABLATIONS)})"
+        )
     return errors
 
 
 def validate_params(params: dict[str, Any], source: str = "params") -> dict[str, Any]:
     """Validate `params` against the schema, then the facts that span sections: the model's
-    input size is not given twice (it is `resize_images.image_size`), and with `source: mini`
+    input size is not given twice (it is `resize_images.image_size`); with `source: mini`
     every split of `get_data.splits` has an image count in `get_data.mini.images` and every
-    split of `get_data.mini.split_settings` is one of them.
+    split of `get_data.mini.split_settings` is one of them; every split a section names is
+    listed and has the answers its role needs; the model, train_model, curriculum, experiments
+    and cogent sections make valid FiLMConfig and TrainConfig objects; experiments.names are
+    presets of ABLATIONS.
 
     Split convention (every stage): the first entry of `get_data.splits` is the training split,
     the second the validation split.
@@ -96,7 +224,19 @@ def load_params(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         with open(path, encoding="utf-8") as f:
-            params = yaml.load(f, Loader=_Yaml12Loader)  # a SafeLoader: plain data only
+            loader = _Yaml12Loader(f)  # a SafeLoader: plain data only
+            try:
+                node = loader.get_single_node()
+                if node is not None and (duplicate := _first_duplicate_key(node)):
+                    key, key_node = duplicate
+                    raise ParamsError(
+                        f"{path}: line {key_node.start_mark.line + 1}: key {key} is given twice; "
+                        "keep one (YAML readers disagree on which value wins: DVC refuses the "
+                        "file, Snakemake and PyYAML keep the last)"
+                    )
+                params = loader.construct_document(node) if node is not None else None
+            finally:
+                loader.dispose()
     except FileNotFoundError:
         raise ParamsError(f"{path}: parameters file not found") from None
     except yaml.YAMLError as e:
@@ -110,21 +250,3 @@ def model_overrides(params: dict[str, Any]) -> dict[str, Any]:
     """The `FiLMConfig` fields a profile sets: its `model` section, and the input size, which is
     `resize_images.image_size` (the model sees the images as the pipeline resized them)."""
     return {**params["model"], "image_size": params["resize_images"]["image_size"]}
-
-
-def unknown_keys(what: str, given: Iterable[str], known: Sequence[str]) -> str | None:
-    """The error message for keys of `given` not in `known` (None if there are none), with the
-    closest known key for each typo, e.g. "unknown TrainConfig keys: max_epoch (did you mean
-    max_epochs?) (known: ...)"."""
-    unknown = sorted(set(given) - set(known))
-    if not unknown:
-        return None
-    message = f"unknown {what} keys: {', '.join(unknown)}"
-    hints = [
-        f"{key} -> {match[0]}" if len(unknown) > 1 else match[0]
-        for key in unknown
-        if (match := difflib.get_close_matches(key, known, n=1))
-    ]
-    if hints:
-        message += f" (did you mean {'; '.join(hints)}?)"
-    return f"{message} (known: {', '.join(known)})"

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from filmclevr import clevr, shards
 from filmclevr.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from filmclevr.configs import TrainConfig
 from filmclevr.distributed import (
     DistContext,
     all_reduce,
@@ -48,7 +49,6 @@ from filmclevr.distributed import (
 )
 from filmclevr.fileio import write_json_atomic
 from filmclevr.model import FiLMConfig, build_model, count_parameters
-from filmclevr.params import unknown_keys
 from filmclevr.tokenize import load_vocab
 
 log = logging.getLogger(__name__)
@@ -57,127 +57,6 @@ _SYNC_EVERY = 10  # steps between host syncs (loss check, progress bar): a sync 
 # A rank's p-th extra pass over its shards in an epoch uses loader epoch epoch + p * this: a
 # fresh order that no real epoch has.
 _PASS_STRIDE = 1_000_000
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train; the defaults are the paper's recipe (SPEC §4) on one process.
-
-    `batch_size` is per process: with DDP the global batch is `batch_size * world size`, so keep
-    the paper's 64 on 4 GPUs with `batch_size: 16`.
-    """
-
-    seed: int = 0  # model init and data order; the same seed gives the same run on a CPU
-    batch_size: int = 64  # SPEC §4
-    learning_rate: float = 3e-4  # SPEC §4: Adam, constant (no schedule); a schedule's peak
-    # "constant" (SPEC §4), "cosine" (cosine decay from the peak to 0 at the end of
-    # `max_epochs`) or "linear" (a straight line from the peak to 0 there), each after
-    # `warmup_epochs` of linear warmup (0: none, the paper's). A faster start on a CPU
-    # budget (README, "Faster early learning"); off by default.
-    lr_schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    # Which weights the optimizer changes: "all" (the paper's training), or "film_generator",
-    # only the question pipeline that predicts (gamma, beta), as the paper fine-tunes for
-    # CLEVR-Humans; the visual pipeline then stays exactly as it was, BatchNorm statistics too.
-    trainable: str = "all"
-    # Start from this checkpoint's weights instead of the paper's Kaiming init: fine-tuning,
-    # or the next step of a curriculum (README, "A curriculum"). Same model configuration and
-    # vocabulary; a path relative to the working directory. None: train from scratch.
-    init_checkpoint: str | None = None
-    weight_decay: float = 1e-5  # SPEC §4: Adam's plain L2 on every parameter (not AdamW)
-    max_epochs: int = 80  # SPEC §4: the official run stops at 80 epochs
-    # Stop after this many epochs without a better validation accuracy; None (the default)
-    # never stops early, as the paper's recipe: all 80 epochs, keep the best (SPEC §4). The
-    # official curve still gains 0.8 points between epochs 30 and 80, so stopping early is a
-    # budget choice of a profile, not the recipe.
-    patience: int | None = None
-    device: str = "auto"  # cuda if available, else cpu; or e.g. "cpu", "cuda", "cuda:1"
-    bf16: bool = False  # bfloat16 autocast, a speed switch (the paper trained in float32)
-    # NHWC memory format for the convolutions: a speed switch on GPUs, and on a CPU in bf16
-    # (1.06x at batch 64, 1.17x at 128: benchmarks/bench_train.py)
-    channels_last: bool = False
-    compile: bool = False  # torch.compile the training model (optional speed-up)
-    num_workers: int = 0  # loader worker processes; 0 decodes in this process (deterministic)
-    # clevr-iep permutes all questions each epoch; the loader shuffles its shards and keeps a
-    # buffer of this many questions (up to ~150 kB of 224x224 image each, so ~750 MB at most).
-    shuffle_buffer: int = 5000
-    checkpoint_every_steps: int = 0  # also save `last` every this many steps; 0: at epoch end
-    num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
-    # Processes on this node, one per GPU: the train_model stage starts itself under
-    # `torchrun --standalone` when this is > 1 (several nodes: call torchrun yourself).
-    nproc_per_node: int = 1
-
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            kind = f.type.removesuffix(" | None")  # the annotations are strings (__future__)
-            if value is None and kind != f.type:
-                continue
-            if kind == "bool" and not isinstance(value, bool):
-                raise ValueError(f"TrainConfig.{f.name} must be true or false, got {value!r}")
-            if kind == "str" and not isinstance(value, str):
-                raise ValueError(f"TrainConfig.{f.name} must be a string, got {value!r}")
-            if kind in ("int", "float"):
-                types = int if kind == "int" else (int, float)
-                if isinstance(value, bool) or not isinstance(value, types):
-                    raise ValueError(f"TrainConfig.{f.name} must be a {f.type}, got {value!r}")
-        positive = (
-            "batch_size",
-            "learning_rate",
-            "max_epochs",
-            "patience",
-            "shuffle_buffer",
-            "nproc_per_node",
-        )
-        for name in positive:
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise ValueError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
-        if self.trainable not in TRAINABLE:
-            raise ValueError(
-                f"TrainConfig.trainable must be one of {', '.join(TRAINABLE)}, "
-                f"got {self.trainable!r}"
-            )
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(
-                f"TrainConfig.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
-                f"got {self.lr_schedule!r}"
-            )
-        for name in (
-            "weight_decay",
-            "num_workers",
-            "checkpoint_every_steps",
-            "num_threads",
-            "warmup_epochs",
-        ):
-            if getattr(self, name) < 0:
-                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        """Build a config from a mapping (a params.yaml section); unknown keys are errors.
-
-        Float fields also take numeric strings: YAML 1.1 readers (PyYAML's safe_load) give `3e-4`
-        (no dot) as a string; `params.load_params` itself reads it as a number.
-        """
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        message = unknown_keys("TrainConfig", d, list(fields))
-        if message:
-            raise ValueError(message)
-        values = dict(d)
-        for name, value in d.items():
-            if fields[name].type == "float" and isinstance(value, str):
-                try:
-                    values[name] = float(value)
-                except ValueError:
-                    raise ValueError(f"TrainConfig.{name} must be a float, got {value!r}") from None
-        return cls(**values)
-
-    def asdict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-LR_SCHEDULES = ("constant", "cosine", "linear")
-TRAINABLE = ("all", "film_generator")
 
 
 def learning_rate_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:

@@ -162,3 +162,61 @@ def test_split_settings_name_listed_splits_and_known_settings(good: dict, settin
     else:
         with pytest.raises(ParamsError, match=message):
             validate_params(params)
+
+
+# --- Issue 26, case 6: every parameter is checked before any stage runs ---------------------------
+def set_key(params: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    for key in parents:
+        params = params[key]
+    params[last] = value
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"model.num_block": 2}, r"model: unknown FiLMConfig keys: num_block \(did you mean "),
+        ({"model.gamma_option": "cube"}, r"model: gamma_option 'cube' is not one of"),
+        ({"train_model.max_epoch": 2}, r"train_model: unknown TrainConfig keys: max_epoch \(did"),
+        ({"train_model.lr_schedule": "cosin"}, r"train_model: TrainConfig\.lr_schedule must be"),
+        ({"train_model.batch_size": 1.5}, r"train_model: TrainConfig\.batch_size must be .*1\.5"),
+        ({"get_data.splits": ["test", "val", "train"]}, r"get_data\.splits: 'test' is the train"),
+        ({"get_data.splits": ["train", "test", "val"]}, r"get_data\.splits: 'test' is the valid"),
+        ({"curriculum": [{"split": "val"}]}, r"curriculum\[0\]\.split: 'val' is not a training"),
+        ({"curriculum": [{"split": "test"}]}, r"curriculum\[0\]\.split: 'test' is a test split"),
+        ({"curriculum": [{"split": "train", "train_model": {"epochs": 1}}]}, r"curriculum\[0\]\.t"),
+        ({"experiments.names": ["gamma2"]}, r"experiments\.names: unknown experiments gamma2"),
+        ({"experiments.train_model": {"max_epoch": 1}}, r"experiments\.train_model: unknown Tr"),
+        ({"cogent.train_model": {"max_epochs": 1, "trainable": "film"}}, r"cogent\.train_model:"),
+        ({"cogent.transfer": ["val"]}, r"cogent\.transfer: 'val' is not CoGenT's answered B"),
+        ({"evaluate_model.split": "valB"}, r"evaluate_model\.split: 'valB' is not one of get_da"),
+        ({"analyze_model.split": "test"}, r"analyze_model\.split: 'test' is a test split"),
+    ],
+)
+def test_every_section_is_checked_when_the_file_is_loaded(
+    tmp_path: Path, good: dict, changes: dict, message: str
+) -> None:
+    """What the stages build from a profile (FiLMConfig, TrainConfig per phase, sweep run and
+    fine-tuning run, the splits each role reads) is checked by `load_params`, which the
+    Snakefile runs when it is parsed and every stage when it starts: a typo stops `snakemake -n`
+    and DVC's first stage, not training after hours of data stages."""
+    params = copy.deepcopy(good)
+    for key, value in changes.items():
+        set_key(params, key, value)
+    path = write(tmp_path, params)
+    with pytest.raises(ParamsError, match=message) as e:
+        load_params(path)
+    assert str(e.value).startswith(f"{path}: invalid parameters\n")
+
+
+def test_a_key_given_twice_is_refused_naming_it_and_its_line(tmp_path: Path) -> None:
+    """PyYAML (and Snakemake) would keep the second value silently, DVC refuses the file."""
+    lines = (ROOT / "params.yaml").read_text().splitlines()
+    line = lines.index(next(s for s in lines if s.startswith("train_model:"))) + 2
+    lines.insert(line - 1, "  max_epochs: 2")  # the section's first key, then its own
+    path = tmp_path / "twice.yaml"
+    path.write_text("\n".join(lines))
+    assert lines[line].startswith("  max_epochs:")  # the one already there, now second
+    line += 1
+    with pytest.raises(ParamsError, match=rf"twice\.yaml: line {line}: key train_model\.max_epo"):
+        load_params(path)

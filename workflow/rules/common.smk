@@ -18,7 +18,13 @@ config.update(load_params(PARAMS))
 # Library modules each stage runs, declared as inputs so that a code change reruns the stage
 # (dvc.yaml lists the same files as deps; tests/test_workflow.py checks that they agree).
 LIB = "filmclevr/"
-COMMON = ["stages/_common.py", LIB + "params.py", LIB + "fileio.py", LIB + "clevr.py"]
+COMMON = [
+    "stages/_common.py",
+    LIB + "params.py",
+    LIB + "configs.py",
+    LIB + "fileio.py",
+    LIB + "clevr.py",
+]
 
 
 def code(stage, *modules):
