@@ -448,39 +448,43 @@ def _shade_objects(scene, camera, lamps, points, dirs, ids, pick_box) -> np.ndar
             metal[mine] = obj["material"] == "metal"
     view = -dirs
     n_dot_v = np.clip(np.einsum("ij,ij->i", normals, view), 1e-3, 1.0)
-    diffuse = np.zeros_like(points)
-    coat = np.zeros_like(points)
-    mirror_lamps = np.zeros_like(points)
+    rubber, metal = np.flatnonzero(~metal), np.flatnonzero(metal)
+    # Rubber gathers diffuse light and its coat's highlights; metal only its mirror lobes.
+    diffuse = np.zeros((rubber.size, 3), dtype=np.float32)
+    coat = np.zeros((rubber.size, 3), dtype=np.float32)
+    mirror_lamps = np.zeros((metal.size, 3), dtype=np.float32)
     for lamp in lamps:
         to_lamp, dist, irradiance = _to_lamp(lamp, points)
         if lamp.power >= OBJECT_SHADOW_POWER:
-            visible = _visibility(objects, lamp, points, ids, camera, pick_box, to_lamp, dist)
-        else:  # the fill lamp's shadows on other objects are faint: left out for speed
-            visible = 1.0
+            irradiance = irradiance * _visibility(
+                objects, lamp, points, ids, camera, pick_box, to_lamp, dist
+            )
+        # (the fill lamp's shadows on other objects are faint: left out for speed)
         n_dot_l = np.clip(np.einsum("ij,ij->i", normals, to_lamp), 0.0, 1.0)
-        light = (irradiance * visible)[:, None] * lamp.tint
-        diffuse += n_dot_l[:, None] * light
         half = to_lamp + view
         half /= np.sqrt(np.einsum("ij,ij->i", half, half))[:, None]
         n_dot_h = np.clip(np.einsum("ij,ij->i", normals, half), 0.0, 1.0)
         # Geometry term: grazing views would blow the highlight up into white rims.
-        lobe = n_dot_l / (4 * np.maximum(n_dot_v, 0.3))
-        coat += (_ggx(n_dot_h, COAT_ALPHA) * lobe)[:, None] * light
-        sharp = 0.6 * _ggx(n_dot_h, METAL_SHARP_ALPHA) + 0.4 * _ggx(n_dot_h, METAL_ROUGH_ALPHA)
-        mirror_lamps += (sharp * lobe)[:, None] * light
-    up = normals[:, 2]
-    diffuse += (AMBIENT * math.pi * 0.5 * (1 + up) + BOUNCE * 0.5 * (1 - up))[:, None]
-    radiance = albedo / math.pi * diffuse
-    rubber = ~metal
-    if rubber.any():
+        lobe = irradiance * n_dot_l / (4 * np.maximum(n_dot_v, 0.3))
+        r, m = rubber, metal
+        diffuse += (irradiance[r] * n_dot_l[r])[:, None] * lamp.tint
+        coat += (_ggx(n_dot_h[r], COAT_ALPHA) * lobe[r])[:, None] * lamp.tint
+        sharp = 0.6 * _ggx(n_dot_h[m], METAL_SHARP_ALPHA) + 0.4 * _ggx(
+            n_dot_h[m], METAL_ROUGH_ALPHA
+        )
+        mirror_lamps += (sharp * lobe[m])[:, None] * lamp.tint
+    radiance = np.empty_like(points)
+    if rubber.size:
+        up = normals[rubber, 2]
+        diffuse += (AMBIENT * math.pi * 0.5 * (1 + up) + BOUNCE * 0.5 * (1 - up))[:, None]
         grazing = 1 - n_dot_v[rubber]
         fresnel = COAT + (1 - COAT) * grazing**5
-        radiance[rubber] *= (1 + SHEEN * grazing**2)[:, None]
-        radiance[rubber] += fresnel[:, None] * coat[rubber]
-    if metal.any():
+        radiance[rubber] = albedo[rubber] / math.pi * diffuse * (1 + SHEEN * grazing**2)[:, None]
+        radiance[rubber] += fresnel[:, None] * coat
+    if metal.size:
         radiance[metal] = albedo[metal] * (
             _reflection(scene, camera, lamps, points[metal], normals[metal], view[metal])
-            + mirror_lamps[metal]
+            + mirror_lamps
         )
     return radiance
 
@@ -538,7 +542,11 @@ def _reflection(scene, camera, lamps, points, normals, view) -> np.ndarray:
     out = np.zeros_like(points)
     nearest = np.full(len(points), np.inf, dtype=np.float32)
     for obj in scene["objects"]:
-        hit = _ray_hits(obj, origins, rays, camera)
+        near = _passing_near(obj, origins, rays)
+        if not near.size:
+            continue
+        hit = np.full(len(points), np.inf, dtype=np.float32)
+        hit[near] = _ray_hits(obj, origins[near], rays[near], camera)
         closer = hit < nearest
         if closer.any():
             nearest[closer] = hit[closer]
@@ -650,8 +658,22 @@ def _cast(objects, camera: Camera, rays: np.ndarray) -> tuple[np.ndarray, np.nda
     nearest = np.full(len(rays), np.inf, dtype=np.float32)
     origins = np.broadcast_to(camera.position.astype(np.float32), rays.shape)
     for k, obj in enumerate(objects):
-        t = _ray_hits(obj, origins, rays, camera)
-        closer = t < nearest
-        nearest[closer] = t[closer]
-        ids[closer] = k
+        near = _passing_near(obj, origins, rays)
+        if not near.size:
+            continue
+        t = _ray_hits(obj, origins[near], rays[near], camera)
+        closer = t < nearest[near]
+        nearest[near[closer]] = t[closer]
+        ids[near[closer]] = k
     return ids, nearest
+
+
+def _passing_near(obj: dict[str, Any], origins: np.ndarray, rays: np.ndarray) -> np.ndarray:
+    """Indices of the rays (unit directions) that pass within the object's bounding sphere,
+    ahead of their origins: the only ones that can hit it."""
+    centre = np.asarray(obj["3d_coords"], dtype=np.float32)
+    radius2 = scenes.ground_radius(obj) ** 2 + obj["3d_coords"][2] ** 2
+    offset = centre - origins
+    along = np.einsum("ij,ij->i", offset, rays)
+    miss2 = np.einsum("ij,ij->i", offset, offset) - along * along
+    return np.flatnonzero((miss2 <= radius2) & (along > -math.sqrt(radius2)))
