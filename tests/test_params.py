@@ -220,3 +220,12 @@ def test_a_key_given_twice_is_refused_naming_it_and_its_line(tmp_path: Path) -> 
     line += 1
     with pytest.raises(ParamsError, match=rf"twice\.yaml: line {line}: key train_model\.max_epo"):
         load_params(path)
+
+
+@pytest.mark.parametrize("name", ["beta0; touch pwned", "beta0|gamma1", "../beta0", "beta0 "])
+def test_experiment_names_are_plain_words(good: dict, name: str) -> None:
+    """A name becomes a folder, a Snakemake wildcard (a regex) and a word of a shell command."""
+    params = copy.deepcopy(good)
+    params["experiments"]["names"] = ["beta0", name]
+    with pytest.raises(ParamsError, match=r"experiments\.names\.1: .* does not match"):
+        validate_params(params, "p.yaml")

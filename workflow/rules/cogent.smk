@@ -1,12 +1,14 @@
 # Stages 10-11: CLEVR-CoGenT (paper §4.5) on top of the A model (train_model on trainA): one
 # fine-tuning job per cogent.transfer split x cogent.finetune_questions size, then the report.
 # None in CLEVR profiles (cogent.transfer: []); config/cogent-mini.yaml, config/cogent.yaml.
+import re
+
 TRANSFER = config["cogent"]["transfer"]
 FINETUNE_QUESTIONS = config["cogent"]["finetune_questions"]
 
 
 wildcard_constraints:
-    split="|".join(TRANSFER) or "no-split",
+    split="|".join(map(re.escape, TRANSFER)) or "no-split",
     questions=r"\d+",
 
 

@@ -1,11 +1,14 @@
 # Stages 8-9: the paper's experiments (Tables 2 and 3), one job per experiment x seed on the
 # data stages' shards, then the table. Not in the default target: `snakemake experiments`.
+import re
+
 EXPERIMENTS = config["experiments"]["names"]
 SEEDS = config["experiments"]["seeds"]
 
 
+# Names match the schema's ^[A-Za-z0-9_]+$; escaped all the same, as each is a regex here.
 wildcard_constraints:
-    name="|".join(EXPERIMENTS) or "no-experiment",
+    name="|".join(map(re.escape, EXPERIMENTS)) or "no-experiment",
     seed=r"\d+",
 
 
