@@ -246,6 +246,42 @@ def load_params(path: str | Path) -> dict[str, Any]:
     return validate_params(params, str(path))
 
 
+def input_files(params: dict[str, Any]) -> dict[str, str]:
+    """The files a profile names as inputs, by the key that names each: a checkpoint training
+    starts from (and the sweep's runs, when they run and change it), a vocabulary to encode with.
+    Paths are relative to the project folder, where both engines run the stages."""
+    inputs = {}
+    if path := params["train_model"].get("init_checkpoint"):
+        inputs["train_model.init_checkpoint"] = path
+    sweep = params["experiments"]
+    if sweep["names"] and (path := sweep["train_model"].get("init_checkpoint")):
+        inputs["experiments.train_model.init_checkpoint"] = path
+    if path := params["tokenize_questions"]["vocab"]:
+        inputs["tokenize_questions.vocab"] = path
+    return inputs
+
+
+def check_input_files(params: dict[str, Any], source: str | Path) -> None:
+    """Refuse a profile whose input files (`input_files`) do not exist, before any stage runs.
+
+    With its outputs in place, Snakemake skipped the job of a missing input ("Nothing to be
+    done"), leaving the old model as the result of a run asked to start from another.
+
+    Raises:
+        ParamsError: naming `source`, each key and its path.
+    """
+    missing = [
+        f"  {key}: {path} does not exist"
+        for key, path in input_files(params).items()
+        if not Path(path).is_file()
+    ]
+    if missing:
+        raise ParamsError(
+            f"{source}: missing input files (paths are relative to the project folder, "
+            f"{Path.cwd()})\n" + "\n".join(missing)
+        )
+
+
 def model_overrides(params: dict[str, Any]) -> dict[str, Any]:
     """The `FiLMConfig` fields a profile sets: its `model` section, and the input size, which is
     `resize_images.image_size` (the model sees the images as the pipeline resized them)."""

@@ -16,9 +16,11 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=0, help="processes (0: all cores)")
     args = p.parse_args()
 
-    from filmclevr.params import load_params
+    from filmclevr.params import check_input_files, load_params
 
-    params = load_params(args.params)["get_data"]
+    profile = load_params(args.params)
+    check_input_files(profile, args.params)  # the first stage: before any data work
+    params = profile["get_data"]
     if params["source"] == "mini":
         from filmclevr.mini import generate_mini_clevr
 

@@ -25,10 +25,12 @@ def main() -> None:
     args = p.parse_args()
 
     from filmclevr.experiments import run_experiment
-    from filmclevr.params import load_params
+    from filmclevr.params import check_input_files, load_params
 
+    params = load_params(args.params)
+    check_input_files(params, args.params)
     run_experiment(
-        load_params(args.params),
+        params,
         args.name,
         args.seed,
         shards_dir=args.shards,

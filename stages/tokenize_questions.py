@@ -16,10 +16,11 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True, help="folder for vocab.json and {split}.json")
     args = p.parse_args()
 
-    from filmclevr.params import load_params
+    from filmclevr.params import check_input_files, load_params
     from filmclevr.tokenize import tokenize_questions
 
     params = load_params(args.params)
+    check_input_files(params, args.params)
     vocab = params["tokenize_questions"]["vocab"]
     splits = params["get_data"]["splits"]
     tokenize_questions(

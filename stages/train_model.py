@@ -33,10 +33,11 @@ def main() -> None:
     from filmclevr.curriculum import phases, train_curriculum
     from filmclevr.distributed import torchrun_command, under_torchrun
     from filmclevr.model import FiLMConfig
-    from filmclevr.params import ParamsError, load_params, model_overrides
+    from filmclevr.params import ParamsError, check_input_files, load_params, model_overrides
     from filmclevr.train import train
 
     params = load_params(args.params)
+    check_input_files(params, args.params)
     try:
         model_config = FiLMConfig.from_dict(model_overrides(params))
         train_config = phases(params)[0].config  # and every phase's, checked before training

@@ -1,5 +1,6 @@
-"""Faults met through the workflow engines (issue 26): a bad profile stops both engines before any
-stage does work, naming the file, the key and the problem.
+"""Faults met through the workflow engines (issue 26): a bad profile, or an input file it names
+that is missing, stops both engines before any stage does work, naming the file, the key and the
+problem.
 
 Each test runs an engine in its own copy of the project (tests/test_pipeline.py's make_project),
 on the tiny profile there.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -85,3 +87,66 @@ def test_a_key_given_twice_stops_both_engines(tmp_path: Path) -> None:
     repro = engine(project, "dvc", "repro")
     assert repro.returncode != 0 and "params.yaml" in repro.stdout
     assert "Running stage" not in repro.stdout
+
+
+# --- Case 2: a missing input the profile names stops the run -------------------------------------
+# The default target's outputs, upstream first (stage by stage, as the engines would write them).
+DEFAULT_OUTPUTS = [
+    "data/clevr/", "data/resized/", "data/tokens/", "data/shards/",
+    "models/film.pt", "models/film.json", "results/train/", "results/learning_curves.png",
+    "results/metrics.json", "results/table.md", "results/table.csv", "results/accuracy.png",
+    "data/predictions/", "results/analysis/", "results/analysis.json",
+]  # fmt: skip
+MISSING = "results/reference/nowhere/film.pt"
+
+
+def pretend_the_pipeline_ran(project: Path) -> None:
+    """Every output of the default target in place, each newer than what it is made from."""
+    for i, name in enumerate(DEFAULT_OUTPUTS):
+        path = project / name
+        if name.endswith("/"):
+            path.mkdir(parents=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("made earlier")
+        stamp = time.time() + i  # ahead of every input's, in the outputs' order
+        os.utime(path, (stamp, stamp))
+
+
+def test_a_missing_checkpoint_to_start_from_stops_snakemake_with_a_model_in_place(tmp_path):
+    """It said "Nothing to be done" and kept the old model as the result of this run."""
+    project = make_project(tmp_path / "project")
+    pretend_the_pipeline_ran(project)
+    before = engine(project, "snakemake", "--cores", "1")
+    assert before.returncode == 0 and "Nothing to be done" in before.stdout, before.stdout
+    edit_params(project, "train_model", init_checkpoint=MISSING)
+    after = engine(project, "snakemake", "--cores", "1")
+    assert after.returncode != 0
+    assert "params.yaml: missing input files" in after.stdout, after.stdout[-3000:]
+    assert f"train_model.init_checkpoint: {MISSING} does not exist" in after.stdout
+
+
+def test_a_missing_checkpoint_to_start_from_stops_dvc_at_its_first_stage_and_at_training(
+    tmp_path: Path,
+) -> None:
+    """From scratch DVC runs get_data first; with the data in place, train_model alone."""
+    project = make_project(tmp_path / "project")
+    edit_params(project, "train_model", init_checkpoint=MISSING)
+    message = f"train_model.init_checkpoint: {MISSING} does not exist"
+    new_dvc_repo(project)
+    repro = engine(project, "dvc", "repro", "get_data")
+    assert repro.returncode != 0 and message in repro.stdout, repro.stdout[-3000:]
+    assert not (project / "data").exists()
+    command = ["--params", "params.yaml", "--shards", "data/shards", "--vocab", "v.json"]
+    command += ["--out", "m/film.pt", "--last", "m/last.pt", "--log-dir", "r", "--curves", "c.png"]
+    training = engine(project, "stages.train_model", *command)
+    assert training.returncode == 1 and message in training.stdout, training.stdout[-3000:]
+    assert not (project / "m").exists() and not (project / "r").exists()
+
+
+def test_a_missing_vocabulary_is_refused_as_the_profile_is_read(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "project")
+    edit_params(project, "tokenize_questions", vocab="models/nowhere/vocab.json")
+    dry_run = engine(project, "snakemake", "--cores", "1", "--dry-run")
+    assert dry_run.returncode != 0
+    assert "tokenize_questions.vocab: models/nowhere/vocab.json does not exist" in dry_run.stdout

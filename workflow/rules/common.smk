@@ -1,5 +1,5 @@
 # The parameters every rule reads, and the facts the rule files share.
-from filmclevr.params import load_params
+from filmclevr.params import check_input_files, load_params
 
 if workflow.config_settings.config:
     raise ValueError(
@@ -14,6 +14,9 @@ PARAMS = (workflow.overwrite_configfiles or ["params.yaml"])[-1]
 # alone: make the config (whose values the rules' `params:` track) exactly that file, validated.
 config.clear()
 config.update(load_params(PARAMS))
+# A missing input a profile names stops every run here: with the outputs in place, Snakemake
+# would otherwise skip the job that needs it and keep the old result.
+check_input_files(config, PARAMS)
 
 # Library modules each stage runs, declared as inputs so that a code change reruns the stage
 # (dvc.yaml lists the same files as deps; tests/test_workflow.py checks that they agree).
