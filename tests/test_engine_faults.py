@@ -150,3 +150,60 @@ def test_a_missing_vocabulary_is_refused_as_the_profile_is_read(tmp_path: Path) 
     dry_run = engine(project, "snakemake", "--cores", "1", "--dry-run")
     assert dry_run.returncode != 0
     assert "tokenize_questions.vocab: models/nowhere/vocab.json does not exist" in dry_run.stdout
+
+
+# --- Case 4: a hard kill of Snakemake itself, and the documented recovery ------------------------
+def test_snakemake_unlocks_without_cores(tmp_path: Path) -> None:
+    """`snakemake --unlock`, as Snakemake's lock message says, failed: "Workflow requires a total
+    number of cores" (rules read workflow.cores when parsed)."""
+    project = make_project(tmp_path / "project")
+    unlock = engine(project, "snakemake", "--unlock")
+    assert unlock.returncode == 0, unlock.stdout[-3000:]
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert process.poll() is None, f"ended before {path} appeared: {process.stdout.read()}"
+        assert time.monotonic() < deadline, f"no {path} after {timeout_s} s"
+        time.sleep(0.2)
+
+
+def test_a_hard_kill_of_snakemake_mid_training_recovers_with_the_readme_commands(tmp_path):
+    """SIGKILL to Snakemake and its jobs at once (power loss, the OOM killer) during training,
+    then the README's two commands: the run finishes, training resumed from models/last.pt."""
+    project = make_project(tmp_path / "project")
+    edit_params(project, "train_model", max_epochs=3, checkpoint_every_steps=1)
+    env = dict(os.environ, PYTHONPATH=str(project), FILMCLEVR_LOG="WARNING")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--cores", "2", "train_model"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: the kill takes the jobs with it
+    )
+    try:
+        wait_for(project / "models/last.pt", run, timeout_s=240)
+    finally:
+        os.killpg(run.pid, 9)
+        run.communicate()
+    assert not (project / "models/film.json").exists(), "training ended before the kill"
+    assert list((project / ".snakemake/locks").iterdir()), "no lock left: the kill came too late"
+    # What Snakemake says after the kill: training's outputs are incomplete, the folder locked.
+    blocked = engine(project, "snakemake", "--cores", "2", "train_model")
+    assert blocked.returncode != 0 and "--rerun-incomplete" in blocked.stdout
+    rerun_command = ["snakemake", "--cores", "2", "--rerun-incomplete", "train_model"]
+    locked = engine(project, *rerun_command)
+    assert locked.returncode != 0 and "--unlock" in locked.stdout, locked.stdout[-3000:]
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "`snakemake --unlock`" in readme and "--rerun-incomplete" in readme
+    unlock = engine(project, "snakemake", "--unlock")
+    assert unlock.returncode == 0, unlock.stdout[-3000:]
+    rerun = engine(project, *rerun_command)
+    assert rerun.returncode == 0, rerun.stdout[-3000:]
+    history = yaml.safe_load((project / "models/film.json").read_text())["history"]
+    assert [row["epoch"] for row in history] == [1, 2, 3]

@@ -28,7 +28,7 @@ rule analyze_model:
         "logs/analyze_model.log",
     benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
         "logs/benchmarks/analyze_model.tsv"
-    threads: workflow.cores
+    threads: all_cores
     params:
         section=config["analyze_model"],
         splits=config["get_data"]["splits"],  # the first is the training split

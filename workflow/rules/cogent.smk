@@ -38,7 +38,7 @@ rule finetune_cogent:
         "logs/cogent/finetune-{split}-{questions}.log",
     benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
         "logs/benchmarks/finetune_cogent/{split}/{questions}.tsv"
-    threads: workflow.cores
+    threads: all_cores
     resources:
         gpu=config["train_model"].get("nproc_per_node", 1),
     params:
@@ -90,7 +90,7 @@ rule report_cogent:
         "logs/cogent/report-{split}.log",
     benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
         "logs/benchmarks/report_cogent/{split}.tsv"
-    threads: workflow.cores
+    threads: all_cores
     params:
         cogent=config["cogent"],
         evaluate=config["evaluate_model"]["batch_size"],

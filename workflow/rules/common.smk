@@ -30,6 +30,13 @@ COMMON = [
 ]
 
 
+# The threads of a job that uses every core the run is given (--cores). A function, read per
+# job: `threads: workflow.cores` is read when the Snakefile is parsed, so `snakemake --unlock`,
+# the step Snakemake names after a hard kill, failed without --cores.
+def all_cores(wildcards):
+    return workflow.cores
+
+
 def code(stage, *modules):
     return [f"stages/{stage}.py"] + COMMON + [LIB + m for m in modules]
 

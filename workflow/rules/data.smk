@@ -25,7 +25,7 @@ rule get_data:
         "logs/get_data.log",
     benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
         "logs/benchmarks/get_data.tsv"
-    threads: workflow.cores
+    threads: all_cores
     params:
         section=config["get_data"],
     message:
@@ -46,7 +46,7 @@ rule resize_images:
         "logs/resize_images.log",
     benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
         "logs/benchmarks/resize_images.tsv"
-    threads: workflow.cores
+    threads: all_cores
     params:
         size=config["resize_images"]["image_size"],
         splits=config["get_data"]["splits"],

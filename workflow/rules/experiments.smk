@@ -37,7 +37,7 @@ rule run_experiment:
         "logs/experiments/{name}-seed{seed}.log",
     benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
         "logs/benchmarks/run_experiment/{name}/seed{seed}.tsv"
-    threads: workflow.cores
+    threads: all_cores
     resources:
         gpu=config["train_model"].get("nproc_per_node", 1),
     params:

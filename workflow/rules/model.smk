@@ -28,7 +28,7 @@ rule train_model:
         "logs/train_model.log",
     benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
         "logs/benchmarks/train_model.tsv"
-    threads: workflow.cores
+    threads: all_cores
     resources:
         # One process per GPU: train_model.nproc_per_node > 1 starts torchrun in the stage.
         gpu=config["train_model"].get("nproc_per_node", 1),
@@ -72,7 +72,7 @@ rule evaluate_model:
         "logs/evaluate_model.log",
     benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
         "logs/benchmarks/evaluate_model.tsv"
-    threads: workflow.cores
+    threads: all_cores
     params:
         section=config["evaluate_model"],
         profile=config["profile"],
