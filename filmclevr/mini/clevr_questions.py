@@ -1184,6 +1184,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"({len(vocab)} entries): {100 * result['in_vocabulary']:.2f}%"
             )
             print(f"phrasings of the 90 CLEVR families: {100 * result['phrasings']:.2f}%")
+            sampled = phrasing_coverage(
+                texts, {phrasing_skeleton(q["question"]) for q in questions}
+            )
+            print(f"phrasings of these {len(questions)} generated questions: {100 * sampled:.2f}%")
+            # The project's own generator on the same scenes, side by side: its vocabulary,
+            # and the phrasings its questions use.
+            from filmclevr.mini.questions import sample_questions
+
+            own = sample_questions(
+                scenes, random.Random(args.seed), args.questions_per_image, "uniform"
+            )
+            own_vocab = build_vocab(own)["question_token_to_idx"]
+            own_result = measure_coverage(
+                texts, own_vocab, {phrasing_skeleton(q["question"]) for q in own}
+            )
+            print(
+                f"mini-CLEVR's own generator, {len(own)} questions on the same scenes: "
+                f"vocabulary of {len(own_vocab)} entries {100 * own_result['in_vocabulary']:.2f}%,"
+                f" phrasings {100 * own_result['phrasings']:.2f}%"
+            )
     return 0
 
 
