@@ -58,6 +58,10 @@ class _Interrupted(Exception):
     """A transfer ended before the expected number of bytes arrived (retryable)."""
 
 
+class _Stalled(_Interrupted):
+    """A transfer brought too few bytes in too long a time: cut, and retried as no progress."""
+
+
 _RETRYABLE = (urllib.error.URLError, HTTPException, ConnectionError, TimeoutError, _Interrupted)
 
 
@@ -74,6 +78,8 @@ def fetch_clevr(
     max_attempts: int = 1000,
     backoff_s: float = 2.0,
     timeout_s: float = 60.0,
+    stall_s: float = 120.0,
+    stall_bytes: int = 1 << 20,
 ) -> Path:
     """Download a CLEVR release zip (resuming), verify it, and extract it to `dest`.
 
@@ -94,13 +100,19 @@ def fetch_clevr(
             that a restart from byte 0 throws away (a server that ignores Range) do not count.
         max_attempts: requests in all before giving up, progress or not.
         backoff_s: wait before the first retry; it doubles for each further one (up to 60 s).
-        timeout_s: socket timeout of each request.
+        timeout_s: socket timeout of each request: the longest wait for any byte.
+        stall_s, stall_bytes: a request that brings fewer than `stall_bytes` bytes in
+            `stall_s` seconds (a byte every 20 s never trips `timeout_s`) is cut and retried
+            from where it stopped; it counts as an attempt without progress, so `retries`
+            such attempts in a row give up.
 
     Returns:
         `dest`.
 
     Raises:
-        ChecksumError: the archive's size or hash is wrong; it is moved aside to `.corrupt`.
+        ChecksumError: the archive's size or hash is wrong; it is moved aside to `.corrupt`,
+            and while that file is there no later call downloads again (the parameters may be
+            what is wrong: downloading 19 GB once more would fail the same way).
         UnsafeArchiveError: an entry is absolute, has a `..` part, or is a link or special file.
         ClevrFormatError: the archive is not a zip of one top folder holding images/ and
             questions/; the message says to check the parameters' url and sha256, and a
@@ -118,6 +130,8 @@ def fetch_clevr(
         raise ValueError(f"size {size} is negative")
     if retries < 0 or max_attempts < 1:
         raise ValueError(f"need retries >= 0 and max_attempts >= 1, got {retries}, {max_attempts}")
+    if stall_s <= 0 or stall_bytes < 1:
+        raise ValueError(f"need stall_s > 0 and stall_bytes >= 1, got {stall_s}, {stall_bytes}")
     if sha256 is None:
         log.warning("no SHA-256 known for %s: the archive's integrity cannot be checked", url)
     if size is None:
@@ -126,8 +140,14 @@ def fetch_clevr(
     # A killed run's extraction (up to 18 GB) would count against the free-space checks below.
     remove_stale_temporaries(dest)
     digest = None
+    aside = _aside(archive)
     if archive.exists():
         log.info("%s already present: verifying it instead of downloading", archive)
+    elif aside.exists():
+        raise ChecksumError(
+            f"{aside}: an earlier download of {url} failed verification and is kept there, so it "
+            f"is not downloaded again; {_mismatch_advice(archive)}"
+        )
     else:
         digest = _download(
             url,
@@ -140,6 +160,7 @@ def fetch_clevr(
             max_attempts=max_attempts,
             backoff_s=backoff_s,
             timeout_s=timeout_s,
+            stall=(stall_s, stall_bytes),
         )
     _verify(
         archive, size=size, sha256=sha256, digest=digest, chunk_size=chunk_size, progress=progress
@@ -243,6 +264,7 @@ def _download(
     max_attempts: int,
     backoff_s: float,
     timeout_s: float,
+    stall: tuple[float, int],
 ) -> str:
     """Download `url` to `archive` via `archive.part`, resuming it; return the SHA-256 (hex)."""
     part_path = archive.with_name(archive.name + ".part")
@@ -269,14 +291,18 @@ def _download(
                     raise _give_up(url, archive, part, why)
                 attempts += 1
                 try:
-                    total = _request(url, part, total, bar, chunk_size, timeout_s)
+                    total = _request(url, part, total, bar, chunk_size, timeout_s, stall)
                 except _RETRYABLE as e:
                     last_error = f" (the last one: {e})"
-                    failures = 0 if part.progressed() else failures + 1
+                    # A stalled attempt's few bytes are no progress: a trickle never ends.
+                    progressed = part.progressed() and not isinstance(e, _Stalled)
+                    failures = 0 if progressed else failures + 1
                     if failures > retries:
                         why = (
                             f"{failures} attempts in a row got no further than byte "
                             f"{part.kept:,}{_of(total)} ({e})"
+                            if not isinstance(e, _Stalled)
+                            else f"{failures} attempts in a row stalled ({e})"
                         )
                         raise _give_up(url, archive, part, why) from e
                     if attempts == max_attempts:
@@ -320,8 +346,11 @@ def _request(
     bar: tqdm,
     chunk_size: int,
     timeout_s: float,
+    stall: tuple[float, int],
 ) -> int | None:
-    """One HTTP request continuing `part`; return the file's total size (None if not yet known)."""
+    """One HTTP request continuing `part`; return the file's total size (None if not yet known).
+
+    Raises _Stalled when fewer than `stall[1]` bytes arrive in `stall[0]` seconds."""
     headers = {"User-Agent": _USER_AGENT}
     if part.offset:
         headers["Range"] = f"bytes={part.offset}-"
@@ -382,13 +411,26 @@ def _request(
                 bar.total = total
                 bar.refresh()
 
-        while chunk := response.read(chunk_size):
+        stall_s, stall_bytes = stall
+        window_start, window_bytes = time.monotonic(), 0
+        # read1: what one socket read brings, so a trickle is seen; read(n) waits for n bytes.
+        while chunk := response.read1(chunk_size):
             part.write(chunk)
             bar.update(len(chunk))
             if total is not None and part.offset > total:
                 raise ChecksumError(
                     f"{url}: the server sent more than the {total:,} bytes expected"
                 )
+            window_bytes += len(chunk)
+            elapsed = time.monotonic() - window_start
+            if elapsed >= stall_s:
+                if window_bytes < stall_bytes:
+                    raise _Stalled(
+                        f"only {window_bytes:,} bytes in {elapsed:.0f} s, under the "
+                        f"{stall_bytes:,} bytes per {stall_s:.0f} s a transfer must keep up; "
+                        f"{part.offset:,} bytes kept"
+                    )
+                window_start, window_bytes = time.monotonic(), 0
     if total is None:
         # Neither a size nor a Content-Length: the end of the stream is all we can go by.
         log.warning("%s: the server gave no length; taking the end of stream as complete", url)
@@ -452,23 +494,40 @@ def _verify(
     """Check the archive's size and SHA-256 (`digest` if already computed); refuse a mismatch."""
     actual_size = archive.stat().st_size
     if size is not None and actual_size != size:
-        _refuse(archive, f"has {actual_size:,} bytes, expected {size:,}")
+        _refuse(archive, f"has {actual_size:,} bytes, expected {size:,} (get_data.clevr.size)")
     if sha256 is not None:
         if digest is None:
             digest = _hash_file(archive, chunk_size=chunk_size, progress=progress, desc="sha256")
             digest = digest.hexdigest()
         if digest != sha256:
-            _refuse(archive, f"has SHA-256 {digest}, expected {sha256}")
+            _refuse(archive, f"has SHA-256 {digest}, expected {sha256} (get_data.clevr.sha256)")
     log.info("%s verified (%s)", archive, "size and SHA-256" if sha256 else "size only")
+
+
+def _aside(archive: Path) -> Path:
+    """Where an archive that failed verification is kept."""
+    return archive.with_name(archive.name + ".corrupt")
+
+
+def _mismatch_advice(archive: Path) -> str:
+    """What to check after a verified mismatch, which a new download may well repeat."""
+    aside = _aside(archive)
+    return (
+        "either the transfer was damaged or get_data.clevr.sha256 (or .size) in the parameters "
+        "file is wrong: compare them with the checksum and size published for the release. If "
+        f"the parameters are wrong, correct them and move {aside} back to {archive}: it is "
+        f"verified again, not downloaded. If the file is damaged, delete {aside} and run again "
+        "to download a fresh copy"
+    )
 
 
 def _refuse(archive: Path, problem: str) -> None:
     """Move a bad archive aside (never extract it, never verify it again) and raise."""
-    aside = archive.with_name(archive.name + ".corrupt")
+    aside = _aside(archive)
     os.replace(archive, aside)
     raise ChecksumError(
-        f"{archive} {problem}; it was NOT extracted and was moved to {aside} "
-        "(delete it, and run again to download a fresh copy)"
+        f"{archive} {problem}; it was NOT extracted and was moved to {aside}: "
+        f"{_mismatch_advice(archive)}"
     )
 
 

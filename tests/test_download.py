@@ -11,6 +11,7 @@ import re
 import shutil
 import stat
 import threading
+import time
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -115,6 +116,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = payload[start:]
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if st.trickle:
+            # One byte every `trickle` seconds: never silent long enough for a socket timeout.
+            try:
+                for byte in body:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(st.trickle)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up on it
+                pass
+            return
         if st.sends:
             # Send this many bytes of the body, then drop the connection.
             self.wfile.write(body[: st.sends.pop(0)])
@@ -132,13 +143,14 @@ def server(monkeypatch: pytest.MonkeyPatch):
     """Serve `state.payload` at `state.url`; `state.requests` records each request's headers.
 
     Failure switches: `status` (answer every request with it), `ignore_range` (answer 200 with
-    the whole file), `sends` (bytes of the body to send on each next request before closing),
-    then `cuts` (that many responses send half their body and close).
+    the whole file), `trickle` (send the body a byte every that many seconds), `sends` (bytes of
+    the body to send on each next request before closing), then `cuts` (that many responses
+    send half their body and close).
     """
     monkeypatch.setenv("no_proxy", "*")
     monkeypatch.setenv("NO_PROXY", "*")
     state = SimpleNamespace(
-        payload=RELEASE, requests=[], cuts=0, ignore_range=False, status=0, sends=[]
+        payload=RELEASE, requests=[], cuts=0, ignore_range=False, status=0, sends=[], trickle=0
     )
     handler = type("Handler", (_Handler,), {"state": state})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -493,3 +505,44 @@ def test_a_killed_extraction_is_removed_before_the_space_checks(
         ".resized.k1lled_0.tmp",
         "clevr",
     ]
+
+
+# --- Issue 26, case 8: a trickling server, a wrong checksum parameter ----------------------------
+def test_a_trickling_server_does_not_hold_the_download(server, tmp_path: Path) -> None:
+    """A byte every 50 ms (every 20 s in the issue) never trips the socket timeout: each attempt
+    is cut once it falls behind the rate the transfer must keep, and counts as no progress, so
+    the download gives up after `retries` such attempts in a row instead of never ending."""
+    server.trickle = 0.05
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match=r"3 attempts in a row stalled \(only \d+ bytes in"):
+        _fetch(server, tmp_path, retries=2, stall_s=0.3, stall_bytes=1000)
+    assert time.monotonic() - started < 10
+    assert len(server.requests) == 3
+    part = tmp_path / "downloads" / "CLEVR_v1.0.zip.part"
+    assert 0 < part.stat().st_size < len(RELEASE)  # what came is kept for a resume
+    assert server.requests[1]["Range"].startswith("bytes=")
+
+
+def test_a_wrong_checksum_parameter_is_named_and_not_downloaded_again(server, tmp_path):
+    """The right file with the wrong `get_data.clevr.sha256`: the message says the parameter may
+    be what is wrong, and the next run refuses at once instead of downloading 19 GB again."""
+    wrong = "ab" * 32
+    with pytest.raises(ChecksumError) as first:
+        _fetch(server, tmp_path, sha256=wrong)
+    archive = tmp_path / "downloads" / "CLEVR_v1.0.zip"
+    aside = archive.with_name("CLEVR_v1.0.zip.corrupt")
+    message = str(first.value)
+    assert f"expected {wrong} (get_data.clevr.sha256)" in message and RELEASE_SHA in message
+    assert "get_data.clevr.sha256 (or .size) in the parameters file is wrong" in message
+    assert f"move {aside} back to {archive}" in message
+    assert len(server.requests) == 1
+
+    with pytest.raises(ChecksumError, match="failed verification and is kept there") as second:
+        _fetch(server, tmp_path, sha256=wrong)
+    assert len(server.requests) == 1  # no second download
+    assert "get_data.clevr.sha256" in str(second.value)
+    _assert_nothing_extracted(tmp_path)
+
+    aside.rename(archive)  # as the message says, once the parameter is corrected
+    _assert_release(_fetch(server, tmp_path))
+    assert len(server.requests) == 1
