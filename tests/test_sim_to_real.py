@@ -8,6 +8,7 @@ tiny randomly initialised FiLM network: the tests check the harness, not the mod
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from PIL import Image
 
 from filmclevr import ask, clevr, resize, sim_to_real
 from filmclevr.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
-from filmclevr.mini import generate_mini_clevr
+from filmclevr.mini import generate, generate_mini_clevr
 from filmclevr.mini.generate import make_scene
 from filmclevr.model import build_model
 from filmclevr.tokenize import tokenize
@@ -377,6 +378,24 @@ def test_profile_from_params_applies_split_settings(tmp_path):
     assert profile.train == sim_to_real.SplitSettings("train", 3, 2, 2, "clevr")
     assert profile.val == sim_to_real.SplitSettings("val", 3, 3, 5, "clevr")
     assert profile.image_size == IMAGE_SIZE and profile.source == str(path)
+
+
+def test_a_profile_in_clevrs_look_and_language_is_drawn_and_asked_so(tmp_path):
+    path = tiny_params(tmp_path)
+    params = yaml.safe_load(path.read_text())
+    params["get_data"]["mini"].update(look="clevr", language="clevr")
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    profile = sim_to_real.profile_from_params(path)
+    assert (profile.look, profile.language) == ("clevr", "clevr")
+    scene = sim_to_real.split_scene(profile, profile.val, 0)
+    assert scene == generate.make_scene(
+        profile.seed, "val", 0, min_objects=3, max_objects=5, look="clevr"
+    )
+    image = sim_to_real.render_mini_clevr_image(scene, profile.look)
+    assert image.tobytes() == generate.render_image(scene, "clevr").tobytes()
+    sampler = sim_to_real.question_sampler(profile.language, random.Random(0), "uniform")
+    families = {q["question_family_index"] for q in sampler.sample(scene, 20)}
+    assert max(families) < 90 and len(families) > 5  # CLEVR's 90 families
 
 
 def test_cli_default_params_and_output_beside_the_checkpoint(tiny, tmp_path, capsys):
