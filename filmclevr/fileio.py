@@ -144,6 +144,49 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+class AlreadyRunningError(OSError):
+    """Another live process holds the lock of an output this run would write."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: str | Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_path` (made if missing) for the block, for `what` (e.g.
+    "a training writing results/train"); its pid is written into the file for the message.
+
+    The engines keep one writer per output only among their own jobs: a stage run by hand, or
+    by the other engine, writes beside it, and each one's atomic writes remove the other's
+    temporaries. The kernel drops the lock when its process dies, so a hard kill leaves no
+    stale lock; the empty file stays.
+
+    Raises:
+        AlreadyRunningError: another process holds it; the message names `what`, the process
+            and the lock file.
+    """
+    import fcntl  # POSIX only, as the rest of the pipeline
+
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise AlreadyRunningError(
+                f"{lock_path}: {what} is already running there (process {holder} holds this "
+                "lock); two at once would mix their outputs: wait for it to end, or stop it"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 @contextlib.contextmanager
 def _errors_named(path: str | Path, error: type[Exception]) -> Iterator[None]:
     """A missing, unreadable or malformed JSON file raises `error` naming it."""

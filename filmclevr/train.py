@@ -47,7 +47,7 @@ from filmclevr.distributed import (
     set_rng_state,
     set_seed,
 )
-from filmclevr.fileio import write_json_atomic
+from filmclevr.fileio import exclusive_lock, write_json_atomic
 from filmclevr.model import FiLMConfig, build_model, count_parameters
 from filmclevr.tokenize import load_vocab
 
@@ -530,7 +530,10 @@ def train(
     """
     ctx, device = init_distributed(train_config.device)
     try:
-        with determinism(device, train_config.num_threads):
+        with (
+            _sole_training(ctx, Path(last_checkpoint), Path(log_dir)),
+            determinism(device, train_config.num_threads),
+        ):
             run = _setup(
                 model_config,
                 train_config,
@@ -559,6 +562,20 @@ def train(
     finally:
         if ctx.created:
             dist.destroy_process_group()
+
+
+def _sole_training(
+    ctx: DistContext, last_checkpoint: Path, log_dir: Path
+) -> contextlib.AbstractContextManager:
+    """Rank 0's lock beside the resume point, held while it trains: a second training with the
+    same resume point (the same command, run by hand or by the other engine) would interleave
+    its checkpoints and `log_dir` with this one's."""
+    if not ctx.main:
+        return contextlib.nullcontext()
+    return exclusive_lock(
+        last_checkpoint.with_name(last_checkpoint.name + ".lock"),
+        f"a training writing {log_dir} and {last_checkpoint}",
+    )
 
 
 def _setup(

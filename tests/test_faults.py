@@ -4,8 +4,12 @@ evaluation: each now fails loudly, naming the file and the problem, and writes n
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -85,3 +89,48 @@ def test_evaluating_an_answer_outside_the_vocabulary_fails(tiny_run: Path, run_c
     message = rf"val\.json: question {question} has answer index {size}, outside the checkpoint's"
     with pytest.raises(ValueError, match=message):
         evaluate_val(tiny_run, run_copy)
+
+
+# --- Two trainings in one folder ------------------------------------------------------------------
+# A long training of the tiny model that saves its resume point every step.
+LONG_TRAINING = """
+import sys
+from pathlib import Path
+from tests.helpers import tiny_film_config, tiny_train_config, train_into
+root = Path(sys.argv[1])
+recipe = tiny_train_config(max_epochs=10_000, checkpoint_every_steps=1)
+train_into(root / "run", tiny_film_config(), recipe, root / "shards", root / "tokens/vocab.json")
+"""
+
+
+def test_a_second_training_in_the_same_folder_is_refused(tmp_path: Path) -> None:
+    """Both wrote results/train and the checkpoints, each one's atomic writes removing the
+    other's temporaries; the second now stops at once, naming the folder, and writes nothing."""
+    data = write_random_question_data(tmp_path, {"train": 12, "val": 6}, WORDS)
+    out = tmp_path / "run"
+    first = subprocess.Popen(
+        [sys.executable, "-c", LONG_TRAINING, str(tmp_path)],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "FILMCLEVR_LOG": "WARNING"},
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "last.pt").exists():
+            assert first.poll() is None and time.monotonic() < deadline, "no first training"
+            time.sleep(0.1)
+        logs_before = {p.name for p in (out / "train").rglob("*")}
+        message = rf"a training writing {out / 'train'} and {out / 'last.pt'} is already running"
+        with pytest.raises(OSError, match=message):  # AlreadyRunningError: a stage's one line
+            recipe = tiny_train_config(max_epochs=1)
+            train_into(out, tiny_film_config(), recipe, data["shards"], data["vocab"])
+        assert first.poll() is None  # the first one goes on undisturbed
+        assert not (out / "film.json").exists()
+        assert logs_before <= {p.name for p in (out / "train").rglob("*")}  # none removed
+    finally:
+        first.kill()
+        first.wait()
+    # Killed, the first one holds nothing: a training there runs (and resumes from its point).
+    recipe = tiny_train_config(max_epochs=1)
+    train_into(out, tiny_film_config(), recipe, data["shards"], data["vocab"])
+    assert (out / "film.json").exists()
