@@ -130,6 +130,17 @@ def test_the_vocabulary_of_a_train_split_is_clevrs_id_for_id(split, clevr_vocab)
         assert built[key] == clevr_vocab[key], key
 
 
+def test_a_model_of_this_language_reads_every_genuine_text(split, genuine_texts) -> None:
+    """filmclevr-ask, given the vocabulary a train split in CLEVR's language builds, encodes all
+    7,500 genuine test texts with no unknown word (it would raise UnknownWordsError)."""
+    from filmclevr import ask
+
+    vocab = build_vocab(split)["question_token_to_idx"]
+    encoded = ask.encode(genuine_texts, vocab)
+    assert len(encoded.questions) == len(genuine_texts) == 7500
+    assert not any(encoded.unknown_words)
+
+
 def test_only_the_release_phrasing_keeps_a_double_space(split) -> None:
     doubled = [q for q in split if "  " in q["question"]]
     assert doubled, "the phrasing behind CLEVR's '' token never came up"
