@@ -31,8 +31,6 @@ BASE = "raw_pixels"  # our base row: the profile's model unchanged (no override)
 PAPER_DIR = Path(__file__).resolve().parent / "paper"
 PAPER_BASE_ROW = "Best architecture (mean of 5 runs; std 0.4)"  # Table 2's reference, 97.4
 COLUMNS = ("overall", *clevr.QUESTION_TYPES)
-# Failures of a run that are its own (configuration, data, divergence), not the machine's.
-RUN_ERRORS = (ValueError, FloatingPointError)
 TABLE_FIELDS = (
     "experiment", "seeds", "runs",
     *(f"{c}_{stat}" for c in COLUMNS for stat in ("mean", "std")),
@@ -104,6 +102,8 @@ def run_experiment(
 
     A failure of the run itself (a configuration the model refuses, a diverged loss) is
     recorded as `{"status": "failed", "reason": ...}` rather than raised, so a sweep goes on.
+    Anything else (damaged shards, a missing file) is raised: it is no property of the
+    experiment, and a table row "failed" would outlive the repaired data.
     """
     from filmclevr.evaluate import evaluate
     from filmclevr.model import FiLMConfig
@@ -116,9 +116,14 @@ def run_experiment(
     try:
         model_fields, train_fields = run_configs(params, name, seed)
         result["model"] = model_fields
+        model_config = FiLMConfig.from_dict(model_fields)
+        train_config = TrainConfig.from_dict(train_fields)
+    except ValueError as e:  # the preset does not fit this profile's model
+        return _failed(out_dir, result, e)
+    try:
         summary = train(
-            FiLMConfig.from_dict(model_fields),
-            TrainConfig.from_dict(train_fields),
+            model_config,
+            train_config,
             shards_dir=shards_dir,
             vocab_path=Path(tokens_dir) / "vocab.json",
             best_checkpoint=out_dir / "film.pt",
@@ -138,21 +143,27 @@ def run_experiment(
             source=params["get_data"]["source"],
             train_split=splits[0],
         )
-    except RUN_ERRORS as e:
-        log.error("experiment %s seed %d failed: %s", name, seed, e)
-        result.update(status="failed", reason=str(e))
-    else:
-        metrics = evaluation.metrics
-        result.update(
-            status="ok",
-            accuracy={
-                c: metrics["overall"] if c == "overall" else metrics["columns"][c] for c in COLUMNS
-            },  # fmt: skip
-            epochs=summary["epochs"],
-            best_epoch=summary["best_epoch"],
-            parameters=evaluation.context["parameters"],
-            context=evaluation.context,
-        )
+    except FloatingPointError as e:  # the loss diverged
+        return _failed(out_dir, result, e)
+    metrics = evaluation.metrics
+    result.update(
+        status="ok",
+        accuracy={
+            c: metrics["overall"] if c == "overall" else metrics["columns"][c] for c in COLUMNS
+        },  # fmt: skip
+        epochs=summary["epochs"],
+        best_epoch=summary["best_epoch"],
+        parameters=evaluation.context["parameters"],
+        context=evaluation.context,
+    )
+    write_json_atomic(out_dir / "result.json", result)
+    return result
+
+
+def _failed(out_dir: Path, result: dict[str, Any], error: Exception) -> dict[str, Any]:
+    """Record a run that failed by itself in its result.json, so the sweep goes on."""
+    log.error("experiment %s seed %d failed: %s", result["name"], result["seed"], error)
+    result.update(status="failed", reason=str(error))
     write_json_atomic(out_dir / "result.json", result)
     return result
 

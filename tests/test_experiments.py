@@ -147,3 +147,31 @@ def test_a_diverged_run_is_recorded_as_failed_and_the_sweep_goes_on(
     assert written == result
     row = experiments.summarize([written], ["beta0"])[0]
     assert row["status"].startswith("failed: seed 0: training diverged")
+
+
+def test_damaged_shards_fail_the_run_instead_of_being_recorded_as_its_result(
+    tmp_path: Path,
+) -> None:
+    """A data fault is no property of the experiment: recorded as the run's "failed" result, it
+    left the stage done (exit 0) and the table row standing after the data was repaired."""
+    import tarfile
+
+    from tests.helpers import TINY_IMAGE_SIZE, TINY_MODEL_PARAMS, write_random_question_data
+
+    data = write_random_question_data(tmp_path, {"train": 12, "val": 6}, ["a", "red", "cube"])
+    shard = data["shards"] / "train" / "train-000000.tar"
+    with tarfile.open(shard) as tar:
+        third_image = tar.getmembers()[4].offset
+    shard.write_bytes(shard.read_bytes()[:third_image])  # a copy that stopped part-way
+    params = load_params(SWEEP_CPU)
+    params["model"] = dict(TINY_MODEL_PARAMS)
+    params["resize_images"]["image_size"] = TINY_IMAGE_SIZE
+    params["train_model"] = {"batch_size": 8, "num_threads": 1, "device": "cpu"}
+    params["get_data"]["splits"] = ["train", "val"]
+    out = tmp_path / "runs/beta0/seed0"
+    with pytest.raises(ValueError, match=r"train-000000\.tar: holds 2 images"):
+        experiments.run_experiment(
+            params, "beta0", 0, shards_dir=data["shards"], tokens_dir=tmp_path / "tokens",
+            out_dir=out, last_checkpoint=tmp_path / "last.pt",
+        )  # fmt: skip
+    assert not (out / "result.json").exists()
