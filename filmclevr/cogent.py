@@ -141,10 +141,14 @@ def finetune(
 
     check_transfer_split(params, split)
     cogent = params["cogent"]
-    records = read_encoded_split(Path(tokens_dir) / f"{split}.json")
-    plan = finetune_plan(
-        records, cogent["finetune_questions"], questions, cogent["train_model"]["max_epochs"]
-    )
+    tokens_path = Path(tokens_dir) / f"{split}.json"
+    records = read_encoded_split(tokens_path)
+    try:
+        plan = finetune_plan(
+            records, cogent["finetune_questions"], questions, cogent["train_model"]["max_epochs"]
+        )
+    except ValueError as e:  # sizes the split cannot hold: name the file and the parameter
+        raise ValueError(f"{tokens_path}: cogent.finetune_questions: {e}") from None
     fields = {
         **finetune_config(params, plan.epochs),
         "patience": None,

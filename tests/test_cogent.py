@@ -305,3 +305,28 @@ def test_transfer_split_must_be_cogents_b_split() -> None:
     with pytest.raises(ValueError, match="not one of get_data.splits"):
         cogent.check_transfer_split(params, "valC")
     assert clevr.cogent_condition("valB") == "B" and clevr.cogent_condition("val") is None
+
+
+@pytest.mark.parametrize(
+    ("sizes", "problem"),
+    [([24], r"the largest .* none is left"), ([30], "the split holds 24 questions, fewer than")],
+)
+def test_fine_tuning_sizes_the_split_cannot_hold_name_the_file_and_the_parameter(
+    tmp_path: Path, sizes: list[int], problem: str
+) -> None:
+    """Once "the split holds 64 questions, fewer than the 1000 asked for", naming neither."""
+    tokens = tmp_path / "tokens"
+    tokens.mkdir()
+    document = {"split": "valB", "questions": _records([3, 4, 2, 5, 3, 3, 4])}
+    (tokens / "valB.json").write_text(json.dumps(document))
+    params = {
+        "get_data": {"splits": ["trainA", "valA", "valB"]},
+        "train_model": {},
+        "cogent": {"finetune_questions": sizes, "train_model": {"max_epochs": 1}},
+    }
+    message = rf"{tokens / 'valB.json'}: cogent\.finetune_questions: {problem}"
+    with pytest.raises(ValueError, match=message):
+        cogent.finetune(
+            params, "valB", sizes[0], a_checkpoint=tmp_path / "a.pt", shards_dir=tmp_path,
+            tokens_dir=tokens, out_dir=tmp_path / "out", last_checkpoint=tmp_path / "last.pt",
+        )  # fmt: skip
