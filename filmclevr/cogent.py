@@ -422,6 +422,35 @@ def accuracy_on(
     return compute_metrics(chosen, predictions)
 
 
+def read_finetune_runs(finetune_dir: Path, split: str, sizes: Iterable[int]) -> list[dict]:
+    """Each size's result.json under `finetune_dir/<size>/`, smallest first, checked to be that
+    run: a stale or moved folder would otherwise put another size's numbers on the curve.
+
+    Raises:
+        ValueError: naming the file, when it holds another split or size, or when the runs
+            disagree on the held-out images (they were planned from other sizes).
+    """
+    runs = []
+    for size in sorted(sizes):
+        path = Path(finetune_dir) / str(size) / "result.json"
+        run = read_json(path)
+        if (run.get("split"), run.get("questions")) != (split, size):
+            raise ValueError(
+                f"{path}: the run of {run.get('questions')!r} questions of "
+                f"{run.get('split')!r}, not of {size} of {split!r} (a stale or moved run folder; "
+                "rerun finetune_cogent for it)"
+            )
+        if runs and run.get("pool_images") != runs[0].get("pool_images"):
+            raise ValueError(
+                f"{path}: held out the images after {run.get('pool_images')!r}, the "
+                f"{sorted(sizes)[0]}-question run those after {runs[0].get('pool_images')!r}: "
+                "the runs were planned from other cogent.finetune_questions; rerun "
+                "finetune_cogent for every size"
+            )
+        runs.append(run)
+    return runs
+
+
 def report(
     params: Mapping[str, Any],
     split: str,
@@ -460,10 +489,7 @@ def report(
             device,
         )
         covered[s] = rows
-    runs = [
-        read_json(Path(finetune_dir) / str(n) / "result.json")
-        for n in sorted(cogent["finetune_questions"])
-    ]
+    runs = read_finetune_runs(finetune_dir, split, cogent["finetune_questions"])
     pool = runs[-1]["pool_images"] if runs else None
     heldout = None if pool is None else {
         r["question_index"] for r in records[split] if r["image_index"] >= pool

@@ -330,3 +330,27 @@ def test_fine_tuning_sizes_the_split_cannot_hold_name_the_file_and_the_parameter
             params, "valB", sizes[0], a_checkpoint=tmp_path / "a.pt", shards_dir=tmp_path,
             tokens_dir=tokens, out_dir=tmp_path / "out", last_checkpoint=tmp_path / "last.pt",
         )  # fmt: skip
+
+
+def test_the_report_reads_each_size_s_own_fine_tuning_run(tmp_path: Path) -> None:
+    """A stale or moved folder (32's run under 16/) put 32 twice on the sample-efficiency curve
+    and 16 nowhere, with no word."""
+
+    def put(folder: str, questions: int, pool_images: int = 8, split: str = "valB") -> None:
+        (tmp_path / folder).mkdir(exist_ok=True)
+        run = {"split": split, "questions": questions, "pool_images": pool_images}
+        (tmp_path / folder / "result.json").write_text(json.dumps(run))
+
+    put("16", 16)
+    put("32", 32)
+    runs = cogent.read_finetune_runs(tmp_path, "valB", [32, 16])
+    assert [r["questions"] for r in runs] == [16, 32]
+    put("16", 32)
+    with pytest.raises(ValueError, match=r"16/result\.json: the run of 32 questions of 'valB', n"):
+        cogent.read_finetune_runs(tmp_path, "valB", [16, 32])
+    put("16", 16, split="valA")
+    with pytest.raises(ValueError, match=r"16/result\.json: the run of 16 questions of 'valA'"):
+        cogent.read_finetune_runs(tmp_path, "valB", [16, 32])
+    put("16", 16, pool_images=4)
+    with pytest.raises(ValueError, match=r"32/result\.json: held out the images after 8, the 16"):
+        cogent.read_finetune_runs(tmp_path, "valB", [16, 32])
