@@ -169,13 +169,25 @@ def _failed(out_dir: Path, result: dict[str, Any], error: Exception) -> dict[str
 
 
 def read_results(runs_dir: Path, names: list[str], seeds: list[int]) -> list[dict[str, Any]]:
-    """Every run's result.json (a missing one is reported as a run that did not finish)."""
+    """Every run's result.json (a missing one is reported as a run that did not finish).
+
+    Raises:
+        ValueError: a result.json holds another run than its folder's (a moved or copied
+            folder would put its numbers in another row), naming the file.
+    """
     results = []
     for name in names:
         for seed in seeds:
             path = Path(runs_dir) / name / f"seed{seed}" / "result.json"
             if path.is_file():
-                results.append(read_json(path))
+                result = read_json(path)
+                if (result.get("name"), result.get("seed")) != (name, seed):
+                    raise ValueError(
+                        f"{path}: the result of {result.get('name')!r} seed "
+                        f"{result.get('seed')!r}, not of {name!r} seed {seed} (a moved or "
+                        "copied run folder; remove it and rerun run_experiment)"
+                    )
+                results.append(result)
             else:
                 results.append(
                     {"name": name, "seed": seed, "status": "failed", "reason": f"{path}: missing"}

@@ -175,3 +175,12 @@ def test_damaged_shards_fail_the_run_instead_of_being_recorded_as_its_result(
             out_dir=out, last_checkpoint=tmp_path / "last.pt",
         )  # fmt: skip
     assert not (out / "result.json").exists()
+
+
+def test_a_result_in_another_run_s_folder_is_refused(tmp_path: Path) -> None:
+    """A copied folder (beta0's seed 0 as seed 1) counted one run twice in the mean and std."""
+    folder = tmp_path / "beta0/seed1"
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text('{"name": "beta0", "seed": 0, "status": "ok"}')
+    with pytest.raises(ValueError, match=r"seed1/result\.json: the result of 'beta0' seed 0, not"):
+        experiments.read_results(tmp_path, ["beta0"], [1])
