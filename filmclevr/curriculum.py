@@ -32,6 +32,7 @@ from filmclevr.checkpoint import load_checkpoint, save_checkpoint
 from filmclevr.fileio import read_json, write_json_atomic
 from filmclevr.model import FiLMConfig
 from filmclevr.params import training_split_problem
+from filmclevr.shards import load_index
 from filmclevr.train import TrainConfig, train
 
 
@@ -68,6 +69,29 @@ def phases(params: Mapping[str, Any]) -> list[Phase]:
     return plan
 
 
+def check_phase_data(plan: list[Phase], shards_dir: Path) -> None:
+    """Every phase's split is in the shards and fills one global batch, checked before phase 0
+    trains: a later phase that cannot start would stop the run after hours of the earlier ones.
+
+    Raises:
+        ValueError: naming index.json, the split and the parameter to change.
+    """
+    index_path = Path(shards_dir) / "index.json"
+    index = load_index(shards_dir)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    for k, phase in enumerate(plan):
+        key = "train_model" if k == 0 else f"curriculum[{k - 1}].train_model"
+        if phase.split not in index:
+            raise ValueError(f"{index_path}: no split {phase.split!r} for curriculum phase {k}")
+        questions = index[phase.split]["questions"]
+        if questions < phase.config.batch_size * world_size:
+            raise ValueError(
+                f"{index_path}: split {phase.split!r} (curriculum phase {k}) holds {questions} "
+                f"questions, fewer than one global batch of {phase.config.batch_size} x "
+                f"{world_size} process(es): lower {key}.batch_size"
+            )
+
+
 def train_curriculum(
     model_config: FiLMConfig,
     params: Mapping[str, Any],
@@ -85,6 +109,7 @@ def train_curriculum(
     `runs_dir/<k>-<split>/` (film.pt, last.pt: its resume point), its DVCLive logs in
     `log_dir/<k>-<split>/`. Returns each phase's summary (as `train` returns it)."""
     plan = phases(params)
+    check_phase_data(plan, shards_dir)
     val_split = params["get_data"]["splits"][1]
     summaries, starts = [], []
     previous: Path | None = None

@@ -164,3 +164,18 @@ def test_a_phase_is_trained_again_when_the_one_before_it_trained_further(
     weights = [k for k in first if "running_" not in k and "num_batches" not in k]
     assert all(torch.allclose(second[k], first[k], atol=1e-6) for k in weights)
     assert not all(torch.allclose(second[k], old_second[k], atol=1e-6) for k in weights)
+
+
+def test_a_phase_its_split_cannot_feed_stops_the_run_before_phase_0(
+    data: dict[str, Path], tmp_path: Path
+) -> None:
+    """It stopped after the main training (hours on CLEVR), naming neither phase nor key."""
+    params = copy.deepcopy(PARAMS)
+    params["curriculum"][0]["train_model"]["batch_size"] = 65  # "two" holds 64 questions
+    message = (
+        r"index\.json: split 'two' \(curriculum phase 1\) holds 64 questions, fewer than one "
+        r"global batch of 65 x 1 process\(es\): lower curriculum\[0\]\.train_model\.batch_size"
+    )
+    with pytest.raises(ValueError, match=message):
+        run(data, tmp_path, params)
+    assert not (tmp_path / "curriculum").exists() and not (tmp_path / "train").exists()
