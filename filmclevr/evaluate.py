@@ -494,7 +494,10 @@ def evaluate(
     check_answers(records, len(answer_vocab), records_path)
     predictions = predict(model, loader(split), torch_device)
     check_predicted_questions(records, predictions, records_path, shards_dir)
-    metrics = compute_metrics(records, predictions)
+    try:
+        metrics = compute_metrics(records, predictions)
+    except ValueError as e:  # a record without its answer, function or type: name its file
+        raise ValueError(f"{records_path}: {e}; rerun tokenize_questions") from None
     # Streamed: CLEVR's 700,000 training questions are counted, never held.
     prior = question_type_prior(iter_encoded_split(tokens_dir / f"{train_split}.json"), records)
     counts = report["splits"]

@@ -111,11 +111,12 @@ def _split_role_errors(params: dict[str, Any]) -> list[str]:
         split = params[key]["split"]
         if split not in splits:
             errors.append(f"  {key}.split: {split!r} is not one of get_data.splits {splits}")
-    if clevr.is_test_split(params["analyze_model"]["split"]):
-        errors.append(
-            f"  analyze_model.split: {params['analyze_model']['split']!r} is a test split; the "
-            "analysis needs answers (the validation split)"
-        )
+    for key in ("evaluate_model", "analyze_model"):  # test answers are predicted, not scored
+        if clevr.is_test_split(params[key]["split"]):
+            errors.append(
+                f"  {key}.split: {params[key]['split']!r} is a test split, which has no answers "
+                "to score (the validation split has)"
+            )
     for i, phase in enumerate(params.get("curriculum") or []):
         if problem := training_split_problem(splits, phase["split"]):
             errors.append(f"  curriculum[{i}].split: {problem}")

@@ -91,6 +91,19 @@ def test_evaluating_an_answer_outside_the_vocabulary_fails(tiny_run: Path, run_c
         evaluate_val(tiny_run, run_copy)
 
 
+def test_evaluating_a_question_without_its_answer_names_the_tokens_file(
+    tiny_run: Path, run_copy: Path
+) -> None:
+    """It said only "question 3 has no answer (a test split?)"."""
+    path = run_copy / "tokens" / "val.json"
+    document = json.loads(path.read_text())
+    document["questions"][3]["answer"] = None
+    path.write_text(json.dumps(document))
+    question = document["questions"][3]["question_index"]
+    with pytest.raises(ValueError, match=rf"val\.json: question {question} has no answer"):
+        evaluate_val(tiny_run, run_copy)
+
+
 # --- Two trainings in one folder ------------------------------------------------------------------
 # A long training of the tiny model that saves its resume point every step.
 LONG_TRAINING = """

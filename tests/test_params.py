@@ -191,6 +191,7 @@ def set_key(params: dict, dotted: str, value) -> None:
         ({"cogent.transfer": ["val"]}, r"cogent\.transfer: 'val' is not CoGenT's answered B"),
         ({"evaluate_model.split": "valB"}, r"evaluate_model\.split: 'valB' is not one of get_da"),
         ({"analyze_model.split": "test"}, r"analyze_model\.split: 'test' is a test split"),
+        ({"evaluate_model.split": "test"}, r"evaluate_model\.split: 'test' is a test split"),
     ],
 )
 def test_every_section_is_checked_when_the_file_is_loaded(
