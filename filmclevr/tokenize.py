@@ -180,20 +180,28 @@ def load_vocab(path: Path) -> dict[str, dict[str, int]]:
     Raises:
         ValueError: the file is missing, not JSON, or not a valid vocabulary (names the file).
     """
-    vocab = fileio.read_json(path)
+    return check_vocab(fileio.read_json(path), path)
+
+
+def check_vocab(vocab: Any, source: str | Path) -> dict[str, dict[str, int]]:
+    """The three vocabularies of `vocab` (other keys dropped), validated as `load_vocab` does.
+
+    Raises:
+        ValueError: not a valid vocabulary; the message starts with `source`.
+    """
     if not isinstance(vocab, dict):
-        raise ValueError(f"{path}: expected a JSON object with keys {', '.join(VOCAB_KEYS)}")
+        raise ValueError(f"{source}: expected a JSON object with keys {', '.join(VOCAB_KEYS)}")
     for key in VOCAB_KEYS:
         table = vocab.get(key)
         if not isinstance(table, dict) or not all(isinstance(i, int) for i in table.values()):
-            raise ValueError(f"{path}: {key!r} missing or not a token -> index object")
+            raise ValueError(f"{source}: {key!r} missing or not a token -> index object")
         for token, index in SPECIAL_TOKENS.items():
             if table.get(token) != index:
                 raise ValueError(
-                    f"{path}: {key!r} has {token} at {table.get(token)}, expected {index}"
+                    f"{source}: {key!r} has {token} at {table.get(token)}, expected {index}"
                 )
         if sorted(table.values()) != list(range(len(table))):
-            raise ValueError(f"{path}: {key!r} indices are not 0..{len(table) - 1}, each once")
+            raise ValueError(f"{source}: {key!r} indices are not 0..{len(table) - 1}, each once")
     return {key: vocab[key] for key in VOCAB_KEYS}
 
 
