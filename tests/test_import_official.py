@@ -8,7 +8,6 @@ legacy, non-zip serialization).
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from pathlib import Path
@@ -220,7 +219,7 @@ def test_objects_are_never_unpickled(tmp_path, capsys):
     assert "holds an object of type posix.mkdir besides tensors and plain data" in output
     assert "weights_only=False" in output  # what the user can do with a file they trust
 
-    checkpoint = copy.copy(official_checkpoint())
+    checkpoint = official_checkpoint()
     checkpoint["best_val_acc"] = np.float64(0.5)  # numpy scalars are objects too
     status, output = convert(tmp_path, checkpoint, capsys)
     assert status == 1 and "holds an object of type numpy" in output
