@@ -123,9 +123,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary folder beside `path`; it replaces `path` if the block succeeds.
-    Temporaries of `path` left by killed runs are removed first."""
+    Temporaries of `path` left by killed runs are removed first.
+
+    The whole write holds a lock beside `path` (`.NAME.lock`, removed at the end), so a second
+    run writing the same folder at once (the other engine, or a stage started by hand) fails
+    with `AlreadyRunningError` instead of removing this run's temporary as a stale one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(f".{path.name}.lock")
+    with exclusive_lock(lock, f"a run writing {path}", remove=True), _swap_in(path) as tmp:
+        yield tmp
+
+
+@contextlib.contextmanager
+def _swap_in(path: Path) -> Iterator[Path]:
+    """`atomic_dir`'s work, under its lock."""
     remove_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
@@ -149,7 +162,7 @@ class AlreadyRunningError(OSError):
 
 
 @contextlib.contextmanager
-def exclusive_lock(lock_path: str | Path, what: str) -> Iterator[None]:
+def exclusive_lock(lock_path: str | Path, what: str, remove: bool = False) -> Iterator[None]:
     """Hold an exclusive lock on `lock_path` (made if missing) for the block, for `what` (e.g.
     "a training writing results/train"); its pid is written into the file for the message.
 
@@ -157,6 +170,9 @@ def exclusive_lock(lock_path: str | Path, what: str) -> Iterator[None]:
     by the other engine, writes beside it, and each one's atomic writes remove the other's
     temporaries. The kernel drops the lock when its process dies, so a hard kill leaves no
     stale lock; the empty file stays.
+
+    With `remove`, the lock file is removed before the lock is released, so nothing stays
+    beside the output (a run that opens it after that makes a new one, and the writer is done).
 
     Raises:
         AlreadyRunningError: another process holds it; the message names `what`, the process
@@ -184,6 +200,8 @@ def exclusive_lock(lock_path: str | Path, what: str) -> Iterator[None]:
             yield
         finally:
             f.truncate(0)
+            if remove:
+                lock_path.unlink(missing_ok=True)
             fcntl.flock(f, fcntl.LOCK_UN)
 
 

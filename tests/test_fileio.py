@@ -138,8 +138,10 @@ def test_the_temporary_folder_of_a_killed_writer_is_removed_by_the_next(tmp_path
     writer.kill()  # SIGKILL: no finally block runs
     writer.wait()
     writer.stdout.close()
-    (stale,) = tmp_path.iterdir()
+    (stale,) = (p for p in tmp_path.iterdir() if p.suffix == ".tmp")
     assert stale.name.startswith(".resized.") and (stale / "part.png").exists()
+    # The killed run's lock file stays, empty and unlocked: the kernel dropped its lock.
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([stale.name, ".resized.lock"])
     with fileio.atomic_dir(out) as tmp:
         (tmp / "new.png").write_text("1")
     assert [p.name for p in tmp_path.iterdir()] == ["resized"]
@@ -190,3 +192,18 @@ def test_a_swap_cut_short_keeps_the_last_good_output(tmp_path: Path) -> None:
     fileio.remove_stale_temporaries(out)
     assert [p.name for p in tmp_path.iterdir()] == ["tokens"]
     assert (out / "vocab.json").read_text() == "old"
+
+
+def test_a_second_writer_of_the_same_folder_at_once_is_refused(tmp_path):
+    """Two runs writing one folder (the other engine, or a stage started by hand) would remove
+    each other's temporaries as stale: the second fails, naming the folder, and the first's
+    output arrives whole, with nothing left beside it."""
+    out = tmp_path / "clevr"
+    with fileio.atomic_dir(out) as first:
+        (first / "a.json").write_text("{}")
+        with pytest.raises(fileio.AlreadyRunningError, match=str(out)):
+            with fileio.atomic_dir(out):
+                pass
+        assert first.is_dir()  # the second run did not take it for a killed run's leftover
+    assert [p.name for p in out.iterdir()] == ["a.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["clevr"]  # the lock is gone too
