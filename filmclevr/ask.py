@@ -330,7 +330,8 @@ def format_answers(results: Sequence[Answer], maps: Sequence[Path] = ()) -> str:
 
 
 # --- Command line --------------------------------------------------------------------------------
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
     try:
         value = int(text)
     except ValueError:
@@ -356,7 +357,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--top",
-        type=_positive,
+        type=positive_int,
         default=DEFAULT_TOP,
         help=f"how many of the most probable answers to list (default {DEFAULT_TOP})",
     )

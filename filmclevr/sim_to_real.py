@@ -766,16 +766,6 @@ def summary(report: Mapping[str, Any]) -> str:
 
 
 # --- Command line ---------------------------------------------------------------------------------
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="filmclevr-sim-to-real",
@@ -798,7 +788,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output folder (default: the checkpoint's folder)")
     p.add_argument(
         "--questions-per-image",
-        type=_positive,
+        type=ask.positive_int,
         default=DEFAULT_QUESTIONS_PER_IMAGE,
         help=f"questions asked about each image (default {DEFAULT_QUESTIONS_PER_IMAGE})",
     )
@@ -816,12 +806,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--prior-train-images",
-        type=_positive,
+        type=ask.positive_int,
         default=DEFAULT_PRIOR_TRAIN_IMAGES,
         help="training images whose questions the prior counts "
         f"(default {DEFAULT_PRIOR_TRAIN_IMAGES})",
     )
-    p.add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE)
+    p.add_argument("--batch-size", type=ask.positive_int, default=DEFAULT_BATCH_SIZE)
     p.add_argument(
         "--device", default="cpu", help='torch device: "cpu" (default), "cuda", "cuda:N", "auto"'
     )

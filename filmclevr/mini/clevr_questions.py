@@ -59,6 +59,7 @@ from filmclevr.mini.questions import (
     baseline_keys,
     prior_accuracy,
     question_type_weights,
+    release_question,
 )
 from filmclevr.tokenize import tokenize
 
@@ -912,9 +913,6 @@ class ClevrQuestionSampler:
             self._reset_counts()
         self.images_seen += 1
         index = _SceneIndex(scene)
-        split = scene.get("split", "")
-        image_index = int(scene["image_index"])
-        filename = scene.get("image_filename") or clevr.image_filename(split, image_index)
         questions: list[dict[str, Any]] = []
         texts: set[str] = set()
         asked: set[int] = set()
@@ -943,16 +941,9 @@ class ClevrQuestionSampler:
                 self.answer_counts[family.index][answer] += 1
                 self.family_counts[family.index] += 1
                 questions.append(
-                    {
-                        "image_index": image_index,
-                        "image_filename": filename,
-                        "split": split,
-                        "question": text,
-                        "answer": answer,
-                        "question_family_index": family.index,
-                        "question_index": self.next_question_index,
-                        "program": program,
-                    }
+                    release_question(
+                        scene, text, answer, family.index, self.next_question_index, program
+                    )
                 )
                 self.next_question_index += 1
                 accepted += 1

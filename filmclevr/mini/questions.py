@@ -675,6 +675,29 @@ def question_type_weights(question_mix: QuestionMix) -> dict[str, float] | None:
     return {t: w / total for t, w in weights.items() if w > 0}
 
 
+def release_question(
+    scene: dict[str, Any],
+    text: str,
+    answer: str,
+    family: int,
+    question_index: int,
+    program: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """A question about `scene` in the release's format (SPEC §1), keys in the release's order."""
+    split = scene.get("split", "")
+    index = int(scene["image_index"])
+    return {
+        "image_index": index,
+        "image_filename": scene.get("image_filename") or clevr.image_filename(split, index),
+        "split": split,
+        "question": text,
+        "answer": answer,
+        "question_family_index": family,
+        "question_index": question_index,
+        "program": program,
+    }
+
+
 class QuestionSampler:
     """Samples well-posed questions for scenes, balancing answers per family over a split.
 
@@ -758,9 +781,6 @@ class QuestionSampler:
         `answer`, `question_family_index`, `question_index`, `program`), texts distinct.
         """
         view = _View(scene)
-        split = scene.get("split", "")
-        index = int(scene["image_index"])
-        filename = scene.get("image_filename") or clevr.image_filename(split, index)
         questions: list[dict[str, Any]] = []
         texts: set[str] = set()
         wanted: str | None = None  # with a CLEVR mix: the type of the question being sought
@@ -785,16 +805,9 @@ class QuestionSampler:
             counts = self.answer_counts[family.index]
             counts[answer] = counts.get(answer, 0) + 1
             questions.append(
-                {
-                    "image_index": index,
-                    "image_filename": filename,
-                    "split": split,
-                    "question": text,
-                    "answer": answer,
-                    "question_family_index": family.index,
-                    "question_index": self.next_question_index,
-                    "program": program,
-                }
+                release_question(
+                    scene, text, answer, family.index, self.next_question_index, program
+                )
             )
             self.next_question_index += 1
         return questions
