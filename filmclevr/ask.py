@@ -30,7 +30,7 @@ import dataclasses
 import difflib
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -412,15 +412,21 @@ def _ask(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The command line (module docstring); returns the exit status."""
-    args = _parser().parse_args(argv)
+def exit_status(run: Callable[[], int]) -> int:
+    """`run()`'s exit status; bad input (OSError, ValueError) is one line on stderr, no
+    traceback, and status 1."""
     try:
-        return _ask(args)
-    except (OSError, ValueError) as e:  # bad input: one line, no traceback
+        return run()
+    except (OSError, ValueError) as e:
         message = " ".join(str(e).split("\n")) or type(e).__name__
         print(f"error: {message}", file=sys.stderr)
         return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line (module docstring); returns the exit status."""
+    args = _parser().parse_args(argv)
+    return exit_status(lambda: _ask(args))
 
 
 if __name__ == "__main__":

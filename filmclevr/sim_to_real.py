@@ -851,12 +851,7 @@ def main(argv: list[str] | None = None) -> int:
     """The command line (module docstring); returns the exit status."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return _run(args)
-    except (OSError, ValueError) as e:  # bad input: one line, no traceback
-        message = " ".join(str(e).split("\n")) or type(e).__name__
-        print(f"error: {message}", file=sys.stderr)
-        return 1
+    return ask.exit_status(lambda: _run(args))
 
 
 if __name__ == "__main__":

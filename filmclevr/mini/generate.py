@@ -30,7 +30,6 @@ from filmclevr.mini.questions import (
     baseline_keys,
     prior_accuracy,
     question_type_weights,
-    sample_questions,
 )
 
 log = logging.getLogger(__name__)
@@ -172,9 +171,6 @@ def make_questions(
     language: str = "mini",
 ) -> list[dict[str, Any]]:
     """The questions of one split, in scene order, balanced over the split."""
-    if language == "mini":
-        rng = _questions_rng(seed, split)
-        return sample_questions(scenes, rng, questions_per_image, question_mix)
     sampler = question_sampler(_questions_rng(seed, split), question_mix, language)
     return [q for scene in scenes for q in sampler.sample(scene, questions_per_image)]
 

@@ -115,19 +115,7 @@ class Camera:
         (`cache_rays` False) computes just the box instead of the whole grid."""
         if self.cache_rays:
             return self.ray_directions(scale)[y0:y1, x0:x1]
-        kept = self.__dict__.get("_window", {}).get(scale)
-        if kept is not None:
-            (ky0, ky1, kx0, kx1), rays = kept
-            if ky0 <= y0 and y1 <= ky1 and kx0 <= x0 and x1 <= kx1:
-                return rays[y0 - ky0 : y1 - ky0, x0 - kx0 : x1 - kx0]
         return self._rays_in(scale, y0, y1, x0, x1)
-
-    def keep_rays(self, scale: int, y0: int, y1: int, x0: int, x1: int) -> None:
-        """Compute the rays of one box once; later boxes inside it are sliced from it."""
-        self.__dict__.setdefault("_window", {})[scale] = (
-            (y0, y1, x0, x1),
-            self._rays_in(scale, y0, y1, x0, x1),
-        )
 
     def _rays_in(self, scale: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         xs = (np.arange(x0, x1) + 0.5) / scale - IMAGE_WIDTH / 2
