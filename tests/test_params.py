@@ -4,6 +4,8 @@ file and the keys."""
 from __future__ import annotations
 
 import copy
+import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,9 +29,67 @@ def write(tmp_path: Path, params: dict) -> Path:
     return path
 
 
+# Every shipped profile's resolved values, recorded from the complete files before the profiles
+# were rewritten as differences from the demo. A change to the demo reaches every profile based
+# on it; this record makes each such change visible in review (its diff names the profiles).
+RESOLVED_PROFILES = ROOT / "tests/data/resolved_profiles.json"
+
+
+def shipped_profiles() -> list[str]:
+    """The demo (params.yaml) and every profile in config/, relative to the project folder."""
+    return ["params.yaml", *sorted(f"config/{p.name}" for p in (ROOT / "config").glob("*.yaml"))]
+
+
+def resolved_profiles() -> dict[str, dict]:
+    return {name: load_params(ROOT / name) for name in shipped_profiles()}
+
+
+def differences(recorded, resolved, path: str = "") -> list[str]:
+    """Each dotted key whose value (or type: 6 is not 6.0) differs, with both values."""
+    if isinstance(recorded, dict) and isinstance(resolved, dict):
+        return [
+            line
+            for key in sorted(recorded.keys() | resolved.keys())
+            for line in differences(
+                recorded.get(key, "<absent>"), resolved.get(key, "<absent>"), f"{path}.{key}"
+            )
+        ]
+    if json.dumps(recorded, sort_keys=True) != json.dumps(resolved, sort_keys=True):
+        return [f"{path.lstrip('.')}: recorded {recorded!r}, resolved {resolved!r}"]
+    return []
+
+
 def test_shipped_profiles_are_consistent() -> None:
-    for name in ("params.yaml", *(ROOT / "config").glob("*.yaml")):
+    for name in shipped_profiles():
         load_params(ROOT / name)  # raises on any inconsistency
+
+
+def test_every_profile_resolves_to_its_recorded_values() -> None:
+    """Every shipped profile, resolved, has exactly the values (and types) recorded for it.
+
+    If a change is meant (a new profile, a new value in a profile or in the demo, which every
+    profile based on it inherits), rewrite the record and review its diff:
+    `python -m tests.test_params --write-resolved-profiles`."""
+    recorded = json.loads(RESOLVED_PROFILES.read_text(encoding="utf-8"))
+    resolved = resolved_profiles()
+    assert sorted(resolved) == sorted(recorded), "profiles added or removed: rewrite the record"
+    changed = {name: differences(recorded[name], resolved[name]) for name in resolved}
+    changed = {name: lines for name, lines in changed.items() if lines}
+    assert not changed, "\n".join(
+        f"{name}:\n  " + "\n  ".join(lines) for name, lines in changed.items()
+    )
+
+
+def test_differences_name_each_changed_key_and_type() -> None:
+    recorded = {"a": {"b": 6, "c": [1, 2]}, "d": None}
+    assert differences(recorded, copy.deepcopy(recorded)) == []
+    resolved = {"a": {"b": 6.0, "c": [1]}, "e": 1}
+    assert differences(recorded, resolved) == [
+        "a.b: recorded 6, resolved 6.0",
+        "a.c: recorded [1, 2], resolved [1]",
+        "d: recorded None, resolved '<absent>'",
+        "e: recorded '<absent>', resolved 1",
+    ]
 
 
 def test_the_model_input_size_is_stated_once(tmp_path: Path, good: dict) -> None:
@@ -230,3 +290,9 @@ def test_experiment_names_are_plain_words(good: dict, name: str) -> None:
     params["experiments"]["names"] = ["beta0", name]
     with pytest.raises(ParamsError, match=r"experiments\.names\.1: .* does not match"):
         validate_params(params, "p.yaml")
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--write-resolved-profiles"]:
+    RESOLVED_PROFILES.write_text(
+        json.dumps(resolved_profiles(), indent=1, sort_keys=True) + "\n", encoding="utf-8"
+    )
