@@ -10,10 +10,12 @@ relative to the repository root. Three kinds:
   Options after the key: `x100` (multiply, a fraction as a percentage) and a Python format
   spec (`.1f`, `,`), in that order. Without a spec an integer is written as in the file, a
   float as in the file rounded to 2 decimals (68.3 stays 68.3), a string as it is, a list or
-  object as compact JSON. A CSV cell:
+  object as compact JSON. `duration` instead writes seconds as "6 min 35 s" ("1 h 12 min").
+  A CSV (or tab-separated .tsv) cell:
   `<!-- value FILE.csv row=NAME col=COLUMN [x100] [SPEC] -->`, the row whose first column is
-  NAME (`row=COLUMN=NAME` matches another column), COLUMN matched without regard to case;
-  a name with spaces in quotes (`row="CNN+GRU+FiLM (raw pixels)"`).
+  NAME (`row=COLUMN=NAME` matches another column; no `row=` in a file of one row, as
+  Snakemake's benchmark files), COLUMN matched without regard to case; a name with spaces in
+  quotes (`row="CNN+GRU+FiLM (raw pixels)"`).
 - A whole file, verbatim: `<!-- include results/reference/demo/table.md -->` ...
   `<!-- /include -->`.
 - An accuracy table, one row per result with its label (a label with spaces in quotes):
@@ -146,7 +148,7 @@ def _read_json(path: Path, where: str) -> Any:
 def _read_csv(path: Path, where: str) -> list[dict[str, str]]:
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
+            rows = list(csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ","))
     except FileNotFoundError:
         raise DocsNumbersError(f"{where}: {path.name}: file not found ({path})") from None
     except (OSError, UnicodeDecodeError, csv.Error) as e:
@@ -218,9 +220,23 @@ def csv_row(rows: list[dict[str, str]], selector: str, where: str, source: str) 
     return found[0]
 
 
+def duration(seconds: float) -> str:
+    """Seconds as a reader says them: "51 s", "6 min 35 s", "1 h 12 min"."""
+    total = round(seconds)
+    hours, minutes, secs = total // 3600, total % 3600 // 60, total % 60
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
 def format_value(value: Any, options: Sequence[str], where: str) -> str:
-    """`value` written with the marker's options: `x100`, then a format spec."""
+    """`value` written with the marker's options: `x100` and then a format spec, or
+    `duration` (seconds as "6 min 35 s")."""
     options = list(options)
+    if options == ["duration"]:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise DocsNumbersError(f"{where}: duration needs a number of seconds, got {value!r}")
+        return duration(value)
     if options and options[0] == "x100":
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise DocsNumbersError(f"{where}: x100 needs a number, got {value!r}")
@@ -260,15 +276,21 @@ def render_value(args: str, root: Path, where: str) -> str:
         )
     source, rest = parts[0], parts[1:]
     path = root / source
-    if source.endswith(".csv"):
-        if len(rest) < 2 or not rest[0].startswith("row=") or not rest[1].startswith("col="):
+    if source.endswith((".csv", ".tsv")):
+        selector = rest.pop(0)[4:] if rest[0].startswith("row=") else None
+        if not rest or not rest[0].startswith("col="):
             raise DocsNumbersError(
-                f"{where}: a CSV value is `{source} row=NAME col=COLUMN`, got {args!r}"
+                f"{where}: a CSV value is `{source} [row=NAME] col=COLUMN`, got {args!r}"
             )
         rows = _read_csv(path, where)
-        row = csv_row(rows, rest[0][4:], where, source)
-        value = _number(row[_column(row, rest[1][4:], where, source)])
-        return format_value(value, rest[2:], where)
+        if selector is not None:
+            row = csv_row(rows, selector, where, source)
+        elif len(rows) == 1:
+            row = rows[0]
+        else:
+            raise DocsNumbersError(f"{where}: {source} has {len(rows)} rows: name one, row=NAME")
+        value = _number(row[_column(row, rest[0][4:], where, source)])
+        return format_value(value, rest[1:], where)
     value = json_key(_read_json(path, where), rest[0], where, source)
     return format_value(value, rest[1:], where)
 

@@ -47,6 +47,7 @@ def root(tmp_path: Path) -> Path:
         "Human,92.6,86.7,96.6,86.5,95.0,96.0,10\n"
         '"CNN+GRU+FiLM (raw pixels)",97.6,94.3,99.3,93.4,99.3,99.3,15000\n'
     )
+    (run / "train_model.tsv").write_text("s\th:m:s\tmax_rss\n395.14\t0:06:35\t935.10\n")
     return tmp_path
 
 
@@ -97,6 +98,16 @@ def test_value_csv_cell_by_first_column_or_a_named_one(root):
 def test_the_markers_own_text_stays_and_the_rest_of_the_page_is_untouched(root):
     text = "# T\n\nx <!-- value results/run/metrics.json overall -->1<!-- /value --> y\n\nend\n"
     assert filled(text, root) == text.replace(">1<", ">51.36<")
+
+
+def test_value_tsv_of_one_row_needs_no_row_and_duration_reads_seconds(root):
+    assert value("results/run/train_model.tsv col=h:m:s", root) == "0:06:35"
+    assert value("results/run/train_model.tsv col=max_rss .0f", root) == "935"
+    assert value("results/run/train_model.tsv col=s duration", root) == "6 min 35 s"
+    assert docs_numbers.duration(51.1) == "51 s"
+    assert docs_numbers.duration(4331) == "1 h 12 min"
+    with pytest.raises(DocsNumbersError, match=r"page\.md:1: .*2 rows: name one"):
+        value("paper.csv col=overall", root)
 
 
 # --- includes and tables --------------------------------------------------------------------
@@ -172,6 +183,10 @@ def test_markers_in_code_are_examples_and_are_left_alone(root):
         ("<!-- value paper.csv row=Human col=speed -->x<!-- /value -->", r"no column 'speed'"),
         ("<!-- value results/run/metrics.json -->x<!-- /value -->", r"page\.md:1: expected"),
         ("<!-- value results/run/metrics.json context.commit x100 -->x<!-- /value -->", "x100"),
+        (
+            "<!-- value results/run/metrics.json context.commit duration -->x<!-- /value -->",
+            "secon",
+        ),
         ("<!-- include results/run/none.md -->\n<!-- /include -->", r"page\.md:1: .*not found"),
         ("<!-- table accuracy demo=results/none -->\n<!-- /table -->", r"page\.md:1: .*not found"),
         ("<!-- table accuracy results/run -->\n<!-- /table -->", r"not LABEL=RESULT"),
