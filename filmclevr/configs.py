@@ -200,8 +200,9 @@ class TrainConfig:
     learning_rate: float = 3e-4  # SPEC §4: Adam, constant (no schedule); a schedule's peak
     # "constant" (SPEC §4), "cosine" (cosine decay from the peak to 0 at the end of
     # `max_epochs`) or "linear" (a straight line from the peak to 0 there), each after
-    # `warmup_epochs` of linear warmup (0: none, the paper's). A faster start on a CPU
-    # budget (README, "Faster early learning"); off by default.
+    # `warmup_epochs` of linear warmup (0: none, the paper's). A higher peak annealed to 0
+    # learned more from the demo's small budget of questions than the paper's constant rate;
+    # off by default, so the default is the paper's recipe.
     lr_schedule: str = "constant"
     warmup_epochs: float = 0.0
     # Which weights the optimizer changes: "all" (the paper's training), or "film_generator",
@@ -209,8 +210,9 @@ class TrainConfig:
     # CLEVR-Humans; the visual pipeline then stays exactly as it was, BatchNorm statistics too.
     trainable: str = "all"
     # Start from this checkpoint's weights instead of the paper's Kaiming init: fine-tuning,
-    # or the next step of a curriculum (README, "A curriculum"). Same model configuration and
-    # vocabulary; a path relative to the working directory. None: train from scratch.
+    # or the next step of a curriculum (a skill learned on one split, carried into the next).
+    # Same model configuration and vocabulary; a path relative to the working directory.
+    # None: train from scratch.
     init_checkpoint: str | None = None
     weight_decay: float = 1e-5  # SPEC §4: Adam's plain L2 on every parameter (not AdamW)
     max_epochs: int = 80  # SPEC §4: the official run stops at 80 epochs
