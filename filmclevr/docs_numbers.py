@@ -5,7 +5,7 @@ A page marks each generated number with HTML comments (invisible once rendered);
 between an opening comment and its closing one is what this module writes there. Paths are
 relative to the repository root. Three kinds:
 
-- A value from a JSON file, at a dotted key (list indices allowed, negative too):
+- A value from a JSON (or YAML) file, at a dotted key (list indices allowed, negative too):
   `<!-- value results/reference/demo/metrics.json overall -->51.36<!-- /value -->`.
   Options after the key: `x100` (multiply, a fraction as a percentage) and a Python format
   spec (`.1f`, `,`), in that order. Without a spec an integer is written as in the file, a
@@ -46,6 +46,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from filmclevr import clevr
 from filmclevr.fileio import write_text_atomic
@@ -137,12 +139,14 @@ def find_markers(text: str, page: str) -> list[Marker]:
 
 
 def _read_json(path: Path, where: str) -> Any:
+    """A JSON file, or a YAML one (`.yaml`, `.yml`: a profile's values)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        return yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
     except FileNotFoundError:
         raise DocsNumbersError(f"{where}: {path.name}: file not found ({path})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DocsNumbersError(f"{where}: {path}: not readable JSON ({e})") from None
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
+        raise DocsNumbersError(f"{where}: {path}: not readable ({e})") from None
 
 
 def _read_csv(path: Path, where: str) -> list[dict[str, str]]:

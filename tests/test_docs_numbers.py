@@ -47,6 +47,7 @@ def root(tmp_path: Path) -> Path:
         "Human,92.6,86.7,96.6,86.5,95.0,96.0,10\n"
         '"CNN+GRU+FiLM (raw pixels)",97.6,94.3,99.3,93.4,99.3,99.3,15000\n'
     )
+    (tmp_path / "params.yaml").write_text("regression:\n  tolerance:\n    overall: 2.5\n")
     (run / "train_model.tsv").write_text("s\th:m:s\tmax_rss\n395.14\t0:06:35\t935.10\n")
     return tmp_path
 
@@ -73,6 +74,11 @@ def test_value_default_formats_round_floats_to_two_decimals_and_keep_the_rest(ro
     assert value("results/run/metrics.json context.machine.processor", root) == "AMD EPYC"
     assert value("results/run/metrics.json tolerance", root) == '{"overall": 2.5}'
     assert value("results/run/metrics.json flag", root) == "true"
+
+
+def test_value_from_a_yaml_file(root):
+    assert value("params.yaml regression.tolerance.overall", root) == "2.5"
+    assert value("params.yaml regression.tolerance", root) == '{"overall": 2.5}'
 
 
 def test_value_list_indices_negative_too(root):
