@@ -432,11 +432,14 @@ def _well_separated(obj: dict[str, Any], placed: list[dict[str, Any]], axes: np.
     """CLEVR's test: a gap of MIN_GAP between discs and >= MARGIN apart along every direction."""
     x, y, _ = obj["3d_coords"]
     r = clevr.SIZES[obj["size"]]
+    # Plain floats: this runs for every pair of every placement try, where numpy's per-call
+    # overhead was most of the scene sampler's time.
+    (a, b), (c, d) = axes.tolist()
     for other in placed:
         dx, dy = x - other["3d_coords"][0], y - other["3d_coords"][1]
         if math.hypot(dx, dy) - r - clevr.SIZES[other["size"]] < MIN_GAP:
             return False
-        if np.any(np.abs(axes @ (dx, dy)) < MARGIN):
+        if abs(a * dx + b * dy) < MARGIN or abs(c * dx + d * dy) < MARGIN:
             return False
     return True
 
