@@ -15,7 +15,8 @@ relative to the repository root. Three kinds:
   `<!-- value FILE.csv row=NAME col=COLUMN [x100] [SPEC] -->`, the row whose first column is
   NAME (`row=COLUMN=NAME` matches another column; no `row=` in a file of one row, as
   Snakemake's benchmark files), COLUMN matched without regard to case; a name with spaces in
-  quotes (`row="CNN+GRU+FiLM (raw pixels)"`).
+  quotes (`row="CNN+GRU+FiLM (raw pixels)"`). A FILE with a wildcard sums the value over the
+  files it matches (`results/reference/demo/benchmarks/*.tsv col=s duration`: all stages).
 - A whole file, verbatim: `<!-- include results/reference/demo/table.md -->` ...
   `<!-- /include -->`.
 - An accuracy table, one row per result with its label (a label with spaces in quotes):
@@ -271,20 +272,13 @@ def _split_args(args: str, where: str) -> list[str]:
         ) from None
 
 
-def render_value(args: str, root: Path, where: str) -> str:
-    """The text of `<!-- value FILE KEY [x100] [SPEC] -->` or of a CSV cell's marker."""
-    parts = _split_args(args, where)
-    if len(parts) < 2:
-        raise DocsNumbersError(
-            f"{where}: expected <!-- value FILE KEY [x100] [SPEC] -->, got {args!r}"
-        )
-    source, rest = parts[0], parts[1:]
-    path = root / source
+def _read_value(path: Path, source: str, rest: list[str], where: str) -> tuple[Any, list[str]]:
+    """The value a marker names in one file, and the options left after its key."""
     if source.endswith((".csv", ".tsv")):
         selector = rest.pop(0)[4:] if rest[0].startswith("row=") else None
         if not rest or not rest[0].startswith("col="):
             raise DocsNumbersError(
-                f"{where}: a CSV value is `{source} [row=NAME] col=COLUMN`, got {args!r}"
+                f"{where}: a CSV value is `{source} [row=NAME] col=COLUMN`, got {' '.join(rest)!r}"
             )
         rows = _read_csv(path, where)
         if selector is not None:
@@ -293,10 +287,33 @@ def render_value(args: str, root: Path, where: str) -> str:
             row = rows[0]
         else:
             raise DocsNumbersError(f"{where}: {source} has {len(rows)} rows: name one, row=NAME")
-        value = _number(row[_column(row, rest[0][4:], where, source)])
-        return format_value(value, rest[1:], where)
-    value = json_key(_read_json(path, where), rest[0], where, source)
-    return format_value(value, rest[1:], where)
+        return _number(row[_column(row, rest[0][4:], where, source)]), rest[1:]
+    return json_key(_read_json(path, where), rest[0], where, source), rest[1:]
+
+
+def render_value(args: str, root: Path, where: str) -> str:
+    """The text of `<!-- value FILE KEY [x100] [SPEC] -->` or of a CSV cell's marker; a FILE
+    with a wildcard (`benchmarks/*.tsv`) gives the sum over the files it matches."""
+    parts = _split_args(args, where)
+    if len(parts) < 2:
+        raise DocsNumbersError(
+            f"{where}: expected <!-- value FILE KEY [x100] [SPEC] -->, got {args!r}"
+        )
+    source, rest = parts[0], parts[1:]
+    if not any(c in source for c in "*?["):
+        value, options = _read_value(root / source, source, list(rest), where)
+        return format_value(value, options, where)
+    paths = sorted(root.glob(source))
+    if not paths:
+        raise DocsNumbersError(f"{where}: {source}: no file matches")
+    total: float = 0
+    for path in paths:
+        name = path.relative_to(root).as_posix()
+        value, options = _read_value(path, name, list(rest), where)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise DocsNumbersError(f"{where}: {name}: a sum needs numbers, got {value!r}")
+        total += value
+    return format_value(total, options, where)
 
 
 # --- includes and tables --------------------------------------------------------------------

@@ -49,6 +49,7 @@ def root(tmp_path: Path) -> Path:
     )
     (tmp_path / "params.yaml").write_text("regression:\n  tolerance:\n    overall: 2.5\n")
     (run / "train_model.tsv").write_text("s\th:m:s\tmax_rss\n395.14\t0:06:35\t935.10\n")
+    (run / "get_data.tsv").write_text("s\th:m:s\tmax_rss\n65.88\t0:01:05\t206.48\n")
     return tmp_path
 
 
@@ -114,6 +115,15 @@ def test_value_tsv_of_one_row_needs_no_row_and_duration_reads_seconds(root):
     assert docs_numbers.duration(4331) == "1 h 12 min"
     with pytest.raises(DocsNumbersError, match=r"page\.md:1: .*2 rows: name one"):
         value("paper.csv col=overall", root)
+
+
+def test_value_with_a_wildcard_sums_over_the_files_it_matches(root):
+    assert value("results/run/*.tsv col=s duration", root) == "7 min 41 s"  # 395.14 + 65.88
+    assert value("results/run/*.tsv col=max_rss .0f", root) == "1142"
+    with pytest.raises(DocsNumbersError, match=r"page\.md:1: results/none/\*\.tsv: no file"):
+        value("results/none/*.tsv col=s", root)
+    with pytest.raises(DocsNumbersError, match=r"a sum needs numbers"):
+        value("results/run/*.tsv col=h:m:s", root)
 
 
 # --- includes and tables --------------------------------------------------------------------
