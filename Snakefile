@@ -5,7 +5,8 @@
 #   snakemake --cores all --configfile config/paper.yaml     # the paper, real CLEVR, GPU
 #   snakemake experiments --cores all --configfile config/sweep-cpu.yaml   # Tables 2 and 3
 #   snakemake --cores all --configfile config/cogent-mini.yaml               # CLEVR-CoGenT
-# Every rule runs `python -m stages.<rule>`, the same command as the DVC stage of that name.
+# Every rule runs `python -m stages.<rule>`, the DVC stage of that name: each stage's command,
+# inputs, outputs and parameters are declared once, in filmclevr/workflow_stages.py.
 
 
 configfile: "params.yaml"

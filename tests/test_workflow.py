@@ -1,4 +1,5 @@
-"""The two engines declare the same pipeline, and every profile is a valid parameter file."""
+"""The two engines run the stages of one table (filmclevr/workflow_stages.py), and every profile
+is a valid parameter file."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from filmclevr import workflow_stages
 from filmclevr.params import ParamsError, load_params, model_overrides, validate_params
+from filmclevr.workflow_stages import STAGES, code_closure
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,44 +29,18 @@ def snakemake_workflow(api, *configfiles: Path):
     )._workflow
 
 
-def snakemake_rules() -> dict:
-    """Rule name -> (resolved command, inputs, outputs, params values), read by Snakemake itself."""
+PROFILES_RUN = ["params.yaml", "config/cogent-mini.yaml", "config/sweep-cpu.yaml"]
+
+
+@pytest.fixture(scope="module", params=PROFILES_RUN)
+def parsed(request) -> tuple[dict, dict]:
+    """(the profile's parameters, rule name -> rule) as Snakemake parses the workflow for it."""
     from snakemake.api import SnakemakeApi
 
-    rules = {}
+    profile = ROOT / request.param
     with SnakemakeApi() as api:
-        workflow = snakemake_workflow(api)
-        for rule in workflow.rules:
-            if rule.shellcmd is None:
-                continue
-            command = rule.shellcmd.replace(" 2>&1 | tee {log}", "")
-            # DVC runs the stage with its default (all cores); Snakemake passes its `threads`.
-            command = command.replace(" --workers {threads}", "")
-            command = command.replace("{PARAMS}", "params.yaml")
-            for kind, files in (("input", rule.input), ("output", rule.output)):
-                for name in files._names:
-                    command = command.replace(f"{{{kind}.{name}}}", str(getattr(files, name)))
-            inputs, outputs = set(map(dvc_matrix, rule.input)), set(map(dvc_matrix, rule.output))
-            # DVC's collect stages depend on the folder of the runs, Snakemake on each run in it.
-            if any(i.startswith(f"{RUNS}/") for i in inputs) or rule.name == "collect_experiments":
-                inputs = {i for i in inputs if not i.startswith(f"{RUNS}/")} | {RUNS}
-            if rule.name == "report_cogent":
-                inputs.add(f"{COGENT_RUNS}/${{item.split}}")
-            command = dvc_matrix(command.replace("{wildcards.", "{"))
-            rules[rule.name] = (command, inputs, outputs, list(rule.params))
-    return rules
-
-
-RUNS = "results/experiments/runs"
-COGENT_RUNS = "results/cogent/finetune"
-
-
-def dvc_matrix(text: str) -> str:
-    """Snakemake's wildcards {name}, {seed}, ... (constraints dropped) as DVC's ${item.name}."""
-    text = re.sub(r"\{(name|seed|split|questions),[^}]*\}", r"{\1}", str(text))
-    for wildcard in ("name", "seed", "split", "questions"):
-        text = text.replace(f"{{{wildcard}}}", f"${{item.{wildcard}}}")
-    return text
+        rules = {r.name: r for r in snakemake_workflow(api, profile).rules}
+    return load_params(profile), rules
 
 
 def dvc_stages() -> dict:
@@ -75,27 +52,80 @@ def out_paths(entries: list) -> set[str]:
     return {e if isinstance(e, str) else next(iter(e)) for e in entries}
 
 
-def dvc_param_value(params: dict, dotted: str):
-    value = params
-    for key in dotted.split("."):
-        value = value[key]
-    return value
+def dvc_matrix(text: str) -> str:
+    """Snakemake's wildcards ({split}, {split,valB}, {wildcards.split}) as DVC's ${item.split}."""
+    return re.sub(r"\{(?:wildcards\.)?(\w+)(?:,[^}]*)?\}", r"${item.\1}", str(text))
 
 
-def test_same_stages_commands_inputs_and_outputs():
-    rules, stages = snakemake_rules(), dvc_stages()
-    assert set(rules) == set(stages)
-    params = load_params(ROOT / "params.yaml")
+def named(files) -> dict:
+    """A rule's named inputs or outputs: name -> path, or list of paths."""
+    values = {}
+    for name in files._names:
+        value = getattr(files, name)
+        values[name] = str(value) if isinstance(value, str) else list(map(str, value))
+    return values
+
+
+def test_dvc_yaml_is_generated_from_the_stage_table():
+    assert (ROOT / "dvc.yaml").read_text() == workflow_stages.dvc_yaml(ROOT), (
+        "dvc.yaml is stale: python -m filmclevr.workflow_stages --write dvc.yaml"
+    )
+
+
+def test_snakemake_rules_take_their_stage_from_the_table(parsed):
+    """Every rule that runs a command runs its stage's, on the table's inputs, outputs and
+    parameters (rules add only what is Snakemake's own: log, threads, resources, message)."""
+    params, rules = parsed
+    assert {name for name, rule in rules.items() if rule.shellcmd} == set(STAGES)
+    for name, stage in STAGES.items():
+        rule = rules[name]
+        assert rule.shellcmd == workflow_stages.snakemake_shell(stage) + " 2>&1 | tee {log}"
+        assert named(rule.input) == workflow_stages.snakemake_inputs(ROOT, stage, params), name
+        outputs = {
+            key: (dvc_matrix(path), path.is_directory)
+            for key, path in zip(rule.output._names, rule.output, strict=True)
+        }
+        expected = workflow_stages.snakemake_outputs(stage).items()
+        assert outputs == {k: (dvc_matrix(p), d) for k, (p, d) in expected}, name
+        assert dict(rule.params.items()) == workflow_stages.snakemake_params(stage, params), name
+
+
+def test_both_engines_run_the_same_commands_on_the_same_files(parsed):
+    """Each Snakemake rule, as Snakemake parsed it, and the DVC stage of that name in dvc.yaml:
+    the same command, inputs, outputs and parameter values."""
+    params, rules = parsed
+    stages = dvc_stages()
+    assert {name for name, rule in rules.items() if rule.shellcmd} == set(stages)
     for name, stage in stages.items():
-        command, inputs, outputs, rule_params = rules[name]
-        assert command == stage["cmd"], name
+        rule = rules[name]
+        command = rule.shellcmd.removesuffix(" 2>&1 | tee {log}")
+        # DVC runs the stage with its default (all cores); Snakemake passes its `threads`.
+        command = command.replace(" --workers {threads}", "")
+        command = command.replace("{PARAMS}", "params.yaml")
+        for kind, files in (("input", rule.input), ("output", rule.output)):
+            for key, value in named(files).items():
+                command = command.replace(f"{{{kind}.{key}}}", str(value))
+        assert dvc_matrix(command) == stage["cmd"], name
         assert stage["cmd"].startswith(f"python -m stages.{name} "), name
-        assert inputs == set(stage["deps"]), name
+        # Inputs, in order: the code, then one DVC dependency per named input; where Snakemake
+        # waits for each run of a matrix, DVC depends on the folder that holds them. The
+        # checkpoint a training starts from (`init`) DVC tracks as a parameter.
+        inputs = named(rule.input)
+        code, init = inputs.pop("code"), inputs.pop("init", [])
+        assert stage["deps"][: len(code)] == code, name
+        assert len(stage["deps"]) == len(code) + len(inputs), name
+        for value, dep in zip(inputs.values(), stage["deps"][len(code) :], strict=True):
+            if isinstance(value, str):
+                assert dvc_matrix(value) == dep, name
+            else:
+                assert all(dvc_matrix(run).startswith(dep + "/") for run in value), name
+        for checkpoint in init:
+            assert checkpoint == params["train_model"]["init_checkpoint"], name
         declared = out_paths(stage.get("outs", [])) | out_paths(stage.get("metrics", []))
-        assert outputs == declared, name
+        assert set(map(dvc_matrix, rule.output)) == declared, name
         # The parameters DVC tracks for a stage are the values Snakemake tracks for the rule.
-        tracked = [dvc_param_value(params, key) for key in stage["params"]]
-        assert sorted(map(repr, tracked)) == sorted(map(repr, rule_params)), name
+        tracked = [workflow_stages.param_value(params, key) for key in stage["params"]]
+        assert sorted(map(repr, tracked)) == sorted(map(repr, rule.params)), name
 
 
 def test_a_configfile_profile_replaces_the_parameters_snakemake_tracks():
@@ -112,69 +142,12 @@ def test_a_configfile_profile_replaces_the_parameters_snakemake_tracks():
         assert list(train.params) == expected
 
 
-def module_file(dotted: str) -> str | None:
-    """The project file of a dotted module name (a module or a package's __init__), if any."""
-    base = dotted.replace(".", "/")
-    for candidate in (f"{base}.py", f"{base}/__init__.py"):
-        if (ROOT / candidate).is_file():
-            return candidate
-    return None
-
-
-def project_imports(path: Path) -> set[str]:
-    """The project's modules (stages/, filmclevr/) that `path` imports, inside functions too.
-
-    Importing `a.b.c` also runs the `__init__` of every package on the way (`a.b`), except the
-    two top-level packages, whose `__init__` files are empty by design.
-    """
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-            names |= {f"{node.module}.{alias.name}" for alias in node.names}
-        elif isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-    found = set()
-    for name in names:
-        if not name.startswith(("filmclevr.", "stages.")):
-            continue
-        parts = name.split(".")
-        for depth in range(2, len(parts) + 1):  # the packages on the way, then the module
-            file = module_file(".".join(parts[:depth]))
-            if file is not None:
-                found.add(file)
-    return found
-
-
-def code_closure(entry: str) -> set[str]:
-    """`entry` and every project module it reaches through imports."""
-    seen, todo = set(), [entry]
-    while todo:
-        module = todo.pop()
-        if module not in seen:
-            seen.add(module)
-            todo.extend(project_imports(ROOT / module))
-    return seen
-
-
-# Data files the library reads at run time, by the stages whose outputs they shape.
-DATA_DEPS = {
-    "get_data": {"filmclevr/mini/clevr_templates.json"},
-    "evaluate_model": {"filmclevr/paper/table1_clevr_test.csv"},
-    "analyze_model": {"filmclevr/paper/analysis.csv"},
-    "collect_experiments": {
-        "filmclevr/paper/table2_ablations_val.csv",
-        "filmclevr/paper/table3_resblocks_val.csv",
-    },
-    "report_cogent": {"filmclevr/paper/analysis.csv", "filmclevr/paper/cogent.csv"},
-}
-
-
 def test_every_stage_depends_on_exactly_the_code_it_runs():
-    """A code change must rerun every stage that imports it: the deps are the import closure."""
+    """A code change must rerun every stage that imports it: both engines' code dependencies
+    are the import closure of the stage's entry point, plus the data files its code reads."""
     for name, stage in dvc_stages().items():
         code_deps = {d for d in stage["deps"] if d.startswith(("stages/", "filmclevr/"))}
-        expected = code_closure(f"stages/{name}.py") | DATA_DEPS.get(name, set())
+        expected = code_closure(ROOT, f"stages/{name}.py") | set(STAGES[name].data)
         assert code_deps == expected, name
 
 
@@ -310,7 +283,7 @@ def test_loading_a_model_never_imports_the_training_loop():
         module = str(path.relative_to(ROOT))
         if module in trainers:
             continue
-        assert "filmclevr/train.py" not in code_closure(module), module
+        assert "filmclevr/train.py" not in code_closure(ROOT, module), module
 
 
 def test_the_training_loop_reads_in_short_functions():

@@ -1,4 +1,10 @@
-# The parameters every rule reads, and the facts the rule files share.
+# The parameters every rule reads, and what the rule files share. Each rule's command, inputs,
+# outputs and parameter keys come from the stage table, filmclevr/workflow_stages.py (dvc.yaml
+# is generated from it); its code dependencies are computed there from the imports of
+# stages/<rule>.py, so that a code change reruns every stage that runs the code.
+from pathlib import Path
+
+from filmclevr import workflow_stages
 from filmclevr.params import check_input_files, load_params
 
 if workflow.config_settings.config:
@@ -18,16 +24,9 @@ config.update(load_params(PARAMS))
 # would otherwise skip the job that needs it and keep the old result.
 check_input_files(config, PARAMS)
 
-# Library modules each stage runs, declared as inputs so that a code change reruns the stage
-# (dvc.yaml lists the same files as deps; tests/test_workflow.py checks that they agree).
-LIB = "filmclevr/"
-COMMON = [
-    "stages/_common.py",
-    LIB + "params.py",
-    LIB + "configs.py",
-    LIB + "fileio.py",
-    LIB + "clevr.py",
-]
+STAGES = workflow_stages.STAGES
+# Where stages/ and filmclevr/ are, whose imports make each stage's code dependencies.
+PROJECT = Path(workflow.basedir)
 
 
 # The threads of a job that uses every core the run is given (--cores). A function, read per
@@ -37,11 +36,29 @@ def all_cores(wildcards):
     return workflow.cores
 
 
-def code(stage, *modules):
-    return [f"stages/{stage}.py"] + COMMON + [LIB + m for m in modules]
+# A rule's part from the stage table: `input: **stage_input("<rule>")`, and so on.
+def stage_input(name):
+    return workflow_stages.snakemake_inputs(PROJECT, STAGES[name], config)
 
 
-# The checkpoint a training run starts from (train_model.init_checkpoint), an input of the rule
-# so that a new file reruns it; none for a run from scratch. DVC tracks the path only (params).
-def init_checkpoint(train):
-    return train.get("init_checkpoint") or []
+def stage_output(name):
+    outputs = workflow_stages.snakemake_outputs(STAGES[name]).items()
+    return {key: directory(path) if is_dir else path for key, (path, is_dir) in outputs}
+
+
+def stage_params(name):
+    return workflow_stages.snakemake_params(STAGES[name], config)
+
+
+def stage_shell(name):
+    return workflow_stages.snakemake_shell(STAGES[name]) + " 2>&1 | tee {log}"
+
+
+# Every output of every job of a matrix stage (its `cogent.transfer` splits, ...).
+def stage_targets(name):
+    return workflow_stages.snakemake_targets(STAGES[name], config)
+
+
+# A matrix's wildcards ({name}, {seed}, {split}, {questions}) match exactly its listed values.
+wildcard_constraints:
+    **workflow_stages.wildcard_constraints(config),

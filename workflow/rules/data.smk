@@ -1,100 +1,77 @@
-# Stages 1-4: the data half of the workflow. Outputs under data/, never committed.
+# Stages 1-4: the data half of the workflow. Outputs under data/, never committed. Commands,
+# inputs, outputs and parameter keys: filmclevr/workflow_stages.py.
 
 
 # Stage 1: the CLEVR release tree, generated (mini-CLEVR) or downloaded (CLEVR v1.0).
 rule get_data:
     input:
-        code=code(
-            "get_data",
-            "download.py",
-            "executor.py",
-            "parallel.py",
-            "tokenize.py",
-            "mini/__init__.py",
-            "mini/clevr_questions.py",
-            "mini/clevr_templates.json",
-            "mini/generate.py",
-            "mini/questions.py",
-            "mini/render.py",
-            "mini/render_clevr.py",
-            "mini/scenes.py",
-        ),
+        **stage_input("get_data"),
     output:
-        root=directory("data/clevr"),
+        **stage_output("get_data"),
     log:
         "logs/get_data.log",
     benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
         "logs/benchmarks/get_data.tsv"
     threads: all_cores
     params:
-        section=config["get_data"],
+        **stage_params("get_data"),
     message:
-        "get_data: {params.section[source]} CLEVR release tree -> {output.root}"
+        "get_data: {params.get_data[source]} CLEVR release tree -> {output.root}"
     shell:
-        "python -m stages.get_data --params {PARAMS} --out {output.root}"
-        " --workers {threads} 2>&1 | tee {log}"
+        stage_shell("get_data")
 
 
 # Stage 2: square RGB images at the model's input size.
 rule resize_images:
     input:
-        code=code("resize_images", "parallel.py", "resize.py"),
-        clevr=rules.get_data.output.root,
+        **stage_input("resize_images"),
     output:
-        root=directory("data/resized"),
+        **stage_output("resize_images"),
     log:
         "logs/resize_images.log",
     benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
         "logs/benchmarks/resize_images.tsv"
     threads: all_cores
     params:
-        size=config["resize_images"]["image_size"],
-        splits=config["get_data"]["splits"],
+        **stage_params("resize_images"),
     message:
-        "resize_images: {params.size}x{params.size} -> {output.root}"
+        "resize_images: {params.resize_images_image_size}x{params.resize_images_image_size}"
+        " -> {output.root}"
     shell:
-        "python -m stages.resize_images --params {PARAMS} --clevr {input.clevr}"
-        " --out {output.root} --workers {threads} 2>&1 | tee {log}"
+        stage_shell("resize_images")
 
 
 # Stage 3: clevr-iep vocabulary (built on the first, training split) and encoded questions.
 rule tokenize_questions:
     input:
-        code=code("tokenize_questions", "tokenize.py"),
-        clevr=rules.get_data.output.root,
+        **stage_input("tokenize_questions"),
     output:
-        root=directory("data/tokens"),
+        **stage_output("tokenize_questions"),
     log:
         "logs/tokenize_questions.log",
     benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
         "logs/benchmarks/tokenize_questions.tsv"
     params:
-        section=config["tokenize_questions"],
-        splits=config["get_data"]["splits"],
+        **stage_params("tokenize_questions"),
     message:
         "tokenize_questions -> {output.root}"
     shell:
-        "python -m stages.tokenize_questions --params {PARAMS} --clevr {input.clevr}"
-        " --out {output.root} 2>&1 | tee {log}"
+        stage_shell("tokenize_questions")
 
 
 # Stage 4: WebDataset tar shards, one sample per image with all its questions.
 rule write_shards:
     input:
-        code=code("write_shards", "tokenize.py", "shards.py"),
-        resized=rules.resize_images.output.root,
-        tokens=rules.tokenize_questions.output.root,
+        **stage_input("write_shards"),
     output:
-        root=directory("data/shards"),
+        **stage_output("write_shards"),
     log:
         "logs/write_shards.log",
     benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
         "logs/benchmarks/write_shards.tsv"
     params:
-        section=config["write_shards"],
-        splits=config["get_data"]["splits"],
+        **stage_params("write_shards"),
     message:
         "write_shards -> {output.root}"
     shell:
-        "python -m stages.write_shards --params {PARAMS} --resized {input.resized}"
-        " --tokens {input.tokens} --out {output.root} 2>&1 | tee {log}"
+        stage_shell("write_shards")

@@ -1,38 +1,13 @@
 # Stages 8-9: the paper's experiments (Tables 2 and 3), one job per experiment x seed on the
 # data stages' shards, then the table. Not in the default target: `snakemake experiments`.
-import re
-
-EXPERIMENTS = config["experiments"]["names"]
-SEEDS = config["experiments"]["seeds"]
-
-
-# Names match the schema's ^[A-Za-z0-9_]+$; escaped all the same, as each is a regex here.
-wildcard_constraints:
-    name="|".join(map(re.escape, EXPERIMENTS)) or "no-experiment",
-    seed=r"\d+",
+# Commands, inputs, outputs, parameter keys and the matrix: filmclevr/workflow_stages.py.
 
 
 rule run_experiment:
     input:
-        code=code(
-            "run_experiment",
-            "checkpoint.py",
-            "distributed.py",
-            "evaluate.py",
-            "experiments.py",
-            "figures.py",
-            "model.py",
-            "shards.py",
-            "tokenize.py",
-            "train.py",
-        ),
-        shards=rules.write_shards.output.root,
-        tokens=rules.tokenize_questions.output.root,
-        init=init_checkpoint(
-            {**config["train_model"], **config["experiments"]["train_model"]}
-        ),
+        **stage_input("run_experiment"),
     output:
-        run=directory("results/experiments/runs/{name}/seed{seed}"),
+        **stage_output("run_experiment"),
     log:
         "logs/experiments/{name}-seed{seed}.log",
     benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
@@ -41,54 +16,28 @@ rule run_experiment:
     resources:
         gpu=config["train_model"].get("nproc_per_node", 1),
     params:
-        model=config["model"],
-        train=config["train_model"],
-        sweep=config["experiments"]["train_model"],
-        image_size=config["resize_images"]["image_size"],
+        **stage_params("run_experiment"),
     message:
         "run_experiment: {wildcards.name} seed {wildcards.seed} -> {output.run}"
     shell:
-        "python -m stages.run_experiment --params {PARAMS} --name {wildcards.name}"
-        " --seed {wildcards.seed} --shards {input.shards} --tokens {input.tokens}"
-        " --out {output.run} --last models/experiments/{wildcards.name}/seed{wildcards.seed}/last.pt"
-        " 2>&1 | tee {log}"
+        stage_shell("run_experiment")
 
 
 rule collect_experiments:
     input:
-        code=code(
-            "collect_experiments",
-            "checkpoint.py",
-            "distributed.py",
-            "evaluate.py",
-            "experiments.py",
-            "figures.py",
-            "model.py",
-            "shards.py",
-            "tokenize.py",
-            "train.py",
-            "paper/table2_ablations_val.csv",
-            "paper/table3_resblocks_val.csv",
-        ),
-        runs=expand(
-            "results/experiments/runs/{name}/seed{seed}", name=EXPERIMENTS, seed=SEEDS
-        ),
+        **stage_input("collect_experiments"),
     output:
-        table_md="results/experiments/table.md",
-        table_csv="results/experiments/table.csv",
-        figure="results/experiments/deltas.png",
+        **stage_output("collect_experiments"),
     log:
         "logs/experiments/collect.log",
     benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
         "logs/benchmarks/collect_experiments.tsv"
     params:
-        section=config["experiments"],
+        **stage_params("collect_experiments"),
     message:
         "collect_experiments -> {output.table_md}"
     shell:
-        "python -m stages.collect_experiments --params {PARAMS} --runs results/experiments/runs"
-        " --table-md {output.table_md} --table-csv {output.table_csv} --figure {output.figure}"
-        " 2>&1 | tee {log}"
+        stage_shell("collect_experiments")
 
 
 rule experiments:
