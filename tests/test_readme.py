@@ -42,8 +42,9 @@ def anchors(page: Path) -> set[str]:
     return {slug(m) for m in re.findall(r"^#{1,6} (.+)$", text, re.M)}
 
 
-def test_every_relative_link_of_the_readme_and_docs_reaches_its_file_and_heading():
-    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+def test_every_relative_link_of_the_readme_docs_and_studies_reaches_its_file_and_heading():
+    pages = [ROOT / "README.md", *sorted(ROOT.glob("docs/**/*.md"))]
+    pages += sorted(ROOT.glob("studies/**/*.md"))
     broken = []
     for page in pages:
         text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
