@@ -111,12 +111,6 @@ def finetune_plan(
     return FinetunePlan(questions, images, tune, pool_images, epochs)
 
 
-def finetune_config(params: Mapping[str, Any], epochs: int) -> dict[str, Any]:
-    """TrainConfig fields of a fine-tuning run: the A recipe with `cogent.train_model`'s
-    changes, `epochs` epochs, and no early stopping (the last weights are the result)."""
-    return {**params["train_model"], **params["cogent"]["train_model"], "max_epochs": epochs}
-
-
 def finetune(
     params: Mapping[str, Any],
     split: str,
@@ -131,13 +125,14 @@ def finetune(
 ) -> dict[str, Any]:
     """Fine-tune the A model on the first `questions` of `split`; write `out_dir/result.json`.
 
-    The run's own shards (its images of `split`) and its best-on-valA checkpoint are kept beside
-    `last_checkpoint`; it resumes from there like any training run.
+    The run is the A model's own configuration from its weights, with the A recipe plus
+    `cogent.train_model`'s changes, the plan's epochs and no early stopping (the last weights
+    are the result). Its own shards (its images of `split`) and its best-on-valA checkpoint are
+    kept beside `last_checkpoint`; it resumes from there like any training run.
     """
     from filmclevr.checkpoint import load_checkpoint, model_from_checkpoint
     from filmclevr.distributed import resolve_device
-    from filmclevr.model import FiLMConfig
-    from filmclevr.train import TrainConfig, train
+    from filmclevr.runs import plan_run, train_run
 
     check_transfer_split(params, split)
     cogent = params["cogent"]
@@ -149,19 +144,26 @@ def finetune(
         )
     except ValueError as e:  # sizes the split cannot hold: name the file and the parameter
         raise ValueError(f"{tokens_path}: cogent.finetune_questions: {e}") from None
-    fields = {
-        **finetune_config(params, plan.epochs),
+    changes = {
+        **cogent["train_model"],
+        "max_epochs": plan.epochs,
         "patience": None,
         "init_checkpoint": str(a_checkpoint),
     }
-    config = TrainConfig.from_dict(fields)
+    training = plan_run(
+        params,
+        model=load_checkpoint(a_checkpoint)["model_config"],  # every field: the A model's
+        train=changes,
+        train_split=split,
+        curriculum=False,
+    )
+    config = training.train_config
     run_dir = Path(last_checkpoint).parent
     tune_dir = run_dir / "shards"
     write_first_images(shards_dir, split, plan.images, tune_dir)
     val_split = condition_a_split(params)
-    summary = train(
-        FiLMConfig.from_dict(load_checkpoint(a_checkpoint)["model_config"]),
-        config,
+    (summary,) = train_run(
+        training,
         shards_dir=tune_dir,
         vocab_path=Path(tokens_dir) / "vocab.json",
         best_checkpoint=run_dir / f"best_{val_split}.pt",
@@ -169,8 +171,6 @@ def finetune(
         log_dir=Path(out_dir) / "train",
         curves_png=Path(out_dir) / "curves.png",
         progress=progress,
-        train_split=split,
-        val_split=val_split,
         val_shards_dir=shards_dir,
     )
     device = resolve_device(config.device)

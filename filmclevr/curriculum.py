@@ -2,8 +2,7 @@
 
 The CLEVR-sized run learns every question type but Compare Attribute. Taught first to compare
 the two objects of 2-object scenes, then to pick the two described objects out of three, then
-CLEVR's mix again, the same model learns all five (README, "A curriculum: compare first, then
-pick out"). A curriculum says that in one profile:
+CLEVR's mix again, the same model learns all five. A curriculum says that in one profile:
 
     get_data:  splits: [train, val, compare2, compare3]    # split_settings make the phase data
     curriculum:
@@ -18,13 +17,16 @@ first), and validates on the same validation split as the main training, so the 
 learning curve. Every phase keeps its own resume point: a killed run started again skips the
 finished phases and resumes the one it was in. The result is the last phase's best checkpoint,
 its history the whole curriculum's.
+
+`phases` reads the plan and `train_phases` trains it; a run reaches both through
+`filmclevr.runs`, which builds every training run.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +71,7 @@ def phases(params: Mapping[str, Any]) -> list[Phase]:
     return plan
 
 
-def check_phase_data(plan: list[Phase], shards_dir: Path) -> None:
+def check_phase_data(plan: Sequence[Phase], shards_dir: Path) -> None:
     """Every phase's split is in the shards and fills one global batch, checked before phase 0
     trains: a later phase that cannot start would stop the run after hours of the earlier ones.
 
@@ -92,9 +94,10 @@ def check_phase_data(plan: list[Phase], shards_dir: Path) -> None:
             )
 
 
-def train_curriculum(
+def train_phases(
     model_config: FiLMConfig,
-    params: Mapping[str, Any],
+    plan: Sequence[Phase],
+    val_split: str,
     *,
     shards_dir: Path,
     vocab_path: Path,
@@ -103,14 +106,14 @@ def train_curriculum(
     log_dir: Path,
     curves_png: Path | None = None,
     progress: bool = True,
+    val_shards_dir: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Train every phase in turn; write `best_checkpoint` (the last phase's best, with the
-    history of every phase) and its sidecar. Each phase's checkpoints lie in
-    `runs_dir/<k>-<split>/` (film.pt, last.pt: its resume point), its DVCLive logs in
-    `log_dir/<k>-<split>/`. Returns each phase's summary (as `train` returns it)."""
-    plan = phases(params)
+    """Train every phase of `plan` in turn, validating each on `val_split`; write
+    `best_checkpoint` (the last phase's best, with the history of every phase) and its sidecar.
+    Each phase's checkpoints lie in `runs_dir/<k>-<split>/` (film.pt, last.pt: its resume
+    point), its DVCLive logs in `log_dir/<k>-<split>/`. Returns each phase's summary (as
+    `train` returns it)."""
     check_phase_data(plan, shards_dir)
-    val_split = params["get_data"]["splits"][1]
     summaries, starts = [], []
     previous: Path | None = None
     for k, phase in enumerate(plan):
@@ -131,6 +134,7 @@ def train_curriculum(
                 progress=progress,
                 train_split=phase.split,
                 val_split=val_split,
+                val_shards_dir=val_shards_dir,
             )
         )
         previous = run_dir / "last.pt"

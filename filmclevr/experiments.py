@@ -75,16 +75,20 @@ def _paper_table(name: str) -> dict[str, float]:
     return dict(zip(labels, table["val_accuracy"].astype(float), strict=True))
 
 
+def run_changes(params: Mapping[str, Any], name: str, seed: int) -> tuple[dict, dict]:
+    """(model changes, train_model changes) of one run: the experiment's preset, and the
+    sweep's changes of the recipe with the run's seed."""
+    check_names([name])
+    return dict(ABLATIONS[name]), {**params["experiments"]["train_model"], "seed": seed}
+
+
 def run_configs(params: Mapping[str, Any], name: str, seed: int) -> tuple[dict, dict]:
     """(FiLMConfig fields, TrainConfig fields) of one run: the profile's model with the
     experiment's change, and its recipe with the sweep's changes and the run's seed."""
-    from filmclevr.params import model_overrides
+    from filmclevr.runs import model_fields, train_fields
 
-    check_names([name])
-    model = {**model_overrides(params), **ABLATIONS[name]}
-    sweep = params["experiments"]["train_model"]
-    train = {**params["train_model"], **sweep, "seed": seed}
-    return model, train
+    model, train = run_changes(params, name, seed)
+    return model_fields(params, model), train_fields(params, train)
 
 
 def run_experiment(
@@ -100,52 +104,37 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Train and evaluate one run into `out_dir` and write its `result.json`.
 
-    A failure of the run itself (a configuration the model refuses, a diverged loss) is
-    recorded as `{"status": "failed", "reason": ...}` rather than raised, so a sweep goes on.
-    Anything else (damaged shards, a missing file) is raised: it is no property of the
+    The run is the profile's main training (not its curriculum) with the run's changes
+    (`run_changes`). A failure of the run itself (a configuration the model refuses, a diverged
+    loss) is recorded as `{"status": "failed", "reason": ...}` rather than raised, so a sweep
+    goes on. Anything else (damaged shards, a missing file) is raised: it is no property of the
     experiment, and a table row "failed" would outlive the repaired data.
     """
-    from filmclevr.evaluate import evaluate
-    from filmclevr.model import FiLMConfig
-    from filmclevr.train import TrainConfig, train
+    from filmclevr.runs import model_fields, plan_run, train_and_evaluate
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    splits = params["get_data"]["splits"]
     result: dict[str, Any] = {"name": name, "seed": seed, "profile": params["profile"]}
     try:
-        model_fields, train_fields = run_configs(params, name, seed)
-        result["model"] = model_fields
-        model_config = FiLMConfig.from_dict(model_fields)
-        train_config = TrainConfig.from_dict(train_fields)
+        model, train = run_changes(params, name, seed)
+        result["model"] = model_fields(params, model)
+        plan = plan_run(params, model=model, train=train, curriculum=False)
     except ValueError as e:  # the preset does not fit this profile's model
         return _failed(out_dir, result, e)
     try:
-        summary = train(
-            model_config,
-            train_config,
+        run = train_and_evaluate(
+            plan,
             shards_dir=shards_dir,
-            vocab_path=Path(tokens_dir) / "vocab.json",
+            tokens_dir=tokens_dir,
             best_checkpoint=out_dir / "film.pt",
             last_checkpoint=last_checkpoint,
             log_dir=out_dir / "train",
             progress=progress,
-            train_split=splits[0],
-            val_split=splits[1],
-        )
-        evaluation = evaluate(
-            out_dir / "film.pt",
-            shards_dir,
-            tokens_dir,
-            split=params["evaluate_model"]["split"],
-            batch_size=params["evaluate_model"]["batch_size"],
-            profile=params["profile"],
-            source=params["get_data"]["source"],
-            train_split=splits[0],
         )
     except FloatingPointError as e:  # the loss diverged
         return _failed(out_dir, result, e)
-    metrics = evaluation.metrics
+    metrics = run.evaluation.metrics
+    (summary,) = run.summaries
     result.update(
         status="ok",
         accuracy={
@@ -153,8 +142,8 @@ def run_experiment(
         },  # fmt: skip
         epochs=summary["epochs"],
         best_epoch=summary["best_epoch"],
-        parameters=evaluation.context["parameters"],
-        context=evaluation.context,
+        parameters=run.evaluation.context["parameters"],
+        context=run.evaluation.context,
     )
     write_json_atomic(out_dir / "result.json", result)
     return result

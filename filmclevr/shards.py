@@ -12,10 +12,15 @@ it is decoded; a mismatch raises `ShardError` naming the file.
 
 Shards are byte-identical on a rerun: members in sorted order, fixed mtime/owner/mode, USTAR
 headers, and JSON with sorted keys.
+
+`transformed_batches` is the loader's one hook: a block in which every loader hands its batches
+through a function, for the studies that break the data on purpose.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import io
 import itertools
@@ -24,7 +29,7 @@ import logging
 import os
 import random
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -544,6 +549,38 @@ def _collate(samples: list[tuple]) -> Batch:
     )
 
 
+BatchTransform = Callable[[Batch], Batch]
+# The transform of the enclosing `transformed_batches` block; None outside any.
+_BATCH_TRANSFORM: contextvars.ContextVar[BatchTransform | None] = contextvars.ContextVar(
+    "batch_transform", default=None
+)
+
+
+@contextlib.contextmanager
+def transformed_batches(transform: BatchTransform | None) -> Iterator[None]:
+    """Every `question_loader` made inside the block hands each batch through `transform`
+    (None: unchanged); the block replaces an enclosing one's transform while it lasts.
+
+    The hook for breaking the data on purpose: the gate study (studies/gate_tolerances) blanks
+    the images or shuffles the questions to show the CI gate catches a broken data stage. The
+    loader is the one path training, validation and evaluation share, so a run trained and
+    evaluated inside the block sees the break everywhere, as it would see a bug in a data stage.
+    A loader keeps the transform it was made with, in its worker processes too (a transform
+    must then pickle: a module-level function). A resume point does not record the transform:
+    train a transformed run into a folder of its own.
+    """
+    token = _BATCH_TRANSFORM.set(transform)
+    try:
+        yield
+    finally:
+        _BATCH_TRANSFORM.reset(token)
+
+
+def _transformed(batches: Iterable[Batch], *, transform: BatchTransform) -> Iterator[Batch]:
+    for batch in batches:
+        yield transform(batch)
+
+
 def question_loader(
     shard_paths: list[str],
     *,
@@ -563,7 +600,7 @@ def question_loader(
     size of torch.distributed, when initialised and `split_by_node`) -> this worker's shards ->
     samples -> PNG decoded once per image, expanded to its questions -> shuffle buffer of
     `shuffle_buffer` questions (if `shuffle`) -> batches of `batch_size` (the last may be
-    smaller).
+    smaller) -> the transform of an enclosing `transformed_batches` block, if any.
 
     Every shard is checked against the index.json of its folder before any of it is handed on
     (`_shard_samples`): the images and questions it holds, its records' fields, and answers
@@ -633,6 +670,8 @@ def question_loader(
             )
         )
     stages.append(wds.batched(batch_size, collation_fn=_collate, partial=True))
+    if (transform := _BATCH_TRANSFORM.get()) is not None:
+        stages.append(functools.partial(_transformed, transform=transform))
     pipeline = wds.DataPipeline(*stages)
     if num_workers == 0:
         return pipeline

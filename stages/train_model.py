@@ -1,8 +1,9 @@
 """Stage 5 (train_model): train FiLM on the shards; keep the best-validation checkpoint.
 
 Trains on the first split of `get_data.splits` and validates on the second; then, if the
-profile has a `curriculum`, each of its phases in turn (filmclevr/curriculum.py: their runs
-under models/curriculum/, their logs under the log folder), and `--out` is the last phase's.
+profile has a `curriculum`, each of its phases in turn (filmclevr/curriculum.py: their runs in
+curriculum/ beside `--last`, their logs under the log folder), and `--out` is the last phase's.
+The run is built as every training run is (filmclevr/runs.py).
 
 Runs on a GPU when there is one and on the CPU otherwise. Several GPUs on one node: set
 `train_model.nproc_per_node` and this stage starts itself under `torchrun --standalone`.
@@ -30,46 +31,27 @@ def main() -> None:
     p.add_argument("--curves", type=Path, required=True, help="learning-curve PNG to write")
     args = p.parse_args()
 
-    from filmclevr.curriculum import phases, train_curriculum
     from filmclevr.distributed import torchrun_command, under_torchrun
-    from filmclevr.model import FiLMConfig
-    from filmclevr.params import ParamsError, check_input_files, load_params, model_overrides
-    from filmclevr.train import train
+    from filmclevr.params import ParamsError, check_input_files, load_params
+    from filmclevr.runs import plan_run, train_run
 
     params = load_params(args.params)
     check_input_files(params, args.params)
     try:
-        model_config = FiLMConfig.from_dict(model_overrides(params))
-        train_config = phases(params)[0].config  # and every phase's, checked before training
+        plan = plan_run(params)  # the model and every phase's recipe, checked before training
     except ValueError as e:  # a typo in the model, train_model or curriculum section
         raise ParamsError(f"{args.params}: {e}") from None
-    if train_config.nproc_per_node > 1 and not under_torchrun():
-        command = torchrun_command(train_config.nproc_per_node, __spec__.name, sys.argv[1:])
+    if plan.train_config.nproc_per_node > 1 and not under_torchrun():
+        command = torchrun_command(plan.train_config.nproc_per_node, __spec__.name, sys.argv[1:])
         sys.exit(subprocess.call(command))
-    if params.get("curriculum"):
-        train_curriculum(
-            model_config,
-            params,
-            shards_dir=args.shards,
-            vocab_path=args.vocab,
-            best_checkpoint=args.out,
-            runs_dir=args.last.parent / "curriculum",
-            log_dir=args.log_dir,
-            curves_png=args.curves,
-        )
-        return
-    splits = params["get_data"]["splits"]  # the schema asks for a training and a validation split
-    train(
-        model_config,
-        train_config,
+    train_run(
+        plan,
         shards_dir=args.shards,
         vocab_path=args.vocab,
         best_checkpoint=args.out,
         last_checkpoint=args.last,
         log_dir=args.log_dir,
         curves_png=args.curves,
-        train_split=splits[0],
-        val_split=splits[1],
     )
 
 

@@ -1,5 +1,6 @@
 """A curriculum (filmclevr/curriculum.py) on a tiny model and tiny shards, on the CPU: phases in
-turn, each from the previous one's last weights, one history, exact resume across phases."""
+turn, each from the previous one's last weights, one history, exact resume across phases. The
+runs are built as the train_model stage builds them (filmclevr/runs.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import pytest
 import torch
 
 from filmclevr.checkpoint import load_checkpoint
-from filmclevr.curriculum import phases, train_curriculum
-from tests.helpers import TINY_MODEL_PARAMS, tiny_film_config, write_random_question_data
+from filmclevr.curriculum import phases
+from filmclevr.runs import plan_run, train_run
+from tests.helpers import TINY_IMAGE_SIZE, TINY_MODEL_PARAMS, write_random_question_data
 
 # 24 train images x 4 questions: 12 steps of 8; the phase split "two": 16 x 4, 8 steps.
 IMAGES = {"train": 24, "val": 8, "two": 16}
@@ -21,6 +23,7 @@ WORDS = ["Is", "there", "a", "red", "cube", "same", "color", "as", "the"]
 TRAIN = {"batch_size": 8, "shuffle_buffer": 16, "num_threads": 1, "device": "cpu", "max_epochs": 1}
 PARAMS = {
     "get_data": {"splits": ["train", "val", "two"]},
+    "resize_images": {"image_size": TINY_IMAGE_SIZE},
     "model": TINY_MODEL_PARAMS,
     "train_model": {**TRAIN, "learning_rate": 1e-2},
     "curriculum": [
@@ -37,13 +40,13 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def run(data: dict[str, Path], out: Path, params: dict = PARAMS) -> list[dict]:
-    return train_curriculum(
-        tiny_film_config(),
-        params,
+    """The train_model stage's run: the phases' runs in out/curriculum/, beside out/last.pt."""
+    return train_run(
+        plan_run(params),
         shards_dir=data["shards"],
         vocab_path=data["vocab"],
         best_checkpoint=out / "film.pt",
-        runs_dir=out / "curriculum",
+        last_checkpoint=out / "last.pt",
         log_dir=out / "train",
         curves_png=out / "curves.png",
         progress=False,
