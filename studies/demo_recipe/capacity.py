@@ -7,7 +7,7 @@ Trains on the profile's data (run the pipeline's data stages first, e.g. on the 
 whose questions are half Compare Attribute, half Query Attribute):
 
     snakemake write_shards --cores all --configfile config/probe-compare-attribute.yaml
-    python benchmarks/bench_capacity.py --params config/probe-compare-attribute.yaml [--only ...]
+    python -m studies.demo_recipe.capacity --params config/probe-compare-attribute.yaml [--only ...]
 
 and prints per lever the validation accuracy of Compare Attribute after each epoch, its last
 Query Attribute accuracy, the parameters and the samples/s.
@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from demo_runs import REPO, train_and_score
 
 from filmclevr.count_params import vocab_sizes
 from filmclevr.model import FiLMConfig, FiLMedNet
-from filmclevr.params import load_params, model_overrides
+from filmclevr.params import load_params
+from filmclevr.runs import model_fields, train_and_score
 
-REFERENCE = REPO / "results/reference/mini-clevr-size/film.pt"  # the CLEVR-sized run's model
+REFERENCE = Path("results/reference/mini-clevr-size/film.pt")  # the CLEVR-sized run's model
 
 
 @dataclass(frozen=True)
@@ -109,11 +109,11 @@ def _key_value(item: str) -> tuple[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--only", nargs="+", choices=list(LEVERS), help="run these levers only")
     p.add_argument("--json", type=Path, help="also write every run's metrics here")
     p.add_argument(
-        "--data", type=Path, default=REPO / "data", help="the profile's tokens/ and shards/"
+        "--data", type=Path, default=Path("data"), help="the profile's tokens/ and shards/"
     )
     p.add_argument(
         "--train",
@@ -146,14 +146,16 @@ def main() -> None:
     for lever_name in args.only or LEVERS:
         lever = LEVERS[lever_name]
         name = lever_name if args.init is None else f"{lever_name}, from {args.init.name}"
-        model = {**model_overrides(params), **lever.model}
+        model = model_fields(params, lever.model)
         parameters = parameter_count(model, args.data / "tokens/vocab.json")  # fails fast
+        train = {**lever.train, **changes}  # what the command line asks wins
+        if (init := args.init or lever.init_checkpoint) is not None:
+            train["init_checkpoint"] = str(init)
         run = train_and_score(
             params,
-            model=model,
-            train_changes={**lever.train, **changes},  # what the command line asks wins
-            init_checkpoint=args.init or lever.init_checkpoint,
-            data=args.data,
+            data_dir=args.data,
+            model=lever.model,
+            train=train,
             keep_checkpoint=args.keep / f"{slug(lever_name)}.pt" if args.keep else None,
         )
         runs[name] = {**run, "parameters": parameters}

@@ -8,7 +8,7 @@ prints per recipe the validation accuracy after each epoch, the best, its gain o
 constant 3e-4, the last train accuracy (memorization shows as train >> val) and the samples/s.
 Each run takes about as long as the demo's training (5 minutes on 2 cores).
 
-    python benchmarks/bench_schedule.py [--params params.yaml] [--only constant-3e-4 ...]
+    python -m studies.demo_recipe.schedule [--params params.yaml] [--only constant-3e-4 ...]
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ import json
 import logging
 from pathlib import Path
 
-from demo_runs import REPO, train_and_score
-
-from filmclevr.params import load_params, model_overrides
+from filmclevr.params import load_params
+from filmclevr.runs import train_and_score
 
 RECIPES: dict[str, dict] = {  # TrainConfig changes on top of the profile's train_model
     "constant-3e-4 (paper)": {"learning_rate": 3e-4, "lr_schedule": "constant"},
@@ -40,7 +39,7 @@ RECIPES: dict[str, dict] = {  # TrainConfig changes on top of the profile's trai
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--only", nargs="+", choices=list(RECIPES), help="run these recipes only")
     p.add_argument("--json", type=Path, help="also write every run's metrics here")
     args = p.parse_args()
@@ -48,9 +47,7 @@ def main() -> None:
     params = load_params(args.params)
     runs = {}
     for name in args.only or RECIPES:
-        runs[name] = train_and_score(
-            params, model=model_overrides(params), train_changes=RECIPES[name]
-        )
+        runs[name] = train_and_score(params, data_dir=Path("data"), train=RECIPES[name])
         print(f"{name}: {runs[name]['overall']:.2f}% ({runs[name]['seconds']:.0f} s)", flush=True)
     prior = next(iter(runs.values()))["prior"]["overall"]
     base = runs.get("constant-3e-4 (paper)", {}).get("overall")
