@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from filmclevr import shards
-from filmclevr import train as training
+from filmclevr import train as training  # the module: `train` also names a run's recipe changes
 from filmclevr.configs import FiLMConfig, TrainConfig
 from filmclevr.curriculum import Phase, phases, train_phases
 from filmclevr.params import model_overrides
