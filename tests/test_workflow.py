@@ -285,6 +285,7 @@ def test_loading_a_model_never_imports_the_training_loop():
         "filmclevr/curriculum.py",
         "filmclevr/experiments.py",
         "filmclevr/cogent.py",
+        "filmclevr/runs.py",
     }
     for path in sorted((ROOT / "filmclevr").rglob("*.py")):
         module = str(path.relative_to(ROOT))
