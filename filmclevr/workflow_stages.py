@@ -387,8 +387,8 @@ def project_imports(root: Path, module: str) -> frozenset[str]:
     too, relative imports resolved.
 
     Importing `a.b.c` also runs the `__init__` of every package on the way (`a.b`), except the
-    top-level packages (PACKAGES), whose `__init__` files are empty (tests/test_workflow.py
-    checks it).
+    top-level packages (PACKAGES), whose `__init__` files are empty
+    (tests/test_workflow_stages.py checks it).
     """
     path = root / module
     stat = path.stat()
@@ -455,9 +455,9 @@ def _snakemake_template(stage: Stage, text: str) -> str:
         if key in stage.matrix:
             return f"{{wildcards.{key}}}"
         if key in stage.inputs:
-            folder_ = _runs_folder(stage, stage.inputs[key])
-            if folder_ is not None:  # the folder, not the list of runs in it
-                return _snakemake_template(stage, folder_)
+            runs = _runs_folder(stage, stage.inputs[key])
+            if runs is not None:  # the folder, not the list of runs in it
+                return _snakemake_template(stage, runs)
             return f"{{input.{key}}}"
         return f"{{output.{key}}}"
 
@@ -472,6 +472,7 @@ def snakemake_shell(stage: Stage) -> str:
 
 
 def matrix_values(stage: Stage, params: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """Each wildcard of the stage's matrix -> the values its parameter key lists."""
     return {wildcard: list(param_value(params, key)) for wildcard, key in stage.matrix.items()}
 
 
