@@ -1,15 +1,32 @@
 """Load the workflow parameters and validate them: the one schema, then what spans sections and
 the model and recipe sections against FiLMConfig and TrainConfig themselves.
 
-Both engines read the same file: Snakemake loads it as its config through `load_params` when
-the Snakefile is parsed (so `snakemake -n` refuses a bad profile), DVC tracks its keys, and
-every stage entry point calls `load_params` (so DVC's first stage refuses it). Nothing a later
-stage would trip over is left for it to find after hours of data stages.
+Both engines read the same parameters: Snakemake loads its --configfile (else params.yaml)
+through `load_params` when the Snakefile is parsed (so `snakemake -n` refuses a bad profile),
+DVC tracks the keys of params.yaml, and every stage entry point calls `load_params` (so DVC's
+first stage refuses it). Nothing a later stage would trip over is left for it to find after
+hours of data stages.
+
+A profile is either complete (params.yaml, the demo) or names its base and lists only what it
+changes (config/*.yaml); `load_params` resolves it on its bases (`resolve`, whose docstring
+states the merge rule), and `filmclevr-params` writes a resolved profile to params.yaml for DVC,
+which reads that one file:
+
+    filmclevr-params config/mini-large.yaml && dvc repro
+    git checkout -- params.yaml            # the demo again, the base of every profile
 """
 
 from __future__ import annotations
 
+import argparse
+import copy
+import functools
+import hashlib
+import json
+import os
 import re
+import subprocess
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -17,9 +34,17 @@ from typing import Any
 import yaml
 
 from filmclevr import clevr
-from filmclevr.configs import ABLATIONS, FiLMConfig, TrainConfig
+from filmclevr.configs import ABLATIONS, FiLMConfig, TrainConfig, unknown_keys
+from filmclevr.fileio import atomic_path
 
 SCHEMA_RESOURCE = "schemas/params.schema.yaml"
+# The two keys of a profile written as differences that are not parameters: the file it is
+# based on (a path relative to the profile's own folder), and the mappings it gives whole.
+BASE_KEY = "base"
+REPLACE_KEY = "replace"
+# The first line of a params.yaml that filmclevr-params wrote, followed by the profile's path.
+WRITTEN_BY = "# Written by filmclevr-params from "
+CHECKSUM_LINE = "# sha256 of the lines below: "
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -61,7 +86,13 @@ class ParamsError(ValueError):
 
 
 def schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of `params.yaml`."""
+    """The JSON Schema (draft 2020-12) of `params.yaml` (a copy: the caller may change it)."""
+    return copy.deepcopy(_schema())
+
+
+@functools.cache
+def _schema() -> dict[str, Any]:
+    """The schema, read once (parsing it costs more than validating a profile); never changed."""
     text = resources.files("filmclevr").joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
     return yaml.safe_load(text)
 
@@ -208,7 +239,7 @@ def validate_params(params: dict[str, Any], source: str = "params") -> dict[str,
     """
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(schema())
+    validator = jsonschema.Draft202012Validator(_schema())
     errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
     lines = [
         f"  {'.'.join(str(p) for p in e.absolute_path) or '<top>'}: {e.message}" for e in errors
@@ -220,9 +251,9 @@ def validate_params(params: dict[str, Any], source: str = "params") -> dict[str,
     return params
 
 
-def load_params(path: str | Path) -> dict[str, Any]:
-    """Read and validate a parameters file (YAML)."""
-    path = Path(path)
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping in a YAML file, read as YAML 1.2 (plain data only); a key given twice, a
+    missing file, bad YAML or a file that is not a mapping raise ParamsError naming it."""
     try:
         with open(path, encoding="utf-8") as f:
             loader = _Yaml12Loader(f)  # a SafeLoader: plain data only
@@ -244,7 +275,196 @@ def load_params(path: str | Path) -> dict[str, Any]:
         raise ParamsError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(params, dict):
         raise ParamsError(f"{path}: expected a mapping of parameter sections")
-    return validate_params(params, str(path))
+    return params
+
+
+def load_params(path: str | Path) -> dict[str, Any]:
+    """Read a parameters file (YAML), resolve it on its bases (`resolve`) and validate it."""
+    return resolve(Path(path))
+
+
+def resolve(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The complete parameters of the profile at `path`, validated.
+
+    A file without `base:` is complete (params.yaml, the demo). A file with `base: <path>`
+    (relative to its own folder) is that base, itself resolved and valid, with the file's
+    changes laid over it by one rule:
+
+    - a section of named parameters (a mapping whose keys the schema lists: `get_data`,
+      `get_data.mini`, `analyze_model`, `experiments`, ...) merges key by key; a key the
+      schema does not list there is refused, so a typo cannot add a key;
+    - every other value is replaced whole: numbers, strings, every list (`splits`,
+      `curriculum`, `experiments.names`, ...), and the mappings whose missing keys mean
+      something, where a merge would silently change a result: `model` and `train_model` (and
+      the `train_model` changes of `experiments`, `cogent` and curriculum phases), whose
+      missing keys are the paper's defaults; `get_data.mini.images` and `split_settings`, one
+      entry per split; `question_mix` (a type left out is not asked); `regression.tolerance`;
+    - `replace: [<dotted key>, ...]` gives the named mappings of this file whole as well (to
+      drop what the base sets there, e.g. an optional `get_data.mini.look`).
+
+    A profile with a base names itself (`profile:`, not its base's name), since every number
+    it reports carries that name.
+
+    Raises:
+        ParamsError: naming the file at fault: a missing base, bases in a cycle, a base that
+            filmclevr-params wrote (not the demo), an unknown key, an invalid result.
+    """
+    params = _read_yaml(path)
+    if BASE_KEY not in params:
+        if REPLACE_KEY in params:
+            raise ParamsError(f"{path}: {REPLACE_KEY} without {BASE_KEY}: nothing to replace")
+        return validate_params(params, str(path))
+    base_name = params.pop(BASE_KEY)
+    replace = params.pop(REPLACE_KEY, [])
+    if not isinstance(base_name, str) or not base_name:
+        raise ParamsError(f"{path}: {BASE_KEY} must be the path of a profile, not {base_name!r}")
+    if not isinstance(replace, list) or not all(isinstance(k, str) for k in replace):
+        raise ParamsError(f"{path}: {REPLACE_KEY} must be a list of dotted keys ({replace!r})")
+    base_path = Path(os.path.normpath(path.parent / base_name))
+    chain = (*chain, path)
+    if base_path.resolve() in {p.resolve() for p in chain}:
+        cycle = " -> ".join(str(p) for p in (*chain, base_path))
+        raise ParamsError(f"{path}: its bases form a cycle: {cycle}")
+    if not base_path.is_file():
+        raise ParamsError(f"{path}: base {base_name} ({base_path}) not found")
+    if origin := written_from(base_path):
+        raise ParamsError(
+            f"{path}: base {base_path} was written by filmclevr-params from {origin}; a profile "
+            f"is based on one written by hand (the demo): restore it (git checkout -- {base_path})"
+        )
+    base = resolve(base_path, chain)
+    if params.get("profile", base["profile"]) == base["profile"]:
+        raise ParamsError(
+            f"{path}: give the profile its own name (profile: ...): its numbers would be "
+            f"reported as {base['profile']!r}, the name of its base {base_path}"
+        )
+    unused = set(replace)
+    merged = _merge(base, params, _schema(), "", str(path), unused)
+    if unused:
+        raise ParamsError(
+            f"{path}: {REPLACE_KEY} names {', '.join(sorted(unused))}, which the file does not give"
+        )
+    return validate_params(merged, str(path))
+
+
+def _merge(
+    base: dict[str, Any],
+    changes: dict[str, Any],
+    section: dict[str, Any],
+    prefix: str,
+    source: str,
+    replace: set[str],
+) -> dict[str, Any]:
+    """`base` with `changes` laid over it by `resolve`'s rule; `section` is the schema of this
+    mapping. Each dotted key of `replace` met is removed from it."""
+    known = section["properties"]
+    if unknown := unknown_keys(prefix.rstrip(".") or "top-level", map(str, changes), list(known)):
+        raise ParamsError(f"{source}: {unknown}")
+    merged = copy.deepcopy(base)
+    for key, value in changes.items():
+        dotted = prefix + key
+        if dotted in replace:
+            replace.discard(dotted)
+        elif (
+            "properties" in known[key]
+            and isinstance(value, dict)
+            and isinstance(merged.get(key), dict)
+        ):
+            merged[key] = _merge(merged[key], value, known[key], dotted + ".", source, replace)
+            continue
+        merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def written_from(path: Path) -> str | None:
+    """The profile filmclevr-params wrote `path` from, or None if it did not write it."""
+    with open(path, "rb") as f:  # any file: one that is not UTF-8 is refused when it is read
+        first = f.readline().decode("utf-8", errors="replace").rstrip("\r\n")
+    return first.removeprefix(WRITTEN_BY) if first.startswith(WRITTEN_BY) else None
+
+
+def _checksum(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _edits(path: Path) -> str | None:
+    """What writing over `path` would lose, or None: nothing if filmclevr-params wrote it and it
+    is unchanged, or if git holds it (tracked, no change since the last commit)."""
+    text = path.read_text(encoding="utf-8")
+    if written_from(path) is not None:
+        _, found, body = text.partition("\n" + CHECKSUM_LINE)
+        checksum, _, body = body.partition("\n")
+        if found and checksum == _checksum(body):
+            return None
+        return "it has edits made after filmclevr-params wrote it"
+    git = ["git", "-C", str(path.parent.resolve())]
+    try:
+        held = all(
+            subprocess.run([*git, *args, "--", path.name], capture_output=True).returncode == 0
+            for args in (["ls-files", "--error-unmatch"], ["diff", "--quiet", "HEAD"])
+        )
+    except OSError:  # no git
+        held = False
+    return None if held else "it has changes that git does not hold"
+
+
+def write_profile(profile: str | Path, out: str | Path, force: bool = False) -> dict[str, Any]:
+    """Write the profile at `profile`, resolved and complete, to `out` (atomically), under a
+    header naming the profile; return its parameters.
+
+    DVC reads one complete file, params.yaml: this is how a profile gets there. Writing over a
+    file is refused if that would lose edits (`_edits`) unless `force`.
+
+    Raises:
+        ParamsError: the profile is invalid, or `out` has edits (naming what), or `out` is
+            the profile itself.
+    """
+    profile, out = Path(profile), Path(out)
+    if out.exists() and out.resolve() == profile.resolve():
+        raise ParamsError(f"{out}: is the profile itself; write it elsewhere")
+    params = load_params(profile)
+    if out.exists() and not force and (edits := _edits(out)):
+        raise ParamsError(
+            f"{out}: {edits}; writing {profile} over it would lose them: keep them (commit "
+            "them or copy the file), or pass --force"
+        )
+    body = yaml.safe_dump(params, sort_keys=False, default_flow_style=None, width=100)
+    header = (
+        f"{WRITTEN_BY}{profile}\n"
+        "# (resolved on its bases: the complete parameters DVC reads). Edit the profile, not this\n"
+        "# file, and write it again; git checkout -- params.yaml restores the demo, the base of\n"
+        "# every profile.\n"
+        f"{CHECKSUM_LINE}{_checksum(body)}\n"
+    )
+    with atomic_path(out) as tmp:
+        tmp.write_text(header + body, encoding="utf-8")
+        if _canonical(resolve(tmp)) != _canonical(params):  # a YAML writer's number formats
+            raise ParamsError(f"{out}: the written file does not read back as {profile}")
+    return params
+
+
+def _canonical(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """filmclevr-params PROFILE [--out params.yaml] [--force]; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="filmclevr-params",
+        description="Write a profile, resolved on its bases, as the complete params.yaml that "
+        "DVC reads (Snakemake reads a profile itself: --configfile).",
+    )
+    parser.add_argument("profile", type=Path, help="a profile, e.g. config/mini-large.yaml")
+    parser.add_argument("--out", type=Path, default=Path("params.yaml"), help="params.yaml")
+    parser.add_argument("--force", action="store_true", help="write over edits to --out")
+    args = parser.parse_args(argv)
+    try:
+        params = write_profile(args.profile, args.out, force=args.force)
+    except (OSError, ParamsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.out}: profile {params['profile']} ({args.profile}), complete; dvc repro runs it")
+    return 0
 
 
 def input_files(params: dict[str, Any]) -> dict[str, str]:
@@ -287,3 +507,7 @@ def model_overrides(params: dict[str, Any]) -> dict[str, Any]:
     """The `FiLMConfig` fields a profile sets: its `model` section, and the input size, which is
     `resize_images.image_size` (the model sees the images as the pipeline resized them)."""
     return {**params["model"], "image_size": params["resize_images"]["image_size"]}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

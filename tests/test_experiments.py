@@ -13,7 +13,7 @@ import pytest
 
 from filmclevr import experiments
 from filmclevr.model import ABLATIONS, FiLMConfig, FiLMedNet, count_parameters
-from filmclevr.params import load_params
+from filmclevr.params import load_params, write_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP_CPU = ROOT / "config/sweep-cpu.yaml"
@@ -116,7 +116,7 @@ def test_both_engines_expand_the_sweep_into_the_same_jobs(tmp_path: Path) -> Non
     project = tmp_path / "dvc"  # DVC reads params.yaml: the sweep profile in its place
     project.mkdir()
     shutil.copy2(ROOT / "dvc.yaml", project / "dvc.yaml")
-    shutil.copy2(SWEEP_CPU, project / "params.yaml")
+    write_profile(SWEEP_CPU, project / "params.yaml")  # resolved: complete, as DVC reads it
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True)
     names = {stage.name for stage in Repo(str(project)).index.stages}

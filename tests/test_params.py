@@ -54,7 +54,7 @@ def differences(recorded, resolved, path: str = "") -> list[str]:
                 recorded.get(key, "<absent>"), resolved.get(key, "<absent>"), f"{path}.{key}"
             )
         ]
-    if json.dumps(recorded, sort_keys=True) != json.dumps(resolved, sort_keys=True):
+    if canonical(recorded) != canonical(resolved):
         return [f"{path.lstrip('.')}: recorded {recorded!r}, resolved {resolved!r}"]
     return []
 
@@ -90,6 +90,285 @@ def test_differences_name_each_changed_key_and_type() -> None:
         "d: recorded None, resolved '<absent>'",
         "e: recorded '<absent>', resolved 1",
     ]
+
+
+# --- Profiles as differences from a base ----------------------------------------------------------
+DEMO = ROOT / "params.yaml"
+
+
+def profile(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def canonical(value) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def test_shipped_profiles_name_a_base_and_list_only_what_they_change() -> None:
+    """Every profile in config/ is a difference from the demo or from another profile, and each
+    value it gives changes its base's (a section given whole differs as a whole)."""
+
+    def repeated(base, changes, section, prefix=""):
+        found = []
+        for key, value in changes.items():
+            sub = section["properties"][key]
+            if "properties" in sub and isinstance(value, dict) and isinstance(base[key], dict):
+                found += repeated(base[key], value, sub, f"{prefix}{key}.")
+            elif key in base and canonical(base[key]) == canonical(value):
+                found.append(prefix + key)
+        return found
+
+    for path in sorted((ROOT / "config").glob("*.yaml")):
+        changes = yaml.safe_load(path.read_text())
+        base_path = path.parent / changes.pop("base")
+        assert base_path.resolve() == DEMO or base_path.parent == path.parent, path
+        changes.pop("replace", None)
+        base = load_params(base_path)
+        assert repeated(base, changes, params_mod.schema()) == [], path.name
+
+
+def test_the_merge_rule_merges_exactly_the_sections_of_named_parameters() -> None:
+    """The mappings merged key by key (all others are replaced whole), as resolve's docstring
+    states: a schema change that moves a mapping from one side to the other shows here."""
+
+    def merged(section, prefix=""):
+        paths = [prefix.rstrip(".")]
+        for key, sub in section.get("properties", {}).items():
+            if "properties" in sub:
+                paths += merged(sub, f"{prefix}{key}.")
+        return paths
+
+    assert sorted(merged(params_mod.schema())) == [
+        "",
+        "analyze_model",
+        "cogent",
+        "cogent.zero_shot_reference",
+        "evaluate_model",
+        "experiments",
+        "get_data",
+        "get_data.clevr",
+        "get_data.mini",
+        "regression",
+        "resize_images",
+        "tokenize_questions",
+        "write_shards",
+    ]
+
+
+def test_a_profile_merges_named_parameters_and_replaces_the_rest(tmp_path: Path) -> None:
+    demo = load_params(DEMO)
+    path = profile(
+        tmp_path,
+        "p.yaml",
+        f"""base: {DEMO}
+profile: p
+get_data:
+  splits: [train, val]
+  mini: {{images: {{train: 100, val: 10}}, max_objects: 5}}
+train_model: {{max_epochs: 2}}
+model: {{}}
+analyze_model: {{examples: 3}}
+""",
+    )
+    params = load_params(path)
+    expected = copy.deepcopy(demo)
+    expected["profile"] = "p"
+    expected["get_data"]["splits"] = ["train", "val"]
+    expected["get_data"]["mini"]["images"] = {"train": 100, "val": 10}  # no test: 250 left
+    expected["get_data"]["mini"]["max_objects"] = 5  # min_objects, seed, ... the demo's
+    expected["train_model"] = {"max_epochs": 2}  # the paper's recipe but for max_epochs
+    expected["model"] = {}  # the paper's model
+    expected["analyze_model"]["examples"] = 3
+    assert params == expected
+    assert load_params(DEMO) == demo  # the base is not changed
+
+
+def test_a_base_is_found_beside_the_profile_and_chains(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "sub").mkdir()
+    profile(
+        tmp_path, "a.yaml", f"base: {DEMO}\nprofile: a\nwrite_shards: {{images_per_shard: 7}}\n"
+    )
+    b = profile(
+        tmp_path / "sub", "b.yaml", "base: ../a.yaml\nprofile: b\nregression: {tolerance: 1}\n"
+    )
+    monkeypatch.chdir(ROOT / "config")  # bases are relative to the profile, not the cwd
+    params = load_params(b)
+    assert params["profile"] == "b" and params["regression"]["tolerance"] == 1
+    assert params["write_shards"]["images_per_shard"] == 7
+
+
+def test_replace_gives_a_mapping_whole(tmp_path: Path) -> None:
+    look = profile(
+        tmp_path, "look.yaml", f"base: {DEMO}\nprofile: look\nget_data: {{mini: {{look: clevr}}}}\n"
+    )
+    assert load_params(look)["get_data"]["mini"]["look"] == "clevr"
+    mini = copy.deepcopy(load_params(DEMO)["get_data"]["mini"])
+    plain = profile(
+        tmp_path,
+        "plain.yaml",
+        yaml.safe_dump(
+            {
+                "base": "look.yaml",
+                "profile": "plain",
+                "replace": ["get_data.mini"],
+                "get_data": {"mini": mini},
+            }
+        ),
+    )
+    assert "look" not in load_params(plain)["get_data"]["mini"]
+    assert load_params(plain)["get_data"]["mini"] == mini
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "profile: p\nget_data: {mini: {seeed: 1}}\n",
+            r"p\.yaml: unknown get_data\.mini keys: seeed \(did you mean seed\?\)",
+        ),
+        (
+            "profile: p\ntrian_model: {max_epochs: 1}\n",
+            r"p\.yaml: unknown top-level keys: trian_model \(did you mean train_model\?\)",
+        ),
+        (
+            "profile: p\ntrain_model: {max_epoch: 1}\n",
+            r"p\.yaml: invalid parameters\n  train_model: unknown TrainConfig keys: max_epoch",
+        ),
+        (
+            "profile: p\nget_data: {splits: [train, val, valB]}\n",
+            r"p\.yaml: invalid parameters\n  get_data\.mini\.images: no image count for split",
+        ),
+        (
+            "get_data: {mini: {seed: 1}}\n",
+            r"p\.yaml: give the profile its own name \(profile: \.\.\.\): its numbers would be "
+            r"reported as 'mini', the name of its base",
+        ),
+        ("profile: mini\n", r"p\.yaml: give the profile its own name"),
+        (
+            "profile: p\nreplace: [model]\n",
+            r"p\.yaml: replace names model, which the file does not give",
+        ),
+        ("profile: p\nreplace: model\n", r"p\.yaml: replace must be a list of dotted keys"),
+    ],
+)
+def test_a_bad_difference_is_refused_naming_the_file(tmp_path: Path, text: str, message: str):
+    path = profile(tmp_path, "p.yaml", f"base: {DEMO}\n{text}")
+    with pytest.raises(ParamsError, match=message):
+        load_params(path)
+
+
+def test_a_missing_base_or_a_cycle_is_refused_naming_the_files(tmp_path: Path) -> None:
+    a = profile(tmp_path, "a.yaml", "base: b.yaml\nprofile: a\n")
+    with pytest.raises(ParamsError, match=rf"^{a}: base b\.yaml \({tmp_path / 'b.yaml'}\) not f"):
+        load_params(a)
+    profile(tmp_path, "b.yaml", "base: c.yaml\nprofile: b\n")
+    profile(tmp_path, "c.yaml", "base: a.yaml\nprofile: c\n")
+    with pytest.raises(ParamsError) as e:
+        load_params(a)
+    cycle = " -> ".join(str(tmp_path / f"{n}.yaml") for n in "abca")
+    assert str(e.value) == f"{tmp_path / 'c.yaml'}: its bases form a cycle: {cycle}"
+    itself = profile(tmp_path, "self.yaml", "base: self.yaml\nprofile: s\n")
+    with pytest.raises(ParamsError, match="its bases form a cycle"):
+        load_params(itself)
+    with pytest.raises(ParamsError, match=r"base must be the path of a profile, not None"):
+        load_params(profile(tmp_path, "none.yaml", "base:\nprofile: n\n"))
+    with pytest.raises(ParamsError, match=r"replace without base"):
+        load_params(profile(tmp_path, "complete.yaml", DEMO.read_text() + "replace: [model]\n"))
+
+
+def test_an_error_in_a_base_names_the_base(tmp_path: Path) -> None:
+    bad = profile(
+        tmp_path, "bad.yaml", f"base: {DEMO}\nprofile: bad\nwrite_shards: {{images: 1}}\n"
+    )
+    top = profile(tmp_path, "top.yaml", "base: bad.yaml\nprofile: top\n")
+    with pytest.raises(ParamsError, match=rf"^{bad}: unknown write_shards keys: images"):
+        load_params(top)
+
+
+# --- filmclevr-params: a profile as the complete params.yaml DVC reads ----------------------------
+def git(cwd: Path, *args: str) -> None:
+    import subprocess
+
+    identity = ["-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", *identity, *args], cwd=cwd, check=True, capture_output=True)
+
+
+def test_filmclevr_params_writes_the_resolved_profile(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "params.yaml"
+    source = ROOT / "config/mini-clevr-size-curriculum.yaml"
+    assert params_mod.main([str(source), "--out", str(out)]) == 0
+    assert capsys.readouterr().out == (
+        f"{out}: profile mini-clevr-size-curriculum ({source}), complete; dvc repro runs it\n"
+    )
+    text = out.read_text()
+    assert text.startswith(f"# Written by filmclevr-params from {source}\n")
+    assert params_mod.written_from(out) == str(source)
+    plain = yaml.safe_load(text)  # complete: DVC reads it as it is, with no base to resolve
+    assert "base" not in plain and plain == load_params(source) == load_params(out)
+    assert canonical(load_params(out)) == canonical(load_params(source))  # types too
+    # Written again from an unchanged file, or from another profile: nothing is lost.
+    assert params_mod.main([str(ROOT / "config/paper.yaml"), "--out", str(out)]) == 0
+    assert load_params(out)["profile"] == "paper"
+
+
+def test_filmclevr_params_keeps_edits_unless_forced(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "params.yaml"
+    paper = str(ROOT / "config/paper.yaml")
+    assert params_mod.main([paper, "--out", str(out)]) == 0
+    out.write_text(out.read_text().replace("images_per_shard: 1000", "images_per_shard: 10"))
+    assert params_mod.main([paper, "--out", str(out)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: {out}: it has edits made after filmclevr-params wrote it; writing {paper} over "
+        "it would lose them: keep them (commit them or copy the file), or pass --force\n"
+    )
+    assert yaml.safe_load(out.read_text())["write_shards"]["images_per_shard"] == 10
+    assert params_mod.main([paper, "--out", str(out), "--force"]) == 0
+    assert load_params(out)["write_shards"]["images_per_shard"] == 1000
+
+
+def test_filmclevr_params_writes_over_a_hand_written_file_only_if_git_holds_it(
+    tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "params.yaml"
+    out.write_text(DEMO.read_text())
+    paper = str(ROOT / "config/paper.yaml")
+    assert params_mod.main([paper, "--out", str(out)]) == 1  # not in git: it would be lost
+    assert "it has changes that git does not hold" in capsys.readouterr().err
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "params.yaml")
+    git(tmp_path, "commit", "-q", "-m", "demo")
+    out.write_text(DEMO.read_text() + "# an edit\n")
+    assert params_mod.main([paper, "--out", str(out)]) == 1
+    assert out.read_text().endswith("# an edit\n")
+    git(tmp_path, "checkout", "--", "params.yaml")
+    assert params_mod.main([paper, "--out", str(out)]) == 0
+    assert load_params(out)["profile"] == "paper"
+
+
+def test_a_written_params_yaml_is_no_base(tmp_path: Path) -> None:
+    """After filmclevr-params wrote params.yaml, the profiles based on it (the demo) are refused
+    until the demo is back, instead of being resolved on another profile."""
+    (tmp_path / "config").mkdir()
+    demo = tmp_path / "params.yaml"
+    paper = tmp_path / "config/paper.yaml"
+    paper.write_text((ROOT / "config/paper.yaml").read_text())
+    large = tmp_path / "config/mini-large.yaml"
+    large.write_text((ROOT / "config/mini-large.yaml").read_text())
+    demo.write_text(DEMO.read_text())
+    before = load_params(large)
+    params_mod.write_profile(paper, demo, force=True)
+    with pytest.raises(ParamsError) as e:
+        load_params(large)
+    assert str(e.value) == (
+        f"{large}: base {demo} was written by filmclevr-params from {paper}; a profile is based "
+        f"on one written by hand (the demo): restore it (git checkout -- {demo})"
+    )
+    with pytest.raises(ParamsError, match="is the profile itself"):
+        params_mod.write_profile(demo, demo)
+    demo.write_text(DEMO.read_text())
+    assert load_params(large) == before
 
 
 def test_the_model_input_size_is_stated_once(tmp_path: Path, good: dict) -> None:
