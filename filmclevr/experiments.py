@@ -110,7 +110,8 @@ def run_experiment(
     goes on. Anything else (damaged shards, a missing file) is raised: it is no property of the
     experiment, and a table row "failed" would outlive the repaired data.
     """
-    from filmclevr.runs import model_fields, plan_run, train_and_evaluate
+    from filmclevr.runs import model_fields, plan_run
+    from filmclevr.scored_runs import train_and_evaluate
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

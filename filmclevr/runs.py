@@ -8,12 +8,12 @@ Every training goes through here (the loop itself is `train.train`):
 - CoGenT's fine-tuning runs (`cogent`): the A model's own configuration, from its weights, on
   the first images of the B split;
 - the studies (`studies/`): a lever, a recipe, a seed, or data broken on purpose, each trained
-  and scored in a temporary folder (`train_and_score`).
+  and scored in a temporary folder (`scored_runs.train_and_score`).
 
 A run is planned first (`plan_run`: the model and every phase's recipe, each checked before
 anything trains), then trained (`train_run`: one `train.train`, or the curriculum's phases in
 turn) and, where the caller wants its numbers, evaluated as the evaluate_model stage evaluates
-(`evaluate_run`, `train_and_evaluate`).
+(`scored_runs`: apart, so that the training stage's code does not include the evaluation's).
 
 The changes are merged key by key: `model` changes over the profile's model (its `model` section
 and `resize_images.image_size`, the input size), `train` changes over `train_model`; a
@@ -23,21 +23,14 @@ curriculum phase's own changes go over those.
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from filmclevr import shards
 from filmclevr import train as training  # the module: `train` also names a run's recipe changes
 from filmclevr.configs import FiLMConfig, TrainConfig
 from filmclevr.curriculum import Phase, phases, train_phases
 from filmclevr.params import model_overrides
-
-if TYPE_CHECKING:
-    from filmclevr.evaluate import Evaluation
 
 Changes = Mapping[str, Any]  # keys of one section (FiLMConfig or TrainConfig fields) -> values
 
@@ -155,119 +148,3 @@ def train_run(
         **common,
     )
     return [summary]
-
-
-def evaluate_run(
-    plan: RunPlan, checkpoint: Path, *, shards_dir: Path, tokens_dir: Path
-) -> Evaluation:
-    """`evaluate.evaluate` of a run's checkpoint with the profile's `evaluate_model` section,
-    as the evaluate_model stage scores the workflow's model."""
-    from filmclevr.evaluate import evaluate
-
-    params = plan.params
-    return evaluate(
-        checkpoint,
-        shards_dir,
-        tokens_dir,
-        split=params["evaluate_model"]["split"],
-        batch_size=params["evaluate_model"]["batch_size"],
-        profile=params["profile"],
-        source=params["get_data"]["source"],
-        train_split=params["get_data"]["splits"][0],  # the Q-type prior counts its answers
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class RunResult:
-    """A trained and evaluated run."""
-
-    summaries: list[dict[str, Any]]  # `train_run`'s, one per phase
-    evaluation: Evaluation  # of the best checkpoint
-
-
-def train_and_evaluate(
-    plan: RunPlan,
-    *,
-    shards_dir: Path,
-    tokens_dir: Path,
-    best_checkpoint: Path,
-    last_checkpoint: Path,
-    log_dir: Path,
-    progress: bool = False,
-    batch_transform: shards.BatchTransform | None = None,
-) -> RunResult:
-    """Train the plan on the data stages' shards and tokens, then evaluate its best checkpoint.
-
-    `batch_transform` breaks the data on purpose: every batch of the training, the validation
-    and the evaluation passes through it (`shards.transformed_batches`).
-    """
-    with shards.transformed_batches(batch_transform):
-        summaries = train_run(
-            plan,
-            shards_dir=shards_dir,
-            vocab_path=Path(tokens_dir) / "vocab.json",
-            best_checkpoint=best_checkpoint,
-            last_checkpoint=last_checkpoint,
-            log_dir=log_dir,
-            progress=progress,
-        )
-        evaluation = evaluate_run(
-            plan, best_checkpoint, shards_dir=shards_dir, tokens_dir=tokens_dir
-        )
-    return RunResult(summaries, evaluation)
-
-
-def train_and_score(
-    params: Mapping[str, Any],
-    *,
-    data_dir: Path,
-    model: Changes | None = None,
-    train: Changes | None = None,
-    batch_transform: shards.BatchTransform | None = None,
-    keep_checkpoint: Path | None = None,
-) -> dict[str, Any]:
-    """One run of the profile with the changes (its main training only), trained and evaluated
-    in a temporary folder: what the studies compare.
-
-    Args:
-        params: the profile.
-        data_dir: holds the data stages' `shards/` and `tokens/` for the profile.
-        model, train: the run's changes (`plan_run`); a fine-tuning run names its checkpoint
-            as `train={"init_checkpoint": ...}`.
-        batch_transform: breaks the data on purpose (`train_and_evaluate`).
-        keep_checkpoint: where to copy the best checkpoint (e.g. the first step of a
-            curriculum done by hand); nothing else is written outside the temporary folder.
-
-    Returns:
-        The run's metrics.json-like document (overall, columns, functions, counts, prior,
-        context), its per-epoch `history`, the training's `samples_per_s` and the run's
-        `seconds`.
-    """
-    plan = plan_run(params, model=model, train=train, curriculum=False)
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        run = train_and_evaluate(
-            plan,
-            shards_dir=Path(data_dir) / "shards",
-            tokens_dir=Path(data_dir) / "tokens",
-            best_checkpoint=out / "film.pt",
-            last_checkpoint=out / "last.pt",
-            log_dir=out / "train",
-            batch_transform=batch_transform,
-        )
-        if keep_checkpoint is not None:
-            Path(keep_checkpoint).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(out / "film.pt", keep_checkpoint)
-    metrics = run.evaluation.metrics
-    return {
-        "overall": metrics["overall"],
-        "columns": metrics["columns"],
-        "functions": metrics["functions"],  # equal_color, equal_size, ... apart
-        "counts": metrics["counts"],
-        "prior": run.evaluation.prior,
-        "context": run.evaluation.context,
-        "history": run.evaluation.history,
-        "samples_per_s": run.summaries[-1]["samples_per_s"],
-        "seconds": time.perf_counter() - start,
-    }

@@ -13,7 +13,8 @@ import torch
 
 from filmclevr import shards
 from filmclevr.checkpoint import load_checkpoint
-from filmclevr.runs import plan_run, train_and_score, train_run
+from filmclevr.runs import plan_run, train_run
+from filmclevr.scored_runs import train_and_score
 from tests.helpers import (
     TINY_IMAGE_SIZE,
     TINY_MODEL_PARAMS,

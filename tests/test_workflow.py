@@ -286,6 +286,7 @@ def test_loading_a_model_never_imports_the_training_loop():
         "filmclevr/experiments.py",
         "filmclevr/cogent.py",
         "filmclevr/runs.py",
+        "filmclevr/scored_runs.py",
     }
     for path in sorted((ROOT / "filmclevr").rglob("*.py")):
         module = str(path.relative_to(ROOT))

@@ -28,7 +28,8 @@ import yaml
 from filmclevr.count_params import vocab_sizes
 from filmclevr.model import FiLMConfig, FiLMedNet
 from filmclevr.params import load_params
-from filmclevr.runs import model_fields, train_and_score
+from filmclevr.runs import model_fields
+from filmclevr.scored_runs import train_and_score
 
 REFERENCE = Path("results/reference/mini-clevr-size/film.pt")  # the CLEVR-sized run's model
 

@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 
 from filmclevr.params import load_params
-from filmclevr.runs import train_and_score
+from filmclevr.scored_runs import train_and_score
 
 RECIPES: dict[str, dict] = {  # TrainConfig changes on top of the profile's train_model
     "constant-3e-4 (paper)": {"learning_rate": 3e-4, "lr_schedule": "constant"},

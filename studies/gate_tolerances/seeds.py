@@ -21,11 +21,10 @@ temporary folder, evaluates each on the validation split, and prints:
    - shuffled questions: each question's words permuted (the same way every time), in
      training and evaluation.
 
-The breakages are applied to the shard loader's batches (`filmclevr.runs.train_and_score`'s
-batch_transform), the one path training and evaluation share: the bug a broken data stage would
-cause. One demo training
-takes about 7 minutes on 2 cores with native bf16; the default run of this script (5 seeds, 3
-breakages) about an hour. Nothing is written outside the temporary folders.
+The breakages are applied to the shard loader's batches (the batch_transform of
+`filmclevr.scored_runs.train_and_score`), the one path training and evaluation share: the bug a
+broken data stage would cause. The default run of this script is 5 seeds and 3 breakages, each
+one demo training. Nothing is written outside the temporary folders.
 
     python -m studies.gate_tolerances.seeds [--params params.yaml] [--seeds 0 1 2 3 4]
 """
@@ -44,7 +43,7 @@ from filmclevr import shards
 from filmclevr.model import ABLATIONS
 from filmclevr.params import load_params
 from filmclevr.regression import METRICS, check_regression
-from filmclevr.runs import train_and_score
+from filmclevr.scored_runs import train_and_score
 
 
 def blank_images(batch: shards.Batch) -> shards.Batch:
