@@ -4,8 +4,8 @@
 #      bf16, bf16 + channels-last, and all three with torch.compile (run alone on the GPU);
 #   2. the paper's model and recipe on a small mini-CLEVR (config/paper-mini.yaml): data stages,
 #      training, evaluation;
-#   3. the capacity study (studies/demo_recipe/capacity.py) on the Compare Attribute probe, one
-#      process per lever, far more epochs than a CPU session affords.
+#   3. the capacity study (studies/compare_attribute/capacity.py) on the Compare Attribute
+#      probe, one process per lever, far more epochs than a CPU session affords.
 # 2 and 3 share the GPU (their samples/s are not benchmarks; 1's are). Needs the project's
 # dependencies but not Snakemake: the stages are called as the Snakefile calls them. Everything
 # lands in OUT: logs, tables, JSON, the paper-mini results; the data and checkpoints in DATA
@@ -56,7 +56,7 @@ stamp "bench_train exit $?"
 pids=()
 IFS='|' read -r -a levers <<<"$LEVERS"
 for i in "${!levers[@]}"; do
-  python -m studies.demo_recipe.capacity --params "$PROBE_PARAMS" --only "${levers[$i]}" \
+  python -m studies.compare_attribute.capacity --params "$PROBE_PARAMS" --only "${levers[$i]}" \
     --data "$DATA/probe" --json "$OUT/probe-$i.json" --train "max_epochs=$PROBE_EPOCHS" \
     batch_size=256 bf16=true channels_last=true num_workers=2 >"$OUT/probe-$i.log" 2>&1 &
   pids+=($!)
@@ -82,6 +82,6 @@ for pid in "${pids[@]}"; do
   wait "$pid"
   stamp "probe lever (pid $pid) exit $?"
 done
-python -m studies.demo_recipe.capacity --params "$PROBE_PARAMS" --show "$OUT"/probe-*.json \
+python -m studies.compare_attribute.capacity --params "$PROBE_PARAMS" --show "$OUT"/probe-*.json \
   >"$OUT/probe-table.txt" 2>&1
 stamp "done"

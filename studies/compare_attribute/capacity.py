@@ -7,10 +7,10 @@ Trains on the profile's data (run the pipeline's data stages first, e.g. on the 
 whose questions are half Compare Attribute, half Query Attribute):
 
     snakemake write_shards --cores all --configfile config/probe-compare-attribute.yaml
-    python -m studies.demo_recipe.capacity --params config/probe-compare-attribute.yaml [--only ...]
+    python -m studies.compare_attribute.capacity --params config/probe-compare-attribute.yaml
 
-and prints per lever the validation accuracy of Compare Attribute after each epoch, its last
-Query Attribute accuracy, the parameters and the samples/s.
+(`--only NAME ...` for some levers) and prints per lever the validation accuracy of Compare
+Attribute after each epoch, its last Query Attribute accuracy, the parameters and the samples/s.
 """
 
 from __future__ import annotations
