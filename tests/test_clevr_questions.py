@@ -324,3 +324,42 @@ def test_coverage_command(capsys) -> None:
     assert "7500 genuine texts" in out
     assert re.search(r"in the vocabulary of \d+ generated questions .*: \d+\.\d\d%", out)
     assert "phrasings of the 90 CLEVR families: 100.00%" in out
+
+
+def test_coverage_command_writes_what_it_prints_and_what_it_measured_on(tmp_path, capsys) -> None:
+    out_file = tmp_path / "coverage" / "coverage.json"
+    argv = ["--coverage", "--images", "5", "--seed", "3", "--genuine", str(GENUINE_TEXTS)]
+    assert cq.main([*argv, "--json", str(out_file)]) == 0
+    printed = capsys.readouterr().out
+    assert [p.name for p in out_file.parent.iterdir()] == ["coverage.json"]  # no temporary left
+    report = json.loads(out_file.read_text())
+    assert report["genuine"]["file"] == "tests/data/clevr_genuine/" + GENUINE_TEXTS.name
+    assert len(report["genuine"]["sha256"]) == 64 and report["genuine"]["texts"] == 7500
+    assert report["generated_on"] == {
+        "scenes": 5,
+        "split": "train",
+        "questions_per_image": 20,
+        "seed": 3,
+    }
+    clevr_side, mini_side = report["clevr_language"], report["mini_language"]
+    assert clevr_side["questions"] == 5 * 20 and mini_side["questions"] == 5 * 20
+    # The file holds the printed numbers, unrounded.
+    assert (
+        f"({clevr_side['vocabulary_entries']} entries): {100 * clevr_side['in_vocabulary']:.2f}%"
+        in printed
+    )
+    assert f"families: {100 * clevr_side['phrasings_of_the_families']:.2f}%" in printed
+    assert f"questions: {100 * clevr_side['phrasings_of_the_questions']:.2f}%" in printed
+    assert (
+        f"vocabulary of {mini_side['vocabulary_entries']} entries "
+        f"{100 * mini_side['in_vocabulary']:.2f}%, "
+        f"phrasings {100 * mini_side['phrasings_of_the_questions']:.2f}%" in printed
+    )
+    assert 0 < mini_side["in_vocabulary"] < clevr_side["in_vocabulary"] <= 1
+
+
+def test_coverage_json_needs_coverage(tmp_path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cq.main(["--speed", "--images", "1", "--json", str(tmp_path / "c.json")])
+    assert exit_info.value.code == 2
+    assert not (tmp_path / "c.json").exists()

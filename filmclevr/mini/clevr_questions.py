@@ -1136,10 +1136,92 @@ def _mini_scenes(images: int, seed: int, split: str = "train") -> list[dict[str,
     return [make_scene(seed, split, i) for i in range(images)]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`--coverage`: vocabulary and phrasing coverage of a genuine question file;
-    `--speed`: questions per second on mini-CLEVR scenes."""
+def _recorded_path(path: Path) -> str:
+    """`path` relative to the repository when inside it (a record that reads alike on every
+    checkout), else as given."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        return Path(path).resolve().relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def coverage_report(
+    genuine: Path, scenes: Sequence[Mapping[str, Any]], questions_per_image: int, seed: int
+) -> dict[str, Any]:
+    """How much of the genuine question texts in `genuine` this generator covers, beside the
+    project's own generator on the same scenes: `--coverage`'s numbers, and what they were
+    measured on (shares are fractions of the genuine texts)."""
+    import hashlib
+
+    from filmclevr.mini.questions import sample_questions
     from filmclevr.tokenize import build_vocab
+
+    texts = read_question_texts(genuine)
+    sampler = ClevrQuestionSampler(random.Random(seed))
+    questions = [q for s in scenes for q in sampler.sample(s, questions_per_image)]
+    vocab = build_vocab(questions)["question_token_to_idx"]
+    result = measure_coverage(texts, vocab)
+    sampled = phrasing_coverage(texts, {phrasing_skeleton(q["question"]) for q in questions})
+    # The project's own generator on the same scenes, side by side: its vocabulary, and the
+    # phrasings its questions use.
+    own = sample_questions(scenes, random.Random(seed), questions_per_image, "uniform")
+    own_vocab = build_vocab(own)["question_token_to_idx"]
+    own_result = measure_coverage(texts, own_vocab, {phrasing_skeleton(q["question"]) for q in own})
+    return {
+        "genuine": {
+            "file": _recorded_path(genuine),
+            "sha256": hashlib.sha256(Path(genuine).read_bytes()).hexdigest(),
+            "texts": result["texts"],
+        },
+        "generated_on": {
+            "scenes": len(scenes),
+            "split": "train",
+            "questions_per_image": questions_per_image,
+            "seed": seed,
+        },
+        "clevr_language": {
+            "questions": len(questions),
+            "vocabulary_entries": len(vocab),  # question_token_to_idx, special tokens included
+            "in_vocabulary": result["in_vocabulary"],
+            "phrasings_of_the_families": result["phrasings"],
+            "phrasings_of_the_questions": sampled,
+        },
+        "mini_language": {
+            "questions": len(own),
+            "vocabulary_entries": len(own_vocab),
+            "in_vocabulary": own_result["in_vocabulary"],
+            "phrasings_of_the_questions": own_result["phrasings"],
+        },
+    }
+
+
+def _print_coverage(report: Mapping[str, Any], genuine: Path) -> None:
+    clevr_side, mini_side = report["clevr_language"], report["mini_language"]
+    print(f"{report['genuine']['texts']} genuine texts ({genuine.name})")
+    print(
+        f"in the vocabulary of {clevr_side['questions']} generated questions "
+        f"({clevr_side['vocabulary_entries']} entries): {100 * clevr_side['in_vocabulary']:.2f}%"
+    )
+    print(
+        f"phrasings of the 90 CLEVR families: {100 * clevr_side['phrasings_of_the_families']:.2f}%"
+    )
+    print(
+        f"phrasings of these {clevr_side['questions']} generated questions: "
+        f"{100 * clevr_side['phrasings_of_the_questions']:.2f}%"
+    )
+    print(
+        f"mini-CLEVR's own generator, {mini_side['questions']} questions on the same scenes: "
+        f"vocabulary of {mini_side['vocabulary_entries']} entries "
+        f"{100 * mini_side['in_vocabulary']:.2f}%,"
+        f" phrasings {100 * mini_side['phrasings_of_the_questions']:.2f}%"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`--coverage`: vocabulary and phrasing coverage of a genuine question file (`--json`
+    also writes it); `--speed`: questions per second on mini-CLEVR scenes."""
+    from filmclevr.fileio import write_json_atomic
 
     parser = argparse.ArgumentParser(prog="python -m filmclevr.mini.clevr_questions")
     parser.add_argument("--coverage", action="store_true", help="measure genuine-text coverage")
@@ -1149,52 +1231,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--questions-per-image", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--family-table", action="store_true", help="print the 90 families")
+    parser.add_argument(
+        "--json", type=Path, metavar="PATH", help="with --coverage: also write its numbers here"
+    )
     args = parser.parse_args(argv)
     if not (args.coverage or args.speed or args.family_table):
         parser.error("say --coverage, --speed or --family-table")
+    if args.json is not None and not args.coverage:
+        parser.error("--json writes the coverage: say --coverage too")
     if args.family_table:
         print(family_table())
     if args.coverage or args.speed:
         scenes = _mini_scenes(args.images, args.seed)
+    if args.speed:
         sampler = ClevrQuestionSampler(random.Random(args.seed))
         started = time.perf_counter()
         questions = [q for s in scenes for q in sampler.sample(s, args.questions_per_image)]
         seconds = time.perf_counter() - started
-        if args.speed:
-            print(
-                f"{len(questions)} questions on {len(scenes)} scenes in {seconds:.2f} s: "
-                f"{len(questions) / seconds:.0f} questions/s"
-            )
-        if args.coverage:
-            texts = read_question_texts(args.genuine)
-            vocab = build_vocab(questions)["question_token_to_idx"]
-            result = measure_coverage(texts, vocab)
-            print(f"{result['texts']} genuine texts ({args.genuine.name})")
-            print(
-                f"in the vocabulary of {len(questions)} generated questions "
-                f"({len(vocab)} entries): {100 * result['in_vocabulary']:.2f}%"
-            )
-            print(f"phrasings of the 90 CLEVR families: {100 * result['phrasings']:.2f}%")
-            sampled = phrasing_coverage(
-                texts, {phrasing_skeleton(q["question"]) for q in questions}
-            )
-            print(f"phrasings of these {len(questions)} generated questions: {100 * sampled:.2f}%")
-            # The project's own generator on the same scenes, side by side: its vocabulary,
-            # and the phrasings its questions use.
-            from filmclevr.mini.questions import sample_questions
-
-            own = sample_questions(
-                scenes, random.Random(args.seed), args.questions_per_image, "uniform"
-            )
-            own_vocab = build_vocab(own)["question_token_to_idx"]
-            own_result = measure_coverage(
-                texts, own_vocab, {phrasing_skeleton(q["question"]) for q in own}
-            )
-            print(
-                f"mini-CLEVR's own generator, {len(own)} questions on the same scenes: "
-                f"vocabulary of {len(own_vocab)} entries {100 * own_result['in_vocabulary']:.2f}%,"
-                f" phrasings {100 * own_result['phrasings']:.2f}%"
-            )
+        print(
+            f"{len(questions)} questions on {len(scenes)} scenes in {seconds:.2f} s: "
+            f"{len(questions) / seconds:.0f} questions/s"
+        )
+    if args.coverage:
+        report = coverage_report(args.genuine, scenes, args.questions_per_image, args.seed)
+        _print_coverage(report, args.genuine)
+        if args.json is not None:
+            write_json_atomic(args.json, report)
     return 0
 
 
