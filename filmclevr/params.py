@@ -7,13 +7,14 @@ DVC tracks the keys of params.yaml, and every stage entry point calls `load_para
 first stage refuses it). Nothing a later stage would trip over is left for it to find after
 hours of data stages.
 
-A profile is either complete (params.yaml, the demo) or names its base and lists only what it
-changes (config/*.yaml); `load_params` resolves it on its bases (`resolve`, whose docstring
-states the merge rule), and `filmclevr-params` writes a resolved profile to params.yaml for DVC,
-which reads that one file:
+The profiles are config/*.yaml. The demo, config/demo.yaml, is complete; every other one names
+its base and lists only what it changes; `load_params` resolves a profile on its bases
+(`resolve`, whose docstring states the merge rule). params.yaml, the one file DVC tracks, is
+generated: `filmclevr-params` writes a profile there, resolved and complete (the committed one
+is the demo's, and a test keeps it so):
 
     filmclevr-params config/mini-large.yaml && dvc repro
-    git checkout -- params.yaml            # the demo again, the base of every profile
+    filmclevr-params config/demo.yaml        # the demo again
 """
 
 from __future__ import annotations
@@ -42,8 +43,15 @@ SCHEMA_RESOURCE = "schemas/params.schema.yaml"
 # based on (a path relative to the profile's own folder), and the mappings it gives whole.
 BASE_KEY = "base"
 REPLACE_KEY = "replace"
-# The first line of a params.yaml that filmclevr-params wrote, followed by the profile's path.
+# The first line of a params.yaml that filmclevr-params wrote, followed by the profile's path
+# (relative to the written file's folder when the profile is inside it, else absolute), and the
+# header's last line: the checksum that tells an unchanged file from one edited by hand.
 WRITTEN_BY = "# Written by filmclevr-params from "
+GENERATED = (
+    "# generated: edit config/<profile>.yaml, then run filmclevr-params config/<profile>.yaml.\n"
+    "# This is that profile resolved on its bases, the complete parameters DVC tracks and both\n"
+    "# engines read by default; filmclevr-params config/demo.yaml writes the demo again.\n"
+)
 CHECKSUM_LINE = "# sha256 of the lines below: "
 
 
@@ -79,6 +87,22 @@ def _first_duplicate_key(node: yaml.Node, path: str = "") -> tuple[str, yaml.Nod
             if found := _first_duplicate_key(item, f"{path}[{i}]"):
                 return found
     return None
+
+
+class _ProfileDumper(yaml.SafeDumper):
+    """Writes parameters as a profile is written by hand: mappings as blocks, a list of plain
+    values on one line (`splits: [train, val, test]`), other lists indented under their key."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
+    plain = all(not isinstance(item, dict | list) for item in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=plain)
+
+
+_ProfileDumper.add_representer(list, _represent_list)
 
 
 class ParamsError(ValueError):
@@ -286,9 +310,9 @@ def load_params(path: str | Path) -> dict[str, Any]:
 def resolve(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The complete parameters of the profile at `path`, validated.
 
-    A file without `base:` is complete (params.yaml, the demo). A file with `base: <path>`
-    (relative to its own folder) is that base, itself resolved and valid, with the file's
-    changes laid over it by one rule:
+    A file without `base:` is complete (config/demo.yaml, the demo; a params.yaml that
+    filmclevr-params wrote). A file with `base: <path>` (relative to its own folder) is that
+    base, itself resolved and valid, with the file's changes laid over it by one rule:
 
     - a section of named parameters (a mapping whose keys the schema lists: `get_data`,
       `get_data.mini`, `analyze_model`, `experiments`, ...) merges key by key; a key the
@@ -307,7 +331,8 @@ def resolve(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
 
     Raises:
         ParamsError: naming the file at fault: a missing base, bases in a cycle, a base that
-            filmclevr-params wrote (not the demo), an unknown key, an invalid result.
+            filmclevr-params wrote (params.yaml: its values are those of whichever profile was
+            written last), an unknown key, an invalid result.
     """
     params = _read_yaml(path)
     if BASE_KEY not in params:
@@ -320,7 +345,7 @@ def resolve(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ParamsError(f"{path}: {BASE_KEY} must be the path of a profile, not {base_name!r}")
     if not isinstance(replace, list) or not all(isinstance(k, str) for k in replace):
         raise ParamsError(f"{path}: {REPLACE_KEY} must be a list of dotted keys ({replace!r})")
-    base_path = Path(os.path.normpath(path.parent / base_name))
+    base_path = _base_path(path, base_name)
     chain = (*chain, path)
     if base_path.resolve() in {p.resolve() for p in chain}:
         cycle = " -> ".join(str(p) for p in (*chain, base_path))
@@ -329,8 +354,9 @@ def resolve(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ParamsError(f"{path}: base {base_name} ({base_path}) not found")
     if origin := written_from(base_path):
         raise ParamsError(
-            f"{path}: base {base_path} was written by filmclevr-params from {origin}; a profile "
-            f"is based on one written by hand (the demo): restore it (git checkout -- {base_path})"
+            f"{path}: base {base_path} is generated (filmclevr-params wrote it from {origin}, and "
+            "writes it again from whichever profile is run next): name a profile as the base, "
+            "e.g. config/demo.yaml"
         )
     base = resolve(base_path, chain)
     if params.get("profile", base["profile"]) == base["profile"]:
@@ -345,6 +371,21 @@ def resolve(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
             f"{path}: {REPLACE_KEY} names {', '.join(sorted(unused))}, which the file does not give"
         )
     return validate_params(merged, str(path))
+
+
+def _base_path(path: Path, base_name: str) -> Path:
+    """The file that `base: base_name` in the profile at `path` names (beside the profile)."""
+    return Path(os.path.normpath(path.parent / base_name))
+
+
+def bases(path: str | Path) -> list[Path]:
+    """The files the profile at `path` is resolved on, nearest first (after `load_params`
+    accepted it: no cycle, every base found)."""
+    chain, path = [], Path(path)
+    while isinstance(base_name := _read_yaml(path).get(BASE_KEY), str):
+        path = _base_path(path, base_name)
+        chain.append(path)
+    return chain
 
 
 def _merge(
@@ -408,36 +449,55 @@ def _edits(path: Path) -> str | None:
     return None if held else "it has changes that git does not hold"
 
 
+def profile_text(profile: str | Path, out: str | Path) -> tuple[str, dict[str, Any]]:
+    """The text `write_profile` writes to `out` for the profile at `profile`, and its
+    parameters: a header naming the profile (relative to `out`'s folder when it is inside it,
+    so the committed params.yaml names config/demo.yaml wherever it was written from) and the
+    resolved parameters, in the profile's order of sections.
+
+    Raises:
+        ParamsError: the profile is invalid.
+    """
+    profile, out = Path(profile), Path(out)
+    params = load_params(profile)
+    try:
+        source = profile.resolve().relative_to(out.parent.resolve()).as_posix()
+    except ValueError:  # not inside out's folder
+        source = str(profile.resolve())
+    body = yaml.dump(
+        params, Dumper=_ProfileDumper, sort_keys=False, default_flow_style=False, width=100
+    )
+    body = re.sub(r"\n(?=\S)", "\n\n", body)  # a blank line before each section, as by hand
+    header = f"{WRITTEN_BY}{source}\n{GENERATED}{CHECKSUM_LINE}{_checksum(body)}\n"
+    return header + body, params
+
+
 def write_profile(profile: str | Path, out: str | Path, force: bool = False) -> dict[str, Any]:
     """Write the profile at `profile`, resolved and complete, to `out` (atomically), under a
-    header naming the profile; return its parameters.
+    header naming the profile (`profile_text`); return its parameters.
 
     DVC reads one complete file, params.yaml: this is how a profile gets there. Writing over a
-    file is refused if that would lose edits (`_edits`) unless `force`.
+    file is refused if that would lose edits (`_edits`) unless `force`, and always if `out` is
+    the profile or one of its bases (which would be lost, or change the profile written).
 
     Raises:
         ParamsError: the profile is invalid, or `out` has edits (naming what), or `out` is
-            the profile itself.
+            the profile or one of its bases.
     """
     profile, out = Path(profile), Path(out)
-    if out.exists() and out.resolve() == profile.resolve():
-        raise ParamsError(f"{out}: is the profile itself; write it elsewhere")
-    params = load_params(profile)
-    if out.exists() and not force and (edits := _edits(out)):
-        raise ParamsError(
-            f"{out}: {edits}; writing {profile} over it would lose them: keep them (commit "
-            "them or copy the file), or pass --force"
-        )
-    body = yaml.safe_dump(params, sort_keys=False, default_flow_style=None, width=100)
-    header = (
-        f"{WRITTEN_BY}{profile}\n"
-        "# (resolved on its bases: the complete parameters DVC reads). Edit the profile, not this\n"
-        "# file, and write it again; git checkout -- params.yaml restores the demo, the base of\n"
-        "# every profile.\n"
-        f"{CHECKSUM_LINE}{_checksum(body)}\n"
-    )
+    text, params = profile_text(profile, out)
+    if out.exists():
+        for source in (profile, *bases(profile)):
+            if out.resolve() == source.resolve():
+                what = "the profile itself" if source == profile else f"a base of {profile}"
+                raise ParamsError(f"{out}: is {what}; write it elsewhere")
+        if not force and (edits := _edits(out)):
+            raise ParamsError(
+                f"{out}: {edits}; writing {profile} over it would lose them: keep them (commit "
+                "them or copy the file), or pass --force"
+            )
     with atomic_path(out) as tmp:
-        tmp.write_text(header + body, encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
         if _canonical(resolve(tmp)) != _canonical(params):  # a YAML writer's number formats
             raise ParamsError(f"{out}: the written file does not read back as {profile}")
     return params
@@ -452,7 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="filmclevr-params",
         description="Write a profile, resolved on its bases, as the complete params.yaml that "
-        "DVC reads (Snakemake reads a profile itself: --configfile).",
+        "DVC tracks and both engines read by default (Snakemake also reads a profile itself: "
+        "--configfile); config/demo.yaml writes the demo, the committed params.yaml.",
     )
     parser.add_argument("profile", type=Path, help="a profile, e.g. config/mini-large.yaml")
     parser.add_argument("--out", type=Path, default=Path("params.yaml"), help="params.yaml")

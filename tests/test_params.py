@@ -16,11 +16,13 @@ from filmclevr import params as params_mod
 from filmclevr.params import ParamsError, load_params, validate_params
 
 ROOT = Path(__file__).resolve().parents[1]
+# The demo, the base of every profile; params.yaml is written from it (filmclevr-params).
+DEMO = ROOT / "config/demo.yaml"
 
 
 @pytest.fixture
 def good() -> dict:
-    return load_params(ROOT / "params.yaml")
+    return load_params(DEMO)
 
 
 def write(tmp_path: Path, params: dict) -> Path:
@@ -36,8 +38,8 @@ RESOLVED_PROFILES = ROOT / "tests/data/resolved_profiles.json"
 
 
 def shipped_profiles() -> list[str]:
-    """The demo (params.yaml) and every profile in config/, relative to the project folder."""
-    return ["params.yaml", *sorted(f"config/{p.name}" for p in (ROOT / "config").glob("*.yaml"))]
+    """Every profile in config/ (the demo too), relative to the project folder."""
+    return sorted(f"config/{p.name}" for p in (ROOT / "config").glob("*.yaml"))
 
 
 def resolved_profiles() -> dict[str, dict]:
@@ -93,7 +95,6 @@ def test_differences_name_each_changed_key_and_type() -> None:
 
 
 # --- Profiles as differences from a base ----------------------------------------------------------
-DEMO = ROOT / "params.yaml"
 
 
 def profile(tmp_path: Path, name: str, text: str) -> Path:
@@ -107,8 +108,9 @@ def canonical(value) -> str:
 
 
 def test_shipped_profiles_name_a_base_and_list_only_what_they_change() -> None:
-    """Every profile in config/ is a difference from the demo or from another profile, and each
-    value it gives changes its base's (a section given whole differs as a whole)."""
+    """Every profile in config/ but the demo is a difference from another profile there (the
+    demo or one based on it), and each value it gives changes its base's (a section given
+    whole differs as a whole)."""
 
     def repeated(base, changes, section, prefix=""):
         found = []
@@ -120,13 +122,18 @@ def test_shipped_profiles_name_a_base_and_list_only_what_they_change() -> None:
                 found.append(prefix + key)
         return found
 
+    complete = []
     for path in sorted((ROOT / "config").glob("*.yaml")):
         changes = yaml.safe_load(path.read_text())
+        if "base" not in changes:
+            complete.append(path)
+            continue
         base_path = path.parent / changes.pop("base")
-        assert base_path.resolve() == DEMO or base_path.parent == path.parent, path
+        assert base_path.parent == path.parent and base_path.is_file(), path
         changes.pop("replace", None)
         base = load_params(base_path)
         assert repeated(base, changes, params_mod.schema()) == [], path.name
+    assert complete == [DEMO]
 
 
 def test_the_merge_rule_merges_exactly_the_sections_of_named_parameters() -> None:
@@ -347,28 +354,78 @@ def test_filmclevr_params_writes_over_a_hand_written_file_only_if_git_holds_it(
     assert load_params(out)["profile"] == "paper"
 
 
-def test_a_written_params_yaml_is_no_base(tmp_path: Path) -> None:
-    """After filmclevr-params wrote params.yaml, the profiles based on it (the demo) are refused
-    until the demo is back, instead of being resolved on another profile."""
+def project(tmp_path: Path, *names: str) -> Path:
+    """A project folder holding copies of the named profiles of config/."""
     (tmp_path / "config").mkdir()
-    demo = tmp_path / "params.yaml"
-    paper = tmp_path / "config/paper.yaml"
-    paper.write_text((ROOT / "config/paper.yaml").read_text())
-    large = tmp_path / "config/mini-large.yaml"
-    large.write_text((ROOT / "config/mini-large.yaml").read_text())
-    demo.write_text(DEMO.read_text())
-    before = load_params(large)
-    params_mod.write_profile(paper, demo, force=True)
-    with pytest.raises(ParamsError) as e:
-        load_params(large)
-    assert str(e.value) == (
-        f"{large}: base {demo} was written by filmclevr-params from {paper}; a profile is based "
-        f"on one written by hand (the demo): restore it (git checkout -- {demo})"
+    for name in names:
+        (tmp_path / "config" / name).write_text((ROOT / "config" / name).read_text())
+    return tmp_path
+
+
+def test_the_committed_params_yaml_is_the_demo_as_filmclevr_params_writes_it(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """params.yaml is generated: exactly what `filmclevr-params config/demo.yaml` writes."""
+    monkeypatch.chdir(project(tmp_path, "demo.yaml"))
+    assert params_mod.main(["config/demo.yaml"]) == 0
+    written = (tmp_path / "params.yaml").read_text(encoding="utf-8")
+    committed = (ROOT / "params.yaml").read_text(encoding="utf-8")
+    assert committed == written, (
+        f"params.yaml is not config/demo.yaml as filmclevr-params writes it (written from "
+        f"{params_mod.written_from(ROOT / 'params.yaml')}): run filmclevr-params config/demo.yaml"
     )
-    with pytest.raises(ParamsError, match="is the profile itself"):
+    assert committed.startswith(
+        "# Written by filmclevr-params from config/demo.yaml\n"
+        "# generated: edit config/<profile>.yaml, then run filmclevr-params"
+    )
+    assert canonical(load_params(ROOT / "params.yaml")) == canonical(load_params(DEMO))
+
+
+def test_switching_profiles_and_back_needs_no_force_and_leaves_the_profiles_alone(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """The issue this layout fixes: writing params.yaml from a profile once made every profile
+    based on params.yaml resolve on that profile instead of the demo."""
+    monkeypatch.chdir(project(tmp_path, "demo.yaml", "paper.yaml", "mini-large.yaml"))
+    assert params_mod.main(["config/demo.yaml"]) == 0
+    demo_text = Path("params.yaml").read_text()
+    large = load_params("config/mini-large.yaml")
+    assert params_mod.main(["config/paper.yaml"]) == 0
+    assert load_params("params.yaml")["profile"] == "paper"
+    assert load_params("config/mini-large.yaml") == large  # its base is the demo, unchanged
+    assert params_mod.main(["config/mini-large.yaml"]) == 0
+    assert canonical(load_params("params.yaml")) == canonical(large)
+    assert params_mod.main(["config/demo.yaml"]) == 0
+    assert Path("params.yaml").read_text() == demo_text
+    # A hand edit is kept: switching again needs --force.
+    Path("params.yaml").write_text(demo_text.replace("max_epochs: 6", "max_epochs: 7"))
+    assert params_mod.main(["config/paper.yaml"]) == 1
+    assert "it has edits made after filmclevr-params wrote it" in capsys.readouterr().err
+    assert load_params("params.yaml")["train_model"]["max_epochs"] == 7
+
+
+def test_a_generated_params_yaml_is_no_base(tmp_path: Path, monkeypatch) -> None:
+    """params.yaml holds whichever profile was written last: a profile based on it would
+    change with it, so it is refused, naming the profile to use instead."""
+    monkeypatch.chdir(project(tmp_path, "demo.yaml", "paper.yaml"))
+    demo, paper = Path("config/demo.yaml"), Path("config/paper.yaml")
+    params_mod.write_profile(demo, "params.yaml")
+    on_generated = profile(Path("config"), "mine.yaml", "base: ../params.yaml\nprofile: mine\n")
+    with pytest.raises(ParamsError) as e:
+        load_params(on_generated)
+    assert str(e.value) == (
+        f"{on_generated}: base params.yaml is generated (filmclevr-params wrote it from "
+        "config/demo.yaml, and writes it again from whichever profile is run next): name a "
+        "profile as the base, e.g. config/demo.yaml"
+    )
+    # Nor is a profile written over itself or over one of its bases.
+    demo_text = demo.read_text()
+    with pytest.raises(ParamsError, match=r"^config/demo\.yaml: is the profile itself"):
         params_mod.write_profile(demo, demo)
-    demo.write_text(DEMO.read_text())
-    assert load_params(large) == before
+    with pytest.raises(ParamsError, match=r"^config/demo\.yaml: is a base of config/paper"):
+        params_mod.write_profile(paper, demo, force=True)
+    assert demo.read_text() == demo_text
+    assert params_mod.bases(paper) == [demo] and params_mod.bases(demo) == []
 
 
 def test_the_model_input_size_is_stated_once(tmp_path: Path, good: dict) -> None:
@@ -428,7 +485,7 @@ def test_schema_errors_come_first(good: dict) -> None:
 
 
 def test_a_training_and_a_validation_split_are_required(tmp_path):
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load(DEMO.read_text())
     params["get_data"]["splits"] = ["train"]
     path = tmp_path / "one_split.yaml"
     path.write_text(yaml.safe_dump(params))
@@ -551,7 +608,7 @@ def test_every_section_is_checked_when_the_file_is_loaded(
 
 def test_a_key_given_twice_is_refused_naming_it_and_its_line(tmp_path: Path) -> None:
     """PyYAML (and Snakemake) would keep the second value silently, DVC refuses the file."""
-    lines = (ROOT / "params.yaml").read_text().splitlines()
+    lines = DEMO.read_text().splitlines()
     line = lines.index(next(s for s in lines if s.startswith("train_model:"))) + 2
     lines.insert(line - 1, "  max_epochs: 2")  # the section's first key, then its own
     path = tmp_path / "twice.yaml"
