@@ -10,14 +10,16 @@ from filmclevr.params import check_input_files, load_params
 if workflow.config_settings.config:
     raise ValueError(
         "--config overrides are not used: every stage reads a parameters file; "
-        "edit params.yaml or pass --configfile <complete profile>"
+        "pass --configfile config/<profile>.yaml (resolved on its bases), or write one as "
+        "params.yaml: filmclevr-params config/<profile>.yaml"
     )
 
 # The parameters file the stage commands read: the last --configfile given, else params.yaml.
 PARAMS = (workflow.overwrite_configfiles or ["params.yaml"])[-1]
 
 # Snakemake merges a --configfile into params.yaml key by key, while the stages read PARAMS
-# alone: make the config (whose values the rules' `params:` track) exactly that file, validated.
+# alone: make the config (whose values the rules' `params:` track) exactly that profile,
+# resolved on its bases and validated.
 config.clear()
 config.update(load_params(PARAMS))
 # A missing input a profile names stops every run here: with the outputs in place, Snakemake
