@@ -44,8 +44,8 @@ SCHEMA_RESOURCE = "schemas/params.schema.yaml"
 BASE_KEY = "base"
 REPLACE_KEY = "replace"
 # The first line of a params.yaml that filmclevr-params wrote, followed by the profile's path
-# (relative to the written file's folder when the profile is inside it, else absolute), and the
-# header's last line: the checksum that tells an unchanged file from one edited by hand.
+# (`profile_text` says which), and the header's last line: the checksum that tells an unchanged
+# file from one edited by hand.
 WRITTEN_BY = "# Written by filmclevr-params from "
 GENERATED = (
     "# generated: edit config/<profile>.yaml, then run filmclevr-params config/<profile>.yaml.\n"
@@ -451,19 +451,22 @@ def _edits(path: Path) -> str | None:
 
 def profile_text(profile: str | Path, out: str | Path) -> tuple[str, dict[str, Any]]:
     """The text `write_profile` writes to `out` for the profile at `profile`, and its
-    parameters: a header naming the profile (relative to `out`'s folder when it is inside it,
-    so the committed params.yaml names config/demo.yaml wherever it was written from) and the
-    resolved parameters, in the profile's order of sections.
+    parameters: a header naming the profile and the resolved parameters, in the profile's order
+    of sections. The profile is named by its path from `out`'s folder when it is inside it (so
+    the committed params.yaml names config/demo.yaml wherever it was written from), else from
+    the working folder when it is inside that (a reference run's copy names the profile as the
+    project does), else by its absolute path.
 
     Raises:
         ParamsError: the profile is invalid.
     """
     profile, out = Path(profile), Path(out)
     params = load_params(profile)
-    try:
-        source = profile.resolve().relative_to(out.parent.resolve()).as_posix()
-    except ValueError:  # not inside out's folder
-        source = str(profile.resolve())
+    source = str(profile.resolve())
+    for folder in (out.parent, Path.cwd()):
+        if profile.resolve().is_relative_to(folder.resolve()):
+            source = profile.resolve().relative_to(folder.resolve()).as_posix()
+            break
     body = yaml.dump(
         params, Dumper=_ProfileDumper, sort_keys=False, default_flow_style=False, width=100
     )

@@ -2,10 +2,12 @@
 
 A reference result is what the pipeline produced, never edited: the best checkpoint (so a new
 user can ask the model questions without training it), its metrics, results table, learning
-curves, analysis and CoGenT report, Snakemake's per-stage wall time and peak memory, the exact
-parameters file, and PROVENANCE.json (the commit of the code, the dvc.lock stage hashes when
-DVC ran it, the machine, the date). Its learning curve is also drawn beside the official one
-(learning_curve.csv, learning_curve_vs_paper.png), from the checkpoint's history.
+curves, analysis and CoGenT report, Snakemake's per-stage wall time and peak memory, the
+parameters that ran (params.yaml: the parameters file as it is, or, for a profile that names a
+base, the profile resolved and complete, as filmclevr-params writes it), and PROVENANCE.json
+(the commit of the code, the dvc.lock stage hashes when DVC ran it, the machine, the date). Its
+learning curve is also drawn beside the official one (learning_curve.csv,
+learning_curve_vs_paper.png), from the checkpoint's history.
 Refused when the working tree has uncommitted changes to the code, since the commit would then
 not name the code that ran.
 
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from filmclevr import clevr
+from filmclevr import params as params_mod
 from filmclevr.fileio import atomic_dir, read_json, write_json_atomic
 
 # What a reference keeps of a run, relative to the project root: (source, required).
@@ -70,8 +73,9 @@ def keep_reference(root: Path, name: str, params: Path) -> Path:
     """Copy the run's outputs into `root/results/reference/name/` (replaced atomically).
 
     Raises:
-        ValueError: the code has uncommitted changes or changed since the evaluated commit, or a
-            required output is missing.
+        ValueError: the code has uncommitted changes or changed since the evaluated commit, a
+            required output is missing, or the parameters file is not readable (a profile
+            that names a base: not valid).
     """
     root = Path(root)
     dirty = _git(root, "status", "--porcelain", "--", *CODE)
@@ -112,10 +116,20 @@ def keep_reference(root: Path, name: str, params: Path) -> Path:
         for tsv in sorted((root / "logs" / "benchmarks").glob("*.tsv")):
             (tmp / "benchmarks").mkdir(exist_ok=True)
             shutil.copyfile(tsv, tmp / "benchmarks" / tsv.name)
-        shutil.copyfile(params, tmp / "params.yaml")
+        _keep_params(Path(params), tmp / "params.yaml")
         write_curve_vs_paper(read_json(root / "models/film.json"), metrics, tmp)
         write_json_atomic(tmp / "PROVENANCE.json", _provenance(root, metrics, params))
     return out
+
+
+def _keep_params(params: Path, out: Path) -> None:
+    """The parameters that ran, at `out`: a profile that names a base is written resolved and
+    complete (its base may change later: the record must not), any other file is copied as it
+    is, its comments with it."""
+    if params_mod.bases(params):
+        params_mod.write_profile(params, out)
+    else:
+        shutil.copyfile(params, out)
 
 
 def evaluated_commit(metrics: Any, path: Path) -> str:

@@ -7,8 +7,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from filmclevr import reference
+from filmclevr.params import load_params
 
 
 def git(root: Path, *args: str) -> str:
@@ -80,6 +82,31 @@ def test_keeps_outputs_parameters_and_provenance(run: Path) -> None:
     assert provenance["commit"] == git(run, "rev-parse", "HEAD")
     assert provenance["machine"] == {"processor": "x"}
     assert provenance["dvc_lock"] is None  # no dvc.lock: Snakemake ran it
+
+
+def test_a_profile_with_a_base_is_kept_resolved_and_complete(run: Path, monkeypatch) -> None:
+    """The record is the values that ran: a base edited later must not change it."""
+    root = Path(__file__).resolve().parents[1]
+    config = run / "config"
+    config.mkdir()
+    for name in ("demo.yaml", "mini-large.yaml"):
+        (config / name).write_text((root / "config" / name).read_text())
+    monkeypatch.chdir(run)  # the profile named as the project names it
+    resolved = load_params("config/mini-large.yaml")
+    out = reference.keep_reference(run, "large", Path("config/mini-large.yaml"))
+    kept = out / "params.yaml"
+    first_line = kept.read_text().splitlines()[0]
+    assert first_line == "# Written by filmclevr-params from config/mini-large.yaml"
+    assert "base" not in yaml.safe_load(kept.read_text())  # complete: no base to find
+    assert json.dumps(load_params(kept), sort_keys=True) == json.dumps(resolved, sort_keys=True)
+    assert json.loads((out / "PROVENANCE.json").read_text())["parameters"] == (
+        "config/mini-large.yaml"
+    )
+    # A profile with a base that is not valid is refused, naming it; nothing is kept.
+    (config / "bad.yaml").write_text("base: demo.yaml\nprofile: bad\nmodel: {depth: 1}\n")
+    with pytest.raises(ValueError, match=r"config/bad\.yaml: invalid parameters"):
+        reference.keep_reference(run, "bad", Path("config/bad.yaml"))
+    assert not (run / "results/reference/bad").exists()
 
 
 def test_a_fine_tuned_run_is_not_drawn_beside_the_official_curve(run: Path) -> None:
