@@ -302,7 +302,8 @@ def git(cwd: Path, *args: str) -> None:
     subprocess.run(["git", *identity, *args], cwd=cwd, check=True, capture_output=True)
 
 
-def test_filmclevr_params_writes_the_resolved_profile(tmp_path: Path, capsys) -> None:
+def test_filmclevr_params_writes_the_resolved_profile(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the profile outside both out's folder and the working one
     out = tmp_path / "params.yaml"
     source = ROOT / "config/mini-clevr-size-curriculum.yaml"
     assert params_mod.main([str(source), "--out", str(out)]) == 0
@@ -318,6 +319,11 @@ def test_filmclevr_params_writes_the_resolved_profile(tmp_path: Path, capsys) ->
     # Written again from an unchanged file, or from another profile: nothing is lost.
     assert params_mod.main([str(ROOT / "config/paper.yaml"), "--out", str(out)]) == 0
     assert load_params(out)["profile"] == "paper"
+    # The profile is named from the working folder when it is inside it, as a user names it.
+    monkeypatch.chdir(ROOT)
+    assert params_mod.written_from(out) == str(ROOT / "config/paper.yaml")
+    assert params_mod.main([str(ROOT / "config/paper.yaml"), "--out", str(out)]) == 0
+    assert params_mod.written_from(out) == "config/paper.yaml"
 
 
 def test_filmclevr_params_keeps_edits_unless_forced(tmp_path: Path, capsys) -> None:
