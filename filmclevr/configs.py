@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "ABLATIONS",
+    "BATCHNORM_INITS",
     "FILM_PLACEMENTS",
     "GAMMA_OPTIONS",
     "LR_SCHEDULES",
@@ -44,6 +45,9 @@ def unknown_keys(what: str, given: Iterable[str], known: Sequence[str]) -> str |
 
 # --- The model (model.py) -------------------------------------------------------------------------
 GAMMA_OPTIONS: tuple[str, ...] = ("linear", "sigmoid", "tanh", "exp")  # paper §5, Table 2
+# The starting weight of every affine BatchNorm: PyTorch >= 1.2 starts them at 1; the PyTorch 0.3
+# the paper's code ran on drew them from U(0, 1).
+BATCHNORM_INITS: tuple[str, ...] = ("ones", "uniform")
 # Where FiLM sits in a ResBlock (paper Table 2) -> the official `condition_method` it matches.
 # The paper calls the 1x1 conv "Conv-1" (official `input_proj`) and the 3x3 conv "Conv-2" (`conv1`).
 FILM_PLACEMENTS: dict[str, str] = {
@@ -84,10 +88,15 @@ class FiLMConfig:
     classifier_fc_dim: int = 1024  # paper §2.2: MLP with 1024 hidden units
     classifier_batchnorm: bool = True  # official recipe: --classifier_batchnorm 1
     dropout: float = 0.0  # SPEC §3: dropout 0
+    batchnorm_init: str = "ones"  # today's PyTorch; "uniform" as the paper's runs (BATCHNORM_INITS)
 
     def __post_init__(self) -> None:
         if self.gamma_option not in GAMMA_OPTIONS:
             raise ValueError(f"gamma_option {self.gamma_option!r} is not one of {GAMMA_OPTIONS}")
+        if self.batchnorm_init not in BATCHNORM_INITS:
+            raise ValueError(
+                f"batchnorm_init {self.batchnorm_init!r} is not one of {BATCHNORM_INITS}"
+            )
         if self.film_placement not in FILM_PLACEMENTS:
             raise ValueError(
                 f"film_placement {self.film_placement!r} is not one of {tuple(FILM_PLACEMENTS)}"

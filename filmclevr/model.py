@@ -258,6 +258,15 @@ def init_modules(modules: Any) -> None:
             nn.init.kaiming_uniform_(m.weight)
 
 
+def init_batchnorm_uniform(modules: Any) -> None:
+    """U(0, 1) on every affine BatchNorm weight, in module order: what PyTorch 0.3, which the
+    paper's code ran on, did (from 1.2 on they start at 1). In the paper's model these are the
+    stem's and the classifier's; a FiLMed block's BatchNorm has no weight."""
+    for m in modules:
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+            nn.init.uniform_(m.weight, 0.0, 1.0)
+
+
 def unit_range(images: Tensor) -> Tensor:
     """uint8 pixels -> float in [0, 1] (SPEC §3: no mean/std normalization); floats unchanged."""
     if images.dtype == torch.uint8:
@@ -278,6 +287,8 @@ class FiLMedNet(nn.Module):
         self.film_generator = FiLMGenerator(config, vocab_size)
         self.filmed_net = FiLMedCNN(config, num_answers)
         init_modules(self.modules())
+        if config.batchnorm_init == "uniform":
+            init_batchnorm_uniform(self.modules())
 
     def forward(self, images: Tensor, questions: Tensor, lengths: Tensor) -> Tensor:
         """Answer logits.

@@ -93,6 +93,10 @@ _EXECUTION_FIELDS = frozenset(
     }
 )
 
+# Model fields added after runs were made, with the value every earlier run had: left out of the
+# fingerprint at that value, so that a run started before the field existed still resumes.
+_MODEL_FIELDS_ADDED_LATER = {"batchnorm_init": "ones"}
+
 
 # --- Resumption: what decides whether `last` belongs to this run -----------------------------
 def _sample_shards(paths: list[str], block: int = 1 << 16) -> list[str]:
@@ -127,8 +131,13 @@ def _fingerprint(
     del trajectory["init_checkpoint"]  # where it lies does not matter; its weights do (samples)
     if train_config.lr_schedule != "constant":  # the decay is spread over all the epochs
         trajectory["max_epochs"] = train_config.max_epochs
+    model = {
+        k: v
+        for k, v in model_config.asdict().items()
+        if k not in _MODEL_FIELDS_ADDED_LATER or v != _MODEL_FIELDS_ADDED_LATER[k]
+    }
     blob = {
-        "model": model_config.asdict(),
+        "model": model,
         "train": trajectory,
         "world_size": world_size,
         "splits": list(splits),

@@ -99,6 +99,9 @@ def test_defaults_are_the_paper_recipe():
         "classifier_fc_dim": 1024,
         "classifier_batchnorm": True,
         "dropout": 0.0,
+        # Today's PyTorch, not the paper's 0.3 (U(0, 1)): every result so far started so; the
+        # paper profile sets "uniform".
+        "batchnorm_init": "ones",
     }
     assert FiLMConfig().conditioned_blocks == (True, True, True, True)
     assert FiLMConfig().feature_grid_size == 14  # SPEC §3: 224 -> 14
@@ -121,6 +124,7 @@ def test_defaults_are_the_paper_recipe():
         ({"dropout": 1.0}, "got 1.0"),
         ({"image_size": 8}, "image_size 8 is too small"),
         ({"film_placement": "before_conv1", "stem_channels": 64}, "(64)"),
+        ({"batchnorm_init": "zeros"}, "batchnorm_init 'zeros' is not one of"),
     ],
 )
 def test_bad_config_values_raise_naming_the_value(overrides, needle):
@@ -416,3 +420,33 @@ def test_kaiming_variance_on_the_paper_model(paper_model):
     torch.testing.assert_close(w.std().item(), math.sqrt(2 / 4096), rtol=0.01, atol=0)
     w = paper_model.filmed_net.res_blocks[0].conv1.weight.detach()
     torch.testing.assert_close(w.std().item(), math.sqrt(2 / (128 * 9)), rtol=0.02, atol=0)
+
+
+def _affine_batchnorms(model: nn.Module) -> list[nn.Module]:
+    return [
+        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine
+    ]
+
+
+def test_uniform_batchnorm_init_draws_every_affine_weight_and_nothing_else():
+    """The paper's PyTorch 0.3 start: U(0, 1) BatchNorm weights; every other tensor as today's."""
+    torch.manual_seed(0)
+    ones = FiLMedNet(tiny_film_config(), vocab_size=20, num_answers=10)
+    torch.manual_seed(0)
+    uniform = FiLMedNet(tiny_film_config(batchnorm_init="uniform"), vocab_size=20, num_answers=10)
+    # The stem's and the classifier's; a FiLMed block's BatchNorm has no weight to start.
+    stem_layers = tiny_film_config().stem_num_layers
+    assert len(_affine_batchnorms(uniform)) == stem_layers + 2
+    for bn in _affine_batchnorms(ones):
+        assert torch.equal(bn.weight, torch.ones_like(bn.weight))
+    for bn in _affine_batchnorms(uniform):
+        assert 0 <= bn.weight.min() and bn.weight.max() < 1 and bn.weight.std() > 0.1
+    drawn = {
+        f"{name}.weight"
+        for name, m in uniform.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine
+    }
+    before, after = ones.state_dict(), uniform.state_dict()
+    assert drawn < set(after)
+    for name in set(after) - drawn:
+        assert torch.equal(before[name], after[name]), name

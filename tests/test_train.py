@@ -655,3 +655,22 @@ def test_bf16_on_a_cpu_without_it_warns_and_falls_back_to_float32(
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     assert train_mod.bf16_to_use(cpu, bf16=True) is True
     assert not caplog.records
+
+
+def test_a_model_field_added_later_keeps_earlier_runs_resumable():
+    """batchnorm_init came after runs were started: at the value they all had ("ones") it is
+    left out of the fingerprint, so their last.pt still matches; another value is another run."""
+    import hashlib
+
+    cfg, recipe = tiny_film_config(), tiny_train_config()
+    args = (1, ("train", "val"), {"shards": []}, ["1:abc"], {"question_token_to_idx": {}})
+    # The fingerprint as it was computed before the field existed.
+    model = {k: v for k, v in cfg.asdict().items() if k != "batchnorm_init"}
+    trajectory = {k: v for k, v in recipe.asdict().items() if k not in train_mod._EXECUTION_FIELDS}
+    del trajectory["init_checkpoint"]
+    blob = {"model": model, "train": trajectory, "world_size": 1, "splits": ["train", "val"]}
+    blob |= {"index": args[2], "shards": args[3], "vocab": args[4]}
+    earlier = hashlib.sha256(json.dumps(blob, sort_keys=True).encode("utf-8")).hexdigest()
+    assert train_mod._fingerprint(cfg, recipe, *args) == earlier
+    uniform = dataclasses.replace(cfg, batchnorm_init="uniform")
+    assert train_mod._fingerprint(uniform, recipe, *args) != earlier
