@@ -7,6 +7,11 @@ relative to the repository root. Three kinds:
 
 - A value from a JSON (or YAML) file, at a dotted key (list indices allowed, negative too):
   `<!-- value results/reference/demo/metrics.json overall -->51.36<!-- /value -->`.
+  A key that itself holds a dot goes in square brackets, which need no dot before them, and
+  in quotes as any argument with spaces: `["the model, fine-tuned, from step2.pt"].overall`,
+  `sides[mini.v1].overall` (a key holding `]` cannot be named). A YAML file that is a profile
+  (it has `profile:`) is read resolved on its bases (`filmclevr.params.load_params`), so a
+  value it inherits is found: `<!-- value config/mini-large.yaml model.stem_channels -->`.
   Options after the key: `x100` (multiply, a fraction as a percentage) and a Python format
   spec (`.1f`, `,`), in that order. Without a spec an integer is written as in the file, a
   float as in the file rounded to 2 decimals (68.3 stays 68.3), a string as it is, a list or
@@ -52,6 +57,7 @@ import yaml
 
 from filmclevr import clevr
 from filmclevr.fileio import write_text_atomic
+from filmclevr.params import ParamsError, load_params
 
 log = logging.getLogger(__name__)
 
@@ -140,12 +146,18 @@ def find_markers(text: str, page: str) -> list[Marker]:
 
 
 def _read_json(path: Path, where: str) -> Any:
-    """A JSON file, or a YAML one (`.yaml`, `.yml`: a profile's values)."""
+    """A JSON file, or a YAML one (`.yaml`, `.yml`); a profile (a mapping with `profile:`)
+    resolved on its bases, as every stage reads it."""
     try:
         text = path.read_text(encoding="utf-8")
-        return yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+        if path.suffix in (".yaml", ".yml") and isinstance(data, dict) and "profile" in data:
+            return load_params(path)
+        return data
     except FileNotFoundError:
         raise DocsNumbersError(f"{where}: {path.name}: file not found ({path})") from None
+    except ParamsError as e:
+        raise DocsNumbersError(f"{where}: {e}") from None
     except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
         raise DocsNumbersError(f"{where}: {path}: not readable ({e})") from None
 
@@ -163,11 +175,60 @@ def _read_csv(path: Path, where: str) -> list[dict[str, str]]:
     return rows
 
 
+_PLAIN_PART = re.compile(r"[^.\[\]]+")
+
+
+def key_parts(key: str, where: str) -> list[str]:
+    """The parts of a dotted key: `a.b` is [a, b]; a part in square brackets is taken as it is,
+    dots and all: `a[b.c].d` (or `a.[b.c].d`) is [a, b.c, d].
+
+    Raises:
+        DocsNumbersError: an empty part, a bracket not closed, or text after a closing bracket
+            that is neither a dot nor another bracket.
+    """
+    parts: list[str] = []
+    i = 0
+    while True:
+        if key.startswith("[", i):
+            end = key.find("]", i)
+            if end < 0:
+                raise DocsNumbersError(f"{where}: key {key!r}: the bracket at {i} is not closed")
+            parts.append(key[i + 1 : end])
+            i = end + 1
+        elif plain := _PLAIN_PART.match(key, i):
+            parts.append(plain.group())
+            i = plain.end()
+        else:
+            raise DocsNumbersError(f"{where}: key {key!r}: a part is empty at {i}")
+        if i == len(key):
+            return parts
+        if key[i] == ".":
+            i += 1
+        elif key[i] != "[":
+            raise DocsNumbersError(f"{where}: key {key!r}: expected '.' or '[' at {i}")
+
+
+def _key_text(parts: Sequence[str]) -> str:
+    """Parts written back as a key: a part that holds a dot or a bracket in brackets."""
+    text = ""
+    for part in parts:
+        if _PLAIN_PART.fullmatch(part):
+            text += f".{part}" if text else part
+        else:
+            text += f"[{part}]"
+    return text
+
+
 def json_key(data: Any, key: str, where: str, source: str) -> Any:
-    """The value at a dotted `key` of `data` (list indices allowed, negative too)."""
+    """The value at a dotted `key` of `data` (list indices allowed, negative too; a part in
+    square brackets may hold dots: `key_parts`)."""
+    return _at(data, key_parts(key, where), where, source)
+
+
+def _at(data: Any, parts: Sequence[str], where: str, source: str) -> Any:
     value = data
-    for i, part in enumerate(key.split(".")):
-        at = ".".join(key.split(".")[: i + 1])
+    for i, part in enumerate(parts):
+        at = _key_text(parts[: i + 1])
         if isinstance(value, dict):
             if part not in value:
                 keys = ", ".join(sorted(map(str, value))[:20])
@@ -344,8 +405,9 @@ class Accuracy:
 
 def _accuracy_from_json(data: Any, key: str, where: str, source: str) -> Accuracy:
     """The accuracy object at `key` of a JSON file ("" for the whole file)."""
-    parent = json_key(data, key.rsplit(".", 1)[0], where, source) if "." in key else data
-    result = json_key(data, key, where, source) if key else data
+    parts = key_parts(key, where) if key else []
+    parent = _at(data, parts[:-1], where, source)
+    result = _at(data, parts, where, source)
     named = f"{source}#{key}" if key else source
     if not isinstance(result, dict):
         raise DocsNumbersError(f"{where}: {named} is not an object")

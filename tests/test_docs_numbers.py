@@ -4,6 +4,7 @@ against the committed files they quote."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,8 @@ def root(tmp_path: Path) -> Path:
         "prior": {"overall": 41.8},
     }
     (run / "side.json").write_text(json.dumps({"sides": {"genuine": other}}))
+    dotted = {"the model, from step2.pt": other["model"], "prior": {"overall": 41.8}}
+    (run / "dotted.json").write_text(json.dumps({**dotted, "a": {"b.c": {"d": [1, 2]}}}))
     (tmp_path / "paper.csv").write_text(
         "model,overall,count,exist,compare_numbers,query_attribute,compare_attribute,questions\n"
         "Human,92.6,86.7,96.6,86.5,95.0,96.0,10\n"
@@ -80,6 +83,45 @@ def test_value_default_formats_round_floats_to_two_decimals_and_keep_the_rest(ro
 def test_value_from_a_yaml_file(root):
     assert value("params.yaml regression.tolerance.overall", root) == "2.5"
     assert value("params.yaml regression.tolerance", root) == '{"overall": 2.5}'
+
+
+def test_value_from_a_profile_is_resolved_on_its_bases(root):
+    """A profile (a YAML file with `profile:`) reads as every stage reads it: what it inherits
+    from its base is found; a YAML file that is not a profile is read as it is."""
+    (root / "config").mkdir()
+    for name in ("demo.yaml", "mini-large.yaml"):
+        (root / "config" / name).write_text((ROOT / "config" / name).read_text())
+    assert value("config/mini-large.yaml train_model.max_epochs", root) == "40"  # its own
+    assert value("config/mini-large.yaml model.stem_channels", root) == "32"  # the demo's
+    assert value("config/mini-large.yaml get_data.mini.images.train ,", root) == "12,000"
+    assert value("config/mini-large.yaml get_data.mini.seed", root) == "0"  # merged: the demo's
+    assert value("config/demo.yaml get_data.mini.images.train ,", root) == "6,000"
+    (root / "config/bad.yaml").write_text("base: demo.yaml\nprofile: bad\nmodel: {depth: 1}\n")
+    with pytest.raises(DocsNumbersError, match=r"^page\.md:1: .*config/bad\.yaml: invalid"):
+        value("config/bad.yaml model.depth", root)
+
+
+def test_value_at_a_key_holding_dots_goes_in_brackets(root):
+    """`["a.b"]` (the quotes, as any marker argument's, only needed for spaces)."""
+    dotted = "results/run/dotted.json"
+    assert value(f'{dotted} ["the model, from step2.pt"].overall', root) == "49.62"
+    assert value(f"{dotted} '[the model, from step2.pt]'.columns.exist", root) == "65.5"
+    assert value(f'{dotted} a["b.c"].d.-1', root) == "2"
+    assert value(f"{dotted} a.[b.c].d[0]", root) == "1"
+    assert docs_numbers.key_parts("a[b.c].d", "w") == ["a", "b.c", "d"]
+    assert docs_numbers.key_parts("history.-1", "w") == ["history", "-1"]
+    with pytest.raises(DocsNumbersError, match=r"has no key 'a\[b\.x\]' \(there: b\.c\)"):
+        value(f"{dotted} a[b.x].d", root)
+    for key, message in [
+        ("a[b.c", "the bracket at 1 is not closed"),
+        ("a..b", "a part is empty at 2"),
+        ("a.", "a part is empty at 2"),
+        ("a[b]c", "expected '.' or '\\[' at 4"),
+    ]:
+        with pytest.raises(DocsNumbersError, match=rf"^page\.md:1: key '{re.escape(key)}': "):
+            value(f"{dotted} {key}", root)
+        with pytest.raises(DocsNumbersError, match=message):
+            value(f"{dotted} {key}", root)
 
 
 def test_value_list_indices_negative_too(root):
@@ -135,6 +177,16 @@ def test_include_puts_the_file_verbatim_between_its_comments(root):
         "before\n<!-- include results/run/table.md -->\n"
         "| a | b |\n|---|---|\n| 1 | 2 |\n<!-- /include -->\nafter\n"
     )
+
+
+def test_accuracy_table_from_a_json_key_holding_dots(root):
+    text = (
+        '<!-- table accuracy x=results/run/dotted.json#["the model, from step2.pt"] -->\n'
+        "<!-- /table -->\n"
+    )
+    row = filled(text, root).splitlines()[3]
+    assert row.startswith("| x | 5,000 | 49.62 | 40.41 |")
+    assert row.endswith("| 41.80 |")  # the prior beside it, as in sim_to_real.json
 
 
 def test_accuracy_table_from_a_folder_a_json_key_and_a_csv_row(root):
