@@ -19,8 +19,13 @@ as <UNK> (the output then lists it). --map writes the paper's Figure 4 for each 
 the classifier's max-pooled features come from (per location, how many of its channels peak
 there), upsampled over the original image, beside the last ResBlock's mean activation.
 
+A shipped checkpoint (under `results/reference/`, whose MANIFEST.sha256.json lists it) is
+refused when its SHA-256 is not the listed one, naming the file and both digests; a checkpoint
+of your own, under no manifest, is loaded unchecked.
+
 Exit status: 0 answered; 1 bad input (one line on stderr: a missing or corrupt checkpoint, an
-unreadable image or questions file, an empty question, an unknown word, no question); 2 usage.
+unreadable image or questions file, an empty question, an unknown word, no question, a shipped
+checkpoint whose SHA-256 is not its manifest's); 2 usage.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from filmclevr import analysis, figures, resize
 from filmclevr.checkpoint import model_from_checkpoint
 from filmclevr.distributed import resolve_device
 from filmclevr.model import FiLMedNet
+from filmclevr.model_cards import verify_checkpoint
 from filmclevr.tokenize import END, SPECIAL_TOKENS, START, UNK, tokenize
 
 DEFAULT_TOP = 5
@@ -97,15 +103,22 @@ class Answer:
 def load(model_path: str | Path, device: str | torch.device = "cpu") -> tuple[FiLMedNet, dict]:
     """The model of a checkpoint, in eval mode on `device` ("cpu", "cuda", "auto", ...).
 
+    A shipped checkpoint (one under a folder with a manifest, `results/reference/`) must have
+    the SHA-256 its manifest lists (`model_cards.verify_checkpoint`); any other loads unchecked.
+
     Returns:
         (model, the checkpoint dict: `vocab`, `model_config`, ...).
 
     Raises:
         FileNotFoundError: no file at `model_path`.
         ValueError: not a (usable) filmclevr checkpoint, or an unusable device; names the file.
+        model_cards.ChecksumMismatchError: a shipped checkpoint whose bytes changed (a
+            ValueError naming the file, the expected and the actual digest).
     """
     if isinstance(device, str):
         device = resolve_device(device, setting="--device")
+    if Path(model_path).is_file():  # a missing file: load_checkpoint's own message
+        verify_checkpoint(model_path)
     try:
         return model_from_checkpoint(model_path, device)
     except FileNotFoundError:
