@@ -696,7 +696,9 @@ def _initial_weights(
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint to start from (init_checkpoint)")
     checkpoint = load_checkpoint(path)
-    if checkpoint.get("model_config") != model_config.asdict():
+    # Through FiLMConfig, so that a field added since the checkpoint was written reads as its
+    # default, as the checkpoint's model was built.
+    if FiLMConfig.from_dict(checkpoint.get("model_config") or {}) != model_config:
         raise ValueError(f"{path}: its model configuration differs from this run's")
     if checkpoint.get("vocab") != vocab:
         raise ValueError(f"{path}: its vocabulary differs from this run's vocab.json")

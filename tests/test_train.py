@@ -674,3 +674,18 @@ def test_a_model_field_added_later_keeps_earlier_runs_resumable():
     assert train_mod._fingerprint(cfg, recipe, *args) == earlier
     uniform = dataclasses.replace(cfg, batchnorm_init="uniform")
     assert train_mod._fingerprint(uniform, recipe, *args) != earlier
+
+
+def test_a_checkpoint_from_before_a_model_field_starts_a_fine_tuning(tmp_path):
+    """A checkpoint written before batchnorm_init existed holds no such key: it reads as the
+    default its model was built with, so fine-tuning from it is allowed (and only for that)."""
+    vocab = {"question_token_to_idx": {"<NULL>": 0}, "answer_token_to_idx": {"yes": 4}}
+    config = {k: v for k, v in TINY_MODEL.asdict().items() if k != "batchnorm_init"}
+    path = tmp_path / "old.pt"
+    from filmclevr.checkpoint import CHECKPOINT_FORMAT
+
+    torch.save({"format": CHECKPOINT_FORMAT, "model_config": config, "vocab": vocab}, path)
+    assert train_mod._initial_weights(str(path), TINY_MODEL, vocab)["vocab"] == vocab
+    uniform = dataclasses.replace(TINY_MODEL, batchnorm_init="uniform")
+    with pytest.raises(ValueError, match="old.pt: its model configuration differs"):
+        train_mod._initial_weights(str(path), uniform, vocab)
