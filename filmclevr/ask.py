@@ -46,8 +46,8 @@ from torch import Tensor
 from filmclevr import analysis, figures, resize
 from filmclevr.checkpoint import model_from_checkpoint
 from filmclevr.distributed import resolve_device
+from filmclevr.manifest import verify_checkpoint
 from filmclevr.model import FiLMedNet
-from filmclevr.model_cards import verify_checkpoint
 from filmclevr.tokenize import END, SPECIAL_TOKENS, START, UNK, tokenize
 
 DEFAULT_TOP = 5
@@ -104,7 +104,7 @@ def load(model_path: str | Path, device: str | torch.device = "cpu") -> tuple[Fi
     """The model of a checkpoint, in eval mode on `device` ("cpu", "cuda", "auto", ...).
 
     A shipped checkpoint (one under a folder with a manifest, `results/reference/`) must have
-    the SHA-256 its manifest lists (`model_cards.verify_checkpoint`); any other loads unchecked.
+    the SHA-256 its manifest lists (`manifest.verify_checkpoint`); any other loads unchecked.
 
     Returns:
         (model, the checkpoint dict: `vocab`, `model_config`, ...).
@@ -112,7 +112,7 @@ def load(model_path: str | Path, device: str | torch.device = "cpu") -> tuple[Fi
     Raises:
         FileNotFoundError: no file at `model_path`.
         ValueError: not a (usable) filmclevr checkpoint, or an unusable device; names the file.
-        model_cards.ChecksumMismatchError: a shipped checkpoint whose bytes changed (a
+        manifest.ChecksumMismatchError: a shipped checkpoint whose bytes changed (a
             ValueError naming the file, the expected and the actual digest).
     """
     if isinstance(device, str):
@@ -150,9 +150,14 @@ def preprocess(image_path: str | Path, image_size: int) -> tuple[Tensor, np.ndar
     return torch.from_numpy(pixels), original
 
 
+def known_words(vocab: Mapping[str, int]) -> list[str]:
+    """The words of a question vocabulary, in its order: no special tokens, no punctuation."""
+    return [w for w in vocab if w not in SPECIAL_TOKENS and w not in _NOT_WORDS]
+
+
 def close_words(word: str, vocab: Mapping[str, int], n: int = 3) -> list[str]:
     """Up to `n` words of `vocab` close to `word`: same letters in another case, then difflib's."""
-    words = [w for w in vocab if w not in SPECIAL_TOKENS and w not in _NOT_WORDS]
+    words = known_words(vocab)
     same = [w for w in words if w.lower() == word.lower() and w != word]
     near = difflib.get_close_matches(word, words, n=n)
     return list(dict.fromkeys(same + near))[:n]
@@ -218,6 +223,11 @@ def answer_words(checkpoint: Mapping[str, Any]) -> list[str]:
     """The answer of each model output, in output order (the checkpoint's answer vocabulary)."""
     words = {i: w for w, i in checkpoint["vocab"]["answer_token_to_idx"].items()}
     return [words[i] for i in range(len(words))]
+
+
+def real_answers(checkpoint: Mapping[str, Any]) -> list[str]:
+    """The answers a model can give: its outputs but the special tokens (<NULL>, ...)."""
+    return [a for a in answer_words(checkpoint) if a not in SPECIAL_TOKENS]
 
 
 def answer(
@@ -425,14 +435,19 @@ def _ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def error_line(error: Exception) -> str:
+    """Bad input as the one line the tools show: `error: ...` (the demo page shows it too)."""
+    message = " ".join(str(error).split("\n")) or type(error).__name__
+    return f"error: {message}"
+
+
 def exit_status(run: Callable[[], int]) -> int:
     """`run()`'s exit status; bad input (OSError, ValueError) is one line on stderr, no
     traceback, and status 1."""
     try:
         return run()
     except (OSError, ValueError) as e:
-        message = " ".join(str(e).split("\n")) or type(e).__name__
-        print(f"error: {message}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return 1
 
 

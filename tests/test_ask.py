@@ -363,16 +363,14 @@ def test_python_dash_m(tiny_run):
 
 # --- Shipped checkpoints: checked against their manifest ----------------------------------------
 def test_a_shipped_checkpoint_is_verified_and_refused_once_changed(tiny_run, capsys, tmp_path):
-    from filmclevr import model_cards
+    from filmclevr import manifest
 
     shipped = tmp_path / "reference" / "tiny" / "film.pt"
     shipped.parent.mkdir(parents=True)
     shipped.write_bytes(tiny_run["model"].read_bytes())
-    manifest = model_cards.build_manifest(tmp_path / "reference")
-    (tmp_path / "reference" / model_cards.MANIFEST_NAME).write_text(
-        model_cards.manifest_text(manifest)
-    )
-    expected = manifest["checkpoints"]["tiny/film.pt"]["sha256"]
+    listed = manifest.build_manifest(tmp_path / "reference")
+    (tmp_path / "reference" / manifest.MANIFEST_NAME).write_text(manifest.manifest_text(listed))
+    expected = listed["checkpoints"]["tiny/film.pt"]["sha256"]
     argv = ["--model", str(shipped), "--image", str(tiny_run["image"]), "--question", QUESTIONS[1]]
     assert ask.main(argv) == 0
     (answer,) = library_answers(tiny_run, [QUESTIONS[1]])
@@ -381,12 +379,12 @@ def test_a_shipped_checkpoint_is_verified_and_refused_once_changed(tiny_run, cap
     data = bytearray(shipped.read_bytes())
     data[-100] ^= 0x01  # one bit, inside the weights
     shipped.write_bytes(bytes(data))
-    actual = model_cards.file_sha256(shipped)
+    actual = manifest.file_sha256(shipped)
     assert ask.main(argv) == 1
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith(f"error: {shipped}: SHA-256 {actual} is not the {expected} that ")
-    assert model_cards.MANIFEST_NAME in err
-    with pytest.raises(model_cards.ChecksumMismatchError):
+    assert manifest.MANIFEST_NAME in err
+    with pytest.raises(manifest.ChecksumMismatchError):
         ask.load(shipped)
     ask.load(tiny_run["model"])  # the same bytes under no manifest: loaded unchecked

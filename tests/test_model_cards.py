@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from filmclevr import clevr, model_cards
-from filmclevr.model_cards import MANIFEST_NAME, REFERENCE
+from filmclevr import clevr, manifest, model_cards
+from filmclevr.manifest import MANIFEST_NAME
+from filmclevr.model_cards import REFERENCE
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / REFERENCE / "demo"
@@ -41,9 +42,9 @@ def test_the_manifest_lists_exactly_the_checkpoints_git_ships():
         text=True,
         check=True,
     ).stdout.split()
-    manifest = model_cards.read_manifest(ROOT / REFERENCE / MANIFEST_NAME)
-    assert {f"{REFERENCE.as_posix()}/{name}" for name in manifest} == set(tracked)
-    for name, entry in manifest.items():
+    listed = manifest.read_manifest(ROOT / REFERENCE / MANIFEST_NAME)
+    assert {f"{REFERENCE.as_posix()}/{name}" for name in listed} == set(tracked)
+    for name, entry in listed.items():
         path = ROOT / REFERENCE / name
         assert entry == {
             "bytes": path.stat().st_size,
@@ -110,10 +111,10 @@ def test_a_checkpoint_alone_gets_a_card_that_says_what_is_missing(project):
 
 def test_the_manifest_lists_every_checkpoint_with_its_digest_and_size(project):
     write(project)
-    manifest = model_cards.read_manifest(project / REFERENCE / MANIFEST_NAME)
-    assert set(manifest) == {"demo/film.pt", "bare/step.pt"}
+    listed = manifest.read_manifest(project / REFERENCE / MANIFEST_NAME)
+    assert set(listed) == {"demo/film.pt", "bare/step.pt"}
     data = (DEMO / "film.pt").read_bytes()
-    assert manifest["bare/step.pt"] == {
+    assert listed["bare/step.pt"] == {
         "bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
     }
@@ -176,7 +177,7 @@ def test_files_of_another_run_are_refused_naming_them(project):
 def test_a_listed_checkpoint_with_its_digest_is_verified(project):
     write(project)
     path = project / REFERENCE / "demo" / "film.pt"
-    verified = model_cards.verify_checkpoint(path)
+    verified = manifest.verify_checkpoint(path)
     assert verified is not None
     assert verified.manifest == (project / REFERENCE / MANIFEST_NAME).resolve()
     assert verified.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -190,8 +191,8 @@ def test_a_changed_checkpoint_is_refused_naming_the_file_and_both_digests(projec
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     actual = hashlib.sha256(bytes(data)).hexdigest()
-    with pytest.raises(model_cards.ChecksumMismatchError) as error:
-        model_cards.verify_checkpoint(path)
+    with pytest.raises(manifest.ChecksumMismatchError) as error:
+        manifest.verify_checkpoint(path)
     message = str(error.value)
     assert message.startswith(f"{path}: SHA-256 {actual} is not the {expected} that ")
     assert MANIFEST_NAME in message
@@ -204,10 +205,10 @@ def test_a_link_to_a_listed_checkpoint_is_verified_as_its_target(project, tmp_pa
     link = tmp_path / "elsewhere" / "film.pt"
     link.parent.mkdir()
     link.symlink_to(target)
-    assert model_cards.verify_checkpoint(link).sha256 == model_cards.file_sha256(target)
+    assert manifest.verify_checkpoint(link).sha256 == manifest.file_sha256(target)
     target.write_bytes(target.read_bytes() + b"x")
-    with pytest.raises(model_cards.ChecksumMismatchError):
-        model_cards.verify_checkpoint(link)
+    with pytest.raises(manifest.ChecksumMismatchError):
+        manifest.verify_checkpoint(link)
 
 
 def test_a_checkpoint_under_a_manifest_but_not_listed_is_refused(project):
@@ -215,14 +216,14 @@ def test_a_checkpoint_under_a_manifest_but_not_listed_is_refused(project):
     extra = project / REFERENCE / "demo" / "extra.pt"
     shutil.copyfile(DEMO / "film.pt", extra)
     with pytest.raises(ValueError, match=r"extra.pt: not listed in .*run filmclevr-model-cards"):
-        model_cards.verify_checkpoint(extra)
+        manifest.verify_checkpoint(extra)
 
 
 def test_a_checkpoint_under_no_manifest_is_not_checked(project, tmp_path):
     own = tmp_path / "models" / "film.pt"
     own.parent.mkdir()
     own.write_bytes(b"anything")
-    assert model_cards.verify_checkpoint(own) is None
+    assert manifest.verify_checkpoint(own) is None
 
 
 @pytest.mark.parametrize(
@@ -231,10 +232,9 @@ def test_a_checkpoint_under_no_manifest_is_not_checked(project, tmp_path):
      '{"format": "filmclevr-manifest/1", "checkpoints": {"demo/film.pt": {"sha256": "abc"}}}'],
 )  # fmt: skip
 def test_a_malformed_manifest_is_an_error_naming_it(project, text):
-    manifest = project / REFERENCE / MANIFEST_NAME
-    manifest.write_text(text)
+    (project / REFERENCE / MANIFEST_NAME).write_text(text)
     with pytest.raises(ValueError, match=MANIFEST_NAME):
-        model_cards.verify_checkpoint(project / REFERENCE / "demo" / "film.pt")
+        manifest.verify_checkpoint(project / REFERENCE / "demo" / "film.pt")
 
 
 def test_where_training_started_comes_from_the_checkpoint_else_its_parameters():
