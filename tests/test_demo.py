@@ -153,3 +153,14 @@ def test_the_page_has_the_elements_the_browser_test_reads(demo):
     page = demo_page.build_page(demo, demo_page.example_images(IMAGES))
     ids = {getattr(block, "elem_id", None) for block in page.blocks.values()}
     assert {"image", "examples", "question", "allow-unknown", "ask", "answer", "top", "map"} <= ids
+
+
+@pytest.mark.parametrize(
+    "name", sorted(manifest.read_manifest(ROOT / "results/reference" / manifest.MANIFEST_NAME))
+)
+def test_every_shipped_model_runs_on_the_page(name):
+    shipped = demo_page.DemoModel(ROOT / "results/reference" / name)  # verified, on the CPU
+    result = demo_page.answer_question(shipped, IMAGE, "Is there a cube?")
+    assert not result.failed, result.text
+    assert len(result.top) == ask.DEFAULT_TOP and set(result.top) <= set(shipped.answers)
+    assert result.map_png.is_file()

@@ -1,7 +1,8 @@
 """The demo page in a real headless browser: `filmclevr-demo` serves the demo's shipped model on
 127.0.0.1; Chromium (the distribution's package, driven by Selenium through the distribution's
-chromedriver) uploads an image, picks a bundled example, asks questions and reads the answers
-off the page, which must be what `filmclevr-ask` prints for the same image and question.
+chromedriver; Google Chrome where a CI runner ships it instead) uploads an image, picks a
+bundled example, asks questions and reads the answers off the page, which must be what
+`filmclevr-ask` prints for the same image and question.
 
 Needs Gradio and Selenium (`pip install -e '.[dev,demo]'`) and Chromium with its driver
 (`apt-get install chromium chromium-driver`). Without them the test is skipped, except in CI
@@ -30,8 +31,8 @@ from filmclevr import ask
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "results/reference/demo/film.pt"
 IMAGES = ROOT / "tests/data/clevr_genuine/images/train"
-CHROMIUM = ("chromium", "chromium-browser")
-CHROMEDRIVER = "chromedriver"
+# Debian's Chromium first; GitHub's Ubuntu runners ship Google Chrome and its driver instead
+CHROMIUM = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 START_SECONDS = 180  # the server's start (Gradio and torch imports, the model): bounded
 WAIT_SECONDS = 60  # each wait in the browser: bounded
 
@@ -39,11 +40,21 @@ WAIT_SECONDS = 60  # each wait in the browser: bounded
 def _missing() -> list[str]:
     packages = [name for name in ("gradio", "selenium") if importlib.util.find_spec(name) is None]
     missing = [f"the Python package {name} (pip install -e '.[dev,demo]')" for name in packages]
-    if not any(shutil.which(name) for name in CHROMIUM):
+    if _browser_binary() is None:
         missing.append("Chromium (apt-get install chromium)")
-    if shutil.which(CHROMEDRIVER) is None:
+    if _driver_binary() is None:
         missing.append("chromedriver (apt-get install chromium-driver)")
     return missing
+
+
+def _browser_binary() -> str | None:
+    return next((shutil.which(n) for n in CHROMIUM if shutil.which(n)), None)
+
+
+def _driver_binary() -> str | None:
+    """chromedriver on the PATH, else where GitHub's runners keep it ($CHROMEWEBDRIVER)."""
+    folder = os.environ.get("CHROMEWEBDRIVER")
+    return shutil.which("chromedriver") or (folder and shutil.which("chromedriver", path=folder))
 
 
 def require_a_browser() -> None:
@@ -63,7 +74,7 @@ def needs_a_browser() -> None:
 
 
 def test_without_chromium_the_test_is_skipped_but_fails_in_ci(monkeypatch):
-    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name, path=None: None)
     monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match="needs .*Chromium .*chromedriver"):
         require_a_browser()
@@ -128,13 +139,13 @@ def browser(needs_a_browser) -> Iterator:
     from selenium.webdriver.chrome.service import Service
 
     options = Options()
-    options.binary_location = next(shutil.which(n) for n in CHROMIUM if shutil.which(n))
+    options.binary_location = _browser_binary()
     # --no-sandbox: CI runs as root, where Chromium's sandbox cannot start
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                      "--window-size=1400,1400"):  # fmt: skip
         options.add_argument(argument)
     # the distribution's driver, named: Selenium then downloads nothing
-    driver = webdriver.Chrome(options=options, service=Service(shutil.which(CHROMEDRIVER)))
+    driver = webdriver.Chrome(options=options, service=Service(_driver_binary()))
     driver.set_page_load_timeout(WAIT_SECONDS)
     try:
         yield driver
