@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,14 @@ from filmclevr.mini.questions import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["derive_seed", "generate_mini_clevr", "make_questions", "make_scene"]
+__all__ = [
+    "answered_questions",
+    "derive_seed",
+    "generate_mini_clevr",
+    "generator_arguments",
+    "make_questions",
+    "make_scene",
+]
 
 GENERATOR = clevr.MINI_GENERATOR
 LICENSE = "Creative Commons Attribution (CC BY 4.0)"
@@ -431,3 +438,65 @@ def generate_mini_clevr(
     if baseline is not None and baseline > 0.5:
         log.warning("family-majority baseline %.1f%% on %s exceeds 50%%", 100 * baseline, names[1])
     return stats
+
+
+# --- The answers a test split hides -------------------------------------------------------------
+def generator_arguments(get_data: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of `generate_mini_clevr` (but `workers`) that a profile's
+    `get_data` section gives: its splits' image counts and `get_data.mini`'s settings, the
+    optional ones only where the profile sets them (else the generator's defaults)."""
+    mini = get_data["mini"]
+    return {
+        "splits": {split: mini["images"][split] for split in get_data["splits"]},
+        "seed": mini["seed"],
+        "questions_per_image": mini["questions_per_image"],
+        "min_objects": mini["min_objects"],
+        "max_objects": mini["max_objects"],
+        **{k: mini[k] for k in ("question_mix", "split_settings", "look", "language") if k in mini},
+    }
+
+
+def answered_questions(
+    split: str,
+    *,
+    splits: Mapping[str, int],
+    seed: int,
+    questions_per_image: int = 10,
+    min_objects: int = 3,
+    max_objects: int = 10,
+    question_mix: QuestionMix = "uniform",
+    split_settings: Mapping[str, Mapping[str, Any]] | None = None,
+    look: str = "mini",
+    language: str = "mini",
+) -> Iterator[dict[str, Any]]:
+    """The questions of `split` exactly as `generate_mini_clevr` with the same arguments drew
+    them, answer, program and family included: for a test split, the answers its release
+    hides (CLEVR's test answers are private; mini-CLEVR's are known to the generator alone).
+
+    Scenes are drawn again from their own seeds (`make_scene`) and not rendered, and the
+    questions from the split's one generator, in the same order; nothing is written, so a
+    release tree stays exactly as generated. One question at a time, in question order.
+
+    Raises:
+        ValueError: `split` is not one of `splits`, or settings `generate_mini_clevr` refuses.
+    """
+    if split not in splits:
+        raise ValueError(f"split {split!r} is not one of the generated splits {list(splits)}")
+    defaults = {
+        "questions_per_image": questions_per_image,
+        "min_objects": min_objects,
+        "max_objects": max_objects,
+        "question_mix": question_mix,
+    }
+    own = _settings_per_split(splits, defaults, split_settings or {})[split]
+    sampler = question_sampler(_questions_rng(seed, split), own["question_mix"], language)
+    for index in range(splits[split]):
+        scene = make_scene(
+            seed,
+            split,
+            index,
+            min_objects=own["min_objects"],
+            max_objects=own["max_objects"],
+            look=look,
+        )
+        yield from sampler.sample(scene, own["questions_per_image"])
