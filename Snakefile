@@ -25,4 +25,5 @@ rule all:
     input:
         rules.evaluate_model.output,
         rules.analyze_model.output,
+        rules.submission.input,  # profiles with a test split only
         rules.cogent.input,  # CoGenT profiles only (cogent.transfer)

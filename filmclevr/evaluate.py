@@ -2,12 +2,13 @@
 
 The paper's Table 1 (Perez et al., AAAI 2018) reports accuracy on CLEVR's test split in five
 columns; a column pools the questions of its member functions (SPEC §2). The test answers are
-private, so reproductions score val; every number written here carries its context (dataset,
-split, profile, parameter count, commit, checkpoint epoch) so a mini-CLEVR result cannot pass
-for a CLEVR one.
+private, so reproductions score val (`filmclevr.submission` writes the test predictions a
+dataset's authors score); every number written here carries its context (dataset, split,
+profile, parameter count, commit, checkpoint epoch) so a mini-CLEVR result cannot pass for a
+CLEVR one.
 
 The core (`compute_metrics`, `question_type_prior`, `write_results`, `write_test_answers`) is
-pure data in, files out; only `predict` and `evaluate` touch torch.
+pure data in, files out; only `predict`, `split_predictions` and `evaluate` touch torch.
 """
 
 from __future__ import annotations
@@ -367,7 +368,8 @@ def write_test_answers(
     """Write one predicted answer word per line, in question-index order (CLEVR's test format).
 
     Args:
-        records_in_question_order: the split's records; sorted here by question_index anyway.
+        records_in_question_order: the split's records; sorted here by question_index anyway,
+            which must run 0..N-1, as in CLEVR's question files.
         predictions: question_index -> answer index.
         answer_vocab: `answer_token_to_idx` of vocab.json.
     """
@@ -377,6 +379,11 @@ def write_test_answers(
     indices = sorted(r["question_index"] for r in records_in_question_order)
     if len(set(indices)) != len(indices):
         raise ValueError("question indices repeat in the test records")
+    if indices != list(range(len(indices))):  # line i must answer question i
+        raise ValueError(
+            f"the test records' question indices are not 0..{len(indices) - 1}: line numbers "
+            "would not be question indices"
+        )
     missing = [q for q in indices if q not in predictions]
     if missing:
         raise ValueError(f"{len(missing)} of {len(indices)} test questions have no prediction")
@@ -413,6 +420,31 @@ def predict(model: torch.nn.Module, loader: Iterable, device: torch.device | str
     return predictions
 
 
+def split_predictions(
+    model: torch.nn.Module,
+    shards_dir: Path,
+    split: str,
+    *,
+    batch_size: int,
+    num_answers: int,
+    device: torch.device | str,
+) -> dict[int, int]:
+    """`predict` on every question of `split` in `shards_dir`: each exactly once, in shard
+    order, even under torch.distributed; every shard checked against its index, every image
+    and answer against the model (`num_answers`: its answer vocabulary's size)."""
+    from filmclevr.shards import question_loader, shard_paths
+
+    loader = question_loader(
+        shard_paths(shards_dir, split),
+        batch_size=batch_size,
+        shuffle=False,
+        split_by_node=False,
+        image_size=model.config.image_size,
+        num_answers=num_answers,
+    )
+    return predict(model, loader, device)
+
+
 @dataclasses.dataclass
 class Evaluation:
     """What `evaluate` computed; `write_results` turns it into files."""
@@ -421,7 +453,6 @@ class Evaluation:
     prior: dict
     context: dict
     predictions: dict[int, int]
-    test_predictions: dict[str, dict[int, int]]  # test split name -> its predictions
     history: list[dict]
 
 
@@ -440,11 +471,9 @@ def evaluate(
 ) -> Evaluation:
     """Score a checkpoint on `split` and build the Q-type prior from the training split.
 
-    Every test split in the shard index (test, CoGenT's testA and testB) is predicted too. With
-    `predictions_dir`, that folder is replaced by one holding `{split}_predictions.json`
-    (question_index, predicted and correct answer words, function, family) and, per test split,
-    `{test split}_answers.txt` (one answer word per line in question order, the format CLEVR's
-    authors took).
+    With `predictions_dir`, that folder is replaced by one holding `{split}_predictions.json`
+    (question_index, predicted and correct answer words, function, family). The test splits,
+    whose answers are private, are predicted by `filmclevr.submission` (the submit_test stage).
 
     Args:
         checkpoint: `models/film.pt`.
@@ -461,12 +490,11 @@ def evaluate(
     from filmclevr.checkpoint import model_from_checkpoint
     from filmclevr.distributed import machine_description, resolve_device
     from filmclevr.model import count_parameters
-    from filmclevr.shards import load_index, question_loader, shard_paths
 
     if clevr.is_test_split(split):
         raise ValueError(
-            f"the {split} split has no answers to score; evaluate val (answers of test "
-            "splits are predicted whenever the shards hold them)"
+            f"the {split} split has no answers to score; evaluate val (the submit_test stage "
+            "writes the test splits' predictions, to be scored by whoever holds the answers)"
         )
     shards_dir, tokens_dir = Path(shards_dir), Path(tokens_dir)
     report = read_tokens_report(tokens_dir)
@@ -477,22 +505,17 @@ def evaluate(
     answer_vocab = state["vocab"]["answer_token_to_idx"]
     words = {index: token for token, index in answer_vocab.items()}
 
-    def loader(name: str) -> Iterable:
-        # Every question exactly once, in shard order, even under torch.distributed; every
-        # shard checked against its index, every image and answer against the model.
-        return question_loader(
-            shard_paths(shards_dir, name),
-            batch_size=batch_size,
-            shuffle=False,
-            split_by_node=False,
-            image_size=model.config.image_size,
-            num_answers=len(answer_vocab),
-        )
-
     records_path = tokens_dir / f"{split}.json"
     records = read_encoded_split(records_path)
     check_answers(records, len(answer_vocab), records_path)
-    predictions = predict(model, loader(split), torch_device)
+    predictions = split_predictions(
+        model,
+        shards_dir,
+        split,
+        batch_size=batch_size,
+        num_answers=len(answer_vocab),
+        device=torch_device,
+    )
     check_predicted_questions(records, predictions, records_path, shards_dir)
     try:
         metrics = compute_metrics(records, predictions)
@@ -516,11 +539,6 @@ def evaluate(
         # Where the model was trained (older checkpoints: where it is evaluated).
         "machine": state.get("machine") or machine_description(torch_device),
     }
-    test_predictions = {
-        name: predict(model, loader(name), torch_device)
-        for name in load_index(shards_dir)
-        if clevr.is_test_split(name)
-    }
     if predictions_dir is not None:
         rows = [
             {
@@ -539,19 +557,11 @@ def evaluate(
                 {"context": context, "predictions": rows},
                 indent=None,
             )
-            for name, answers in test_predictions.items():
-                write_test_answers(
-                    read_encoded_split(tokens_dir / f"{name}.json"),
-                    answers,
-                    answer_vocab,
-                    tmp / f"{name}_answers.txt",
-                )
     log.info("%s: overall %.2f%% on %d questions", split, metrics["overall"], len(records))
     return Evaluation(
         metrics=metrics,
         prior=prior,
         context=context,
         predictions=predictions,
-        test_predictions=test_predictions,
         history=list(state.get("history") or []),
     )

@@ -188,6 +188,20 @@ STAGES: dict[str, Stage] = {
             params=("evaluate_model", "profile", "get_data.source"),
             data=("filmclevr/paper/table1_clevr_test.csv",),
         ),
+        # Beside 6: CLEVR's test answers are private, so the test splits' predictions, one
+        # answer per line as the authors score them, with a manifest of model and data. In the
+        # default target where the profile has a test split (workflow/rules/model.smk).
+        Stage(
+            name="submit_test",
+            args="--checkpoint {checkpoint} --shards {shards} --tokens {tokens} --out {root}",
+            inputs={
+                "checkpoint": "train_model.checkpoint",
+                "shards": "write_shards.root",
+                "tokens": "tokenize_questions.root",
+            },
+            outputs={"root": folder("results/submission")},
+            params=("evaluate_model.batch_size", "profile", "get_data.source"),
+        ),
         # 7: what the FiLM layers learned (paper §4.2-4.3, SPEC §6), from the best checkpoint.
         Stage(
             name="analyze_model",

@@ -1,5 +1,7 @@
-# Stages 5-6: train FiLM, then score it per question type beside the paper's Table 1.
+# Stages 5-6: train FiLM, then score it per question type beside the paper's Table 1; beside
+# 6, the test splits' predictions to submit (CLEVR's test answers are private).
 # Commands, inputs, outputs and parameter keys: filmclevr/workflow_stages.py.
+from filmclevr.clevr import is_test_split
 
 
 # Stage 5: the best-validation checkpoint (models/last.pt, the resume point, is no output).
@@ -41,3 +43,34 @@ rule evaluate_model:
         "evaluate_model: {params.evaluate_model[split]} accuracy -> {output.metrics}"
     shell:
         stage_shell("evaluate_model")
+
+
+# Beside stage 6: per test split, the predicted answers as CLEVR's authors score them (one per
+# line, in question order), with a manifest of the model and data they came from.
+rule submit_test:
+    input:
+        **stage_input("submit_test"),
+    output:
+        **stage_output("submit_test"),
+    log:
+        "logs/submit_test.log",
+    benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
+        "logs/benchmarks/submit_test.tsv"
+    threads: all_cores
+    params:
+        **stage_params("submit_test"),
+    message:
+        "submit_test: the test splits' answers -> {output.root}"
+    shell:
+        stage_shell("submit_test")
+
+
+# The default target's submission: only where the profile has a test split, so a profile
+# without one does not run a stage with nothing to write.
+rule submission:
+    input:
+        (
+            rules.submit_test.output
+            if any(map(is_test_split, config["get_data"]["splits"]))
+            else []
+        ),
