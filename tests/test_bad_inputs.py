@@ -31,7 +31,7 @@ SPLITS = {"train": 8, "val": 4}
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny project: params.yaml and every stage's outputs up to a trained checkpoint."""
     root = tmp_path_factory.mktemp("bad_inputs")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load((ROOT / "config/demo.yaml").read_text())  # the demo
     params["get_data"]["splits"] = list(SPLITS)
     params["get_data"]["mini"]["images"] = dict(SPLITS)
     params["get_data"]["mini"]["questions_per_image"] = 4

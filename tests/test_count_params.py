@@ -41,7 +41,9 @@ def test_vocab_file_gives_the_sizes(tmp_path, capsys):
             }
         )
     )
-    assert count_params.main(["--params", str(ROOT / "params.yaml"), "--vocab", str(vocab)]) == 0
+    assert (
+        count_params.main(["--params", str(ROOT / "config/demo.yaml"), "--vocab", str(vocab)]) == 0
+    )
     assert "question vocabulary 10, answers 7" in capsys.readouterr().out
 
 
@@ -58,6 +60,6 @@ def test_bad_vocab_file_is_named(tmp_path, capsys, content, message):
     bad = tmp_path / "my_vocab.json"
     if content is not None:
         bad.write_text(content)
-    assert count_params.main(["--params", str(ROOT / "params.yaml"), "--vocab", str(bad)]) == 2
+    assert count_params.main(["--params", str(ROOT / "config/demo.yaml"), "--vocab", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {bad}: {message}")

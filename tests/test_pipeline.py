@@ -38,7 +38,7 @@ pytestmark = pytest.mark.slow
 
 
 def tiny_params() -> dict:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load((ROOT / "config/demo.yaml").read_text())  # the demo
     params["profile"] = "tiny"
     params["get_data"]["mini"]["images"] = {"train": 24, "val": 8, "test": 4}
     params["get_data"]["mini"]["questions_per_image"] = 4

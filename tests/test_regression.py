@@ -88,7 +88,7 @@ def test_cli_reads_the_tolerance_from_a_params_file(tmp_path, capsys):
 
     from filmclevr.params import load_params
 
-    params = load_params(Path(regression.__file__).resolve().parents[1] / "params.yaml")
+    params = load_params(Path(regression.__file__).resolve().parents[1] / "config" / "demo.yaml")
     params["regression"]["tolerance"] = PER_METRIC
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     for name, document in (("b.json", metrics(90.0)), ("c.json", metrics(89.5, column=78.5))):
@@ -230,7 +230,7 @@ def test_cli_refuses_a_nan_tolerance_from_a_params_file(tmp_path, capsys):
 
     from filmclevr.params import load_params
 
-    params = load_params(Path(regression.__file__).resolve().parents[1] / "params.yaml")
+    params = load_params(Path(regression.__file__).resolve().parents[1] / "config" / "demo.yaml")
     params["regression"]["tolerance"] = NAN  # YAML's .nan, which the schema's minimum lets pass
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "b.json").write_text(json.dumps(metrics(90.0)))

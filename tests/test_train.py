@@ -609,7 +609,7 @@ def test_ddp_on_two_cpu_processes(data: dict[str, Path], tmp_path: Path) -> None
 
 def test_stage_starts_nproc_per_node_processes(data: dict[str, Path], tmp_path: Path) -> None:
     """`train_model.nproc_per_node: 2` makes the stage start itself under torchrun, 2 ranks."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = yaml.safe_load((REPO / "config/demo.yaml").read_text())  # the demo
     params["get_data"]["splits"] = list(IMAGES)
     params["get_data"]["mini"]["images"] = dict(IMAGES)
     params["resize_images"]["image_size"] = TINY_MODEL.image_size

@@ -206,7 +206,7 @@ def test_paper_profile_is_the_paper():
 
 
 def test_bad_parameters_name_the_file_and_key(tmp_path):
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load((ROOT / "config/demo.yaml").read_text())  # the demo
     params["resize_images"]["image_size"] = "big"
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(params))
@@ -222,7 +222,7 @@ def test_training_rule_asks_one_gpu_per_process(tmp_path, nproc_per_node):
     """What the SLURM executor requests: `gpu` = train_model.nproc_per_node (default 1)."""
     from snakemake.api import SnakemakeApi
 
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load((ROOT / "config/demo.yaml").read_text())  # the demo
     if nproc_per_node is not None:
         params["train_model"]["nproc_per_node"] = nproc_per_node
     profile = tmp_path / "profile.yaml"
@@ -238,7 +238,7 @@ def test_a_checkpoint_to_start_from_is_an_input_of_the_training_rules(tmp_path):
     which start from it too unless experiments.train_model sets it back to null)."""
     from snakemake.api import SnakemakeApi
 
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load((ROOT / "config/demo.yaml").read_text())  # the demo
     params["train_model"]["init_checkpoint"] = "results/reference/demo/film.pt"
     for experiments, expected in (({}, True), ({"init_checkpoint": None}, False)):
         params["experiments"]["train_model"] = experiments
@@ -254,7 +254,10 @@ def test_a_checkpoint_to_start_from_is_an_input_of_the_training_rules(tmp_path):
 
 
 def test_mini_large_is_the_demo_model_on_more_data():
-    demo, large = load_params(ROOT / "params.yaml"), load_params(ROOT / "config/mini-large.yaml")
+    demo, large = (
+        load_params(ROOT / "config/demo.yaml"),
+        load_params(ROOT / "config/mini-large.yaml"),
+    )
     assert large["model"] == demo["model"]
     assert large["resize_images"] == demo["resize_images"]
     assert large["get_data"]["mini"]["seed"] == demo["get_data"]["mini"]["seed"]
