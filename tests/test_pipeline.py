@@ -371,3 +371,21 @@ def test_curriculum_under_both_engines(tmp_path):
     dvc_side = curriculum_project(tmp_path / "dvc")
     dvc_repro_in_a_new_repo(dvc_side)
     assert check_curriculum(dvc_side) == metrics  # the same phases, the same numbers
+
+
+# --- Training under torchrun, through an engine --------------------------------------------------
+def test_snakemake_trains_under_torchrun_on_two_cpu_processes(tmp_path):
+    """train_model.nproc_per_node: 2 makes the train_model job start itself under torchrun: two
+    CPU processes in a gloo process group; the run then goes on through evaluation."""
+    project = make_project(tmp_path / "torchrun")
+    set_param(project, "train_model", "nproc_per_node", 2)
+    snakemake(project, "results/metrics.json")  # evaluate_model's output
+
+    sidecar = json.loads((project / "models/film.json").read_text())
+    assert sidecar["world_size"] == 2  # the size of the process group training ran in
+    # 96 training questions in batches of 16 on each of 2 ranks: 3 steps an epoch (6 on one
+    # process), so both ranks took their share of every step.
+    assert [row["step"] for row in sidecar["history"]] == [3, 6]
+    metrics = metrics_without_commit(project)
+    assert metrics["context"]["train_questions"] == 96 and metrics["context"]["questions"] == 32
+    assert 0 <= metrics["overall"] <= 100
