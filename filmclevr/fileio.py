@@ -20,6 +20,7 @@ loss is rebuilt by rerunning its stage.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -248,6 +249,15 @@ def read_json_value(
     parsed but not built: a file's `info` or `split` beside its 700,000 questions."""
     with _errors_named(path, error), open(path, "rb") as f:
         return next(ijson.items(f, key, use_float=True), default)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, in hexadecimal (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

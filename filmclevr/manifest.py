@@ -11,13 +11,12 @@ unpickled.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from filmclevr.fileio import read_json
+from filmclevr.fileio import file_sha256, read_json
 
 MANIFEST_NAME = "MANIFEST.sha256.json"
 MANIFEST_FORMAT = "filmclevr-manifest/1"
@@ -33,15 +32,6 @@ class ChecksumMismatchError(ValueError):
             f"(git checkout -- {path}) or use a checkpoint of your own outside that folder"
         )
         self.path, self.manifest, self.expected, self.actual = path, manifest, expected, actual
-
-
-def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file's bytes, in hexadecimal."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def checkpoints_under(folder: Path) -> list[Path]:

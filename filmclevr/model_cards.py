@@ -35,12 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from filmclevr import ask, clevr
-from filmclevr.fileio import read_json, write_text_atomic
+from filmclevr.fileio import file_sha256, read_json, write_text_atomic
 from filmclevr.manifest import (
     MANIFEST_NAME,
     build_manifest,
     checkpoints_under,
-    file_sha256,
     manifest_text,
 )
 

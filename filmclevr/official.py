@@ -30,7 +30,6 @@ Exit status: 0 converted; 1 bad input (one line on stderr naming the file); 2 us
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import sys
 from collections.abc import Mapping
@@ -42,7 +41,7 @@ from torch import Tensor
 
 from filmclevr.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from filmclevr.configs import FILM_PLACEMENTS
-from filmclevr.fileio import write_json_atomic
+from filmclevr.fileio import file_sha256, write_json_atomic
 from filmclevr.model import FiLMConfig, FiLMedNet, count_parameters
 from filmclevr.tokenize import check_vocab
 
@@ -433,7 +432,7 @@ def convert(official_path: str | Path, out_path: str | Path) -> dict[str, Any]:
         "machine": {"processor": "unknown (the official FiLM code's run)", "torch": "unknown"},
         "official": {
             "source": str(official_path),
-            "sha256": _sha256(official_path),
+            "sha256": file_sha256(official_path),
             "best_val_acc": official.get("best_val_acc"),
             "program_generator_kwargs": _plain(generator_kwargs),
             "execution_engine_kwargs": _plain(
@@ -443,14 +442,6 @@ def convert(official_path: str | Path, out_path: str | Path) -> dict[str, Any]:
     }
     save_checkpoint(out_path, checkpoint)
     return checkpoint
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --- Command line --------------------------------------------------------------------------------

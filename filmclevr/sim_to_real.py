@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import logging
 import random
 import re
@@ -66,7 +65,7 @@ from filmclevr import ask, clevr, figures, resize
 from filmclevr.distributed import machine_description
 from filmclevr.evaluate import compute_metrics, git_commit
 from filmclevr.executor import execute
-from filmclevr.fileio import write_json_atomic, write_text_atomic
+from filmclevr.fileio import file_sha256, write_json_atomic, write_text_atomic
 from filmclevr.mini import generate
 from filmclevr.mini.generate import SPLIT_SETTINGS, derive_seed, make_questions, make_scene
 from filmclevr.mini.questions import QuestionMix
@@ -512,14 +511,6 @@ class Measurement:
     records: dict[str, list[dict[str, Any]]]
 
 
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def measure(
     model_path: str | Path,
     genuine_root: str | Path,
@@ -583,7 +574,7 @@ def measure(
     report = {
         "checkpoint": {
             "path": str(model_path),
-            "sha256": sha256_of(model_path),
+            "sha256": file_sha256(model_path),
             "epoch": checkpoint.get("epoch"),
             "image_size": image_size,
         },

@@ -17,7 +17,6 @@ questions file with answers (a val file, or mini-CLEVR's hidden test answers, wh
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -35,7 +34,7 @@ from filmclevr.evaluate import (
     split_predictions,
     write_test_answers,
 )
-from filmclevr.fileio import atomic_dir, write_json_atomic
+from filmclevr.fileio import atomic_dir, file_sha256, write_json_atomic
 from filmclevr.tokenize import SPECIAL_TOKENS, read_encoded_split
 
 log = logging.getLogger(__name__)
@@ -52,15 +51,6 @@ ANSWER_WORDS: frozenset[str] = frozenset((*SPECIAL_TOKENS, *clevr.ANSWERS))
 def answers_file(split: str) -> str:
     """The name of a test split's answers file in a submission folder."""
     return f"{split}_answers.txt"
-
-
-def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file's bytes, in hexadecimal."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def how_to_submit(dataset: str, split: str) -> str:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from filmclevr import ask, clevr, resize, shards
+from filmclevr import ask, clevr, fileio, resize, shards
 from filmclevr.tokenize import END, START, UNK
 from tests.helpers import (
     tiny_film_config,
@@ -379,7 +379,7 @@ def test_a_shipped_checkpoint_is_verified_and_refused_once_changed(tiny_run, cap
     data = bytearray(shipped.read_bytes())
     data[-100] ^= 0x01  # one bit, inside the weights
     shipped.write_bytes(bytes(data))
-    actual = manifest.file_sha256(shipped)
+    actual = fileio.file_sha256(shipped)
     assert ask.main(argv) == 1
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and "Traceback" not in err

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from filmclevr import clevr, manifest, model_cards
+from filmclevr import clevr, fileio, manifest, model_cards
 from filmclevr.manifest import MANIFEST_NAME
 from filmclevr.model_cards import REFERENCE
 
@@ -205,7 +205,7 @@ def test_a_link_to_a_listed_checkpoint_is_verified_as_its_target(project, tmp_pa
     link = tmp_path / "elsewhere" / "film.pt"
     link.parent.mkdir()
     link.symlink_to(target)
-    assert manifest.verify_checkpoint(link).sha256 == manifest.file_sha256(target)
+    assert manifest.verify_checkpoint(link).sha256 == fileio.file_sha256(target)
     target.write_bytes(target.read_bytes() + b"x")
     with pytest.raises(manifest.ChecksumMismatchError):
         manifest.verify_checkpoint(link)

@@ -18,7 +18,7 @@ import torch
 import yaml
 from PIL import Image
 
-from filmclevr import ask, clevr, resize, sim_to_real
+from filmclevr import ask, clevr, fileio, resize, sim_to_real
 from filmclevr.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from filmclevr.mini import generate, generate_mini_clevr
 from filmclevr.mini.generate import make_scene
@@ -320,7 +320,7 @@ def test_outputs_written_with_their_context(tiny, tmp_path):
     paths = sim_to_real.write_outputs(tiny["m"], tmp_path / "out", questions=True)
     report = json.loads(paths["json"].read_text())
     assert report == json.loads(json.dumps(tiny["m"].report))
-    assert report["checkpoint"]["sha256"] == sim_to_real.sha256_of(tiny["model"])
+    assert report["checkpoint"]["sha256"] == fileio.file_sha256(tiny["model"])
     assert report["questions_per_image"] == QUESTIONS_PER_IMAGE
     assert report["language"] == "mini" and report["seed"] == 0
     assert report["params"]["seed"] == PROFILE.seed and report["commit"]
