@@ -1,6 +1,7 @@
 """Stage 1 (get_data): generate the embedded mini-CLEVR, or fetch CLEVR v1.0.
 
-Either way `--out` becomes a CLEVR release root (images/, questions/, scenes/).
+Either way `--out` becomes a CLEVR release root (images/, questions/, scenes/). Killed, either
+resumes: the download from its partial archive, the generation with the images it rendered.
 """
 
 from __future__ import annotations
@@ -23,22 +24,10 @@ def main() -> None:
     params = profile["get_data"]
     if params["source"] == "mini":
         from filmclevr.mini import generate_mini_clevr
+        from filmclevr.mini.generate import generator_arguments
 
-        mini = params["mini"]
         generate_mini_clevr(
-            args.out,
-            splits={split: mini["images"][split] for split in params["splits"]},
-            seed=mini["seed"],
-            questions_per_image=mini["questions_per_image"],
-            min_objects=mini["min_objects"],
-            max_objects=mini["max_objects"],
-            # else the generator's defaults: uniform, and the same settings for every split
-            **{
-                k: mini[k]
-                for k in ("question_mix", "split_settings", "look", "language")
-                if k in mini
-            },
-            workers=_common.workers(args.workers),
+            args.out, **generator_arguments(params), workers=_common.workers(args.workers)
         )
     else:
         from filmclevr.download import fetch_clevr

@@ -201,6 +201,58 @@ def test_failure_leaves_nothing(tmp_path, monkeypatch) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_interrupted_generation_resumes_with_the_images_it_rendered(tmp_path, monkeypatch):
+    kw = {"splits": {"train": 4, "val": 3}, "seed": 5, "questions_per_image": 3}
+    generate.generate_mini_clevr(tmp_path / "fresh" / "clevr", **kw)
+    render = generate.render_image
+    rendered = []
+
+    def counted(scene, look="mini", fail_at=None):
+        if len(rendered) == fail_at:
+            raise KeyboardInterrupt  # as a killed run stops
+        rendered.append(scene["image_filename"])
+        return render(scene, look)
+
+    out, kept_root = tmp_path / "clevr", tmp_path / ".clevr.rendered"
+    monkeypatch.setattr(generate, "render_image", lambda s, look: counted(s, look, fail_at=5))
+    with pytest.raises(KeyboardInterrupt):
+        generate.generate_mini_clevr(out, **kw)
+    assert not out.exists()
+    assert len(list(kept_root.rglob("*.png"))) == 5  # the 4 train images and 1 of val
+
+    rendered.clear()
+    monkeypatch.setattr(generate, "render_image", counted)
+    generate.generate_mini_clevr(out, **kw)
+    assert rendered == ["CLEVR_val_000001.png", "CLEVR_val_000002.png"]  # only the missing ones
+    assert files(out) == files(tmp_path / "fresh" / "clevr")  # the same bytes as in one go
+    assert not kept_root.exists()  # removed once the tree is complete
+
+
+def test_kept_images_of_other_settings_are_never_reused(tmp_path, monkeypatch):
+    kw = {"splits": {"val": 3}, "questions_per_image": 2}
+    render = generate.render_image
+    rendered = []
+
+    def counted(scene, look="mini", fail_at=None):
+        if len(rendered) == fail_at:
+            raise KeyboardInterrupt
+        rendered.append(scene["image_filename"])
+        return render(scene, look)
+
+    monkeypatch.setattr(generate, "render_image", lambda s, look: counted(s, look, fail_at=2))
+    with pytest.raises(KeyboardInterrupt):
+        generate.generate_mini_clevr(tmp_path / "clevr", seed=1, **kw)
+    rendered.clear()
+    monkeypatch.setattr(generate, "render_image", counted)
+    generate.generate_mini_clevr(tmp_path / "clevr", seed=2, **kw)  # another seed
+    assert len(rendered) == 3
+    generate.generate_mini_clevr(tmp_path / "seed1", seed=1, **kw)
+    assert files(tmp_path / "clevr") != files(tmp_path / "seed1")
+    assert generate.rendered_key("val", 1, 3, 10, "mini") != generate.rendered_key(
+        "val", 1, 3, 10, "clevr"
+    )
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -5,14 +5,22 @@ The tree is what `get_data` would give for CLEVR itself, so every later stage re
 seeded by (seed, split, i), so parallel workers write the same bytes as one process, and the
 questions of a split are sampled serially afterwards (their answer balance spans the split) from
 a generator seeded by (seed, split). PNGs are saved with fixed options and no metadata.
+
+Rendering is resumable: each image is also kept, as it is finished, in a folder beside the tree
+(`.NAME.rendered/`, one subfolder per split keyed by everything that decides its pixels), so a
+generation that was killed (a CLEVR-sized one renders for an hour or more) starts again with the
+images it had made; the folder is removed when the tree is complete.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
+import os
 import random
+import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -22,7 +30,7 @@ from typing import Any
 from tqdm import tqdm
 
 from filmclevr import clevr, parallel
-from filmclevr.fileio import atomic_dir, json_list_writer, write_text_atomic
+from filmclevr.fileio import atomic_dir, file_sha256, json_list_writer, write_text_atomic
 from filmclevr.mini.questions import (
     FAMILIES,
     QuestionMix,
@@ -187,20 +195,85 @@ def _questions_rng(seed: int, split: str) -> random.Random:
     return random.Random(derive_seed(seed, split, "questions"))
 
 
-def _image_task(task: tuple[str, str, int, int, int, int, str]) -> dict[str, Any]:
-    """Worker: sample scene `index`, render it and save its PNG; returns the scene."""
-    root, split, index, seed, min_objects, max_objects, look = task
+# The code whose changes change an image's pixels: a kept image is reused only when it is the same.
+_RENDER_CODE = ("scenes.py", "render.py", "render_clevr.py")
+
+
+def rendered_key(split: str, seed: int, min_objects: int, max_objects: int, look: str) -> str:
+    """What decides the pixels of a split's images, as a digest: a kept image (`.NAME.rendered/`)
+    is reused only under the same one (its settings, the renderer's code, Pillow and numpy)."""
+    import numpy
+    import PIL
+
+    here = Path(__file__).parent
+    decided_by = {
+        "generator": GENERATOR,
+        "split": split,
+        "seed": seed,
+        "objects": [min_objects, max_objects],
+        "look": look,
+        "png": PNG_OPTIONS,
+        "code": {name: file_sha256(here / name) for name in _RENDER_CODE},
+        "pillow": PIL.__version__,
+        "numpy": numpy.__version__,
+    }
+    return hashlib.sha256(json.dumps(decided_by, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _image_task(task: tuple[str, str, int, int, int, int, str, str]) -> dict[str, Any]:
+    """Worker: sample scene `index`, render it (or take the kept image an interrupted run
+    rendered under the same key) and save its PNG; returns the scene."""
+    root, split, index, seed, min_objects, max_objects, look, kept_dir = task
     scene = make_scene(
         seed, split, index, min_objects=min_objects, max_objects=max_objects, look=look
     )
-    image = render_image(scene, look)
-    if image.size != IMAGE_SIZE or image.mode != "RGBA":
-        raise ValueError(
-            f"render_scene gave a {image.size} {image.mode} image for {split}/{index}, "
-            f"expected {IMAGE_SIZE} RGBA"
-        )
-    image.save(clevr.image_path(root, split, index), **PNG_OPTIONS)
+    path = clevr.image_path(root, split, index)
+    kept = Path(kept_dir) / path.name
+    if not kept.is_file():
+        image = render_image(scene, look)
+        if image.size != IMAGE_SIZE or image.mode != "RGBA":
+            raise ValueError(
+                f"render_scene gave a {image.size} {image.mode} image for {split}/{index}, "
+                f"expected {IMAGE_SIZE} RGBA"
+            )
+        # Under a temporary name first: a kept image is always a whole one.
+        partial = kept.with_name(f".{kept.name}.{os.getpid()}.tmp")
+        image.save(partial, **PNG_OPTIONS)
+        os.replace(partial, kept)
+    try:
+        os.link(kept, path)  # the tree's file and the kept one share their bytes on disk
+    except OSError:  # a file system without hard links
+        shutil.copyfile(kept, path)
     return scene
+
+
+@contextlib.contextmanager
+def _kept_while_useful(kept_root: Path) -> Iterator[None]:
+    """On a failure, keep the images rendered so far for the next run, but no empty folder."""
+    try:
+        yield
+    except BaseException:
+        if kept_root.is_dir() and not any(kept_root.rglob("*.png")):
+            shutil.rmtree(kept_root, ignore_errors=True)
+        raise
+
+
+def _kept_folders(out_dir: Path, keys: Mapping[str, str]) -> dict[str, Path]:
+    """Per split, the folder of its kept images (`.NAME.rendered/SPLIT-KEY`), made if missing;
+    kept images of other keys (other settings or code: never reused) are removed."""
+    kept_root = out_dir.with_name(f".{out_dir.name}.rendered")
+    folders = {split: kept_root / f"{split}-{key}" for split, key in keys.items()}
+    if kept_root.is_dir():
+        for entry in kept_root.iterdir():
+            if entry not in folders.values():
+                shutil.rmtree(entry, ignore_errors=True)
+                log.info("removed %s: images rendered under other settings or code", entry)
+    for split, folder in folders.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        reused = sum(1 for name in os.listdir(folder) if name.endswith(".png"))
+        if reused:
+            log.info("%s: %d images kept by an interrupted run are reused", split, reused)
+    return folders
 
 
 def _release_question(q: dict[str, Any], public: bool) -> dict[str, Any]:
@@ -332,12 +405,29 @@ def generate_mini_clevr(
     # Only what the balance check needs of the first two splits: scenes and their questions are
     # streamed to the split's files as they are drawn, so memory does not grow with the split.
     keys_by_split: dict[str, list[tuple]] = {}
-    with atomic_dir(out_dir) as root:
+    out_dir = Path(out_dir)
+    kept_root = out_dir.with_name(f".{out_dir.name}.rendered")
+    with _kept_while_useful(kept_root), atomic_dir(out_dir) as root:
+        # Under atomic_dir's lock, so that two runs never write one folder of kept images.
+        kept_folders = _kept_folders(
+            out_dir,
+            {
+                split: rendered_key(
+                    split,
+                    seed,
+                    settings[split]["min_objects"],
+                    settings[split]["max_objects"],
+                    look,
+                )
+                for split in splits
+            },
+        )
         for split, count in splits.items():
             (root / "images" / split).mkdir(parents=True, exist_ok=True)
             own = settings[split]
             objects = own["min_objects"], own["max_objects"]
-            tasks = [(str(root), split, i, seed, *objects, look) for i in range(count)]
+            kept = str(kept_folders[split])
+            tasks = [(str(root), split, i, seed, *objects, look, kept) for i in range(count)]
             public = clevr.is_test_split(split)
             info = {
                 "split": split,
@@ -410,6 +500,7 @@ def generate_mini_clevr(
         )
         write_text_atomic(root / "LICENSE.txt", LICENSE_TEXT)
         write_text_atomic(root / "COPYRIGHT.txt", COPYRIGHT_TEXT.format(seed=seed))
+    shutil.rmtree(kept_root, ignore_errors=True)  # the tree is complete
 
     seconds = time.perf_counter() - started
     images = sum(splits.values())
