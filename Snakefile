@@ -1,6 +1,6 @@
 # FiLM on CLEVR: get_data -> resize_images -> tokenize_questions -> write_shards
-#                -> train_model -> evaluate_model, analyze_model (CoGenT: finetune_cogent,
-#                report_cogent).
+#                -> train_model -> evaluate_model, submit_test (with a test split),
+#                analyze_model (CoGenT: finetune_cogent, report_cogent).
 #   snakemake --cores all                                      # params.yaml: mini-CLEVR demo
 #   snakemake --cores all --configfile config/paper.yaml     # the paper, real CLEVR, GPU
 #   snakemake experiments --cores all --configfile config/sweep-cpu.yaml   # Tables 2 and 3

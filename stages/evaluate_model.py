@@ -1,7 +1,7 @@
 """Stage 6 (evaluate_model): accuracy per question type beside the paper's Table 1.
 
 Writes the DVC metric (metrics.json), the results table (md + csv), the bar chart, and the
-per-question predictions (plus test-split answers, one per line in question order). The Q-type
+per-question predictions of the split it scores (a test split's answers: submit_test). The Q-type
 prior counts the training split: the first of `get_data.splits`. What the results say about the
 data comes from the data itself; data that contradicts `get_data.source` is refused.
 """
