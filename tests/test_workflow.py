@@ -135,6 +135,35 @@ def test_both_engines_run_the_same_commands_on_the_same_files(parsed):
         assert sorted(map(repr, tracked)) == sorted(map(repr, rule.params)), name
 
 
+def test_outputs_marked_for_the_report_have_a_caption_and_a_category(parsed):
+    """`snakemake --report`: what the rules mark (a figure, the results table; a folder's files
+    by pattern) each has its caption file and a category."""
+    from snakemake.io import get_flag_value, is_flagged
+
+    params, rules = parsed
+    marked = {}
+    for name, rule in rules.items():
+        for key, path in zip(rule.output._names, rule.output, strict=True):
+            if is_flagged(path, "report"):
+                marked[f"{name}.{key}"] = get_flag_value(path, "report")
+    expected = {
+        "train_model.curves",
+        "evaluate_model.table_html",
+        "evaluate_model.figure",
+        "evaluate_model.curve_figure",
+        "analyze_model.root",
+        "collect_experiments.figure",
+        "report_cogent.out",
+    }
+    assert set(marked) == expected
+    for name, shown in marked.items():
+        caption = Path(shown.caption.get_path_or_uri(secret_free=True)).resolve()
+        assert caption.parent == ROOT / "workflow/report" and caption.is_file(), name
+        assert shown.category, name
+        is_folder = STAGES[name.split(".")[0]].out(name.split(".")[1]).directory
+        assert bool(shown.patterns) == is_folder, name  # a folder's files are shown by pattern
+
+
 def _dvc_plot_fields() -> dict[str, set[str]]:
     """Each file DVC's plots read -> the fields they name in it (a field given alone is read
     in every file of the other axis, or in the plot's own file)."""
