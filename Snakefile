@@ -12,6 +12,11 @@
 configfile: "params.yaml"
 
 
+# snakemake --report report.html: the results, learning curves and analysis figures, each
+# with its caption (workflow/report/*.rst); the rules mark what it shows.
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"

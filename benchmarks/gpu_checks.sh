@@ -71,8 +71,10 @@ mkdir -p "$R"
     --vocab "$P/tokens/vocab.json" --out "$P/film.pt" --last "$P/last.pt" --log-dir "$R/train" \
     --curves "$R/curves.png" &&
     python -m stages.evaluate_model --params "$PAPER_PARAMS" --checkpoint "$P/film.pt" \
-      --shards "$P/shards" --tokens "$P/tokens" --metrics "$R/metrics.json" \
-      --table-md "$R/table.md" --table-csv "$R/table.csv" --figure "$R/accuracy.png" \
+      --sidecar "$P/film.json" --shards "$P/shards" --tokens "$P/tokens" \
+      --metrics "$R/metrics.json" --table-md "$R/table.md" --table-csv "$R/table.csv" \
+      --table-html "$R/table.html" --figure "$R/accuracy.png" --figure-csv "$R/accuracy.csv" \
+      --curve-csv "$R/learning_curve.csv" --curve-figure "$R/learning_curve_vs_paper.png" \
       --predictions "$P/predictions"
 } >"$R/train-evaluate.log" 2>&1
 stamp "paper-mini exit $?"

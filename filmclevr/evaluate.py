@@ -14,7 +14,9 @@ pure data in, files out; only `predict`, `split_predictions` and `evaluate` touc
 from __future__ import annotations
 
 import dataclasses
+import html
 import logging
+import re
 import subprocess
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -22,7 +24,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from filmclevr import clevr
-from filmclevr.figures import COLUMN_TITLES, plot_accuracy_bars
+from filmclevr.figures import (
+    BAR_COLUMNS,
+    COLUMN_TITLES,
+    BarSeries,
+    accuracy_bar_series,
+    plot_accuracy_bars,
+    plot_curve_vs_paper,
+)
 from filmclevr.fileio import atomic_dir, read_json, write_json_atomic, write_text_atomic
 from filmclevr.tokenize import iter_encoded_split, read_encoded_split
 
@@ -34,6 +43,8 @@ log = logging.getLogger(__name__)
 
 COLUMNS: tuple[str, ...] = tuple(clevr.QUESTION_TYPES)
 PAPER_TABLE1 = clevr.PAPER_TABLE1
+# The official model's validation accuracy per epoch (the paper's appendix Figure 11).
+PAPER_CURVE = PAPER_TABLE1.with_name("learning_curve.csv")
 PAPER_SOURCE = "CLEVR v1.0 / test"  # the split of every row of the paper's Table 1
 TABLE_COLUMNS: tuple[str, ...] = ("model", "data", "overall", *COLUMNS, "notes")
 CONTEXT_KEYS: tuple[str, ...] = (
@@ -283,36 +294,101 @@ def _count(n: int | None) -> str:
     return "?" if n is None else f"{n:,}"
 
 
-def _markdown(table: pandas.DataFrame, context: Mapping[str, Any]) -> str:
-    header = [COLUMN_TITLES.get(c, c).replace("\n", " ") for c in TABLE_COLUMNS]
-    lines = [
-        "# FiLM on CLEVR: accuracy (%)",
-        "",
+def _notes(context: Mapping[str, Any]) -> list[str]:
+    """The paragraphs above the table (Markdown: **bold**, `code`, > quote): the run, and
+    what its numbers may be compared with."""
+    notes = [
         f"This run: **{run_label(context)}**, {context['questions']:,} questions on "
         f"{context['images']:,} images; trained on {context['train_split']} "
         f"({_count(context['train_questions'])} questions on {_count(context['train_images'])} "
         f"images); {context['parameters']:,} parameters; checkpoint epoch "
         f"{context['checkpoint_epoch']}; commit `{context['commit']}`; trained on "
         f"{context['machine'].get('processor', 'unknown')} with torch "
-        f"{context['machine'].get('torch', 'unknown')}.",
-        "",
+        f"{context['machine'].get('torch', 'unknown')}."
     ]
     if not is_clevr(str(context["dataset"])):
-        lines += [
+        notes.append(
             f"> **Warning:** this run is on {context['dataset']}, not CLEVR v1.0. Its numbers are "
-            "not comparable to the paper's rows.",
-            "",
-        ]
+            "not comparable to the paper's rows."
+        )
     if context["split"] != "test":
-        lines += [
+        notes.append(
             f"The paper's rows are CLEVR v1.0 test; this run scores {context['split']} "
-            "(CLEVR's test answers are private).",
-            "",
-        ]
+            "(CLEVR's test answers are private)."
+        )
+    return notes
+
+
+TABLE_TITLE = "FiLM on CLEVR: accuracy (%)"
+
+
+def _header() -> list[str]:
+    return [COLUMN_TITLES.get(c, c).replace("\n", " ") for c in TABLE_COLUMNS]
+
+
+def _markdown(table: pandas.DataFrame, context: Mapping[str, Any]) -> str:
+    lines = [f"# {TABLE_TITLE}", ""]
+    for note in _notes(context):
+        lines += [note, ""]
+    header = _header()
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.itertuples(index=False):
         lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _inline_html(markdown: str) -> str:
+    """A note's Markdown (`_notes`: **bold** and `code` only) as HTML."""
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(markdown, quote=False))
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+def _html(table: pandas.DataFrame, context: Mapping[str, Any]) -> str:
+    """The Markdown table's content as a page (what Snakemake's report shows; it shows no
+    Markdown)."""
+    paragraphs = []
+    for note in _notes(context):
+        if note.startswith("> "):
+            paragraphs.append(f"<blockquote>{_inline_html(note[2:])}</blockquote>")
+        else:
+            paragraphs.append(f"<p>{_inline_html(note)}</p>")
+    rows = "\n".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+        for row in table.itertuples(index=False)
+    )
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in _header())
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f"<title>{TABLE_TITLE}</title>\n<style>"
+        "body{font-family:sans-serif;font-size:14px} table{border-collapse:collapse}"
+        " th,td{border:1px solid #ccc;padding:3px 6px} td{text-align:right}"
+        " td:first-child,td:nth-child(2),td:last-child{text-align:left}"
+        " tr:nth-last-child(-n+2){font-weight:bold}</style></head>\n<body>\n"
+        f"<h1>{TABLE_TITLE}</h1>\n" + "\n".join(paragraphs) + "\n"
+        f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>\n"
+        "</body></html>\n"
+    )
+
+
+def _bar_rows(series: list[BarSeries]) -> str:
+    """The accuracy bar chart's data, one row per bar (results/accuracy.csv): `bar` names it
+    for DVC's bar chart ("Count | this run"); `accuracy` is empty for a column without
+    questions."""
+    import pandas as pd
+
+    titles = {column: COLUMN_TITLES[column].replace("\n", " ") for column in BAR_COLUMNS}
+    rows = [
+        {
+            "column": titles[column],
+            "series": s.short,
+            "data": s.data,
+            "accuracy": value,
+            "bar": f"{titles[column]} | {s.short}",
+        }
+        for s in series
+        for column, value in zip(BAR_COLUMNS, s.values, strict=True)
+    ]
+    return pd.DataFrame(rows).to_csv(index=False, lineterminator="\n")
 
 
 def write_results(
@@ -323,10 +399,13 @@ def write_results(
     out_metrics: Path,
     out_table_md: Path,
     out_table_csv: Path,
+    out_table_html: Path,
     out_bar_png: Path,
+    out_bar_csv: Path,
     context: Mapping[str, Any],
 ) -> dict:
-    """Write metrics.json (a DVC metric), the results table (md + csv) and the bar chart.
+    """Write metrics.json (a DVC metric), the results table (md, csv and html) and the bar
+    chart with its data (one row per bar).
 
     Args:
         metrics: `compute_metrics` of the model's predictions.
@@ -351,12 +430,85 @@ def write_results(
     }
     paper = read_paper_table(paper_csv)
     table = results_table(metrics, prior, paper, context)
-    plot_accuracy_bars(document, paper, out_bar_png, label=run_label(context))
+    label = run_label(context)
+    plot_accuracy_bars(document, paper, out_bar_png, label=label)
+    write_text_atomic(out_bar_csv, _bar_rows(accuracy_bar_series(document, paper, label)))
     write_text_atomic(out_table_csv, table.to_csv(index=False, lineterminator="\n"))
     write_text_atomic(out_table_md, _markdown(table, context))
+    write_text_atomic(out_table_html, _html(table, context))
     write_json_atomic(out_metrics, document)  # last: the DVC metric marks a complete run
     log.info("overall accuracy %s%% on %s", document["overall"], run_label(context))
     return document
+
+
+def started_from_checkpoint(run: Mapping[str, Any]) -> bool:
+    """Whether a trained run (its checkpoint's record: models/film.json) started from another
+    checkpoint's weights (`init_checkpoint`) rather than the paper's init."""
+    first = run["curriculum"][0] if "curriculum" in run else run["train_config"]
+    return bool(first.get("init_checkpoint"))
+
+
+def learning_curve(run: Mapping[str, Any], prior: float | None) -> pandas.DataFrame:
+    """Accuracy per epoch (%) against training questions seen, from a run's record
+    (models/film.json: its history, recipe and processes), with the Q-type prior's overall
+    accuracy on every row; a column per paper column the history logged, and for a curriculum
+    the split each epoch trained on."""
+    import pandas as pd
+
+    batch = run["train_config"]["batch_size"] * run.get("world_size", 1)
+    history = run["history"]
+    curve = pd.DataFrame(
+        {
+            "epoch": [row["epoch"] for row in history],
+            # a curriculum's history counts them over its phases (filmclevr/curriculum.py)
+            "questions_seen": [row.get("questions_seen", row["step"] * batch) for row in history],
+            "val_accuracy": [100 * row["val_accuracy"] for row in history],
+            "train_accuracy": [100 * row["train_accuracy"] for row in history],
+            "prior": prior,
+        }
+    )
+    for column in clevr.QUESTION_TYPES:  # per paper column, for runs that logged them
+        values = [row.get("val_columns", {}).get(column) for row in history]
+        if any(v is not None for v in values):
+            curve[f"val_{column}"] = [None if v is None else 100 * v for v in values]
+    if "curriculum" in run:  # each row's phase: the split it trained on
+        curve.insert(1, "trained_on", [row["split"] for row in history])
+    return curve
+
+
+def write_learning_curve(
+    run: Mapping[str, Any],
+    *,
+    prior: float | None,
+    context: Mapping[str, Any],
+    out_csv: Path,
+    out_png: Path,
+) -> bool:
+    """The learning curve (`learning_curve`) as a CSV, and drawn beside the official one (the
+    paper's appendix Figure 11, PAPER_CURVE) against training questions seen.
+
+    A run that started from a checkpoint is drawn alone: its history counts its own questions
+    only, not those its starting model had seen, so beside the official curve it would sit
+    misleadingly far above it. A curriculum from scratch is drawn beside it: its history counts
+    the questions of all its phases.
+
+    Args:
+        run: the checkpoint's record, models/film.json.
+        prior: the Q-type prior's overall accuracy (%), drawn as a line; None: none drawn.
+        context: the evaluation's context (its dataset and profile name the curve).
+
+    Returns:
+        Whether the official curve was drawn beside this run's.
+    """
+    import pandas as pd
+
+    curve = learning_curve(run, prior)
+    write_text_atomic(out_csv, curve.to_csv(index=False, lineterminator="\n"))
+    beside = not started_from_checkpoint(run)
+    label = f"this run: {context.get('dataset')}, profile {context.get('profile')}"
+    paper = pd.read_csv(PAPER_CURVE) if beside else None
+    plot_curve_vs_paper(curve, paper, out_png, label=label)
+    return beside
 
 
 def write_test_answers(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from filmclevr import clevr
 from filmclevr.fileio import atomic_path
@@ -97,10 +97,22 @@ def plot_learning_curves(
     _save(figure, out_png)
 
 
-def plot_accuracy_bars(
-    metrics: Mapping[str, Any], paper_rows: pandas.DataFrame, out_png: Path, label: str
-) -> None:
-    """Grouped bars: Overall and the five columns, this run beside the paper's FiLM rows.
+class BarSeries(NamedTuple):
+    """One series of the accuracy bar chart: `name` in the legend, `short` in its data's rows
+    (results/accuracy.csv, DVC's bar chart), `data` the dataset / split its numbers are on, and
+    one value per entry of BAR_COLUMNS (NaN where a column has no questions)."""
+
+    name: str
+    short: str
+    data: str
+    values: list[float]
+
+
+def accuracy_bar_series(
+    metrics: Mapping[str, Any], paper_rows: pandas.DataFrame, label: str
+) -> list[BarSeries]:
+    """The series of `plot_accuracy_bars`: the paper's FiLM rows, this run and, when the metrics
+    hold it, this run's Q-type prior.
 
     Args:
         metrics: metrics.json document (`overall`, `columns`, optional `prior`).
@@ -113,15 +125,38 @@ def plot_accuracy_bars(
         values = [source["overall"], *(source["columns"][c] for c in clevr.QUESTION_TYPES)]
         return [np.nan if v is None else float(v) for v in values]
 
+    paper_data = "CLEVR v1.0 / test"
     film = paper_rows[paper_rows["model"].astype(str).str.startswith(PAPER_FILM_PREFIX)]
     series = [
-        (f"{row['model']} (paper, CLEVR v1.0 / test)", [float(row[c]) for c in BAR_COLUMNS])
+        BarSeries(
+            f"{row['model']} (paper, {paper_data})",
+            f"paper {row['model']}",
+            paper_data,
+            [float(row[c]) for c in BAR_COLUMNS],
+        )
         for _, row in film.iterrows()
     ]
-    series.append((f"FiLM, this run ({label})", scores(metrics)))
+    series.append(BarSeries(f"FiLM, this run ({label})", "this run", label, scores(metrics)))
     if metrics.get("prior"):
-        series.append((f"Q-type prior, this run ({label})", scores(metrics["prior"])))
+        series.append(
+            BarSeries(
+                f"Q-type prior, this run ({label})",
+                "this run's Q-type prior",
+                label,
+                scores(metrics["prior"]),
+            )
+        )
+    return series
 
+
+def plot_accuracy_bars(
+    metrics: Mapping[str, Any], paper_rows: pandas.DataFrame, out_png: Path, label: str
+) -> None:
+    """Grouped bars: Overall and the five columns, this run beside the paper's FiLM rows
+    (`accuracy_bar_series`; its arguments)."""
+    import numpy as np
+
+    series = [(s.name, s.values) for s in accuracy_bar_series(metrics, paper_rows, label)]
     figure = _new_figure(11, 5.5)
     axes = figure.subplots()
     x = np.arange(len(BAR_COLUMNS))
@@ -337,18 +372,20 @@ def plot_sample_efficiency(
 
 # --- A run's learning curve beside the official one ---------------------------------------------
 def plot_curve_vs_paper(
-    ours: pandas.DataFrame, paper: pandas.DataFrame, out_png: Path, *, label: str = ""
+    ours: pandas.DataFrame, paper: pandas.DataFrame | None, out_png: Path, *, label: str = ""
 ) -> None:
     """Validation accuracy against training questions seen: this run's epochs beside the
-    official model's (the paper's appendix Figure 11), both from their CSVs."""
+    official model's (the paper's appendix Figure 11), both from their CSVs; with `paper`
+    None, this run's alone, titled as not comparable (a run that started from a checkpoint)."""
     figure = _new_figure(7.0, 4.2)
     axis = figure.add_subplot(1, 1, 1)
     axis.plot(ours["questions_seen"] / 1e6, ours["val_accuracy"], "o-", label=label or "this run")
     if "train_accuracy" in ours:
         axis.plot(ours["questions_seen"] / 1e6, ours["train_accuracy"], ".:", color="tab:blue",
                   alpha=0.6, label="this run, train")  # fmt: skip
-    axis.plot(paper["questions_seen"] / 1e6, paper["val_accuracy"], "s--", color="black",
-              label="official FiLM on CLEVR (paper Fig. 11, read off the plot)")  # fmt: skip
+    if paper is not None:
+        axis.plot(paper["questions_seen"] / 1e6, paper["val_accuracy"], "s--", color="black",
+                  label="official FiLM on CLEVR (paper Fig. 11, read off the plot)")  # fmt: skip
     if "prior" in ours:
         axis.axhline(float(ours["prior"].iloc[0]), color="gray", linewidth=0.8, linestyle=":",
                      label="this run's Q-type prior")  # fmt: skip
@@ -358,5 +395,12 @@ def plot_curve_vs_paper(
     axis.set_xlabel("training questions seen (millions)")
     axis.set_ylabel("validation accuracy (%)")
     axis.legend(fontsize=7, loc="lower right")
-    axis.set_title("learning curve beside the official one", fontsize=9)
+    if paper is not None:
+        axis.set_title("learning curve beside the official one", fontsize=9)
+    else:
+        axis.set_title(
+            "learning curve; not beside the official one: this run started from a checkpoint,\n"
+            "whose questions seen its history does not count",
+            fontsize=9,
+        )
     _save(figure, out_png)

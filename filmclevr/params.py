@@ -428,14 +428,37 @@ def _checksum(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _held_by_dvc_experiment(path: Path) -> bool:
+    """Whether a DVC experiment holds `path` as it is now: `dvc exp run -S key=value` leaves
+    params.yaml with the experiment's values, which the experiment's commit (refs/exps/) keeps."""
+    git = ["git", "-C", str(path.parent.resolve())]
+    try:
+        blob = subprocess.run([*git, "hash-object", "--", path.name], capture_output=True)
+        refs = subprocess.run(
+            [*git, "for-each-ref", f"--format=%(objectname):./{path.name}", "refs/exps/"],
+            capture_output=True,
+        )
+        if blob.returncode or refs.returncode or not refs.stdout.strip():
+            return False
+        held = subprocess.run(
+            [*git, "cat-file", "--batch-check=%(objectname)"],
+            input=refs.stdout,
+            capture_output=True,
+        )
+    except OSError:  # no git
+        return False
+    return blob.stdout.strip() in held.stdout.split()
+
+
 def _edits(path: Path) -> str | None:
     """What writing over `path` would lose, or None: nothing if filmclevr-params wrote it and it
-    is unchanged, or if git holds it (tracked, no change since the last commit)."""
+    is unchanged, if git holds it (tracked, no change since the last commit), or if a DVC
+    experiment holds it as it is."""
     text = path.read_text(encoding="utf-8")
     if written_from(path) is not None:
         _, found, body = text.partition("\n" + CHECKSUM_LINE)
         checksum, _, body = body.partition("\n")
-        if found and checksum == _checksum(body):
+        if (found and checksum == _checksum(body)) or _held_by_dvc_experiment(path):
             return None
         return "it has edits made after filmclevr-params wrote it"
     git = ["git", "-C", str(path.parent.resolve())]
@@ -446,7 +469,9 @@ def _edits(path: Path) -> str | None:
         )
     except OSError:  # no git
         held = False
-    return None if held else "it has changes that git does not hold"
+    if held or _held_by_dvc_experiment(path):
+        return None
+    return "it has changes that git does not hold"
 
 
 def profile_text(profile: str | Path, out: str | Path) -> tuple[str, dict[str, Any]]:

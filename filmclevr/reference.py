@@ -5,9 +5,9 @@ user can ask the model questions without training it), its metrics, results tabl
 curves, analysis and CoGenT report, Snakemake's per-stage wall time and peak memory, the
 parameters that ran (params.yaml: the parameters file as it is, or, for a profile that names a
 base, the profile resolved and complete, as filmclevr-params writes it), and PROVENANCE.json
-(the commit of the code, the dvc.lock stage hashes when DVC ran it, the machine, the date). Its
-learning curve is also drawn beside the official one (learning_curve.csv,
-learning_curve_vs_paper.png), from the checkpoint's history.
+(the commit of the code, the dvc.lock stage hashes when DVC ran it, the machine, the date), and
+its learning curve beside the official one (learning_curve.csv, learning_curve_vs_paper.png,
+as the evaluate_model stage drew it).
 Refused when the working tree has uncommitted changes to the code, since the commit would then
 not name the code that ran.
 
@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from filmclevr import clevr
 from filmclevr import params as params_mod
 from filmclevr.fileio import atomic_dir, read_json, write_json_atomic
 
@@ -40,6 +39,8 @@ FILES: tuple[tuple[str, bool], ...] = (
     ("results/table.csv", True),
     ("results/accuracy.png", False),
     ("results/learning_curves.png", False),
+    ("results/learning_curve.csv", True),
+    ("results/learning_curve_vs_paper.png", True),
     ("results/analysis.json", False),
 )
 ANALYSIS_FILES: tuple[str, ...] = (
@@ -61,7 +62,6 @@ COGENT_FILES: tuple[str, ...] = (
     "sample_efficiency.png",
 )
 CODE = ("filmclevr", "stages", "workflow", "Snakefile", "dvc.yaml")
-PAPER_CURVE = Path(__file__).resolve().parent / "paper" / "learning_curve.csv"
 
 
 def _git(root: Path, *args: str) -> str:
@@ -117,7 +117,6 @@ def keep_reference(root: Path, name: str, params: Path) -> Path:
             (tmp / "benchmarks").mkdir(exist_ok=True)
             shutil.copyfile(tsv, tmp / "benchmarks" / tsv.name)
         _keep_params(Path(params), tmp / "params.yaml")
-        write_curve_vs_paper(read_json(root / "models/film.json"), metrics, tmp)
         write_json_atomic(tmp / "PROVENANCE.json", _provenance(root, metrics, params))
     return out
 
@@ -159,46 +158,6 @@ def _keep_cogent(results: Path, out: Path) -> None:
         for file in COGENT_FILES:
             if (results / split / file).is_file():
                 shutil.copyfile(results / split / file, out / split / file)
-
-
-def write_curve_vs_paper(sidecar: dict[str, Any], metrics: dict[str, Any], out: Path) -> None:
-    """learning_curve.csv (validation accuracy per epoch against questions seen, from the
-    checkpoint's history) and learning_curve_vs_paper.png beside the official curve. A run that
-    started from a checkpoint (train_model.init_checkpoint) gets no such figure: its history
-    counts its own questions only, not those its starting model had seen, so its curve would
-    sit misleadingly far above the official one at the same x. A curriculum from scratch does:
-    its history counts the questions of all its phases."""
-    import pandas as pd
-
-    from filmclevr.figures import plot_curve_vs_paper
-
-    batch = sidecar["train_config"]["batch_size"] * sidecar.get("world_size", 1)
-    curve = pd.DataFrame(
-        {
-            "epoch": [row["epoch"] for row in sidecar["history"]],
-            # a curriculum's history counts them over its phases (filmclevr/curriculum.py)
-            "questions_seen": [
-                row.get("questions_seen", row["step"] * batch) for row in sidecar["history"]
-            ],
-            "val_accuracy": [100 * row["val_accuracy"] for row in sidecar["history"]],
-            "train_accuracy": [100 * row["train_accuracy"] for row in sidecar["history"]],
-            "prior": metrics.get("prior", {}).get("overall"),
-        }
-    )
-    for column in clevr.QUESTION_TYPES:  # per paper column, for runs that logged them
-        values = [row.get("val_columns", {}).get(column) for row in sidecar["history"]]
-        if any(v is not None for v in values):
-            curve[f"val_{column}"] = [None if v is None else 100 * v for v in values]
-    if "curriculum" in sidecar:  # each row's phase: the split it trained on
-        curve.insert(1, "trained_on", [row["split"] for row in sidecar["history"]])
-    (out / "learning_curve.csv").write_text(curve.to_csv(index=False, lineterminator="\n"))
-    first_run = sidecar["curriculum"][0] if "curriculum" in sidecar else sidecar["train_config"]
-    if first_run.get("init_checkpoint"):
-        return
-    paper = pd.read_csv(PAPER_CURVE)
-    context = metrics.get("context", {})
-    label = f"this run: {context.get('dataset')}, profile {context.get('profile')}"
-    plot_curve_vs_paper(curve, paper, out / "learning_curve_vs_paper.png", label=label)
 
 
 def _lock_of_this_run(root: Path) -> str | None:

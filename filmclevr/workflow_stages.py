@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from filmclevr import clevr
 from filmclevr.fileio import write_text_atomic
 
 # The project's Python packages: code dependencies are the modules of these a stage imports.
@@ -41,6 +42,10 @@ ABSENT_PARAMS: dict[str, Any] = {"curriculum": []}
 
 # The file DVC's stages read (Snakemake passes the --configfile given, else this one).
 DVC_PARAMS_FILE = "params.yaml"
+
+# The official model's learning curve (the paper's appendix Figure 11), which evaluate_model
+# draws a run's beside, as DVC's plots do.
+PAPER_CURVE = "filmclevr/paper/learning_curve.csv"
 
 
 @dataclass(frozen=True)
@@ -170,11 +175,14 @@ STAGES: dict[str, Stage] = {
         # regression gate compares the metrics to results/baseline/metrics.json.
         Stage(
             name="evaluate_model",
-            args="--checkpoint {checkpoint} --shards {shards} --tokens {tokens}"
-            " --metrics {metrics} --table-md {table_md} --table-csv {table_csv}"
-            " --figure {figure} --predictions {predictions}",
+            args="--checkpoint {checkpoint} --sidecar {sidecar} --shards {shards}"
+            " --tokens {tokens} --metrics {metrics} --table-md {table_md}"
+            " --table-csv {table_csv} --table-html {table_html} --figure {figure}"
+            " --figure-csv {figure_csv} --curve-csv {curve_csv} --curve-figure {curve_figure}"
+            " --predictions {predictions}",
             inputs={
                 "checkpoint": "train_model.checkpoint",
+                "sidecar": "train_model.sidecar",
                 "shards": "write_shards.root",
                 "tokens": "tokenize_questions.root",
             },
@@ -182,11 +190,15 @@ STAGES: dict[str, Stage] = {
                 "metrics": metrics("results/metrics.json"),
                 "table_md": "results/table.md",
                 "table_csv": "results/table.csv",
+                "table_html": "results/table.html",  # what Snakemake's report shows
                 "figure": "results/accuracy.png",
+                "figure_csv": "results/accuracy.csv",  # its bars (PLOTS)
+                "curve_csv": "results/learning_curve.csv",  # beside PAPER_CURVE (PLOTS)
+                "curve_figure": "results/learning_curve_vs_paper.png",
                 "predictions": data_folder("data/predictions"),
             },
             params=("evaluate_model", "profile", "get_data.source"),
-            data=("filmclevr/paper/table1_clevr_test.csv",),
+            data=("filmclevr/paper/table1_clevr_test.csv", PAPER_CURVE),
         ),
         # Beside 6: CLEVR's test answers are private, so the test splits' predictions, one
         # answer per line as the authors score them, with a manifest of model and data. In the
@@ -287,8 +299,45 @@ STAGES: dict[str, Stage] = {
     ]
 }
 
-# DVC's plots: the training's DVCLive curves, per step.
-PLOTS = {f"{STAGES['train_model'].out('log_dir').path}/plots/metrics": {"x": "step"}}
+# DVC's plots (dvc plots show; dvc plots diff across commits and experiments): the training's
+# DVCLive curves per epoch; the learning curve beside the official one; the validation
+# accuracy of every paper column per epoch; the accuracy per column beside the paper's FiLM
+# rows and the Q-type prior (results/accuracy.csv: a row per bar of results/accuracy.png),
+# whose bars start at 0 (.dvc/plots/bar_horizontal_from_zero.json: DVC's bar_horizontal, whose
+# axis starts at the smallest value, without that).
+_CURVE = STAGES["evaluate_model"].out("curve_csv").path
+PLOTS: list[dict[str, dict[str, Any]]] = [
+    {f"{STAGES['train_model'].out('log_dir').path}/plots/metrics": {"x": "step"}},
+    {
+        "learning_curve_vs_paper": {
+            "template": "linear",
+            "title": "Validation accuracy: this run beside the official FiLM (paper Fig. 11)",
+            "x": {_CURVE: "questions_seen", PAPER_CURVE: "questions_seen"},
+            "y": {_CURVE: "val_accuracy", PAPER_CURVE: "val_accuracy"},
+            "x_label": "training questions seen",
+            "y_label": "validation accuracy (%)",
+        }
+    },
+    {
+        "val_accuracy_per_column": {
+            "template": "linear",
+            "title": "Validation accuracy per question type (the paper's Table 1 columns)",
+            "x": "epoch",
+            "y": {_CURVE: [f"val_{column}" for column in clevr.QUESTION_TYPES]},
+            "y_label": "validation accuracy (%)",
+        }
+    },
+    {
+        STAGES["evaluate_model"].out("figure_csv").path: {
+            "template": "bar_horizontal_from_zero",
+            "title": "Accuracy per question type: this run, its Q-type prior, the paper's FiLM",
+            "x": "accuracy",
+            "y": "bar",
+            "x_label": "accuracy (%)",
+            "y_label": "question type | series",
+        }
+    },
+]
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
@@ -612,7 +661,7 @@ def dvc_yaml(root: Path) -> str:
     """The text of dvc.yaml: every stage of STAGES, in order, and the plots."""
     document = {
         "stages": {name: dvc_stage(root, stage) for name, stage in STAGES.items()},
-        "plots": [{path: spec} for path, spec in PLOTS.items()],
+        "plots": PLOTS,
     }
     body = yaml.dump(
         document, Dumper=_IndentedDumper, sort_keys=False, width=1_000_000, allow_unicode=True

@@ -63,9 +63,12 @@ COMMANDS = {
         "--last", "models/last.pt", "--log-dir", "results/train", "--curves", "results/c.png",
     ],
     "evaluate_model": [
-        "--checkpoint", "models/film.pt", "--shards", "data/shards", "--tokens", "data/tokens",
-        "--metrics", "results/metrics.json", "--table-md", "results/t.md", "--table-csv",
-        "results/t.csv", "--figure", "results/a.png", "--predictions", "data/predictions",
+        "--checkpoint", "models/film.pt", "--sidecar", "models/film.json", "--shards",
+        "data/shards", "--tokens", "data/tokens", "--metrics", "results/metrics.json",
+        "--table-md", "results/t.md", "--table-csv", "results/t.csv", "--table-html",
+        "results/t.html", "--figure", "results/a.png", "--figure-csv", "results/a.csv",
+        "--curve-csv", "results/curve.csv", "--curve-figure", "results/curve.png",
+        "--predictions", "data/predictions",
     ],
 }  # fmt: skip
 

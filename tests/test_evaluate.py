@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import NamedTuple
 
@@ -172,7 +173,9 @@ def _write(tmp_path: Path, context: dict) -> tuple[dict, dict, dict]:
         out_metrics=tmp_path / "metrics.json",
         out_table_md=tmp_path / "table.md",
         out_table_csv=tmp_path / "table.csv",
+        out_table_html=tmp_path / "table.html",
         out_bar_png=tmp_path / "bars.png",
+        out_bar_csv=tmp_path / "bars.csv",
         context=context,
     )
     return metrics, prior, document
@@ -245,6 +248,101 @@ def test_write_results_requires_context(tmp_path):
     with pytest.raises(ValueError, match="commit"):
         _write(tmp_path, context)
     assert not (tmp_path / "metrics.json").exists()
+
+
+class _TableCells(HTMLParser):
+    """The text of every cell of an HTML page's table, row by row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append("".join(self._cell))
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def test_write_results_html_page_shows_the_markdown_table(tmp_path):
+    """What Snakemake's report shows (it shows no Markdown): the same rows and notes."""
+    _write(tmp_path, _context())
+    page = (tmp_path / "table.html").read_text()
+    parser = _TableCells()
+    parser.feed(page)
+    md = _md_rows((tmp_path / "table.md").read_text())
+    header, *rows = parser.rows
+    assert header[:3] == ["model", "data", "Overall"] and len(header) == len(evaluate.TABLE_COLUMNS)
+    assert {row[0]: row for row in rows} == md
+    assert "<strong>mini-CLEVR / val (profile mini)</strong>" in page
+    assert "<code>abc1234</code>" in page
+    assert "<blockquote><strong>Warning:</strong> this run is on mini-CLEVR" in page
+
+
+def test_write_results_bar_data_is_a_row_per_bar_of_the_figure(tmp_path):
+    _write(tmp_path, _context())
+    bars = pd.read_csv(tmp_path / "bars.csv")
+    paper_film = [m for m in pd.read_csv(PAPER_CSV)["model"] if m.startswith("CNN+GRU+FiLM")]
+    series = [f"paper {m}" for m in paper_film] + ["this run", "this run's Q-type prior"]
+    assert list(dict.fromkeys(bars["series"])) == series
+    assert len(bars) == len(series) * 6  # Overall and the five columns
+    ours = bars[bars["series"] == "this run"].set_index("column")
+    assert ours.loc["Overall", "accuracy"] == 61.25 and ours.loc["Exist", "accuracy"] == 75.5
+    assert pd.isna(ours.loc["Compare Attribute", "accuracy"])  # no questions: no bar
+    assert ours.loc["Count", "bar"] == "Count | this run"
+    assert ours.loc["Count", "data"] == "mini-CLEVR / val (profile mini)"
+    assert set(bars.loc[bars["series"].str.startswith("paper"), "data"]) == {"CLEVR v1.0 / test"}
+
+
+# --- The learning curve beside the official one --------------------------------------------------
+def _run_record(**train_config) -> dict:
+    history = [  # the first epoch from a version that logged no columns
+        {"epoch": 1, "step": 10, "val_accuracy": 0.41, "train_accuracy": 0.40},
+        {"epoch": 2, "step": 20, "val_accuracy": 0.47, "train_accuracy": 0.50,
+         "val_columns": {"count": 0.25, "exist": 0.5}},
+    ]  # fmt: skip
+    return {"train_config": {"batch_size": 32, **train_config}, "world_size": 2, "history": history}
+
+
+def _curve(tmp_path: Path, run: dict) -> bool:
+    return evaluate.write_learning_curve(
+        run,
+        prior=40.0,
+        context=_context(),
+        out_csv=tmp_path / "curve.csv",
+        out_png=tmp_path / "curve.png",
+    )
+
+
+def test_learning_curve_counts_questions_seen_and_is_drawn_beside_the_official(tmp_path):
+    assert _curve(tmp_path, _run_record()) is True
+    # questions seen: steps x 32 per process x 2 processes
+    assert (tmp_path / "curve.csv").read_text().splitlines() == [
+        "epoch,questions_seen,val_accuracy,train_accuracy,prior,val_count,val_exist",
+        "1,640,41.0,40.0,40.0,,",
+        "2,1280,47.0,50.0,40.0,25.0,50.0",
+    ]
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_run_from_a_checkpoint_is_not_drawn_beside_the_official_curve(tmp_path):
+    """Its history counts only its own questions, not those of the model it started from."""
+    assert _curve(tmp_path, _run_record(init_checkpoint="results/reference/x/step2.pt")) is False
+    assert (tmp_path / "curve.csv").read_text().splitlines()[1] == "1,640,41.0,40.0,40.0,,"
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    curriculum = {**_run_record(), "curriculum": [{"init_checkpoint": "a.pt"}, {}]}
+    curriculum["history"] = [{**row, "split": "train"} for row in curriculum["history"]]
+    assert _curve(tmp_path, curriculum) is False  # its first phase's start counts
 
 
 # --- write_test_answers, records, commit --------------------------------------------------------
@@ -403,7 +501,9 @@ def test_evaluate_tiny_checkpoint(tiny_run, tmp_path):
         out_metrics=tmp_path / "metrics.json",
         out_table_md=tmp_path / "table.md",
         out_table_csv=tmp_path / "table.csv",
+        out_table_html=tmp_path / "table.html",
         out_bar_png=tmp_path / "bars.png",
+        out_bar_csv=tmp_path / "bars.csv",
         context=result.context,
     )
     assert document["context"]["profile"] == "tiny"

@@ -360,6 +360,32 @@ def test_filmclevr_params_writes_over_a_hand_written_file_only_if_git_holds_it(
     assert load_params(out)["profile"] == "paper"
 
 
+def test_filmclevr_params_writes_over_the_values_a_dvc_experiment_holds(
+    tmp_path: Path, capsys
+) -> None:
+    """`dvc exp run -S train_model.learning_rate=...` leaves params.yaml with the experiment's
+    values, which the experiment's commit under refs/exps/ keeps: writing a profile over them
+    loses nothing. Any other edit is kept."""
+    out = tmp_path / "params.yaml"
+    demo, paper = str(DEMO), str(ROOT / "config/paper.yaml")
+    assert params_mod.main([demo, "--out", str(out)]) == 0
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "params.yaml")
+    git(tmp_path, "commit", "-q", "-m", "the demo")
+    written = out.read_text()
+    experiment = written.replace("learning_rate: 0.004", "learning_rate: 0.01")
+    assert experiment != written
+    out.write_text(experiment)  # as `dvc exp run -S` leaves it, then its commit, as DVC keeps it
+    git(tmp_path, "commit", "-q", "-a", "-m", "an experiment")
+    git(tmp_path, "update-ref", "refs/exps/ab/cdef/lr", "HEAD")
+    git(tmp_path, "reset", "-q", "--soft", "HEAD~1")  # the workspace keeps its values
+    assert params_mod.main([paper, "--out", str(out)]) == 0
+    assert load_params(out)["profile"] == "paper"
+    out.write_text(experiment.replace("max_epochs: 6", "max_epochs: 7"))  # held by nothing
+    assert params_mod.main([demo, "--out", str(out)]) == 1
+    assert "it has edits made after filmclevr-params wrote it" in capsys.readouterr().err
+
+
 def project(tmp_path: Path, *names: str) -> Path:
     """A project folder holding copies of the named profiles of config/."""
     (tmp_path / "config").mkdir()

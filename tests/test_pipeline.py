@@ -80,10 +80,12 @@ def dvc(project: Path, *args: str) -> str:
 
 
 def dvc_repro_in_a_new_repo(project: Path, *targets: str) -> str:
-    """`dvc repro` in a fresh git and DVC repository at `project`."""
+    """`dvc repro` in a fresh git and DVC repository at `project`, with the project's plot
+    templates (.dvc/plots/, which a clone has; without one dvc.yaml names, no plot is drawn)."""
     run(["git", "init", "-q"], project)
     dvc(project, "init", "-q")
     dvc(project, "config", "core.analytics", "false")
+    shutil.copytree(ROOT / ".dvc/plots", project / ".dvc/plots")
     return dvc(project, "repro", *targets)
 
 

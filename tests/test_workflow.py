@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from filmclevr import workflow_stages
+from filmclevr import clevr, workflow_stages
 from filmclevr.params import ParamsError, load_params, model_overrides, validate_params
 from filmclevr.workflow_stages import STAGES, code_closure
 
@@ -133,6 +133,101 @@ def test_both_engines_run_the_same_commands_on_the_same_files(parsed):
         for checkpoint in init:
             assert any(s.get("init_checkpoint") == checkpoint for s in sections), name
         assert sorted(map(repr, tracked)) == sorted(map(repr, rule.params)), name
+
+
+def test_outputs_marked_for_the_report_have_a_caption_and_a_category(parsed):
+    """`snakemake --report`: what the rules mark (a figure, the results table; a folder's files
+    by pattern) each has its caption file and a category."""
+    from snakemake.io import get_flag_value, is_flagged
+
+    params, rules = parsed
+    marked = {}
+    for name, rule in rules.items():
+        for key, path in zip(rule.output._names, rule.output, strict=True):
+            if is_flagged(path, "report"):
+                marked[f"{name}.{key}"] = get_flag_value(path, "report")
+    expected = {
+        "train_model.curves",
+        "evaluate_model.table_html",
+        "evaluate_model.figure",
+        "evaluate_model.curve_figure",
+        "analyze_model.root",
+        "collect_experiments.figure",
+        "report_cogent.out",
+    }
+    assert set(marked) == expected
+    for name, shown in marked.items():
+        caption = Path(shown.caption.get_path_or_uri(secret_free=True)).resolve()
+        assert caption.parent == ROOT / "workflow/report" and caption.is_file(), name
+        assert shown.category, name
+        is_folder = STAGES[name.split(".")[0]].out(name.split(".")[1]).directory
+        assert bool(shown.patterns) == is_folder, name  # a folder's files are shown by pattern
+
+
+def _dvc_plot_fields() -> dict[str, set[str]]:
+    """Each file DVC's plots read -> the fields they name in it (a field given alone is read
+    in every file of the other axis, or in the plot's own file)."""
+    fields: dict[str, set[str]] = {}
+    for plot in workflow_stages.PLOTS:
+        ((plot_id, spec),) = plot.items()
+        axes = [spec[axis] for axis in ("x", "y") if axis in spec]
+        files = [file for value in axes if isinstance(value, dict) for file in value] or [plot_id]
+        for value in axes:
+            by_file = value if isinstance(value, dict) else dict.fromkeys(files, value)
+            for file, names in by_file.items():
+                names = [names] if isinstance(names, str) else names
+                fields.setdefault(file, set()).update(names)
+    return fields
+
+
+def test_dvc_plots_read_fields_the_stages_write(tmp_path):
+    """dvc.yaml's plots: each reads a stage's output (DVCLive's folder, evaluate_model's learning
+    curve and bar data) or the official curve, a data file of the stage that draws beside it,
+    and every field they name is in those files as the stages write them."""
+    from filmclevr import evaluate
+
+    evaluate_stage = STAGES["evaluate_model"]
+    columns = dict.fromkeys(clevr.QUESTION_TYPES, 50.0)
+    scores = {"overall": 50.0, "columns": columns, "functions": {}, "families": {}, "counts": {}}
+    context = dict.fromkeys(evaluate.CONTEXT_KEYS, 1)
+    context.update(dataset="mini-CLEVR", split="val", profile="p", machine={}, train_split="t")
+    written = {
+        key: tmp_path / Path(evaluate_stage.out(key).path).name for key in evaluate_stage.outputs
+    }
+    evaluate.write_results(
+        scores,
+        scores,
+        paper_csv=evaluate.PAPER_TABLE1,
+        out_metrics=written["metrics"],
+        out_table_md=written["table_md"],
+        out_table_csv=written["table_csv"],
+        out_table_html=written["table_html"],
+        out_bar_png=written["figure"],
+        out_bar_csv=written["figure_csv"],
+        context=context,
+    )
+    history = [{"epoch": 1, "step": 1, "val_accuracy": 0.5, "train_accuracy": 0.5,
+                "val_columns": {c: 0.5 for c in clevr.QUESTION_TYPES}}]  # fmt: skip
+    evaluate.write_learning_curve(
+        {"train_config": {"batch_size": 2}, "history": history},
+        prior=40.0,
+        context=context,
+        out_csv=written["curve_csv"],
+        out_png=written["curve_figure"],
+    )
+    headers = {
+        evaluate_stage.out(key).path: set(written[key].read_text().splitlines()[0].split(","))
+        for key in ("curve_csv", "figure_csv")
+    }
+    paper_curve = workflow_stages.PAPER_CURVE
+    assert paper_curve in evaluate_stage.data
+    headers[paper_curve] = set((ROOT / paper_curve).read_text().splitlines()[0].split(","))
+    dvclive = STAGES["train_model"].out("log_dir").path + "/plots/metrics"
+    headers[dvclive] = {"step"}  # DVCLive's files: step and the metric (tests/test_train.py)
+    fields = _dvc_plot_fields()
+    assert set(fields) == set(headers)
+    for file, names in fields.items():
+        assert names <= headers[file], file
 
 
 def test_a_configfile_profile_replaces_the_parameters_snakemake_tracks():

@@ -6,7 +6,18 @@ rule analyze_model:
     input:
         **stage_input("analyze_model"),
     output:
-        **stage_output("analyze_model"),
+        **stage_output(
+            "analyze_model",
+            shown={
+                "root": shown_in_report(
+                    "analysis.rst",
+                    "3. What FiLM learned",
+                    labels={"figure": "{figure}"},
+                    # the paper's figures (not the single examples' maps beside them)
+                    patterns=["{figure,examples|film_histograms|tsne|ablations}.png"],
+                ),
+            },
+        ),
     log:
         "logs/analyze_model.log",
     benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job

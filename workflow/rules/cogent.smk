@@ -28,7 +28,18 @@ rule report_cogent:
     input:
         **stage_input("report_cogent"),
     output:
-        **stage_output("report_cogent"),
+        **stage_output(
+            "report_cogent",
+            shown={
+                "out": shown_in_report(
+                    "cogent.rst",
+                    "4. CLEVR-CoGenT",
+                    subcategory="transfer to {split}",
+                    labels={"figure": "{figure}", "transfer split": "{split}"},
+                    patterns=["{figure}.png"],
+                ),
+            },
+        ),
     log:
         "logs/cogent/report-{split}.log",
     benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job

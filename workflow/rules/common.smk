@@ -4,6 +4,8 @@
 # stages/<rule>.py, so that a code change reruns every stage that runs the code.
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
+
 from filmclevr import workflow_stages
 from filmclevr.params import check_input_files, load_params
 
@@ -33,9 +35,15 @@ PROJECT = Path(workflow.basedir)
 
 # The threads of a job that uses every core the run is given (--cores). A function, read per
 # job: `threads: workflow.cores` is read when the Snakefile is parsed, so `snakemake --unlock`,
-# the step Snakemake names after a hard kill, failed without --cores.
+# the step Snakemake names after a hard kill, failed without --cores. `snakemake --report`
+# sets its one core only after the Snakefile is read, so workflow.cores is unset there.
 def all_cores(wildcards):
-    return workflow.cores
+    try:
+        return workflow.cores
+    except WorkflowError:
+        if workflow.resource_settings.cores is None:
+            raise
+        return workflow.resource_settings.cores
 
 
 # A rule's part from the stage table: `input: **stage_input("<rule>")`, and so on.
@@ -43,9 +51,34 @@ def stage_input(name):
     return workflow_stages.snakemake_inputs(PROJECT, STAGES[name], config)
 
 
-def stage_output(name):
-    outputs = workflow_stages.snakemake_outputs(STAGES[name]).items()
-    return {key: directory(path) if is_dir else path for key, (path, is_dir) in outputs}
+# `shown` marks outputs for `snakemake --report`: output name -> shown_in_report(...).
+def stage_output(name, shown={}):
+    outputs = workflow_stages.snakemake_outputs(STAGES[name])
+    unknown = set(shown) - set(outputs)
+    if unknown:
+        raise ValueError(
+            f"rule {name}: no output {sorted(unknown)} to show in the report"
+        )
+    marked = {}
+    for key, (path, is_dir) in outputs.items():
+        marked[key] = directory(path) if is_dir else path
+        if key in shown:
+            marked[key] = report(marked[key], **shown[key])
+    return marked
+
+
+# How the report shows an output: its caption (workflow/report/<caption>, reStructuredText
+# with Jinja: `snakemake.config`, `snakemake.wildcards`), its category and subcategory (which
+# may hold wildcards), labels (its row in the category's table) and, for a folder, the
+# patterns of the files to show. Captions are read relative to the rule files' folder.
+def shown_in_report(caption, category, subcategory=None, labels=None, patterns=()):
+    return dict(
+        caption=f"../report/{caption}",
+        category=category,
+        subcategory=subcategory,
+        labels=labels,
+        patterns=list(patterns),
+    )
 
 
 def stage_params(name):

@@ -27,7 +27,16 @@ rule collect_experiments:
     input:
         **stage_input("collect_experiments"),
     output:
-        **stage_output("collect_experiments"),
+        **stage_output(
+            "collect_experiments",
+            shown={
+                "figure": shown_in_report(
+                    "experiments.rst",
+                    "5. The paper's experiments",
+                    labels={"figure": "changes in accuracy, ours beside the paper's"},
+                ),
+            },
+        ),
     log:
         "logs/experiments/collect.log",
     benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job

@@ -9,7 +9,16 @@ rule train_model:
     input:
         **stage_input("train_model"),
     output:
-        **stage_output("train_model"),
+        **stage_output(
+            "train_model",
+            shown={
+                "curves": shown_in_report(
+                    "learning_curves.rst",
+                    "2. Learning curves",
+                    labels={"figure": "loss and accuracy per epoch"},
+                ),
+            },
+        ),
     log:
         "logs/train_model.log",
     benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
@@ -31,7 +40,26 @@ rule evaluate_model:
     input:
         **stage_input("evaluate_model"),
     output:
-        **stage_output("evaluate_model"),
+        **stage_output(
+            "evaluate_model",
+            shown={
+                "table_html": shown_in_report(
+                    "results_table.rst",
+                    "1. Results",
+                    labels={"result": "results table beside the paper's Table 1"},
+                ),
+                "figure": shown_in_report(
+                    "accuracy.rst",
+                    "1. Results",
+                    labels={"result": "accuracy per question type"},
+                ),
+                "curve_figure": shown_in_report(
+                    "learning_curve_vs_paper.rst",
+                    "2. Learning curves",
+                    labels={"figure": "validation accuracy beside the official curve"},
+                ),
+            },
+        ),
     log:
         "logs/evaluate_model.log",
     benchmark:  # wall time, peak RSS (max_rss, MB) and CPU time of the job
