@@ -207,11 +207,14 @@ def _epoch_batches(run: _Run, skip: int) -> Iterator[shards.Batch]:
         batches.close()
 
 
-def _read_into_memory(
-    paths: list[str], split_index: Mapping[str, Any], image_size: int, num_answers: int, main: bool
-) -> shards.InMemorySplit:
-    """The training split in memory, for the official order; refused, saying what it would
-    need, where it would not fit beside what every process of this machine holds."""
+def _training_split_in_memory(
+    run: _Run, split_index: Mapping[str, Any]
+) -> shards.InMemorySplit | None:
+    """The training split in memory for the official order (None for the shard order); refused,
+    saying what it would need, where it would not fit beside every process of this machine."""
+    if run.cfg.data_order != "official":
+        return None
+    image_size = run.model_config.image_size
     need = shards.in_memory_bytes(split_index["images"], split_index["questions"], image_size)
     processes = processes_on_this_machine()
     available = available_memory()
@@ -231,7 +234,10 @@ def _read_into_memory(
     log.info("%s (available: %s)", what, "unknown" if available is None else _size(available))
     start = time.perf_counter()
     split = shards.InMemorySplit.read(
-        paths, image_size=image_size, num_answers=num_answers, progress=main
+        run.train_paths,
+        image_size=image_size,
+        num_answers=run.meta["num_answers"],
+        progress=run.progress and run.ctx.main,
     )
     log.info(
         "read %d images and %d questions into memory (%s) in %.0f s",
@@ -537,8 +543,6 @@ class _Run:
     val_split: str
     train_paths: list[str]
     val_paths: list[str]
-    # The training split in memory for the official order (data_order); None: the shard order.
-    train_questions: shards.InMemorySplit | None
     steps_per_epoch: int
     raw_model: nn.Module  # the model itself, whose state_dict goes into checkpoints
     model: nn.Module  # what the steps call: raw_model, wrapped by DDP and/or torch.compile
@@ -551,6 +555,8 @@ class _Run:
     state: TrainState = field(default_factory=TrainState)
     best_model: dict[str, Tensor] | None = None  # weights of the best epoch so far (rank 0)
     logger: _Logger | None = None  # rank 0
+    # The training split in memory for the official order (data_order); None: the shard order.
+    train_questions: shards.InMemorySplit | None = None
 
 
 @dataclass
@@ -697,15 +703,6 @@ def _setup(
 
     raw_model = _build(model_config, cfg, vocab, init, device)
     meta = _checkpoint_meta(model_config, cfg, ctx, device, raw_model, vocab, fingerprint)
-    train_questions = None
-    if cfg.data_order == "official":
-        train_questions = _read_into_memory(
-            train_paths,
-            train_index,
-            model_config.image_size,
-            meta["num_answers"],
-            ctx.main and outputs["progress"],
-        )
     run = _Run(
         model_config=model_config,
         cfg=cfg,
@@ -716,7 +713,6 @@ def _setup(
         val_split=val_split,
         train_paths=train_paths,
         val_paths=val_paths,
-        train_questions=train_questions,
         steps_per_epoch=steps_per_epoch,
         raw_model=raw_model,
         model=raw_model,
@@ -724,6 +720,7 @@ def _setup(
         meta=meta,
         **outputs,
     )
+    run.train_questions = _training_split_in_memory(run, train_index)
     _resume(run)
     if ctx.world_size > 1:
         run.model = nn.parallel.DistributedDataParallel(
