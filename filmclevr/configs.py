@@ -15,6 +15,7 @@ from typing import Any
 __all__ = [
     "ABLATIONS",
     "BATCHNORM_INITS",
+    "DATA_ORDERS",
     "FILM_PLACEMENTS",
     "GAMMA_OPTIONS",
     "LR_SCHEDULES",
@@ -237,8 +238,15 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False  # torch.compile the training model (optional speed-up)
     num_workers: int = 0  # loader worker processes; 0 decodes in this process (deterministic)
-    # clevr-iep permutes all questions each epoch; the loader shuffles its shards and keeps a
-    # buffer of this many questions (up to ~150 kB of 224x224 image each, so ~750 MB at most).
+    # The order of the training questions (DATA_ORDERS). "shards": the shards shuffled, then a
+    # buffer of `shuffle_buffer` questions (up to ~150 kB of 224x224 image each, so ~750 MB at
+    # most), the last partial batch left out: the questions of one image land in nearby
+    # batches. "official": as clevr-iep's loader, every question of the split permuted afresh
+    # each epoch and the last partial batch kept; it holds the split's images decoded in
+    # memory (10.5 GB for CLEVR's train split at 224x224), refuses to start where they do not
+    # fit, and makes its batches in this process (num_workers then serve validation only).
+    # Default "shards": every result so far was trained so.
+    data_order: str = "shards"
     shuffle_buffer: int = 5000
     checkpoint_every_steps: int = 0  # also save `last` every this many steps; 0: at epoch end
     num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
@@ -275,6 +283,11 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.trainable must be one of {', '.join(TRAINABLE)}, "
                 f"got {self.trainable!r}"
+            )
+        if self.data_order not in DATA_ORDERS:
+            raise ValueError(
+                f"TrainConfig.data_order must be one of {', '.join(DATA_ORDERS)}, "
+                f"got {self.data_order!r}"
             )
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(
@@ -315,5 +328,6 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+DATA_ORDERS = ("shards", "official")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 TRAINABLE = ("all", "film_generator")

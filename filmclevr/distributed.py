@@ -14,6 +14,7 @@ import random
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -187,3 +188,31 @@ def _cpu_model() -> str | None:
     except OSError:
         pass
     return None
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: Linux's MemAvailable, or less where its cgroup
+    (a container, a SLURM job) sets a lower limit; None where neither can be read."""
+    known = []
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    known.append(int(line.split()[1]) * 1024)  # in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:  # cgroup v2: this process's group, named in /proc/self/cgroup as "0::/path"
+        with open("/proc/self/cgroup", encoding="utf-8") as f:
+            group = next(line[3:].strip() for line in f if line.startswith("0::"))
+        folder = Path("/sys/fs/cgroup") / group.lstrip("/")
+        limit = (folder / "memory.max").read_text().strip()
+        if limit != "max":
+            known.append(int(limit) - int((folder / "memory.current").read_text()))
+    except (OSError, ValueError, StopIteration):
+        pass
+    return min(known) if known else None
+
+
+def processes_on_this_machine() -> int:
+    """Training processes on this machine: torchrun's LOCAL_WORLD_SIZE, else 1."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))

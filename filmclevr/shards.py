@@ -1,4 +1,5 @@
-"""Stage 4: WebDataset tar shards per split, their index, and the question loader.
+"""Stage 4: WebDataset tar shards per split, their index, the question loader, and a split
+held in memory for the official order.
 
 A shard sample is one image: `{key}.png` (the resized RGB PNG, its bytes as resized) and
 `{key}.json` (the image's encoded questions, tokens-file records). The loader decodes each PNG
@@ -13,6 +14,11 @@ it is decoded; a mismatch raises `ShardError` naming the file.
 Shards are byte-identical on a rerun: members in sorted order, fixed mtime/owner/mode, USTAR
 headers, and JSON with sorted keys.
 
+The loader streams: shards shuffled, then a shuffle buffer of questions, so that a training
+needs no more memory than the buffer. `InMemorySplit` gives training the official code's order
+instead (clevr-iep's: every question permuted afresh each epoch), at the cost of holding the
+split's images decoded in memory (`TrainConfig.data_order`).
+
 `transformed_batches` is the loader's one hook: a block in which every loader hands its batches
 through a function, for the studies that break the data on purpose.
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import io
 import itertools
@@ -30,6 +37,7 @@ import os
 import random
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -464,6 +472,43 @@ def _read_shards(
         yield from _shard_samples(shard["url"], images, questions, num_answers)
 
 
+def _decoded(
+    sample: dict[str, Any], size: tuple[int, int] | None, num_answers: int | None
+) -> tuple[np.ndarray, list[Question]]:
+    """A sample's image as uint8 [3, S, S] and its questions, checked: the image RGB and
+    `size` (width, height; None: any), and, for a sample not from `_shard_samples`, its json
+    member."""
+    where = f"{sample.get('__url__')}: sample {sample.get('__key__')}"
+    foreign = sorted(k for k in sample if not k.startswith("__") and k not in ("png", "json"))
+    if foreign:
+        raise ShardError(
+            f"{where} has foreign member(s) {', '.join(foreign)}: a shard sample holds a png "
+            f"and a json only; {_REBUILD}"
+        )
+    questions = sample.get("__questions__")
+    if "png" not in sample or (questions is None and "json" not in sample):
+        raise ShardError(f"{where} lacks its png or json member")
+    if questions is None:
+        questions = _checked_questions(sample["json"], where, num_answers)
+    try:
+        with Image.open(io.BytesIO(sample["png"])) as image:
+            mode, found = image.mode, image.size
+            # Other modes (16-bit among them) would be converted without a word.
+            pixels = np.asarray(image) if mode == "RGB" else None  # [S, S, 3]
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ShardError(f"{where}: cannot decode png ({e}); {_REBUILD}") from None
+    if pixels is None:
+        raise ShardError(f"{where}: a {mode} image, where resize_images writes RGB; {_REBUILD}")
+    if size is not None and found != size:
+        raise ShardError(
+            f"{where}: a {found[0]}x{found[1]} image, expected {size[0]}x{size[1]} "
+            f"(resize_images.image_size); {_REBUILD}"
+        )
+    # To [3, S, S] once per image, shared by its questions: a strided copy per batch slot
+    # would cost as much as the PNG decode.
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1)), questions
+
+
 def _expand_questions(
     samples: Iterable[dict[str, Any]],
     *,
@@ -478,36 +523,8 @@ def _expand_questions(
     """
     size = None if image_size is None else (image_size, image_size)
     for sample in samples:
-        where = f"{sample.get('__url__')}: sample {sample.get('__key__')}"
-        foreign = sorted(k for k in sample if not k.startswith("__") and k not in ("png", "json"))
-        if foreign:
-            raise ShardError(
-                f"{where} has foreign member(s) {', '.join(foreign)}: a shard sample holds a png "
-                f"and a json only; {_REBUILD}"
-            )
-        questions = sample.get("__questions__")
-        if "png" not in sample or (questions is None and "json" not in sample):
-            raise ShardError(f"{where} lacks its png or json member")
-        if questions is None:
-            questions = _checked_questions(sample["json"], where, num_answers)
-        try:
-            with Image.open(io.BytesIO(sample["png"])) as image:
-                mode, found = image.mode, image.size
-                # Other modes (16-bit among them) would be converted without a word.
-                pixels = np.asarray(image) if mode == "RGB" else None  # [S, S, 3]
-        except (OSError, SyntaxError, ValueError) as e:
-            raise ShardError(f"{where}: cannot decode png ({e}); {_REBUILD}") from None
-        if pixels is None:
-            raise ShardError(f"{where}: a {mode} image, where resize_images writes RGB; {_REBUILD}")
-        size = size or found
-        if found != size:
-            raise ShardError(
-                f"{where}: a {found[0]}x{found[1]} image, expected {size[0]}x{size[1]} "
-                f"(resize_images.image_size); {_REBUILD}"
-            )
-        # To [3, S, S] once per image, shared by its questions: a strided copy per batch slot
-        # would cost as much as the PNG decode.
-        pixels = np.ascontiguousarray(pixels.transpose(2, 0, 1))
+        pixels, questions = _decoded(sample, size, num_answers)
+        size = size or (pixels.shape[2], pixels.shape[1])  # (width, height), as PIL's
         for tokens, answer, kind, question_index in questions:
             yield pixels, tokens, answer, kind, question_index
 
@@ -558,8 +575,9 @@ _BATCH_TRANSFORM: contextvars.ContextVar[BatchTransform | None] = contextvars.Co
 
 @contextlib.contextmanager
 def transformed_batches(transform: BatchTransform | None) -> Iterator[None]:
-    """Every `question_loader` made inside the block hands each batch through `transform`
-    (None: unchanged); the block replaces an enclosing one's transform while it lasts.
+    """Every `question_loader` made inside the block, and every `InMemorySplit.epoch_batches`,
+    hands each batch through `transform` (None: unchanged); the block replaces an enclosing
+    one's transform while it lasts.
 
     The hook for breaking the data on purpose: the gate study (studies/gate_tolerances) blanks
     the images or shuffles the questions to show the CI gate catches a broken data stage. The
@@ -677,3 +695,166 @@ def question_loader(
         return pipeline
     # Batches are made in the workers; the DataLoader only moves them (batch_size=None).
     return torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=num_workers)
+
+
+# --- The official order: a split in memory, every question permuted each epoch --------------------
+# Held per question besides its image: its tokens (int64; CLEVR's longest question has 45 with
+# <START> and <END>) and five int64 fields; an allowance for the estimate made before reading.
+QUESTION_BYTES_ALLOWANCE = 512
+
+
+def in_memory_bytes(images: int, questions: int, image_size: int) -> int:
+    """At most what `InMemorySplit.read` holds for a split of `images` and `questions`: every
+    image decoded (3 x image_size^2 bytes), and an allowance per question. CLEVR's train split
+    at 224x224: 70,000 x 150,528 bytes = 10.5 GB, its 699,989 questions 0.4 GB at most."""
+    return images * 3 * image_size**2 + questions * QUESTION_BYTES_ALLOWANCE
+
+
+def permuted_batch_bounds(questions: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, stop) of each batch of an epoch of `questions` in the official order.
+
+    Batches of `batch_size`, the last partial one kept, as clevr-iep's DataLoader (drop_last
+    false); but a last batch of one question joins the batch before it, since BatchNorm cannot
+    train on a single question (the classifier's BatchNorm1d would see one value per channel);
+    with `batch_size` 1 every batch is one question, as asked.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    bounds = [
+        (start, min(start + batch_size, questions)) for start in range(0, questions, batch_size)
+    ]
+    if batch_size > 1 and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], questions)]
+    return bounds
+
+
+def permuted_steps_per_epoch(questions: int, batch_size: int, world_size: int) -> int:
+    """Steps of an epoch in the official order on each of `world_size` ranks."""
+    return len(permuted_batch_bounds(-(-questions // world_size), batch_size))
+
+
+def epoch_permutation(
+    questions: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1
+) -> np.ndarray:
+    """Rank `rank`'s questions (rows of the split) of `epoch` in the official order.
+
+    Every question of the split permuted afresh, seeded by (`seed`, `epoch`) alone, so that a
+    resumed run replays it. The official code ran on one GPU; over `world_size` ranks this
+    is torch's DistributedSampler: the permutation repeated from its start to a multiple of
+    `world_size` (up to world_size - 1 questions come twice in an epoch), and rank r taking
+    every world_size-th question from the r-th, so that every rank takes as many steps.
+    """
+    order = list(range(questions))
+    random.Random(f"official:{seed}:{epoch}").shuffle(order)
+    per_rank = -(-questions // world_size)
+    return np.resize(np.asarray(order, dtype=np.int64), per_rank * world_size)[rank::world_size]
+
+
+@dataclass(frozen=True)
+class InMemorySplit:
+    """Every question of a split with its image decoded, in memory: the random access that the
+    official order (`epoch_batches`) needs. Questions and images are in shard order."""
+
+    images: np.ndarray  # uint8 [I, 3, S, S]
+    image_rows: np.ndarray  # int64 [Q]: each question's image, a row of `images`
+    tokens: np.ndarray  # int64: the questions' tokens, one question after another
+    token_starts: np.ndarray  # int64 [Q + 1]: question q's are tokens[starts[q]:starts[q + 1]]
+    answers: np.ndarray  # int64 [Q], -1 where unknown
+    types: np.ndarray  # int64 [Q], index into list(clevr.QUESTION_TYPES), -1 if unknown
+    question_indices: np.ndarray  # int64 [Q]
+
+    def __len__(self) -> int:
+        return len(self.answers)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the arrays."""
+        return sum(getattr(self, f.name).nbytes for f in dataclasses.fields(self))
+
+    @classmethod
+    def read(
+        cls,
+        shard_paths: list[str],
+        *,
+        image_size: int,
+        num_answers: int | None = None,
+        progress: bool = False,
+    ) -> InMemorySplit:
+        """Read and decode every sample of `shard_paths` once, checked as `question_loader`
+        checks them (each shard against its folder's index.json, each record, each image RGB
+        and `image_size` square); raises as it does, naming the file."""
+        paths = [str(p) for p in shard_paths]
+        if not paths:
+            raise ValueError("InMemorySplit.read: no shard paths given")
+        expected = _expected_counts(paths)
+        count = sum(images for images, _ in expected.values())
+        images = np.empty((count, 3, image_size, image_size), dtype=np.uint8)
+        tokens: list[int] = []
+        starts, rows, answers, types, indices = [0], [], [], [], []
+        samples = _read_shards(({"url": p} for p in paths), expected, num_answers)
+        bar = tqdm(samples, total=count, desc="images into memory", disable=not progress)
+        for row, sample in enumerate(bar):
+            images[row], questions = _decoded(sample, (image_size, image_size), num_answers)
+            for question_tokens, answer, kind, question_index in questions:
+                tokens.extend(question_tokens)
+                starts.append(len(tokens))
+                rows.append(row)
+                answers.append(answer)
+                types.append(kind)
+                indices.append(question_index)
+
+        def array(values: list[int]) -> np.ndarray:
+            return np.asarray(values, dtype=np.int64)
+
+        return cls(
+            images,
+            array(rows),
+            array(tokens),
+            array(starts),
+            array(answers),
+            array(types),
+            array(indices),
+        )
+
+    def batch(self, rows: np.ndarray) -> Batch:
+        """The questions of `rows` as one batch, padded as the loader's batches."""
+        starts, stops = self.token_starts[rows], self.token_starts[rows + 1]
+        lengths = stops - starts
+        questions = np.zeros((len(rows), int(lengths.max())), dtype=np.int64)  # <NULL>=0
+        for row, (start, stop) in enumerate(zip(starts, stops, strict=True)):
+            questions[row, : stop - start] = self.tokens[start:stop]
+        return Batch(
+            images=torch.from_numpy(self.images[self.image_rows[rows]]),
+            questions=torch.from_numpy(questions),
+            lengths=torch.from_numpy(lengths),
+            answers=torch.from_numpy(self.answers[rows]),
+            types=torch.from_numpy(self.types[rows]),
+            question_indices=torch.from_numpy(self.question_indices[rows]),
+        )
+
+    def epoch_batches(
+        self,
+        *,
+        batch_size: int,
+        seed: int,
+        epoch: int,
+        rank: int = 0,
+        world_size: int = 1,
+        first_batch: int = 0,
+    ) -> Iterator[Batch]:
+        """This rank's batches of `epoch` in the official order (`epoch_permutation`,
+        `permuted_batch_bounds`), from its `first_batch`-th on: a run resumed mid-epoch skips
+        what it had trained without building it. Each batch goes through the transform of an
+        enclosing `transformed_batches` block, as the loader's do."""
+        order = epoch_permutation(
+            len(self), seed=seed, epoch=epoch, rank=rank, world_size=world_size
+        )
+        bounds = permuted_batch_bounds(len(order), batch_size)[first_batch:]
+        return self._batches(order, bounds, _BATCH_TRANSFORM.get())
+
+    def _batches(
+        self, order: np.ndarray, bounds: list[tuple[int, int]], transform: BatchTransform | None
+    ) -> Iterator[Batch]:
+        for start, stop in bounds:
+            batch = self.batch(order[start:stop])
+            yield batch if transform is None else transform(batch)

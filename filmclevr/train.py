@@ -6,7 +6,7 @@ decay 1e-5 on every parameter, batch 64, no schedule, no gradient clipping, no a
 validate once an epoch, keep the best-validation checkpoint, at most 80 epochs.
 
 Resumption: `last_checkpoint` holds everything the run needs to go on (model, optimizer, RNG
-states, history, position in the epoch), and the loader's order depends only on (seed, epoch),
+states, history, position in the epoch), and the data order depends only on (seed, epoch),
 so a run killed and started again ends with the same weights and history as one that never
 stopped. A `last` checkpoint of a different configuration or data is ignored, not resumed.
 """
@@ -40,9 +40,11 @@ from filmclevr.configs import TrainConfig
 from filmclevr.distributed import (
     DistContext,
     all_reduce,
+    available_memory,
     determinism,
     init_distributed,
     machine_description,
+    processes_on_this_machine,
     rng_state,
     set_rng_state,
     set_seed,
@@ -93,9 +95,15 @@ _EXECUTION_FIELDS = frozenset(
     }
 )
 
-# Model fields added after runs were made, with the value every earlier run had: left out of the
+# Fields added after runs were made, with the value every earlier run had: left out of the
 # fingerprint at that value, so that a run started before the field existed still resumes.
 _MODEL_FIELDS_ADDED_LATER = {"batchnorm_init": "ones"}
+_TRAIN_FIELDS_ADDED_LATER = {"data_order": "shards"}
+
+
+def _without_earlier_defaults(config: Mapping[str, Any], added: Mapping[str, Any]) -> dict:
+    """`config` without the fields of `added` that hold the value runs had before them."""
+    return {k: v for k, v in config.items() if k not in added or v != added[k]}
 
 
 # --- Resumption: what decides whether `last` belongs to this run -----------------------------
@@ -127,15 +135,12 @@ def _fingerprint(
 ) -> str:
     """SHA-256 of everything that shapes the training trajectory: configs, world size, the
     (train, val) split names, data."""
-    trajectory = {k: v for k, v in train_config.asdict().items() if k not in _EXECUTION_FIELDS}
+    recipe = _without_earlier_defaults(train_config.asdict(), _TRAIN_FIELDS_ADDED_LATER)
+    trajectory = {k: v for k, v in recipe.items() if k not in _EXECUTION_FIELDS}
     del trajectory["init_checkpoint"]  # where it lies does not matter; its weights do (samples)
     if train_config.lr_schedule != "constant":  # the decay is spread over all the epochs
         trajectory["max_epochs"] = train_config.max_epochs
-    model = {
-        k: v
-        for k, v in model_config.asdict().items()
-        if k not in _MODEL_FIELDS_ADDED_LATER or v != _MODEL_FIELDS_ADDED_LATER[k]
-    }
+    model = _without_earlier_defaults(model_config.asdict(), _MODEL_FIELDS_ADDED_LATER)
     blob = {
         "model": model,
         "train": trajectory,
@@ -178,6 +183,74 @@ def _train_batches(
             yield batch
         if empty:
             raise ValueError(f"training shards yielded no questions: {paths[:3]} ...")
+
+
+def _epoch_batches(run: _Run, skip: int) -> Iterator[shards.Batch]:
+    """This rank's batches of the current epoch from its step `skip` on (a resume mid-epoch):
+    in the official order straight from memory, in the shard order replayed and dropped."""
+    cfg, epoch = run.cfg, run.state.epoch
+    if run.train_questions is not None:
+        yield from run.train_questions.epoch_batches(
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            epoch=epoch,
+            rank=run.ctx.rank,
+            world_size=run.ctx.world_size,
+            first_batch=skip,
+        )
+        return
+    image_size, num_answers = run.model_config.image_size, run.meta["num_answers"]
+    batches = _train_batches(run.train_paths, cfg, epoch, image_size, num_answers)
+    try:
+        yield from itertools.islice(batches, skip, None)
+    finally:
+        batches.close()
+
+
+def _training_split_in_memory(
+    run: _Run, split_index: Mapping[str, Any]
+) -> shards.InMemorySplit | None:
+    """The training split in memory for the official order (None for the shard order); refused,
+    saying what it would need, where it would not fit beside every process of this machine."""
+    if run.cfg.data_order != "official":
+        return None
+    image_size = run.model_config.image_size
+    need = shards.in_memory_bytes(split_index["images"], split_index["questions"], image_size)
+    processes = processes_on_this_machine()
+    available = available_memory()
+    what = (
+        f"train_model.data_order 'official' holds the training split in memory: "
+        f"{split_index['images']:,} images decoded at {image_size}x{image_size} and "
+        f"{split_index['questions']:,} questions, {_size(need)} per process x {processes} "
+        f"process(es) on this machine = {_size(need * processes)}"
+    )
+    # A fifth left over for the model, the CUDA context and the validation loader's workers.
+    if available is not None and need * processes > 0.8 * available:
+        raise ValueError(
+            f"{what}, more than 80% of the {_size(available)} available; set "
+            "train_model.data_order: shards (a stream that needs only its shuffle buffer), or "
+            "fewer processes per machine"
+        )
+    log.info("%s (available: %s)", what, "unknown" if available is None else _size(available))
+    start = time.perf_counter()
+    split = shards.InMemorySplit.read(
+        run.train_paths,
+        image_size=image_size,
+        num_answers=run.meta["num_answers"],
+        progress=run.progress and run.ctx.main,
+    )
+    log.info(
+        "read %d images and %d questions into memory (%s) in %.0f s",
+        len(split.images),
+        len(split),
+        _size(split.nbytes),
+        time.perf_counter() - start,
+    )
+    return split
+
+
+def _size(nbytes: float) -> str:
+    return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.2f} MB"
 
 
 def native_cpu_bf16() -> bool:
@@ -482,6 +555,8 @@ class _Run:
     state: TrainState = field(default_factory=TrainState)
     best_model: dict[str, Tensor] | None = None  # weights of the best epoch so far (rank 0)
     logger: _Logger | None = None  # rank 0
+    # The training split in memory for the official order (data_order); None: the shard order.
+    train_questions: shards.InMemorySplit | None = None
 
 
 @dataclass
@@ -607,12 +682,13 @@ def _setup(
     index = shards.load_index(shards_dir)
     train_paths = shards.shard_paths(shards_dir, train_split)  # raises naming a missing split
     val_paths = shards.shard_paths(val_shards_dir, val_split)
+    train_index = index[train_split]
     global_batch = cfg.batch_size * ctx.world_size
-    steps_per_epoch = _steps_per_epoch(index[train_split], global_batch)
-    if steps_per_epoch == 0:
+    steps_per_epoch = _steps_per_epoch(train_index, cfg, ctx.world_size)
+    if train_index["questions"] < global_batch:
         raise ValueError(
             f"{shards_dir / 'index.json'}: split {train_split!r}: "
-            f"{index[train_split]['questions']} training questions, fewer than one global batch "
+            f"{train_index['questions']} training questions, fewer than one global batch "
             f"of {global_batch}"
         )
     samples = _sample_shards(train_paths + val_paths)
@@ -644,6 +720,7 @@ def _setup(
         meta=meta,
         **outputs,
     )
+    run.train_questions = _training_split_in_memory(run, train_index)
     _resume(run)
     if ctx.world_size > 1:
         run.model = nn.parallel.DistributedDataParallel(
@@ -705,9 +782,13 @@ def _initial_weights(
     return checkpoint
 
 
-def _steps_per_epoch(split_index: Mapping[str, Any], global_batch: int) -> int:
-    """Whole global batches in an epoch: the tail of fewer questions is left out."""
-    return int(split_index["questions"]) // global_batch
+def _steps_per_epoch(split_index: Mapping[str, Any], cfg: TrainConfig, world_size: int) -> int:
+    """Steps in an epoch. The shard order: whole global batches, the tail of fewer questions
+    left out. The official order: every question, the last partial batch kept."""
+    questions = int(split_index["questions"])
+    if cfg.data_order == "official":
+        return shards.permuted_steps_per_epoch(questions, cfg.batch_size, world_size)
+    return questions // (cfg.batch_size * world_size)
 
 
 def _checkpoint_meta(
@@ -811,12 +892,10 @@ def _train_epoch(run: _Run) -> _EpochResult:
     """Train the rest of the current epoch (all of it, unless resumed mid-epoch)."""
     state, cfg, ctx = run.state, run.cfg, run.ctx
     skip = state.epoch_step
-    # Mid-epoch resume: replay the epoch's deterministic order and drop what was consumed.
-    # Closed after the epoch, so that its loader (workers, shuffle buffer) is gone before
-    # validation starts another.
-    epoch_batches = _train_batches(
-        run.train_paths, cfg, state.epoch, run.model_config.image_size, run.meta["num_answers"]
-    )
+    # Mid-epoch resume: the epoch's deterministic order from where it stopped. Closed after
+    # the epoch, so that its loader (workers, shuffle buffer) is gone before validation starts
+    # another.
+    epoch_batches = _epoch_batches(run, skip)
     local = Sums()  # this rank's own sums; `state.partial` holds all ranks' up to the resume
     window: list[tuple[Tensor, Tensor, int]] = []
     bar = tqdm(
@@ -831,7 +910,7 @@ def _train_epoch(run: _Run) -> _EpochResult:
     start = time.perf_counter()
     samples = 0
     try:
-        for batch in itertools.islice(epoch_batches, skip, run.steps_per_epoch):
+        for batch in itertools.islice(epoch_batches, run.steps_per_epoch - skip):
             inputs = _to_device(batch, run.device, cfg.channels_last)
             if _has_schedule(cfg):
                 lr = learning_rate_at(cfg, state.step, run.steps_per_epoch)

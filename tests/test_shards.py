@@ -16,9 +16,14 @@ from filmclevr import clevr
 from filmclevr.shards import (
     TAR_MTIME,
     Batch,
+    InMemorySplit,
+    epoch_permutation,
     load_index,
+    permuted_batch_bounds,
+    permuted_steps_per_epoch,
     question_loader,
     shard_paths,
+    transformed_batches,
     write_shards,
 )
 
@@ -171,6 +176,9 @@ def test_shuffle_is_deterministic_per_seed_and_epoch(data):
         return [row[0] for row in flatten(loader)]
 
     first = order(seed=3, epoch=1)
+    # The shard order as it was before the official order was added beside it (recorded then):
+    # resumed runs and every result trained so depend on it.
+    assert first == [15, 16, 13, 14, 2, 18, 0, 6, 1, 17, 12, 3, 9, 7, 11, 5, 8, 4, 10]
     assert first == order(seed=3, epoch=1)
     assert sorted(first) == sorted(expected)
     assert first != sorted(first)
@@ -278,6 +286,8 @@ def test_shard_cut_at_a_member_boundary_is_named(data):
     shard.write_bytes(shard.read_bytes()[: members(shard)[4].offset])  # a copy that stopped
     with pytest.raises(ValueError, match=rf"{SHARD}: holds 2 images and 3 questions, but"):
         read_split(root)
+    with pytest.raises(ValueError, match=rf"{SHARD}: holds 2 images and 3 questions, but"):
+        InMemorySplit.read(shard_paths(root / "shards", "train"), image_size=SIZE)
 
 
 def test_shard_cut_inside_a_member_is_named(data):
@@ -327,6 +337,8 @@ def test_image_of_the_wrong_size_is_named(data):
     message = rf"{SHARD}: sample CLEVR_train_000004: a 7x7 image, expected 8x8"
     with pytest.raises(ValueError, match=message):
         read_split(root, image_size=SIZE)
+    with pytest.raises(ValueError, match=message):  # the official order's reader checks alike
+        InMemorySplit.read(shard_paths(root / "shards", "train"), image_size=SIZE)
     with pytest.raises(ValueError, match=message):  # the first image's size, by default
         read_split(root)
 
@@ -400,3 +412,96 @@ def test_question_whose_image_filename_and_image_index_disagree(tmp_path):
     with pytest.raises(ValueError, match=message):
         write(tmp_path, splits=["val"])
     assert not (tmp_path / "shards").exists()
+
+
+# --- The official order: the split in memory, every question permuted each epoch ------------------
+def official_epoch(split: InMemorySplit, **kw) -> list[Batch]:
+    return list(split.epoch_batches(**{"batch_size": 4, "seed": 3, "epoch": 1, **kw}))
+
+
+@pytest.fixture
+def in_memory(data) -> InMemorySplit:
+    root, _, _ = data
+    return InMemorySplit.read(shard_paths(root / "shards", "train"), image_size=SIZE)
+
+
+def test_in_memory_split_holds_every_question_with_its_image(data, in_memory):
+    _, expected, index = data
+    assert len(in_memory) == index["train"]["questions"] == 19
+    assert in_memory.images.shape == (14, 3, SIZE, SIZE)
+    rows = flatten([in_memory.batch(np.arange(len(in_memory)))])  # padding checked there
+    assert sorted(row[0] for row in rows) == sorted(expected)
+    for index_, tokens, answer, kind, image in rows:
+        record, pixels = expected[index_]
+        assert tokens == record["tokens"]
+        assert (answer, kind) == (record["answer"], TYPES.index(record["type"]))
+        np.testing.assert_array_equal(image, pixels)
+
+
+def test_official_order_visits_every_question_once_and_keeps_the_partial_batch(data, in_memory):
+    _, expected, _ = data
+    batches = official_epoch(in_memory)
+    assert [len(b.answers) for b in batches] == [4, 4, 4, 4, 3]  # 19 questions: 3 kept
+    order = [row[0] for row in flatten(batches)]
+    assert sorted(order) == sorted(expected)
+    assert permuted_steps_per_epoch(19, 4, 1) == len(batches)
+    # Every question of the split, not an image's questions together: a fresh permutation.
+    assert order != sorted(order)
+    # Each batch is padded to its own longest question, as the shard loader's.
+    for batch in batches:
+        assert int(batch.lengths.max()) == batch.questions.shape[1]
+
+
+def test_official_order_is_the_seeds_and_differs_per_epoch(in_memory):
+    def order(**kw):
+        return [row[0] for row in flatten(official_epoch(in_memory, **kw))]
+
+    first = order(seed=3, epoch=1)
+    assert order(seed=3, epoch=1) == first
+    assert order(seed=3, epoch=2) != first
+    assert order(seed=4, epoch=1) != first
+    assert sorted(order(seed=3, epoch=2)) == sorted(first)
+
+
+@pytest.mark.parametrize("first_batch", [0, 1, 3, 4, 5])
+def test_official_order_resumes_mid_epoch_with_the_remaining_batches(in_memory, first_batch):
+    whole = official_epoch(in_memory)
+    rest = official_epoch(in_memory, first_batch=first_batch)
+    assert len(rest) == len(whole) - first_batch
+    for a, b in zip(whole[first_batch:], rest, strict=True):
+        for x, y in zip(a, b, strict=True):
+            assert torch.equal(x, y)
+
+
+def test_a_last_batch_of_one_question_joins_the_one_before():
+    """BatchNorm cannot train on one question (the classifier's BatchNorm1d)."""
+    assert permuted_batch_bounds(19, 6) == [(0, 6), (6, 12), (12, 19)]
+    assert permuted_batch_bounds(19, 9) == [(0, 9), (9, 19)]
+    assert permuted_batch_bounds(18, 6) == [(0, 6), (6, 12), (12, 18)]
+    assert permuted_batch_bounds(20, 6) == [(0, 6), (6, 12), (12, 18), (18, 20)]
+    assert permuted_batch_bounds(1, 6) == [(0, 1)]
+    assert permuted_batch_bounds(3, 1) == [(0, 1), (1, 2), (2, 3)]  # batch_size 1: as asked
+
+
+def test_official_order_over_ranks_is_a_distributed_sampler():
+    """Each rank takes every world_size-th question of the one permutation, padded from its
+    start so that every rank takes as many: together they cover the split."""
+    world = 3
+    parts = [epoch_permutation(19, seed=3, epoch=1, rank=r, world_size=world) for r in range(world)]
+    assert [len(p) for p in parts] == [7, 7, 7]
+    whole = epoch_permutation(19, seed=3, epoch=1)
+    padded = np.concatenate([whole, whole[:2]])
+    for rank, part in enumerate(parts):
+        np.testing.assert_array_equal(part, padded[rank::world])
+    assert set(np.concatenate(parts)) == set(range(19))
+    assert permuted_steps_per_epoch(19, 4, world) == 2  # 7 per rank: 4 and 3
+
+
+def test_official_order_batches_go_through_the_transform(in_memory):
+    def blank(batch: Batch) -> Batch:
+        return batch._replace(images=torch.zeros_like(batch.images))
+
+    with transformed_batches(blank):
+        batches = official_epoch(in_memory)
+    assert all(int(b.images.max()) == 0 for b in batches)
+    assert any(int(b.images.max()) > 0 for b in official_epoch(in_memory))

@@ -94,6 +94,9 @@ def test_train_config_defaults_are_the_paper_recipe() -> None:
     c = TrainConfig()
     assert (c.batch_size, c.learning_rate, c.weight_decay, c.max_epochs) == (64, 3e-4, 1e-5, 80)
     assert c.patience is None  # SPEC §4: all 80 epochs, keep the best; no early stopping
+    # Not the official code's order (a fresh permutation of every question each epoch): every
+    # result so far trained on the shard order; the paper profile sets "official".
+    assert c.data_order == "shards"
     assert (c.seed, c.device, c.bf16, c.compile, c.checkpoint_every_steps) == (
         0,
         "auto",
@@ -112,6 +115,8 @@ def test_train_config_from_dict_rejects_unknown_and_bad_values() -> None:
         TrainConfig.from_dict({"batch_size": 0})
     with pytest.raises(ValueError, match="bf16"):
         TrainConfig.from_dict({"bf16": 1})
+    with pytest.raises(ValueError, match="data_order must be one of shards, official, got 'iep'"):
+        TrainConfig.from_dict({"data_order": "iep"})
     assert TrainConfig.from_dict({"patience": None}).patience is None  # YAML null: disabled
     assert TrainConfig.from_dict({"patience": 3}).patience == 3
     for bad in (0, 2.5, "3"):
@@ -549,6 +554,73 @@ def test_bad_inputs_raise_clear_errors(data: dict[str, Path], tmp_path: Path) ->
         load_checkpoint(tmp_path / "junk.pt")
 
 
+# --- The official data order --------------------------------------------------------------------
+# 96 questions in batches of 10: 9 full and the last 6 kept (the shard order: 9 steps, 6 left out).
+OFFICIAL = TrainConfig.from_dict(
+    {**TINY_TRAIN.asdict(), "data_order": "official", "batch_size": 10}
+)
+
+
+@pytest.fixture(scope="module")
+def official_reference(data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("official")
+    run(data, out, OFFICIAL)
+    return out
+
+
+def test_official_order_trains_on_every_question_once_per_epoch(
+    data: dict[str, Path], official_reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trained: list[list[int]] = []  # the question indices of each training batch
+    real_batch = shards.InMemorySplit.batch
+
+    def batch(self: shards.InMemorySplit, rows: np.ndarray) -> shards.Batch:
+        made = real_batch(self, rows)
+        trained.append(made.question_indices.tolist())
+        return made
+
+    monkeypatch.setattr(shards.InMemorySplit, "batch", batch)
+    summary = run(data, tmp_path, OFFICIAL)
+    assert summary["steps"] == 2 * 10
+    assert [len(b) for b in trained] == ([10] * 9 + [6]) * 2
+    epochs = [sum(trained[:10], []), sum(trained[10:], [])]
+    for epoch in epochs:
+        assert sorted(epoch) == list(range(96))
+    assert epochs[0] != epochs[1]  # permuted afresh
+    assert_same_run(official_reference, tmp_path)  # and the same again for the same seed
+
+
+def test_official_order_resumes_mid_epoch_exactly(
+    data: dict[str, Path], official_reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Saves at steps 3, 6, 9, 10 (the end of epoch 1), 12: killed 2 steps into epoch 2.
+    config = TrainConfig.from_dict({**OFFICIAL.asdict(), "checkpoint_every_steps": 3})
+    with monkeypatch.context() as m:
+        kill_after_saves(m, "last.pt", 5)
+        with pytest.raises(Killed):
+            run(data, tmp_path, config)
+    killed = load_checkpoint(tmp_path / "last.pt")
+    assert (killed["epoch"], killed["step"], killed["epoch_step"]) == (1, 12, 2)
+    run(data, tmp_path, config)
+    assert_same_run(official_reference, tmp_path)
+
+
+def test_official_order_that_would_not_fit_in_memory_is_refused(
+    data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(train_mod, "available_memory", lambda: 100_000)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    # 24 images of 3 x 32 x 32 bytes and 96 questions of 512: 0.12 MB per process.
+    message = (
+        r"data_order 'official' holds the training split in memory: 24 images decoded at "
+        r"32x32 and 96 questions, 0\.12 MB per process x 2 process\(es\) on this machine = "
+        r"0\.25 MB, more than 80% of the 0\.10 MB available; set train_model\.data_order: shards"
+    )
+    with pytest.raises(ValueError, match=message):
+        run(data, tmp_path, OFFICIAL)
+    assert not (tmp_path / "last.pt").exists()
+
+
 # --- Several processes --------------------------------------------------------------------------
 DDP_SCRIPT = textwrap.dedent(
     """
@@ -573,11 +645,21 @@ DDP_SCRIPT = textwrap.dedent(
 )
 
 
-def test_ddp_on_two_cpu_processes(data: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("data_order", "batch_size", "steps_per_epoch"),
+    [
+        ("shards", 8, 6),  # 96 questions // (8 per rank x 2 ranks)
+        ("official", 10, 5),  # 48 questions per rank: 4 batches of 10 and the last 8
+    ],
+)
+def test_ddp_on_two_cpu_processes(
+    data: dict[str, Path], tmp_path: Path, data_order: str, batch_size: int, steps_per_epoch: int
+) -> None:
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    args = [json.dumps(TINY_MODEL.asdict()), json.dumps(TINY_TRAIN.asdict())]
+    config = {**TINY_TRAIN.asdict(), "data_order": data_order, "batch_size": batch_size}
+    args = [json.dumps(TINY_MODEL.asdict()), json.dumps(config)]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     result = subprocess.run(
         [*command, str(script), *args, str(data["shards"]), str(data["vocab"]), str(tmp_path)],
@@ -592,8 +674,7 @@ def test_ddp_on_two_cpu_processes(data: dict[str, Path], tmp_path: Path) -> None
     for summary in summaries:
         summary.pop("samples_per_s")  # each rank's own clock
     assert summaries[0] == summaries[1]  # the ranks agree
-    # 96 questions // (8 per rank x 2 ranks) = 6 steps per epoch on each rank.
-    assert summaries[0]["steps"] == 12 and summaries[0]["world_size"] == 2
+    assert summaries[0]["steps"] == 2 * steps_per_epoch and summaries[0]["world_size"] == 2
 
     # The all-reduced validation accuracy is the best model's accuracy on all of val.
     model, best = model_from_checkpoint(tmp_path / "film.pt", "cpu")
@@ -657,16 +738,21 @@ def test_bf16_on_a_cpu_without_it_warns_and_falls_back_to_float32(
     assert not caplog.records
 
 
-def test_a_model_field_added_later_keeps_earlier_runs_resumable():
-    """batchnorm_init came after runs were started: at the value they all had ("ones") it is
-    left out of the fingerprint, so their last.pt still matches; another value is another run."""
+def test_fields_added_later_keep_earlier_runs_resumable():
+    """batchnorm_init (model) and data_order (recipe) came after runs were started: at the
+    value they all had ("ones", "shards") each is left out of the fingerprint, so their
+    last.pt still matches; another value is another run."""
     import hashlib
 
     cfg, recipe = tiny_film_config(), tiny_train_config()
     args = (1, ("train", "val"), {"shards": []}, ["1:abc"], {"question_token_to_idx": {}})
-    # The fingerprint as it was computed before the field existed.
+    # The fingerprint as it was computed before the fields existed.
     model = {k: v for k, v in cfg.asdict().items() if k != "batchnorm_init"}
-    trajectory = {k: v for k, v in recipe.asdict().items() if k not in train_mod._EXECUTION_FIELDS}
+    trajectory = {
+        k: v
+        for k, v in recipe.asdict().items()
+        if k not in train_mod._EXECUTION_FIELDS and k != "data_order"
+    }
     del trajectory["init_checkpoint"]
     blob = {"model": model, "train": trajectory, "world_size": 1, "splits": ["train", "val"]}
     blob |= {"index": args[2], "shards": args[3], "vocab": args[4]}
@@ -674,6 +760,8 @@ def test_a_model_field_added_later_keeps_earlier_runs_resumable():
     assert train_mod._fingerprint(cfg, recipe, *args) == earlier
     uniform = dataclasses.replace(cfg, batchnorm_init="uniform")
     assert train_mod._fingerprint(uniform, recipe, *args) != earlier
+    official = dataclasses.replace(recipe, data_order="official")
+    assert train_mod._fingerprint(cfg, official, *args) != earlier
 
 
 def test_a_checkpoint_from_before_a_model_field_starts_a_fine_tuning(tmp_path):

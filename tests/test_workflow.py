@@ -289,8 +289,11 @@ def test_paper_profile_is_the_paper():
 
     params = load_params(ROOT / "config/paper.yaml")
     assert params["get_data"]["source"] == "clevr"
-    assert FiLMConfig.from_dict(model_overrides(params)) == FiLMConfig()
+    # The paper's model, with the BatchNorm weights its runs started from (PyTorch 0.3's).
+    paper_model = FiLMConfig(batchnorm_init="uniform")
+    assert FiLMConfig.from_dict(model_overrides(params)) == paper_model
     train = TrainConfig.from_dict(params["train_model"])
+    assert train.data_order == "official"  # the official loader's order
     paper = TrainConfig()
     assert (train.learning_rate, train.weight_decay, train.batch_size, train.max_epochs) == (
         paper.learning_rate,

@@ -1,0 +1,1 @@
+"""Does the paper's data order or BatchNorm start matter? Over seeds (`compare`)."""

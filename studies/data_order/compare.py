@@ -1,0 +1,107 @@
+"""Does the paper's data order, or its BatchNorm start, change what FiLM learns?
+
+Trains the profile's model and recipe (params.yaml: the demo) on the default pipeline's data
+(data/shards, data/tokens; run `snakemake --cores all` first) once per variant and seed, each
+into a temporary folder, evaluates each on the validation split, and prints per variant the
+mean and standard deviation over the seeds of the first epoch's and the best validation
+accuracy, overall and per column, and the difference of each mean from the first variant's with
+its standard error (sqrt(s1^2/n1 + s2^2/n2)):
+
+- shards, ones: `train_model.data_order: shards`, `model.batchnorm_init: ones`, the defaults
+  every committed result was trained with;
+- official, ones: every question permuted afresh each epoch, the last partial batch kept;
+- shards, uniform: BatchNorm weights started from U(0, 1), as PyTorch 0.3's;
+- official, uniform: both, as the paper's runs (config/paper.yaml).
+
+A difference smaller than about two of its standard errors is not told apart from the seeds'
+spread. Each run takes about as long as the profile's training (the demo: 5 minutes on 2 cores),
+so the default, 4 variants x 5 seeds, is 20 trainings. `--epochs N` trains N epochs instead of
+the profile's `max_epochs` (a CLEVR-sized profile's first epochs); a decaying learning rate
+then decays over those N, so compare such runs with one another, not with the profile's.
+
+    python -m studies.data_order.compare [--params params.yaml] [--seeds 0 1 2 3 4]
+        [--only "shards, ones" "official, ones"] [--epochs N] [--json runs.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import statistics
+from pathlib import Path
+
+from filmclevr import clevr
+from filmclevr.params import load_params
+from filmclevr.scored_runs import train_and_score
+
+# name -> (train_model changes, model changes), on top of the profile's sections
+VARIANTS: dict[str, tuple[dict, dict]] = {
+    "shards, ones": ({"data_order": "shards"}, {"batchnorm_init": "ones"}),
+    "official, ones": ({"data_order": "official"}, {"batchnorm_init": "ones"}),
+    "shards, uniform": ({"data_order": "shards"}, {"batchnorm_init": "uniform"}),
+    "official, uniform": ({"data_order": "official"}, {"batchnorm_init": "uniform"}),
+}
+METRICS = ("first epoch", "overall", *clevr.QUESTION_TYPES)
+
+
+def measures(run: dict) -> dict[str, float]:
+    """A run's accuracies (%): validation after the first epoch, then the best checkpoint's."""
+    return {
+        "first epoch": 100 * run["history"][0]["val_accuracy"],
+        "overall": run["overall"],
+        **run["columns"],
+    }
+
+
+def summary(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def print_table(results: dict[str, list[dict[str, float]]]) -> None:
+    first = next(iter(results))
+    base = {m: summary([r[m] for r in results[first]]) for m in METRICS}
+    seeds = len(results[first])
+    print(f"\nValidation accuracy (%), mean +- std over seeds; the difference from {first!r}:")
+    print(f"{'variant':<18} {'metric':<18} {'mean':>6} {'std':>5} {'diff':>6} {'+-se':>5}")
+    for name, runs in results.items():
+        for metric in METRICS:
+            mean, std = summary([r[metric] for r in runs])
+            base_mean, base_std = base[metric]
+            se = math.sqrt(base_std**2 / seeds + std**2 / len(runs))
+            diff = "" if name == first else f"{mean - base_mean:+6.2f} {se:5.2f}"
+            print(f"{name:<18} {metric:<18} {mean:6.2f} {std:5.2f} {diff}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--only", nargs="+", choices=list(VARIANTS), help="run these variants only")
+    p.add_argument("--epochs", type=int, help="train this many epochs (default: the profile's)")
+    p.add_argument("--json", type=Path, help="also write every run's accuracies here")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    params = load_params(args.params)
+    results: dict[str, list[dict[str, float]]] = {}
+    for name in args.only or VARIANTS:
+        train, model = VARIANTS[name]
+        if args.epochs is not None:
+            train = {**train, "max_epochs": args.epochs}
+        for seed in args.seeds:
+            run = train_and_score(
+                params, data_dir=Path("data"), model=model, train={**train, "seed": seed}
+            )
+            results.setdefault(name, []).append(measures(run))
+            print(
+                f"{name}, seed {seed}: {run['overall']:.2f}% ({run['seconds']:.0f} s)", flush=True
+            )
+            if args.json:  # after every run: a long measurement keeps what it has done
+                args.json.write_text(json.dumps(results, indent=1))
+    print_table(results)
+
+
+if __name__ == "__main__":
+    main()
