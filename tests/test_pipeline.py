@@ -31,6 +31,7 @@ STAGES = [
     "write_shards",
     "train_model",
     "evaluate_model",
+    "submit_test",
     "analyze_model",
 ]
 
@@ -133,6 +134,8 @@ def test_snakemake_runs_every_stage(snakemake_project):
         "results/analysis/examples.png",
         "results/analysis/ablations.csv",
         "results/analysis.json",
+        "results/submission/test_answers.txt",
+        "results/submission/manifest.json",
     ]:
         assert (snakemake_project / path).is_file(), path
     metrics = json.loads((snakemake_project / "results/metrics.json").read_text())
@@ -156,6 +159,7 @@ def test_snakemake_second_run_does_nothing_and_params_rerun_only_dependents(snak
     assert planned_snakemake_jobs(snakemake_project) == {
         "train_model",
         "evaluate_model",
+        "submit_test",
         "analyze_model",
     }
     set_param(snakemake_project, "resize_images", "image_size", 24)  # the model's input too
@@ -164,6 +168,7 @@ def test_snakemake_second_run_does_nothing_and_params_rerun_only_dependents(snak
         "write_shards",
         "train_model",
         "evaluate_model",
+        "submit_test",
         "analyze_model",
     }
 
@@ -182,7 +187,7 @@ def test_dvc_second_run_does_nothing_and_params_rerun_only_dependents(dvc_projec
     set_param(dvc_project, "evaluate_model", "batch_size", 7)
     output = dvc(dvc_project, "repro")
     ran = set(re.findall(r"Running stage '(\w+)'", output))
-    assert ran == {"evaluate_model"}, output
+    assert ran == {"evaluate_model", "submit_test"}, output  # both predict in batches
     assert "up to date" in dvc(dvc_project, "status")
 
 
