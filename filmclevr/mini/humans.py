@@ -13,7 +13,7 @@ wording departs from the templates the model was trained on, as people's does:
 - synonyms outside CLEVR's vocabulary (grey, box, orb, tube, huge, little, glossy, steel,
   plastic, dull): frequent in train, so the expanded vocabulary takes them;
 - a lower-case first word ("is there ..."): the tokenizer keeps case, so "is" is not "Is";
-- typos (two letters swapped): words too rare for the vocabulary, which become <UNK>.
+- typos (one letter of a word replaced): words too rare for the vocabulary, which become <UNK>.
 
 The rules keep each question's meaning, so its answer stays the tree's. Everything is drawn
 from (seed, split, question_index): the same tree and settings give the same bytes. The files'
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import random
 import re
+import string
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -96,16 +97,15 @@ def reword(question: str, rng: random.Random) -> str:
 
 
 def _typo(text: str, rng: random.Random) -> str:
-    """Two neighbouring letters of one word swapped (its first letter kept), where they differ."""
+    """One letter of one word (not its first) replaced by another: with some 25 letters for each
+    place of each word, a misspelling is too rare for the vocabulary, as people's typos are."""
     words = list(_WORD.finditer(text))
     if not words:
         return text
     word = rng.choice(words)
-    spots = [i for i in range(1, len(word.group()) - 1) if word.group()[i] != word.group()[i + 1]]
-    if not spots:
-        return text
-    i = word.start() + rng.choice(spots)
-    return text[:i] + text[i + 1] + text[i] + text[i + 2 :]
+    i = word.start() + rng.randrange(1, len(word.group()))
+    letter = rng.choice([c for c in string.ascii_lowercase if c != text[i].lower()])
+    return text[:i] + letter + text[i + 1 :]
 
 
 def stand_in_questions(
