@@ -337,7 +337,9 @@ def read_question_file(path: str | Path) -> tuple[dict[str, Any], list[dict[str,
     return info, list(questions)
 
 
-def iter_question_file(path: str | Path) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+def iter_question_file(
+    path: str | Path, *, answered_keys: tuple[str, ...] = ANSWERED_KEYS
+) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
     """Read a CLEVR question file in either dialect (SPEC §1) as release-dialect dicts, one at a
     time: memory does not grow with the split.
 
@@ -347,6 +349,11 @@ def iter_question_file(path: str | Path) -> tuple[dict[str, Any], Iterator[dict[
     question carries `template_filename`), `question_family_index` becomes one index per
     (template file, index) pair: template files sorted by name, each offset by the sizes of
     those before it (`_family_offsets`, one more pass over the file).
+
+    Args:
+        path: the questions file.
+        answered_keys: what a question of a train or val split must hold (a test split's may
+            hold none of them): CLEVR's answer, family and program; CLEVR-Humans' answer alone.
 
     Returns:
         (the file's `info` ({} when it has none), an iterator of the questions). The iterator
@@ -361,14 +368,16 @@ def iter_question_file(path: str | Path) -> tuple[dict[str, Any], Iterator[dict[
     if first is None:
         raise ClevrFormatError(f"{path}: holds no questions (an empty split cannot be used)")
     offsets = _family_offsets(path) if "template_filename" in first else None
-    return info, _normalized_questions(path, offsets)
+    return info, _normalized_questions(path, offsets, answered_keys)
 
 
 # A release's image file name, CLEVR_{split}_NNNNNN.png: group 1 is the image index.
 _IMAGE_NAME = re.compile(r"CLEVR_[A-Za-z0-9]+_(\d+)\.png")
 
 
-def _normalized_questions(path: Path, offsets: dict[str, int] | None) -> Iterator[dict[str, Any]]:
+def _normalized_questions(
+    path: Path, offsets: dict[str, int] | None, answered_keys: tuple[str, ...]
+) -> Iterator[dict[str, Any]]:
     # The file's split by its release name; files named otherwise are not held to the rule.
     named = re.fullmatch(r"CLEVR_([A-Za-z0-9]+)_questions\.json", path.name)
     public = named is None or is_test_split(named.group(1))
@@ -410,12 +419,12 @@ def _normalized_questions(path: Path, offsets: dict[str, int] | None) -> Iterato
             q["program"] = normalize_program(raw["program"])
             if any(node["function"] is None for node in q["program"]):
                 raise ClevrFormatError(f"{path}: question #{position} has a node without function")
-        lacking = [k for k in ANSWERED_KEYS if k not in q]
-        if lacking and (len(lacking) < len(ANSWERED_KEYS) or not public):
+        lacking = [k for k in answered_keys if k not in q]
+        if lacking and (len(lacking) < len(answered_keys) or not public):
             # A train/val question without its answer would silently train or score on nothing.
             raise ClevrFormatError(
                 f"{path}: question #{position} lacks {', '.join(lacking)} (questions of a "
-                f"train or val split have {', '.join(ANSWERED_KEYS)}; only test splits have "
+                f"train or val split have {', '.join(answered_keys)}; only test splits have "
                 "none of them)"
             )
         yield q

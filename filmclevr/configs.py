@@ -17,6 +17,7 @@ __all__ = [
     "BATCHNORM_INITS",
     "DATA_ORDERS",
     "FILM_PLACEMENTS",
+    "FROZEN_BATCHNORM",
     "GAMMA_OPTIONS",
     "LR_SCHEDULES",
     "TRAINABLE",
@@ -217,8 +218,13 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     # Which weights the optimizer changes: "all" (the paper's training), or "film_generator",
     # only the question pipeline that predicts (gamma, beta), as the paper fine-tunes for
-    # CLEVR-Humans; the visual pipeline then stays exactly as it was, BatchNorm statistics too.
+    # CLEVR-Humans; the visual pipeline's weights then stay as they were.
     trainable: str = "all"
+    # The BatchNorm layers of what `trainable` leaves frozen: "train" keeps them in train mode, as
+    # the official code does (it never sets the frozen network to eval mode): each batch is
+    # normalized by its own statistics and the running statistics drift toward the new data;
+    # "eval" freezes them too (running statistics used and kept), a stricter freeze.
+    frozen_batchnorm: str = "train"
     # Start from this checkpoint's weights instead of the paper's Kaiming init: fine-tuning,
     # or the next step of a curriculum (a skill learned on one split, carried into the next).
     # Same model configuration and vocabulary; a path relative to the working directory.
@@ -289,6 +295,11 @@ class TrainConfig:
                 f"TrainConfig.data_order must be one of {', '.join(DATA_ORDERS)}, "
                 f"got {self.data_order!r}"
             )
+        if self.frozen_batchnorm not in FROZEN_BATCHNORM:
+            raise ValueError(
+                f"TrainConfig.frozen_batchnorm must be one of {', '.join(FROZEN_BATCHNORM)}, "
+                f"got {self.frozen_batchnorm!r}"
+            )
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(
                 f"TrainConfig.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
@@ -331,3 +342,4 @@ class TrainConfig:
 DATA_ORDERS = ("shards", "official")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 TRAINABLE = ("all", "film_generator")
+FROZEN_BATCHNORM = ("train", "eval")

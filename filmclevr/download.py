@@ -122,6 +122,61 @@ def fetch_clevr(
             or `max_attempts` attempts in all; the `.part` file is kept for a later resume.
     """
     archive, dest = Path(archive), Path(dest)
+    fetch_archive(
+        url,
+        archive,
+        size=size,
+        sha256=sha256,
+        dest=dest,
+        chunk_size=chunk_size,
+        progress=progress,
+        retries=retries,
+        max_attempts=max_attempts,
+        backoff_s=backoff_s,
+        timeout_s=timeout_s,
+        stall_s=stall_s,
+        stall_bytes=stall_bytes,
+    )
+    try:
+        _extract(archive, dest, chunk_size=chunk_size, progress=progress)
+    except ClevrFormatError as e:
+        raise ClevrFormatError(f"{e}; {_not_clevr_advice(archive, sha256)}") from None
+    return dest
+
+
+def fetch_archive(
+    url: str,
+    archive: str | Path,
+    *,
+    size: int | None,
+    sha256: str | None,
+    dest: str | Path | None = None,
+    settings: str = "get_data.clevr",
+    chunk_size: int = 1 << 20,
+    progress: bool = True,
+    retries: int = 5,
+    max_attempts: int = 1000,
+    backoff_s: float = 2.0,
+    timeout_s: float = 60.0,
+    stall_s: float = 120.0,
+    stall_bytes: int = 1 << 20,
+) -> Path:
+    """Download an archive (resuming) and verify it, as `fetch_clevr` does, without extracting
+    it: for archives whose reader takes what it needs (CLEVR-Humans' three question files).
+
+    Args:
+        dest: where the archive will be extracted, if it will (a space warning checks it and
+            a killed extraction's temporary folder is removed); None: it will not.
+        settings: the parameters' section naming url, size and sha256, for the messages.
+        The others: as `fetch_clevr`'s.
+
+    Returns:
+        `archive`, verified.
+
+    Raises:
+        As `fetch_clevr`, but for the extraction's errors.
+    """
+    archive = Path(archive)
     if sha256 is not None:
         sha256 = sha256.strip().lower()
         if not re.fullmatch(r"[0-9a-f]{64}", sha256):
@@ -137,8 +192,10 @@ def fetch_clevr(
     if size is None:
         log.warning("no size known for %s: relying on the server's Content-Length", url)
 
-    # A killed run's extraction (up to 18 GB) would count against the free-space checks below.
-    remove_stale_temporaries(dest)
+    if dest is not None:
+        # A killed run's extraction (up to 18 GB) would count against the free-space checks.
+        dest = Path(dest)
+        remove_stale_temporaries(dest)
     digest = None
     aside = _aside(archive)
     if archive.exists():
@@ -146,7 +203,7 @@ def fetch_clevr(
     elif aside.exists():
         raise ChecksumError(
             f"{aside}: an earlier download of {url} failed verification and is kept there, so it "
-            f"is not downloaded again; {_mismatch_advice(archive)}"
+            f"is not downloaded again; {_mismatch_advice(archive, settings)}"
         )
     else:
         digest = _download(
@@ -163,13 +220,15 @@ def fetch_clevr(
             stall=(stall_s, stall_bytes),
         )
     _verify(
-        archive, size=size, sha256=sha256, digest=digest, chunk_size=chunk_size, progress=progress
+        archive,
+        size=size,
+        sha256=sha256,
+        digest=digest,
+        chunk_size=chunk_size,
+        progress=progress,
+        settings=settings,
     )
-    try:
-        _extract(archive, dest, chunk_size=chunk_size, progress=progress)
-    except ClevrFormatError as e:
-        raise ClevrFormatError(f"{e}; {_not_clevr_advice(archive, sha256)}") from None
-    return dest
+    return archive
 
 
 def _not_clevr_advice(archive: Path, sha256: str | None) -> str:
@@ -255,7 +314,7 @@ class _PartFile:
 def _download(
     url: str,
     archive: Path,
-    dest: Path,
+    dest: Path | None,
     *,
     size: int | None,
     chunk_size: int,
@@ -277,7 +336,8 @@ def _download(
         total = size
         if total is not None:
             _check_space(archive.parent, total - part.offset, f"downloading {archive.name}")
-            _warn_extraction_space(archive, dest, total - part.offset + total)
+            if dest is not None:
+                _warn_extraction_space(archive, dest, total - part.offset + total)
         if part.offset:
             log.info("resuming %s at byte %d", part_path, part.offset)
         log.info("downloading %s -> %s", url, archive)
@@ -490,17 +550,23 @@ def _verify(
     digest: str | None,
     chunk_size: int,
     progress: bool,
+    settings: str,
 ) -> None:
-    """Check the archive's size and SHA-256 (`digest` if already computed); refuse a mismatch."""
+    """Check the archive's size and SHA-256 (`digest` if already computed); refuse a mismatch
+    (`settings`: the parameters' section that gives them)."""
     actual_size = archive.stat().st_size
     if size is not None and actual_size != size:
-        _refuse(archive, f"has {actual_size:,} bytes, expected {size:,} (get_data.clevr.size)")
+        _refuse(
+            archive, f"has {actual_size:,} bytes, expected {size:,} ({settings}.size)", settings
+        )
     if sha256 is not None:
         if digest is None:
             digest = _hash_file(archive, chunk_size=chunk_size, progress=progress, desc="sha256")
             digest = digest.hexdigest()
         if digest != sha256:
-            _refuse(archive, f"has SHA-256 {digest}, expected {sha256} (get_data.clevr.sha256)")
+            _refuse(
+                archive, f"has SHA-256 {digest}, expected {sha256} ({settings}.sha256)", settings
+            )
     log.info("%s verified (%s)", archive, "size and SHA-256" if sha256 else "size only")
 
 
@@ -509,11 +575,11 @@ def _aside(archive: Path) -> Path:
     return archive.with_name(archive.name + ".corrupt")
 
 
-def _mismatch_advice(archive: Path) -> str:
+def _mismatch_advice(archive: Path, settings: str) -> str:
     """What to check after a verified mismatch, which a new download may well repeat."""
     aside = _aside(archive)
     return (
-        "either the transfer was damaged or get_data.clevr.sha256 (or .size) in the parameters "
+        f"either the transfer was damaged or {settings}.sha256 (or .size) in the parameters "
         "file is wrong: compare them with the checksum and size published for the release. If "
         f"the parameters are wrong, correct them and move {aside} back to {archive}: it is "
         f"verified again, not downloaded. If the file is damaged, delete {aside} and run again "
@@ -521,13 +587,13 @@ def _mismatch_advice(archive: Path) -> str:
     )
 
 
-def _refuse(archive: Path, problem: str) -> None:
+def _refuse(archive: Path, problem: str, settings: str) -> None:
     """Move a bad archive aside (never extract it, never verify it again) and raise."""
     aside = _aside(archive)
     os.replace(archive, aside)
     raise ChecksumError(
         f"{archive} {problem}; it was NOT extracted and was moved to {aside}: "
-        f"{_mismatch_advice(archive)}"
+        f"{_mismatch_advice(archive, settings)}"
     )
 
 

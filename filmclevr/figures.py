@@ -404,3 +404,49 @@ def plot_curve_vs_paper(
             fontsize=9,
         )
     _save(figure, out_png)
+
+
+# --- CLEVR-Humans: the fine-tuning's learning curve ---------------------------------------------
+def plot_humans_curve(
+    history: Sequence[Mapping[str, Any]],
+    before_val: float,
+    paper: Mapping[str, float],
+    out_png: Path,
+    *,
+    best_epoch: int,
+    label: str = "",
+) -> None:
+    """CLEVR-Humans val and train accuracy over the fine-tuning's epochs (epoch 0: the CLEVR
+    model before fine-tuning), the kept epoch marked, beside the paper's Table 4 (test).
+
+    Args:
+        history: the fine-tuning's rows (`epoch`, `val_accuracy`, `train_accuracy`, fractions).
+        before_val: val accuracy (%) of the model before fine-tuning.
+        paper: the paper's "before" and "after" (%, CLEVR-Humans test).
+        best_epoch: the epoch kept (best on val).
+        label: the dataset, for the title.
+    """
+    if not history:
+        raise ValueError("no history rows to plot (has the fine-tuning run an epoch?)")
+    from matplotlib.ticker import MaxNLocator
+
+    figure = _new_figure(6.5, 4.0)
+    axis = figure.add_subplot(1, 1, 1)
+    epochs = [0] + [row["epoch"] for row in history]
+    val = [before_val] + [100 * row["val_accuracy"] for row in history]
+    axis.plot(epochs, val, "o-", color="tab:orange", label="this run: val")
+    axis.plot([row["epoch"] for row in history], [100 * r["train_accuracy"] for r in history],
+              ".:", color="tab:blue", label="this run: train")  # fmt: skip
+    kept = [v for e, v in zip(epochs, val, strict=True) if e == best_epoch]
+    axis.plot([best_epoch] * len(kept), kept, "*", markersize=13, color="tab:red",
+              label=f"kept (best val, epoch {best_epoch})")  # fmt: skip
+    for key, style in (("before", ":"), ("after", "--")):
+        what = f"paper, CLEVR-Humans test, {key} fine-tuning ({paper[key]:g})"
+        axis.axhline(paper[key], color="black", linewidth=0.9, linestyle=style, label=what)
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_ylim(0, 100)
+    axis.set_xlabel("fine-tuning epoch (0: the CLEVR model)")
+    axis.set_ylabel("accuracy (%)")
+    axis.legend(fontsize=7, loc="lower right")
+    axis.set_title(f"CLEVR-Humans fine-tuning{': ' + label if label else ''}", fontsize=9)
+    _save(figure, out_png)

@@ -145,7 +145,29 @@ def _cross_key_errors(params: dict[str, Any]) -> list[str]:
                 "get_data.splits"
             )
     errors += _split_role_errors(params)
+    errors += _humans_errors(params)
     errors += _recipe_errors(params)
+    return errors
+
+
+def _humans_errors(params: dict[str, Any]) -> list[str]:
+    """CLEVR-Humans asks about the images of CLEVR's train, val and test splits: those of CLEVR
+    v1.0 for the release, those of the mini-CLEVR tree for the stand-in."""
+    errors = []
+    splits = params["get_data"]["splits"]
+    for source in params.get("humans", {}).get("sources", []):
+        if source != params["get_data"]["source"]:
+            images = "CLEVR v1.0's" if source == "clevr" else "the mini-CLEVR tree's"
+            errors.append(
+                f"  humans.sources: {source!r} asks about {images} images, but get_data.source "
+                f"is {params['get_data']['source']!r}"
+            )
+        missing = [s for s in ("train", "val", "test") if s not in splits]
+        if missing:
+            errors.append(
+                f"  humans.sources: CLEVR-Humans asks about the images of train, val and test; "
+                f"get_data.splits {splits} lacks {', '.join(missing)}"
+            )
     return errors
 
 
@@ -235,6 +257,8 @@ def _recipe_errors(params: dict[str, Any]) -> list[str]:
             ("experiments.train_model", params["experiments"]["train_model"]),
             ("cogent.train_model", params["cogent"]["train_model"]),
         ]
+        if "humans" in params:
+            changes.append(("humans.train_model", params["humans"]["train_model"]))
         for key, change in changes:
             check(key, lambda change=change: TrainConfig.from_dict({**train, **change}))
     unknown = [name for name in params["experiments"]["names"] if name not in ABLATIONS]
@@ -251,9 +275,9 @@ def validate_params(params: dict[str, Any], source: str = "params") -> dict[str,
     input size is not given twice (it is `resize_images.image_size`); with `source: mini`
     every split of `get_data.splits` has an image count in `get_data.mini.images` and every
     split of `get_data.mini.split_settings` is one of them; every split a section names is
-    listed and has the answers its role needs; the model, train_model, curriculum, experiments
-    and cogent sections make valid FiLMConfig and TrainConfig objects; experiments.names are
-    presets of ABLATIONS.
+    listed and has the answers its role needs; CLEVR-Humans' source matches the images it asks
+    about; the model, train_model, curriculum, experiments, cogent and humans sections make valid
+    FiLMConfig and TrainConfig objects; experiments.names are presets of ABLATIONS.
 
     Split convention (every stage): the first entry of `get_data.splits` is the training split,
     the second the validation split.
@@ -320,7 +344,7 @@ def resolve(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     - every other value is replaced whole: numbers, strings, every list (`splits`,
       `curriculum`, `experiments.names`, ...), and the mappings whose missing keys mean
       something, where a merge would silently change a result: `model` and `train_model` (and
-      the `train_model` changes of `experiments`, `cogent` and curriculum phases), whose
+      the `train_model` changes of `experiments`, `cogent`, `humans` and curriculum phases), whose
       missing keys are the paper's defaults; `get_data.mini.images` and `split_settings`, one
       entry per split; `question_mix` (a type left out is not asked); `regression.tolerance`;
     - `replace: [<dotted key>, ...]` gives the named mappings of this file whole as well (to

@@ -2,12 +2,12 @@
 
 A reference result is what the pipeline produced, never edited: the best checkpoint (so a new
 user can ask the model questions without training it), its metrics, results table, learning
-curves, analysis and CoGenT report, Snakemake's per-stage wall time and peak memory, the
-parameters that ran (params.yaml: the parameters file as it is, or, for a profile that names a
-base, the profile resolved and complete, as filmclevr-params writes it), and PROVENANCE.json
-(the commit of the code, the dvc.lock stage hashes when DVC ran it, the machine, the date), and
-its learning curve beside the official one (learning_curve.csv, learning_curve_vs_paper.png,
-as the evaluate_model stage drew it).
+curves, analysis, CoGenT and CLEVR-Humans reports, Snakemake's per-stage wall time and peak
+memory, the parameters that ran (params.yaml: the parameters file as it is, or, for a profile
+that names a base, the profile resolved and complete, as filmclevr-params writes it),
+PROVENANCE.json (the commit of the code, the dvc.lock stage hashes when DVC ran it, the
+machine, the date), and its learning curve beside the official one (learning_curve.csv,
+learning_curve_vs_paper.png, as the evaluate_model stage drew it).
 Refused when the working tree has uncommitted changes to the code, since the commit would then
 not name the code that ran.
 
@@ -61,6 +61,9 @@ COGENT_FILES: tuple[str, ...] = (
     "zero_shot_questions.json",
     "sample_efficiency.png",
 )
+# CLEVR-Humans profiles: the report of each source (results/humans/<source>/) and the
+# fine-tuning's sidecar (its history; the fine-tuned weights are not kept).
+HUMANS_FILES: tuple[str, ...] = ("table.md", "learning_curve.png", "metrics.json")
 CODE = ("filmclevr", "stages", "workflow", "Snakefile", "dvc.yaml")
 
 
@@ -112,6 +115,7 @@ def keep_reference(root: Path, name: str, params: Path) -> Path:
                 if (analysis / file).is_file():
                     shutil.copyfile(analysis / file, tmp / "analysis" / file)
         _keep_cogent(root / "results" / "cogent", tmp / "cogent")
+        _keep_humans(root, tmp / "humans")
         # Snakemake's per-job wall time and peak memory (logs/benchmarks/<stage>.tsv), if any.
         for tsv in sorted((root / "logs" / "benchmarks").glob("*.tsv")):
             (tmp / "benchmarks").mkdir(exist_ok=True)
@@ -158,6 +162,19 @@ def _keep_cogent(results: Path, out: Path) -> None:
         for file in COGENT_FILES:
             if (results / split / file).is_file():
                 shutil.copyfile(results / split / file, out / split / file)
+
+
+def _keep_humans(root: Path, out: Path) -> None:
+    """The CLEVR-Humans report of every source, when the run made one."""
+    results = root / "results" / "humans"
+    for source in sorted(p.name for p in results.iterdir()) if results.is_dir() else []:
+        (out / source).mkdir(parents=True)
+        for file in HUMANS_FILES:
+            if (results / source / file).is_file():
+                shutil.copyfile(results / source / file, out / source / file)
+        sidecar = root / "models" / "humans" / source / "film.json"
+        if sidecar.is_file():
+            shutil.copyfile(sidecar, out / source / "film.json")
 
 
 def _lock_of_this_run(root: Path) -> str | None:

@@ -121,6 +121,7 @@ def write_shards(
     *,
     splits: list[str],
     images_per_shard: int,
+    asked_only: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Write `out_dir/{split}/{split}-NNNNNN.tar` and `out_dir/index.json` (ARCHITECTURE.md).
@@ -135,6 +136,8 @@ def write_shards(
         out_dir: the shard folder to (re)create.
         splits: splits to write.
         images_per_shard: images per tar file (the last one may hold fewer).
+        asked_only: write only the images that have questions (CLEVR-Humans asks about some
+            of CLEVR's images); False: every image, as CLEVR asks about them all.
         progress: show a tqdm bar per split on stderr.
 
     Returns:
@@ -178,6 +181,8 @@ def write_shards(
                     f"{tokens_path}: {len(missing)} images with questions have no resized file "
                     f"in {folder}, e.g. {min(missing)}.png"
                 )
+            if asked_only:
+                images = [image for image in images if image.stem in by_image]
 
             samples = _image_samples(images, by_image, f"shards {split}", progress)
             shards = _write_split(tmp, split, samples, images_per_shard)

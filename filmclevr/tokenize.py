@@ -151,7 +151,7 @@ def encode_split(
     return {"split": split, "unknown_tokens": sum(unknown.values()), "questions": records}
 
 
-def _write_encoded_split(
+def write_encoded_split(
     questions: Iterable[dict[str, Any]], vocab: dict[str, dict[str, int]], split: str, path: Path
 ) -> tuple[int, int, Counter[str]]:
     """`encode_split`'s document, streamed to `path` record by record (the same bytes as
@@ -283,7 +283,7 @@ def tokenize_questions(
             try:
                 info, questions = clevr.iter_question_file(path)
                 # Streamed: a split of 700,000 questions is read and written one at a time.
-                count, images, unknown = _write_encoded_split(
+                count, images, unknown = write_encoded_split(
                     questions, vocab, split, tmp / f"{split}.json"
                 )
             except clevr.ClevrFormatError as e:

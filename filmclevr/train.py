@@ -138,6 +138,8 @@ def _fingerprint(
     recipe = _without_earlier_defaults(train_config.asdict(), _TRAIN_FIELDS_ADDED_LATER)
     trajectory = {k: v for k, v in recipe.items() if k not in _EXECUTION_FIELDS}
     del trajectory["init_checkpoint"]  # where it lies does not matter; its weights do (samples)
+    if train_config.trainable == "all":  # nothing is frozen: it changes nothing (and runs made
+        del trajectory["frozen_batchnorm"]  # before the field existed keep their fingerprint)
     if train_config.lr_schedule != "constant":  # the decay is spread over all the epochs
         trajectory["max_epochs"] = train_config.max_epochs
     model = _without_earlier_defaults(model_config.asdict(), _MODEL_FIELDS_ADDED_LATER)
@@ -303,13 +305,15 @@ def freeze_untrained(model: nn.Module, config: TrainConfig) -> None:
 
 
 def set_train_mode(model: nn.Module, raw_model: nn.Module, config: TrainConfig) -> None:
-    """Train mode for what is trained; eval mode (frozen BatchNorm statistics) for the rest.
+    """Train mode for what is trained; for the rest, train mode as in the official code
+    (`frozen_batchnorm: train`: BatchNorm normalizes by each batch and its running statistics
+    drift) or eval mode (`eval`: running statistics used and kept).
 
     `model` is what the steps call (maybe wrapped by DDP or torch.compile), `raw_model` the
     FiLMedNet inside it.
     """
     model.train()
-    if config.trainable != "all":
+    if config.trainable != "all" and config.frozen_batchnorm == "eval":
         for name, child in raw_model.named_children():
             if name != config.trainable:
                 child.eval()

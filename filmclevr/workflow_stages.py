@@ -36,9 +36,11 @@ from filmclevr.fileio import write_text_atomic
 # The project's Python packages: code dependencies are the modules of these a stage imports.
 PACKAGES = ("filmclevr", "stages")
 
-# What a parameter key a profile may leave out means (the schema's one exception: profiles older
-# than the curriculum have none).
-ABSENT_PARAMS: dict[str, Any] = {"curriculum": []}
+# The sections a profile may leave out (the schema's exceptions: profiles older than the
+# curriculum have none, profiles older than CLEVR-Humans no humans section), and what their keys
+# mean then (a key not listed: None, read by no job).
+OPTIONAL_SECTIONS = ("curriculum", "humans")
+ABSENT_PARAMS: dict[str, Any] = {"curriculum": [], "humans.sources": []}
 
 # The file DVC's stages read (Snakemake passes the --configfile given, else this one).
 DVC_PARAMS_FILE = "params.yaml"
@@ -296,6 +298,75 @@ STAGES: dict[str, Stage] = {
             params=("cogent", "evaluate_model.batch_size", "get_data.splits", "train_model"),
             data=("filmclevr/paper/analysis.csv", "filmclevr/paper/cogent.csv"),
         ),
+        # 12-15: CLEVR-Humans (paper Table 4) on the CLEVR model: its questions (downloaded, or
+        # a stand-in about the mini-CLEVR tree), their vocabulary and shards, the fine-tuning,
+        # the report. None but in Humans profiles (config/clevr-humans*.yaml: humans.sources).
+        # The stand-in redraws the tree's test answers from get_data's settings.
+        Stage(
+            name="get_humans",
+            matrix={"source": "humans.sources"},
+            args="--source {source} --clevr {clevr} --out {root}",
+            inputs={"clevr": "get_data.root"},
+            outputs={"root": data_folder("data/humans/{source}/questions")},
+            params=("humans.download", "humans.stand_in", "get_data"),
+        ),
+        Stage(
+            name="prepare_humans",
+            matrix={"source": "humans.sources"},
+            args="--humans {humans} --vocab {clevr_tokens}/vocab.json --resized {resized}"
+            " --tokens {tokens} --shards {shards}",
+            inputs={
+                "humans": "get_humans.root",
+                "clevr_tokens": "tokenize_questions.root",
+                "resized": "resize_images.root",
+            },
+            outputs={
+                "tokens": data_folder("data/humans/{source}/tokens"),
+                "shards": data_folder("data/humans/{source}/shards"),
+            },
+            params=("humans.unk_threshold", "write_shards.images_per_shard"),
+        ),
+        # The start (the CLEVR model, vocabulary expanded: the report's "before"), the
+        # fine-tuned model and its sidecar; the resume point models/humans/{source}/last.pt is
+        # no output, as models/last.pt.
+        Stage(
+            name="finetune_humans",
+            matrix={"source": "humans.sources"},
+            args="--checkpoint {checkpoint} --tokens {tokens} --shards {shards} --start {start}"
+            " --out {model} --last models/humans/{source}/last.pt --log-dir {log_dir}",
+            inputs={
+                "checkpoint": "train_model.checkpoint",
+                "tokens": "prepare_humans.tokens",
+                "shards": "prepare_humans.shards",
+            },
+            outputs={
+                "start": "models/humans/{source}/start.pt",
+                "model": "models/humans/{source}/film.pt",
+                "sidecar": "models/humans/{source}/film.json",
+                "log_dir": folder("results/humans/{source}/train"),
+            },
+            params=("train_model", "humans.train_model", "humans.embedding_std"),
+        ),
+        Stage(
+            name="report_humans",
+            matrix={"source": "humans.sources"},
+            args="--start {start} --finetuned {model} --tokens {tokens} --shards {shards}"
+            " --table {table} --figure {figure} --metrics {metrics}",
+            inputs={
+                "start": "finetune_humans.start",
+                "model": "finetune_humans.model",
+                "tokens": "prepare_humans.tokens",
+                "shards": "prepare_humans.shards",
+            },
+            outputs={
+                "table": "results/humans/{source}/table.md",
+                "figure": "results/humans/{source}/learning_curve.png",
+                "metrics": metrics("results/humans/{source}/metrics.json"),
+            },
+            # train_model: its device
+            params=("train_model", "evaluate_model.batch_size", "profile"),
+            data=("filmclevr/paper/analysis.csv",),
+        ),
     ]
 }
 
@@ -407,8 +478,8 @@ def _param_name(key: str) -> str:
 
 def param_value(params: Mapping[str, Any], key: str) -> Any:
     """The value of a dotted parameter key (`get_data.splits`) in a parameters dict."""
-    if key in ABSENT_PARAMS and key not in params:
-        return ABSENT_PARAMS[key]
+    if key.split(".")[0] in OPTIONAL_SECTIONS and key.split(".")[0] not in params:
+        return ABSENT_PARAMS.get(key)
     value: Any = params
     for part in key.split("."):
         value = value[part]

@@ -353,11 +353,11 @@ def test_fine_tuning_starts_from_a_checkpoint_and_changes_only_what_it_trains(
     start = load_checkpoint(reference / "film.pt")["model"]
     tune = {**TINY_TRAIN.asdict(), "max_epochs": 1}
     tune["init_checkpoint"] = str(reference / "film.pt")
-    generator_only = TrainConfig.from_dict({**tune, "trainable": "film_generator"})
+    strict = {**tune, "trainable": "film_generator", "frozen_batchnorm": "eval"}
     train_into(
         tmp_path / "g",
         TINY_MODEL,
-        generator_only,
+        TrainConfig.from_dict(strict),
         data["shards"],
         data["vocab"],
     )
@@ -371,6 +371,19 @@ def test_fine_tuning_starts_from_a_checkpoint_and_changes_only_what_it_trains(
     ]
     assert changed and all(k.startswith("film_generator.") for k in changed)
     assert len(changed) == sum(1 for k in tuned if k.startswith("film_generator."))
+    # As the official code (the default): the frozen visual pipeline stays in train mode, so its
+    # weights stay but its BatchNorm statistics drift toward the new data.
+    drifting = {**tune, "trainable": "film_generator"}
+    train_into(
+        tmp_path / "d", TINY_MODEL, TrainConfig.from_dict(drifting), data["shards"], data["vocab"]
+    )
+    drifted = load_checkpoint(tmp_path / "d" / "last.pt")["model"]
+    statistics = [k for k in drifted if k.startswith("filmed_net.") and "running_" in k]
+    assert statistics and all(not torch.equal(drifted[k], start[k]) for k in statistics)
+    weights = dict(model_from_checkpoint(reference / "film.pt", "cpu")[0].named_parameters())
+    for key in weights:
+        if key.startswith("filmed_net."):
+            assert torch.equal(drifted[key], start[key]), key
     # All weights, at a learning rate too small to move them: the run starts from the checkpoint.
     still = TrainConfig.from_dict({**tune, "learning_rate": 1e-12})
     train_into(
@@ -751,9 +764,9 @@ def test_fields_added_later_keep_earlier_runs_resumable():
     trajectory = {
         k: v
         for k, v in recipe.asdict().items()
-        if k not in train_mod._EXECUTION_FIELDS and k != "data_order"
+        if k not in train_mod._EXECUTION_FIELDS and k not in ("data_order", "frozen_batchnorm")
     }
-    del trajectory["init_checkpoint"]
+    del trajectory["init_checkpoint"]  # did not exist then either
     blob = {"model": model, "train": trajectory, "world_size": 1, "splits": ["train", "val"]}
     blob |= {"index": args[2], "shards": args[3], "vocab": args[4]}
     earlier = hashlib.sha256(json.dumps(blob, sort_keys=True).encode("utf-8")).hexdigest()
@@ -762,6 +775,13 @@ def test_fields_added_later_keep_earlier_runs_resumable():
     assert train_mod._fingerprint(uniform, recipe, *args) != earlier
     official = dataclasses.replace(recipe, data_order="official")
     assert train_mod._fingerprint(cfg, official, *args) != earlier
+    # frozen_batchnorm changes nothing when everything trains, and a run when a part is frozen.
+    strict = dataclasses.replace(recipe, frozen_batchnorm="eval")
+    assert train_mod._fingerprint(cfg, strict, *args) == earlier
+    frozen = dataclasses.replace(recipe, trainable="film_generator")
+    assert train_mod._fingerprint(cfg, frozen, *args) != train_mod._fingerprint(
+        cfg, dataclasses.replace(frozen, frozen_batchnorm="eval"), *args
+    )
 
 
 def test_a_checkpoint_from_before_a_model_field_starts_a_fine_tuning(tmp_path):

@@ -33,6 +33,7 @@ def snakemake_workflow(api, *configfiles: Path):
 PROFILES_RUN = [
     "params.yaml",
     "config/cogent-mini.yaml",
+    "config/clevr-humans-mini.yaml",
     "config/sweep-cpu.yaml",
     "config/mini-clevr-size-curriculum.yaml",
 ]
@@ -390,6 +391,7 @@ def test_loading_a_model_never_imports_the_training_loop():
         "filmclevr/curriculum.py",
         "filmclevr/experiments.py",
         "filmclevr/cogent.py",
+        "filmclevr/humans.py",
         "filmclevr/runs.py",
         "filmclevr/scored_runs.py",
     }

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,30 @@ def write_answer_key(
             f"{out}: inside the release tree {clevr_root}, which stays as generated; "
             "write the answer key elsewhere"
         )
+    info, questions = answered_release(clevr_root, split, settings)
+    note = (
+        "the answers, programs and families its release hides, drawn again by "
+        "filmclevr.mini.answer_key from the generator's settings"
+    )
+    count = 0
+    with json_list_writer(out, {"info": {**info, "answer_key": note}}, "questions") as append:
+        for full in questions:
+            append(full)
+            count += 1
+    return count
+
+
+def answered_release(
+    clevr_root: str | Path, split: str, settings: Mapping[str, Any]
+) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+    """(The release file's `info`, its questions one at a time with their answers, programs
+    and families), each drawn again from `settings` and checked against the released one.
+
+    Raises:
+        ValueError: a tree generated with another seed, look or language (at once), or, while
+            iterating, a question the settings do not draw exactly as released (names the file
+            and the question).
+    """
     released_path = clevr.questions_path(clevr_root, split)
     info, released = clevr.iter_question_file(released_path)
     if info.get("generator") != generate.GENERATOR:
@@ -72,30 +96,27 @@ def write_answer_key(
                 f"{released_path}: generated with {name} {recorded!r}, the profile says "
                 f"{settings.get(name, 'mini')!r}; give the profile that generated this tree"
             )
-    drawn = generate.answered_questions(split, **settings)
-    note = (
-        "the answers, programs and families its release hides, drawn again by "
-        "filmclevr.mini.answer_key from the generator's settings"
-    )
-    count = 0
-    with json_list_writer(out, {"info": {**info, "answer_key": note}}, "questions") as append:
-        for position, (public, full) in enumerate(itertools.zip_longest(released, drawn)):
-            if public is None or full is None:
+    return info, _checked(released_path, released, generate.answered_questions(split, **settings))
+
+
+def _checked(
+    released_path: Path, released: Iterator[dict[str, Any]], drawn: Iterator[dict[str, Any]]
+) -> Iterator[dict[str, Any]]:
+    for position, (public, full) in enumerate(itertools.zip_longest(released, drawn)):
+        if public is None or full is None:
+            raise ValueError(
+                f"{released_path}: holds {'fewer' if public is None else 'more'} questions "
+                f"than the settings draw (first difference at #{position}); give the "
+                "profile that generated this tree"
+            )
+        for key in generate.PUBLIC_KEYS:
+            if public.get(key) != full[key]:
                 raise ValueError(
-                    f"{released_path}: holds {'fewer' if public is None else 'more'} questions "
-                    f"than the settings draw (first difference at #{position}); give the "
-                    "profile that generated this tree"
+                    f"{released_path}: question #{position} has {key} {public.get(key)!r}, "
+                    f"the settings draw {full[key]!r}; give the profile that generated "
+                    "this tree"
                 )
-            for key in generate.PUBLIC_KEYS:
-                if public.get(key) != full[key]:
-                    raise ValueError(
-                        f"{released_path}: question #{position} has {key} {public.get(key)!r}, "
-                        f"the settings draw {full[key]!r}; give the profile that generated "
-                        "this tree"
-                    )
-            append(full)
-            count += 1
-    return count
+        yield full
 
 
 def main(argv: Sequence[str] | None = None) -> int:
