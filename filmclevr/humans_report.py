@@ -216,7 +216,7 @@ def markdown(metrics: Mapping[str, Any]) -> str:
         "Questions in CLEVR's words alone, and those with a word CLEVR's vocabulary lacks (one "
         "the expansion added, or <UNK>).",
         "",
-        "| questions | split | questions | before | after |",
+        "| wording | split | questions | before | after |",
         "|---|---|---|---|---|",
     ]
     names = {"clevr_words": "CLEVR's words only", "new_words": "with a new word"}
