@@ -8,7 +8,8 @@ profile, parameter count, commit, checkpoint epoch) so a mini-CLEVR result canno
 CLEVR one.
 
 The core (`compute_metrics`, `question_type_prior`, `write_results`, `write_test_answers`) is
-pure data in, files out; only `predict`, `split_predictions` and `evaluate` touch torch.
+pure data in, files out; only `predict`, `split_predictions` (and its checked form) and
+`evaluate` touch torch.
 """
 
 from __future__ import annotations
@@ -597,6 +598,26 @@ def split_predictions(
     return predict(model, loader, device)
 
 
+def checked_split_predictions(
+    model: torch.nn.Module,
+    shards_dir: Path,
+    split: str,
+    records: list[dict[str, Any]],
+    records_path: Path,
+    *,
+    batch_size: int,
+    num_answers: int,
+    device: torch.device | str,
+) -> dict[int, int]:
+    """`split_predictions` of the questions `records` (read from `records_path`) hold, refusing
+    shards that hold others (`check_predicted_questions`)."""
+    predictions = split_predictions(
+        model, shards_dir, split, batch_size=batch_size, num_answers=num_answers, device=device
+    )
+    check_predicted_questions(records, predictions, records_path, shards_dir)
+    return predictions
+
+
 @dataclasses.dataclass
 class Evaluation:
     """What `evaluate` computed; `write_results` turns it into files."""
@@ -660,15 +681,16 @@ def evaluate(
     records_path = tokens_dir / f"{split}.json"
     records = read_encoded_split(records_path)
     check_answers(records, len(answer_vocab), records_path)
-    predictions = split_predictions(
+    predictions = checked_split_predictions(
         model,
         shards_dir,
         split,
+        records,
+        records_path,
         batch_size=batch_size,
         num_answers=len(answer_vocab),
         device=torch_device,
     )
-    check_predicted_questions(records, predictions, records_path, shards_dir)
     try:
         metrics = compute_metrics(records, predictions)
     except ValueError as e:  # a record without its answer, function or type: name its file

@@ -25,13 +25,12 @@ from typing import Any
 
 from filmclevr import clevr
 from filmclevr.evaluate import (
-    check_predicted_questions,
     check_source,
+    checked_split_predictions,
     compute_metrics,
     git_commit,
     is_clevr,
     read_tokens_report,
-    split_predictions,
     write_test_answers,
 )
 from filmclevr.fileio import atomic_dir, file_sha256, write_json_atomic
@@ -136,15 +135,16 @@ def write_submission(
         for split in tests:
             records_path = tokens_dir / f"{split}.json"
             records = read_encoded_split(records_path, split)
-            predictions = split_predictions(
+            predictions = checked_split_predictions(
                 model,
                 shards_dir,
                 split,
+                records,
+                records_path,
                 batch_size=batch_size,
                 num_answers=len(answer_vocab),
                 device=torch_device,
             )
-            check_predicted_questions(records, predictions, records_path, shards_dir)
             path = tmp / answers_file(split)
             write_test_answers(records, predictions, answer_vocab, path)
             special = sum(
