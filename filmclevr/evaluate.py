@@ -61,9 +61,20 @@ CONTEXT_KEYS: tuple[str, ...] = (
     "train_images",
     "checkpoint_epoch",
     "machine",
+    "precision",
 )
 RUN_MODEL = "This run: CNN+GRU+FiLM (raw pixels)"
 RUN_PRIOR = "This run: Q-type prior (train majority per family)"
+
+
+def training_precision(checkpoint: Mapping[str, Any]) -> str | None:
+    """The numeric path a checkpoint was trained on, "bf16" or "float32" (None where its
+    checkpoint does not say): its recipe's `bf16` as the run resolved it, false on a CPU that
+    would emulate bfloat16. Runs of one path spread alike over seeds, the two paths apart."""
+    recipe = checkpoint.get("train_config") or {}
+    if "bf16" not in recipe:
+        return None
+    return "bf16" if recipe["bf16"] else "float32"
 
 
 # --- Metrics ------------------------------------------------------------------------------------
@@ -305,7 +316,8 @@ def _notes(context: Mapping[str, Any]) -> list[str]:
         f"images); {context['parameters']:,} parameters; checkpoint epoch "
         f"{context['checkpoint_epoch']}; commit `{context['commit']}`; trained on "
         f"{context['machine'].get('processor', 'unknown')} with torch "
-        f"{context['machine'].get('torch', 'unknown')}."
+        f"{context['machine'].get('torch', 'unknown')}"
+        + (f" in {context['precision']}." if context.get("precision") else ".")
     ]
     if not is_clevr(str(context["dataset"])):
         notes.append(
@@ -712,6 +724,7 @@ def evaluate(
         "checkpoint_epoch": state.get("epoch"),
         # Where the model was trained (older checkpoints: where it is evaluated).
         "machine": state.get("machine") or machine_description(torch_device),
+        "precision": training_precision(state),
     }
     if predictions_dir is not None:
         rows = [

@@ -11,7 +11,15 @@ report also names the machine (CPU or GPU, torch build) of both runs: training i
 repeatable on one machine, not across CPU models, so a small drop between two machines can be
 the machine, not the code.
 
-    filmclevr-regression --baseline results/baseline/metrics.json \
+Each numeric path has its own baseline and tolerances: a run trained in bf16 (CPUs with native
+bfloat16, GPUs) and one trained in float32 (CPUs without it) spread differently over seeds. Given
+a folder, the gate takes the baseline of the current run's precision, `<folder>/<precision>/
+metrics.json`, and its tolerance (`regression.tolerance` written per precision,
+`{bf16: ..., float32: ...}`). A precision with no baseline of its own is compared with the other
+one's, at that one's tolerances, and the report says so: the gate is then only as fair as the
+two paths are alike.
+
+    filmclevr-regression --baseline results/baseline \
         --current results/metrics.json --params params.yaml   # or: --tolerance 3
 
 Exit status: 0 pass, 1 regression or context mismatch, 2 unreadable input.
@@ -44,7 +52,71 @@ CONTEXT_MATCH: tuple[str, ...] = (
 )
 # Reported beside the numbers, never failing the gate: where each run was made.
 MACHINE_KEYS: tuple[str, ...] = ("processor", "torch")
+# The numeric paths a run is trained on (evaluate.training_precision), each with its baseline.
+PRECISIONS: tuple[str, ...] = ("bf16", "float32")
+BASELINE_FILE = "metrics.json"  # in <baseline folder>/<precision>/
 Tolerance = float | Mapping[str, float]  # one number for every metric, or one per metric
+
+
+def tolerance_for(tolerance: Any, precision: str | None) -> Tolerance:
+    """The tolerance of one precision: `tolerance` itself, unless it is written per precision
+    (a mapping whose keys are PRECISIONS), then its entry for `precision`.
+
+    Raises:
+        ValueError: it is written per precision and names none for `precision`.
+    """
+    if _per_precision(tolerance):
+        if precision not in tolerance:
+            raise ValueError(
+                f"tolerance is written per precision ({', '.join(sorted(tolerance))}) and has "
+                f"none for {precision!r}"
+            )
+        return tolerance[precision]
+    return tolerance
+
+
+def _per_precision(tolerance: Any) -> bool:
+    return isinstance(tolerance, Mapping) and bool(tolerance) and set(tolerance) <= set(PRECISIONS)
+
+
+def precision_of(metrics: Mapping[str, Any]) -> str | None:
+    """The precision a metrics.json's model was trained in (None for runs that did not say)."""
+    return metrics.get("context", {}).get("precision")
+
+
+def choose_baseline(baseline: Path, precision: str | None) -> tuple[Path, str | None, str | None]:
+    """The baseline file for a run of `precision`: `baseline` itself when it is a file, else
+    `baseline/<precision>/metrics.json`, else another precision's with a note saying so.
+
+    Returns:
+        (the file, the precision it is the baseline of (None for a file given as such), a note
+        for the report or None).
+
+    Raises:
+        ValueError: `baseline` is a folder with no baseline of any precision, or the current
+            run records no precision to choose by.
+    """
+    if not baseline.is_dir():
+        return baseline, None, None
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"the current run records no precision ({precision!r}), so no baseline of "
+            f"{baseline} can be chosen for it; name a baseline file instead"
+        )
+    own = baseline / precision / BASELINE_FILE
+    if own.is_file():
+        return own, precision, None
+    for other in PRECISIONS:
+        if (baseline / other / BASELINE_FILE).is_file():
+            note = (
+                f"note: {baseline} has no {precision} baseline; this {precision} run is compared "
+                f"with the {other} baseline at the {other} tolerances, whose seed spread is not "
+                f"this path's (docs/gate.md)"
+            )
+            return baseline / other / BASELINE_FILE, other, note
+    raise ValueError(
+        f"{baseline} holds no baseline: expected {'/ or '.join(PRECISIONS)}/{BASELINE_FILE}"
+    )
 
 
 def tolerances(tolerance: Tolerance) -> dict[str, float]:
@@ -179,6 +251,8 @@ def comparison_table(
     for key in MACHINE_KEYS:
         b, c = _machine(baseline, key), _machine(current, key)
         rows.append((f"machine.{key}", b, c, "", "", "same" if b == c else "differs"))
+    b, c = str(precision_of(baseline) or "unknown"), str(precision_of(current) or "unknown")
+    rows.append(("precision", b, c, "", "", "same" if b == c else "differs"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -217,6 +291,15 @@ def _load(path: Path) -> dict[str, Any]:
     return document
 
 
+def _check_baseline_precision(
+    document: Mapping[str, Any], precision: str | None, path: Path
+) -> None:
+    """A baseline filed under one precision must not record another (a misplaced file)."""
+    recorded = precision_of(document)
+    if recorded is not None and precision is not None and recorded != precision:
+        raise ValueError(f"{path} records precision {recorded!r} but is the {precision} baseline")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: print the comparison; return 0 pass, 1 regression, 2 unreadable input."""
     parser = argparse.ArgumentParser(
@@ -224,7 +307,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--baseline", type=Path, required=True, help="committed metrics.json")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        required=True,
+        help="committed metrics.json, or a folder of them per precision (results/baseline)",
+    )
     parser.add_argument("--current", type=Path, required=True, help="metrics.json of this run")
     allowed = parser.add_mutually_exclusive_group(required=True)
     allowed.add_argument("--tolerance", type=float, help="accuracy points allowed, every metric")
@@ -233,24 +321,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        tolerance = args.tolerance
+        written = args.tolerance
         if args.params is not None:
-            tolerance = load_params(args.params)["regression"]["tolerance"]
-        tolerances(tolerance)
+            written = load_params(args.params)["regression"]["tolerance"]
+        # Every precision's, checked before any file is read.
+        for part in written.values() if _per_precision(written) else [written]:
+            tolerances(part)
     except ValueError as e:
         parser.error(f"{args.params or '--tolerance'}: {e}")
     documents = {}
-    for role in ("baseline", "current"):
-        path = getattr(args, role)
-        try:
-            documents[role] = _load(path)
-        except ValueError as e:  # read_json turns OSError and bad JSON into ValueError
-            print(f"error: cannot read the {role} metrics {path}: {e}", file=sys.stderr)
-            return 2
+    try:
+        documents["current"] = _load(args.current)
+    except ValueError as e:  # read_json turns OSError and bad JSON into ValueError
+        print(f"error: cannot read the current metrics {args.current}: {e}", file=sys.stderr)
+        return 2
+    try:
+        baseline, baseline_precision, choice_note = choose_baseline(
+            args.baseline, precision_of(documents["current"])
+        )
+        documents["baseline"] = _load(baseline)
+        baseline_precision = baseline_precision or precision_of(documents["baseline"])
+        tolerance = tolerance_for(written, baseline_precision)
+        _check_baseline_precision(documents["baseline"], baseline_precision, baseline)
+        if baseline_precision:  # a baseline older than the key: its folder says it
+            documents["baseline"].setdefault("context", {})["precision"] = baseline_precision
+    except ValueError as e:
+        print(f"error: cannot read the baseline metrics {args.baseline}: {e}", file=sys.stderr)
+        return 2
     print(comparison_table(documents["baseline"], documents["current"], tolerance))
-    note = machine_note(documents["baseline"], documents["current"])
-    if note:
-        print(note)
+    print(f"baseline: {baseline}")
+    for note in (choice_note, machine_note(documents["baseline"], documents["current"])):
+        if note:
+            print(note)
     failures = check_regression(documents["baseline"], documents["current"], tolerance)
     for message in failures:
         print(f"FAIL: {message}")

@@ -174,7 +174,7 @@ STAGES: dict[str, Stage] = {
             starts_from=("train_model",),
         ),
         # 6: accuracy per paper column, terminal function and family; the results table. CI's
-        # regression gate compares the metrics to results/baseline/metrics.json.
+        # regression gate compares the metrics to results/baseline/<precision>/metrics.json.
         Stage(
             name="evaluate_model",
             args="--checkpoint {checkpoint} --sidecar {sidecar} --shards {shards}"

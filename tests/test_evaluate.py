@@ -145,6 +145,7 @@ def _context(dataset: str = "mini-CLEVR") -> dict:
         "train_images": 20,
         "checkpoint_epoch": 3,
         "machine": {"processor": "AMD EPYC", "torch": "2.14.1"},
+        "precision": "bf16",
     }
 
 
@@ -481,6 +482,7 @@ def test_evaluate_tiny_checkpoint(tiny_run, tmp_path):
         "train_images": IMAGES["train"],
         "checkpoint_epoch": checkpoint["epoch"],
         "machine": checkpoint["machine"],
+        "precision": "float32",  # the tiny recipe trains without bf16
     }
     assert set(checkpoint["machine"]) == {"processor", "torch"}
 
@@ -510,6 +512,7 @@ def test_evaluate_tiny_checkpoint(tiny_run, tmp_path):
     table = (tmp_path / "table.md").read_text()
     assert "mini-CLEVR / val (profile tiny)" in table
     assert f"{n_val} questions on {IMAGES['val']} images; trained on train (24 questions" in table
+    assert f"with torch {checkpoint['machine']['torch']} in float32." in table
 
 
 @pytest.mark.parametrize("split", ["test", "testB"])
@@ -560,3 +563,12 @@ def test_results_label_the_data_they_come_from_not_the_parameters(tiny_run, tmp_
     (old / "report.json").write_text(json.dumps({"splits": {}}))
     with pytest.raises(ValueError, match="rerun tokenize_questions"):
         evaluate.evaluate(film, tiny_run["shards"], old, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("train_config", "precision"),
+    [({"bf16": True}, "bf16"), ({"bf16": False}, "float32"), ({}, None), (None, None)],
+)
+def test_training_precision_is_the_recipe_as_the_run_resolved_it(train_config, precision):
+    checkpoint = {} if train_config is None else {"train_config": train_config}
+    assert evaluate.training_precision(checkpoint) == precision

@@ -223,7 +223,7 @@ def test_no_stage_writes_a_file_git_tracks():
             outputs.add(entry if isinstance(entry, str) else next(iter(entry)))
     written = {f for f in tracked if any(f == o or f.startswith(o + "/") for o in outputs)}
     assert written == set(), f"tracked files that a run overwrites: {sorted(written)}"
-    assert "results/baseline/metrics.json" in tracked
+    assert "results/baseline/bf16/metrics.json" in tracked
 
 
 # --- The paper's experiments as a sweep, under both engines -------------------------------------

@@ -288,3 +288,88 @@ def test_runs_whose_columns_hold_other_questions_cannot_be_compared():
     assert sorted(f.split(":")[0] for f in failures) == [
         "questions of count differ", "questions of exist differ"
     ]  # fmt: skip
+
+
+# --- One baseline and tolerance per numeric path ----------------------------------------------
+def _baselines(tmp_path, **per_precision) -> Path:
+    """A baseline folder holding <precision>/metrics.json for each given document."""
+    folder = tmp_path / "baseline"
+    for precision, document in per_precision.items():
+        (folder / precision).mkdir(parents=True)
+        (folder / precision / "metrics.json").write_text(json.dumps(document))
+    return folder
+
+
+def test_a_run_is_held_to_the_baseline_and_tolerance_of_its_own_precision(tmp_path, capsys):
+    folder = _baselines(
+        tmp_path, bf16=metrics(90.0, precision="bf16"), float32=metrics(80.0, precision="float32")
+    )
+    tolerance = {"bf16": 1.0, "float32": 5.0}
+    params = tmp_path / "params.yaml"
+    import yaml
+
+    from filmclevr.params import load_params
+
+    document = load_params(Path(regression.__file__).resolve().parents[1] / "config" / "demo.yaml")
+    document["regression"]["tolerance"] = tolerance
+    params.write_text(yaml.safe_dump(document))
+
+    def gate(current: dict) -> int:
+        (tmp_path / "current.json").write_text(json.dumps(current))
+        argv = ["--baseline", str(folder), "--current", str(tmp_path / "current.json")]
+        return regression.main([*argv, "--params", str(params)])
+
+    # 76 is within float32's 5 points of its 80, far below bf16's 90.
+    assert gate(metrics(76.0, precision="float32")) == 0
+    out = capsys.readouterr().out
+    assert f"baseline: {folder / 'float32' / 'metrics.json'}" in out and "note: " not in out
+    assert gate(metrics(88.5, precision="bf16")) == 1  # 1.5 below 90 at bf16's 1 point
+    assert "bf16" in capsys.readouterr().out
+
+
+def test_a_precision_without_its_baseline_is_compared_with_the_other_and_says_so(tmp_path):
+    folder = _baselines(tmp_path, bf16=metrics(90.0, precision="bf16"))
+    path, precision, note = regression.choose_baseline(folder, "float32")
+    assert path == folder / "bf16" / "metrics.json" and precision == "bf16"
+    assert "no float32 baseline" in note and "bf16 tolerances" in note
+    assert regression.choose_baseline(folder, "bf16") == (path, "bf16", None)
+    # A file is the baseline as named, whatever the run's precision.
+    assert regression.choose_baseline(path, "float32") == (path, None, None)
+
+
+@pytest.mark.parametrize(
+    ("present", "precision", "problem"),
+    [({}, "bf16", "holds no baseline"), ({"bf16": 1}, None, "records no precision")],
+)
+def test_a_baseline_folder_that_cannot_serve_the_run_is_refused(
+    tmp_path, present, precision, problem
+):
+    folder = _baselines(tmp_path, **{p: metrics(90.0) for p in present})
+    folder.mkdir(exist_ok=True)
+    with pytest.raises(ValueError, match=problem):
+        regression.choose_baseline(folder, precision)
+
+
+def test_a_misplaced_baseline_is_refused_naming_it(tmp_path, capsys):
+    folder = _baselines(tmp_path, float32=metrics(90.0, precision="bf16"))
+    (tmp_path / "current.json").write_text(json.dumps(metrics(90.0, precision="float32")))
+    argv = ["--baseline", str(folder), "--current", str(tmp_path / "current.json")]
+    assert regression.main([*argv, "--tolerance", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "records precision 'bf16' but is the float32 baseline" in err
+
+
+def test_tolerance_written_per_precision():
+    assert regression.tolerance_for({"bf16": 1.0, "float32": PER_METRIC}, "float32") == PER_METRIC
+    assert regression.tolerance_for(PER_METRIC, "bf16") == PER_METRIC  # not per precision
+    assert regression.tolerance_for(2.0, None) == 2.0
+    with pytest.raises(ValueError, match="none for 'float32'"):
+        regression.tolerance_for({"bf16": 1.0}, "float32")
+
+
+def test_report_names_both_precisions():
+    table = regression.comparison_table(
+        metrics(90.0, precision="bf16"), metrics(90.0, precision="float32"), tolerance=1.0
+    )
+    row = next(line for line in table.splitlines() if line.startswith("precision"))
+    assert row.split() == ["precision", "bf16", "float32", "differs"]
