@@ -249,13 +249,19 @@ def dataset_name(info: dict[str, Any], split: str) -> str:
     """The dataset a question file comes from, read from its own `info` and split name.
 
     What results say about their data comes from here, never from a parameter a user may
-    forget to change: "mini-CLEVR" (this project's generator), "CLEVR v1.0", "CLEVR-CoGenT v1.0"
-    (CoGenT's split names), or another generator's own name.
+    forget to change: "mini-CLEVR" (this project's generator in its own look and language;
+    "mini-CLEVR (look clevr, language clevr)" in CLEVR's, as `info` says), "CLEVR v1.0",
+    "CLEVR-CoGenT v1.0" (CoGenT's split names), or another generator's own name.
     """
     cogent = split in COGENT_SPLITS
     generator = info.get("generator")
     if generator == MINI_GENERATOR:
-        return "mini-CoGenT" if cogent else "mini-CLEVR"
+        name = "mini-CoGenT" if cogent else "mini-CLEVR"
+        # Results of one look or language do not compare with another's (the gate's context).
+        style = {key: info.get(key, "mini") for key in ("look", "language")}
+        if set(style.values()) == {"mini"}:
+            return name
+        return f"{name} ({', '.join(f'{key} {value}' for key, value in style.items())})"
     if generator:
         return str(generator)
     name = "CLEVR-CoGenT" if cogent else "CLEVR"

@@ -291,6 +291,10 @@ def test_report_names_the_dataset_from_the_files_own_info(tmp_path):
 
 def test_dataset_names():
     assert clevr.dataset_name({"generator": clevr.MINI_GENERATOR}, "train") == "mini-CLEVR"
+    clevr_look = {"generator": clevr.MINI_GENERATOR, "look": "clevr", "language": "clevr"}
+    assert clevr.dataset_name(clevr_look, "val") == "mini-CLEVR (look clevr, language clevr)"
+    clevr_words = {**clevr_look, "look": "mini"}
+    assert clevr.dataset_name(clevr_words, "trainA") == "mini-CoGenT (look mini, language clevr)"
     assert clevr.dataset_name({"generator": clevr.MINI_GENERATOR}, "valB") == "mini-CoGenT"
     assert clevr.dataset_name({"version": "1.0"}, "val") == "CLEVR v1.0"
     assert clevr.dataset_name({"version": "1.0"}, "trainA") == "CLEVR-CoGenT v1.0"
