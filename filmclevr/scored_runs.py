@@ -8,6 +8,9 @@ evaluation's code (both engines would retrain the model after an edit of `evalua
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import logging
 import shutil
 import tempfile
 import time
@@ -17,7 +20,10 @@ from typing import Any
 
 from filmclevr import shards
 from filmclevr.evaluate import Evaluation, evaluate
+from filmclevr.fileio import read_json, write_json_atomic
 from filmclevr.runs import Changes, RunPlan, plan_run, train_run
+
+log = logging.getLogger(__name__)
 
 
 def evaluate_run(
@@ -132,3 +138,68 @@ def train_and_score(
         "samples_per_s": run.summaries[-1]["samples_per_s"],
         "seconds": time.perf_counter() - start,
     }
+
+
+def numeric_path(params: Mapping[str, Any]) -> str:
+    """The precision a run of the profile trains in here: "bf16" where its recipe asks for bf16
+    and this machine computes it natively, else "float32" (as `train.bf16_to_use` decides)."""
+    from filmclevr.distributed import resolve_device
+    from filmclevr.train import TrainConfig, bf16_to_use
+
+    recipe = TrainConfig.from_dict(params["train_model"])
+    device = resolve_device(recipe.device, setting="train_model.device")
+    return "bf16" if bf16_to_use(device, recipe.bf16) else "float32"
+
+
+class KeptRuns:
+    """The runs of a long measurement, kept in a JSON file as each finishes, so that a killed
+    measurement started again (another session, another day) trains only the runs it lacks.
+
+    The file records what its runs are comparable under: the digest of the resolved parameters
+    and the numeric path (`numeric_path`; seeds spread differently in bf16 and float32). A file
+    of other parameters or another path is refused, never mixed in. Without a path nothing is
+    kept.
+    """
+
+    def __init__(self, path: Path | None, params: Mapping[str, Any], precision: str) -> None:
+        self.path = path
+        digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+        self.under = {"params_sha256": digest, "profile": params["profile"], "precision": precision}
+        self.runs: dict[str, Any] = {}
+        if path is not None and path.exists():
+            document = read_json(path)
+            if not isinstance(document, dict) or not isinstance(document.get("runs"), dict):
+                raise ValueError(f"{path}: not a file of kept runs (needs 'under' and 'runs')")
+            if document.get("under") != self.under:
+                raise ValueError(
+                    f"{path}: its runs were made under {document.get('under')}, this "
+                    f"measurement is under {self.under}; name another file to start afresh"
+                )
+            self.runs = document["runs"]
+            log.warning("%s: %d runs kept by an earlier start are reused", path, len(self.runs))
+
+    @staticmethod
+    def key(
+        params: Mapping[str, Any],
+        *,
+        model: Changes | None = None,
+        train: Changes | None = None,
+        breakage: str | None = None,
+    ) -> str:
+        """What a run is: its model and recipe as resolved (`plan_run`) and the name of the
+        breakage injected, if any. Two studies asking for the same run share it."""
+        plan = plan_run(params, model=model, train=train, curriculum=False)
+        what = {
+            "model": dataclasses.asdict(plan.model),
+            "train": dataclasses.asdict(plan.train_config),
+            "breakage": breakage,
+        }
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.runs.get(key)
+
+    def add(self, key: str, run: Mapping[str, Any]) -> None:
+        self.runs[key] = dict(run)
+        if self.path is not None:
+            write_json_atomic(self.path, {"under": self.under, "runs": self.runs}, indent=1)

@@ -165,3 +165,34 @@ def test_a_run_under_the_hook_trains_validates_and_scores_on_the_broken_data(
     records = json.loads((data["root"] / "tokens/val.json").read_text())["questions"]
     yes = sum(r["answer"] == YES for r in records) / len(records)
     assert 0 < yes < 1 and broken["overall"] == pytest.approx(100 * yes, abs=0.01)
+
+
+# --- Runs of a long measurement kept as they finish ----------------------------------------------
+def test_a_run_is_known_by_what_it_trains_whatever_changes_name_it() -> None:
+    from filmclevr.scored_runs import KeptRuns
+
+    same = KeptRuns.key(PARAMS, train={"seed": 1, "shuffle_buffer": TRAIN["shuffle_buffer"]})
+    assert same == KeptRuns.key(PARAMS, train={"seed": 1})  # a change to what it already is
+    assert KeptRuns.key(PARAMS, train={"seed": 5}) != same
+    assert KeptRuns.key(PARAMS, train={"seed": 1}, breakage="blank_images") != same
+    assert KeptRuns.key(PARAMS, model={"num_blocks": 2}, train={"seed": 1}) != same
+
+
+def test_kept_runs_are_reused_after_a_restart_and_never_mixed_with_others(tmp_path) -> None:
+    from filmclevr.scored_runs import KeptRuns
+
+    path = tmp_path / "runs.json"
+    kept = KeptRuns(path, PARAMS, "float32")
+    kept.add("a", {"overall": 51.0})
+    again = KeptRuns(path, PARAMS, "float32")  # another start: the run is there, not retrained
+    assert again.get("a") == {"overall": 51.0} and again.get("b") is None
+    again.add("b", {"overall": 49.0})
+    assert json.loads(path.read_text())["runs"] == {"a": {"overall": 51.0}, "b": {"overall": 49.0}}
+    with pytest.raises(ValueError, match="runs.json: its runs were made under"):
+        KeptRuns(path, PARAMS, "bf16")  # seeds of another numeric path spread otherwise
+    with pytest.raises(ValueError, match="runs.json: its runs were made under"):
+        KeptRuns(path, {**PARAMS, "train_model": {**TRAIN, "max_epochs": 3}}, "float32")
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a file of kept runs"):
+        KeptRuns(path, PARAMS, "float32")
+    assert KeptRuns(None, PARAMS, "float32").get("a") is None  # no file: nothing kept

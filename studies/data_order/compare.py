@@ -18,6 +18,9 @@ spread. Each run takes about as long as the profile's training (the demo: 5 minu
 so the default, 4 variants x 5 seeds, is 20 trainings. `--epochs N` trains N epochs instead of
 the profile's `max_epochs` (a CLEVR-sized profile's first epochs); a decaying learning rate
 then decays over those N, so compare such runs with one another, not with the profile's.
+`--json` keeps every run as it finishes (`scored_runs.KeptRuns`): started again with the same
+file, the script trains only what it lacks, and a file shared with
+`studies.gate_tolerances.seeds` lends it the default recipe's seeds it already trained.
 
     python -m studies.data_order.compare [--params params.yaml] [--seeds 0 1 2 3 4]
         [--only "shards, ones" "official, ones"] [--epochs N] [--json runs.json]
@@ -26,7 +29,6 @@ then decays over those N, so compare such runs with one another, not with the pr
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import statistics
@@ -34,7 +36,7 @@ from pathlib import Path
 
 from filmclevr import clevr
 from filmclevr.params import load_params
-from filmclevr.scored_runs import train_and_score
+from filmclevr.scored_runs import KeptRuns, numeric_path, train_and_score
 
 # name -> (train_model changes, model changes), on top of the profile's sections
 VARIANTS: dict[str, tuple[dict, dict]] = {
@@ -81,25 +83,28 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--only", nargs="+", choices=list(VARIANTS), help="run these variants only")
     p.add_argument("--epochs", type=int, help="train this many epochs (default: the profile's)")
-    p.add_argument("--json", type=Path, help="also write every run's accuracies here")
+    p.add_argument("--json", type=Path, help="keep every run here; its runs are reused")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     params = load_params(args.params)
+    kept = KeptRuns(args.json, params, numeric_path(params))
     results: dict[str, list[dict[str, float]]] = {}
     for name in args.only or VARIANTS:
-        train, model = VARIANTS[name]
+        changes, model = VARIANTS[name]
         if args.epochs is not None:
-            train = {**train, "max_epochs": args.epochs}
+            changes = {**changes, "max_epochs": args.epochs}
         for seed in args.seeds:
-            run = train_and_score(
-                params, data_dir=Path("data"), model=model, train={**train, "seed": seed}
-            )
+            train = {**changes, "seed": seed}
+            key = kept.key(params, model=model, train=train)
+            if kept.get(key) is None:
+                kept.add(
+                    key, train_and_score(params, data_dir=Path("data"), model=model, train=train)
+                )
+            run = kept.get(key)
             results.setdefault(name, []).append(measures(run))
             print(
                 f"{name}, seed {seed}: {run['overall']:.2f}% ({run['seconds']:.0f} s)", flush=True
             )
-            if args.json:  # after every run: a long measurement keeps what it has done
-                args.json.write_text(json.dumps(results, indent=1))
     print_table(results)
 
 

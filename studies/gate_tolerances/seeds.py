@@ -24,9 +24,12 @@ temporary folder, evaluates each on the validation split, and prints:
 The breakages are applied to the shard loader's batches (the batch_transform of
 `filmclevr.scored_runs.train_and_score`), the one path training and evaluation share: the bug a
 broken data stage would cause. The default run of this script is 5 seeds and 3 breakages, each
-one demo training. Nothing is written outside the temporary folders.
+one demo training. `--json` keeps every run as it finishes (`scored_runs.KeptRuns`): started
+again with the same file, parameters and numeric path, the script trains only the runs the file
+lacks, so a measurement of hours may span several sessions.
 
     python -m studies.gate_tolerances.seeds [--params params.yaml] [--seeds 0 1 2 3 4]
+        [--json runs.json]
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from filmclevr import shards
 from filmclevr.model import ABLATIONS
 from filmclevr.params import load_params
 from filmclevr.regression import METRICS, check_regression, choose_baseline, tolerance_for
-from filmclevr.scored_runs import train_and_score
+from filmclevr.scored_runs import KeptRuns, numeric_path, train_and_score
 
 BASELINES = Path("results/baseline")  # the gate's, one per precision
 
@@ -100,7 +103,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--json", type=Path, help="also write every run's metrics here")
+    p.add_argument("--json", type=Path, help="keep every run here; its runs are reused")
     args = p.parse_args()
     if len(args.seeds) < 3:
         p.error("--seeds: give at least three, for a spread")
@@ -114,21 +117,21 @@ def main() -> None:
         "blank images": (first_seed, None, blank_images),
         "shuffled questions": (first_seed, None, shuffled_questions),
     })  # fmt: skip
+    precision = numeric_path(params)  # this CPU's: its seeds spread as its own
+    kept = KeptRuns(args.json, params, precision)
     runs = {}
     for name, (seed, model, breakage) in cases.items():
-        runs[name] = train_and_score(
-            params,
-            data_dir=Path("data"),
-            model=model,
-            train={"seed": seed},
-            batch_transform=breakage,
-        )
+        train = {"seed": seed}
+        key = kept.key(params, model=model, train=train, breakage=breakage and breakage.__name__)
+        if kept.get(key) is None:
+            kept.add(key, train_and_score(params, data_dir=Path("data"), model=model, train=train,
+                                          batch_transform=breakage))  # fmt: skip
+        runs[name] = kept.get(key)
         print(f"{name}: overall {runs[name]['overall']:.2f}% ({runs[name]['seconds']:.0f} s)",
               flush=True)  # fmt: skip
     seeds = [runs[f"seed {s}"] for s in args.seeds]
 
-    # This CPU's numeric path, and the tolerance CI would hold a run of it to.
-    precision = seeds[0]["context"]["precision"]
+    # The tolerance CI would hold a run of this numeric path to.
     _, gated_as, _ = choose_baseline(BASELINES, precision)
     tolerance = tolerance_for(written, gated_as)
     label = f"{params['profile']}, {precision}, {len(seeds)} runs"
@@ -147,8 +150,6 @@ def main() -> None:
     first_run = f"seed {first_seed}"
     print_gate(runs, first_run, tolerance, f"the profile's tolerance {json.dumps(tolerance)}")
     print_gate(runs, first_run, implied, "the implied tolerance")
-    if args.json:
-        args.json.write_text(json.dumps(runs, indent=1))
 
 
 if __name__ == "__main__":
