@@ -115,7 +115,8 @@ def choose_baseline(baseline: Path, precision: str | None) -> tuple[Path, str | 
             )
             return baseline / other / BASELINE_FILE, other, note
     raise ValueError(
-        f"{baseline} holds no baseline: expected {'/ or '.join(PRECISIONS)}/{BASELINE_FILE}"
+        f"{baseline} holds no baseline: expected "
+        + " or ".join(f"{p}/{BASELINE_FILE}" for p in PRECISIONS)
     )
 
 
