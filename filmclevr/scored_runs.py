@@ -155,16 +155,28 @@ class KeptRuns:
     """The runs of a long measurement, kept in a JSON file as each finishes, so that a killed
     measurement started again (another session, another day) trains only the runs it lacks.
 
-    The file records what its runs are comparable under: the digest of the resolved parameters
-    and the numeric path (`numeric_path`; seeds spread differently in bf16 and float32). A file
-    of other parameters or another path is refused, never mixed in. Without a path nothing is
-    kept.
+    The file records what its runs are comparable under: the digest of the parameters that make
+    a run (RUN_SECTIONS: its data, model, recipe and scoring; not the profile's name or its
+    other stages) and the numeric path (`numeric_path`; seeds spread differently in bf16 and
+    float32). A file of other parameters or another path is refused, never mixed in. Without a
+    path nothing is kept.
     """
+
+    RUN_SECTIONS = (
+        "get_data",
+        "resize_images",
+        "tokenize_questions",
+        "write_shards",
+        "model",
+        "train_model",
+        "evaluate_model",
+    )
 
     def __init__(self, path: Path | None, params: Mapping[str, Any], precision: str) -> None:
         self.path = path
-        digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
-        self.under = {"params_sha256": digest, "profile": params["profile"], "precision": precision}
+        making = {section: params.get(section) for section in self.RUN_SECTIONS}
+        digest = hashlib.sha256(json.dumps(making, sort_keys=True).encode()).hexdigest()
+        self.under = {"params_sha256": digest, "precision": precision}
         self.runs: dict[str, Any] = {}
         if path is not None and path.exists():
             document = read_json(path)

@@ -196,3 +196,7 @@ def test_kept_runs_are_reused_after_a_restart_and_never_mixed_with_others(tmp_pa
     with pytest.raises(ValueError, match="not a file of kept runs"):
         KeptRuns(path, PARAMS, "float32")
     assert KeptRuns(None, PARAMS, "float32").get("a") is None  # no file: nothing kept
+    path.unlink()
+    KeptRuns(path, PARAMS, "float32").add("a", {"overall": 51.0})
+    renamed = {**PARAMS, "profile": "other", "regression": {"tolerance": 1}}
+    assert KeptRuns(path, renamed, "float32").get("a") == {"overall": 51.0}  # the same runs
