@@ -174,6 +174,7 @@ class KeptRuns:
 
     def __init__(self, path: Path | None, params: Mapping[str, Any], precision: str) -> None:
         self.path = path
+        self.params = params
         making = {section: params.get(section) for section in self.RUN_SECTIONS}
         digest = hashlib.sha256(json.dumps(making, sort_keys=True).encode()).hexdigest()
         self.under = {"params_sha256": digest, "precision": precision}
@@ -210,6 +211,26 @@ class KeptRuns:
 
     def get(self, key: str) -> dict[str, Any] | None:
         return self.runs.get(key)
+
+    def train_and_score(
+        self,
+        *,
+        data_dir: Path,
+        model: Changes | None = None,
+        train: Changes | None = None,
+        batch_transform: shards.BatchTransform | None = None,
+    ) -> dict[str, Any]:
+        """The kept run of the profile with these changes, or `train_and_score` of it, kept;
+        a breakage is known by its function's name."""
+        breakage = batch_transform.__name__ if batch_transform is not None else None
+        key = self.key(self.params, model=model, train=train, breakage=breakage)
+        if self.get(key) is None:
+            run = train_and_score(
+                self.params, data_dir=data_dir, model=model, train=train,
+                batch_transform=batch_transform,
+            )  # fmt: skip
+            self.add(key, run)
+        return self.runs[key]
 
     def add(self, key: str, run: Mapping[str, Any]) -> None:
         self.runs[key] = dict(run)

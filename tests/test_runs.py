@@ -200,3 +200,21 @@ def test_kept_runs_are_reused_after_a_restart_and_never_mixed_with_others(tmp_pa
     KeptRuns(path, PARAMS, "float32").add("a", {"overall": 51.0})
     renamed = {**PARAMS, "profile": "other", "regression": {"tolerance": 1}}
     assert KeptRuns(path, renamed, "float32").get("a") == {"overall": 51.0}  # the same runs
+
+
+def test_a_kept_run_is_trained_once_and_read_back_after_a_restart(
+    data: dict[str, Path], tmp_path: Path
+) -> None:
+    from filmclevr.scored_runs import KeptRuns
+
+    path = tmp_path / "runs.json"
+    first = KeptRuns(path, PARAMS, "float32").train_and_score(
+        data_dir=data["root"], train={"seed": 1}, batch_transform=blank_images
+    )
+    again = KeptRuns(path, PARAMS, "float32")
+    # The same run (its own timing included, so not trained again), known with its breakage.
+    assert again.train_and_score(
+        data_dir=data["root"], train={"seed": 1}, batch_transform=blank_images
+    ) == json.loads(json.dumps(first))
+    key = KeptRuns.key(PARAMS, train={"seed": 1}, breakage="blank_images")
+    assert list(again.runs) == [key]

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from filmclevr import clevr
 from filmclevr.params import load_params
-from filmclevr.scored_runs import KeptRuns, numeric_path, train_and_score
+from filmclevr.scored_runs import KeptRuns, numeric_path
 
 # name -> (train_model changes, model changes), on top of the profile's sections
 VARIANTS: dict[str, tuple[dict, dict]] = {
@@ -95,12 +95,7 @@ def main() -> None:
             changes = {**changes, "max_epochs": args.epochs}
         for seed in args.seeds:
             train = {**changes, "seed": seed}
-            key = kept.key(params, model=model, train=train)
-            if kept.get(key) is None:
-                kept.add(
-                    key, train_and_score(params, data_dir=Path("data"), model=model, train=train)
-                )
-            run = kept.get(key)
+            run = kept.train_and_score(data_dir=Path("data"), model=model, train=train)
             results.setdefault(name, []).append(measures(run))
             print(
                 f"{name}, seed {seed}: {run['overall']:.2f}% ({run['seconds']:.0f} s)", flush=True

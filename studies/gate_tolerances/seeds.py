@@ -46,7 +46,7 @@ from filmclevr import shards
 from filmclevr.model import ABLATIONS
 from filmclevr.params import load_params
 from filmclevr.regression import METRICS, check_regression, choose_baseline, tolerance_for
-from filmclevr.scored_runs import KeptRuns, numeric_path, train_and_score
+from filmclevr.scored_runs import KeptRuns, numeric_path
 
 BASELINES = Path("results/baseline")  # the gate's, one per precision
 
@@ -121,12 +121,9 @@ def main() -> None:
     kept = KeptRuns(args.json, params, precision)
     runs = {}
     for name, (seed, model, breakage) in cases.items():
-        train = {"seed": seed}
-        key = kept.key(params, model=model, train=train, breakage=breakage and breakage.__name__)
-        if kept.get(key) is None:
-            kept.add(key, train_and_score(params, data_dir=Path("data"), model=model, train=train,
-                                          batch_transform=breakage))  # fmt: skip
-        runs[name] = kept.get(key)
+        runs[name] = kept.train_and_score(
+            data_dir=Path("data"), model=model, train={"seed": seed}, batch_transform=breakage
+        )
         print(f"{name}: overall {runs[name]['overall']:.2f}% ({runs[name]['seconds']:.0f} s)",
               flush=True)  # fmt: skip
     seeds = [runs[f"seed {s}"] for s in args.seeds]
