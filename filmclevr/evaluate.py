@@ -72,9 +72,12 @@ def training_precision(checkpoint: Mapping[str, Any]) -> str | None:
     checkpoint does not say): its recipe's `bf16` as the run resolved it, false on a CPU that
     would emulate bfloat16. Runs of one path spread alike over seeds, the two paths apart."""
     recipe = checkpoint.get("train_config") or {}
-    if "bf16" not in recipe:
-        return None
-    return "bf16" if recipe["bf16"] else "float32"
+    return precision_name(recipe["bf16"]) if "bf16" in recipe else None
+
+
+def precision_name(bf16: bool) -> str:
+    """What results call a numeric path: "bf16" or "float32"."""
+    return "bf16" if bf16 else "float32"
 
 
 # --- Metrics ------------------------------------------------------------------------------------

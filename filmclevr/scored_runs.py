@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from filmclevr import shards
-from filmclevr.evaluate import Evaluation, evaluate
+from filmclevr.evaluate import Evaluation, evaluate, precision_name
 from filmclevr.fileio import read_json, write_json_atomic
 from filmclevr.runs import Changes, RunPlan, plan_run, train_run
 
@@ -148,7 +148,7 @@ def numeric_path(params: Mapping[str, Any]) -> str:
 
     recipe = TrainConfig.from_dict(params["train_model"])
     device = resolve_device(recipe.device, setting="train_model.device")
-    return "bf16" if bf16_to_use(device, recipe.bf16) else "float32"
+    return precision_name(bf16_to_use(device, recipe.bf16))
 
 
 class KeptRuns:
