@@ -24,12 +24,15 @@ temporary folder, evaluates each on the validation split, and prints:
 The breakages are applied to the shard loader's batches (the batch_transform of
 `filmclevr.scored_runs.train_and_score`), the one path training and evaluation share: the bug a
 broken data stage would cause. The default run of this script is 5 seeds and 3 breakages, each
-one demo training. `--json` keeps every run as it finishes (`scored_runs.KeptRuns`): started
-again with the same file, parameters and numeric path, the script trains only the runs the file
-lacks, so a measurement of hours may span several sessions.
+one demo training (`--no-breakages`: the seeds alone). `--json` keeps every run as it finishes
+(`scored_runs.KeptRuns`): started again with the same file, parameters and numeric path, the
+script trains only the runs the file lacks, so a measurement of hours may span several
+sessions. `--summary` writes what it prints
+as JSON: each run's accuracies by name, the spread, the implied tolerance and each gate's
+verdict (the file docs/gate.md's tables are read from).
 
     python -m studies.gate_tolerances.seeds [--params params.yaml] [--seeds 0 1 2 3 4]
-        [--json runs.json]
+        [--json runs.json] [--summary summary.json]
 """
 
 from __future__ import annotations
@@ -43,12 +46,11 @@ import statistics
 from pathlib import Path
 
 from filmclevr import shards
+from filmclevr.fileio import write_json_atomic
 from filmclevr.model import ABLATIONS
 from filmclevr.params import load_params
 from filmclevr.regression import METRICS, check_regression, choose_baseline, tolerance_for
 from filmclevr.scored_runs import KeptRuns, numeric_path
-
-BASELINES = Path("results/baseline")  # the gate's, one per precision
 
 
 def blank_images(batch: shards.Batch) -> shards.Batch:
@@ -85,9 +87,11 @@ def binomial_error(accuracy: float, questions: int) -> float:
     return 100 * math.sqrt(accuracy / 100 * (1 - accuracy / 100) / questions)
 
 
-def print_gate(runs: dict, first: str, tolerance, label: str) -> None:
+def print_gate(runs: dict, first: str, tolerance, label: str) -> dict[str, dict]:
+    """Print the gate of each run against `first` at `tolerance`; return each run's verdict."""
     print(f"\nThe gate at {label} against {first}:")
     print(f"{'run':<20} {'expected':>8} {'gate':>5}  overall  first failure")
+    verdicts = {}
     for name, metrics in runs.items():
         if name == first:
             continue
@@ -97,14 +101,23 @@ def print_gate(runs: dict, first: str, tolerance, label: str) -> None:
         verdict = "" if gate == expected else "  <-- NOT AS IT MUST BE"
         print(f"{name:<20} {expected:>8} {gate:>5}  {metrics['overall']:6.2f}  "
               f"{failures[0] if failures else '-'}{verdict}")  # fmt: skip
+        verdicts[name] = {"expected": expected, "gate": gate, "failures": failures}
+    return verdicts
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--json", type=Path, help="keep every run here; its runs are reused")
-    args = p.parse_args()
+    p.add_argument("--summary", type=Path, help="write the printed tables here as JSON")
+    p.add_argument("--no-breakages", action="store_true",
+                   help="the seeds alone, before the breakages are trained")  # fmt: skip
+    p.add_argument(
+        "--baseline", type=Path, default=Path("results/baseline"),
+        help="the gate's baselines, one per precision (which tolerance CI holds)",
+    )  # fmt: skip
+    args = p.parse_args(argv)
     if len(args.seeds) < 3:
         p.error("--seeds: give at least three, for a spread")
     logging.basicConfig(level=logging.WARNING)
@@ -112,11 +125,12 @@ def main() -> None:
     written = params["regression"]["tolerance"]
     cases = {f"seed {s}": (s, None, None) for s in args.seeds}  # (seed, model change, breakage)
     first_seed = args.seeds[0]
-    cases.update({
-        "no FiLM": (first_seed, ABLATIONS["no_film_blocks1_4"], None),
-        "blank images": (first_seed, None, blank_images),
-        "shuffled questions": (first_seed, None, shuffled_questions),
-    })  # fmt: skip
+    if not args.no_breakages:
+        cases.update({
+            "no FiLM": (first_seed, ABLATIONS["no_film_blocks1_4"], None),
+            "blank images": (first_seed, None, blank_images),
+            "shuffled questions": (first_seed, None, shuffled_questions),
+        })  # fmt: skip
     precision = numeric_path(params)  # this CPU's: its seeds spread as its own
     kept = KeptRuns(args.json, params, precision)
     runs = {}
@@ -129,24 +143,43 @@ def main() -> None:
     seeds = [runs[f"seed {s}"] for s in args.seeds]
 
     # The tolerance CI would hold a run of this numeric path to.
-    _, gated_as, _ = choose_baseline(BASELINES, precision)
+    _, gated_as, _ = choose_baseline(args.baseline, precision)
     tolerance = tolerance_for(written, gated_as)
     label = f"{params['profile']}, {precision}, {len(seeds)} runs"
     print(f"\nSpread over seeds {args.seeds} ({label}):")
     print(f"{'metric':<18} {'n':>5} {'mean':>6} {'sigma':>5} {'range':>6} {'binom':>5} "
           f"{'tol':>5}  " + " ".join(f"{'seed ' + str(s):>7}" for s in args.seeds))  # fmt: skip
-    implied = {}
+    implied, spread = {}, {}
     for name in METRICS:
         values, n = [_value(m, name) for m in seeds], _count(seeds[0], name)
         mean = statistics.mean(values)
         implied[name] = implied_tolerance(values, binomial_error(mean, n))
+        spread[name] = {
+            "questions": n, "mean": mean, "sigma": statistics.stdev(values),
+            "range": max(values) - min(values), "binomial_error": binomial_error(mean, n),
+            "implied_tolerance": implied[name],
+        }  # fmt: skip
         print(f"{name:<18} {n:5d} {mean:6.2f} {statistics.stdev(values):5.2f} "
               f"{max(values) - min(values):6.2f} {binomial_error(mean, n):5.2f} "
               f"{implied[name]:5.1f}  " + " ".join(f"{v:7.2f}" for v in values))  # fmt: skip
     print(f"implied regression.tolerance.{precision}: " + json.dumps(implied))
     first_run = f"seed {first_seed}"
-    print_gate(runs, first_run, tolerance, f"the profile's tolerance {json.dumps(tolerance)}")
-    print_gate(runs, first_run, implied, "the implied tolerance")
+    at_profile = print_gate(
+        runs, first_run, tolerance, f"the profile's tolerance {json.dumps(tolerance)}"
+    )
+    at_implied = print_gate(runs, first_run, implied, "the implied tolerance")
+    if args.summary is not None:
+        write_json_atomic(args.summary, {
+            "profile": params["profile"], "precision": precision, "seeds": args.seeds,
+            "runs": {name: {key: run[key] for key in ("overall", "columns", "counts", "context",
+                                                      "history", "seconds")}
+                     for name, run in runs.items()},
+            "spread": spread,
+            "implied_tolerance": implied,
+            "gate": {"against": first_run,
+                     "profile_tolerance": {"tolerance": tolerance, "runs": at_profile},
+                     "implied_tolerance": {"tolerance": implied, "runs": at_implied}},
+        }, indent=1)  # fmt: skip
 
 
 if __name__ == "__main__":

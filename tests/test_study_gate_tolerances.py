@@ -1,0 +1,123 @@
+"""The gate-tolerance study, restarted on kept runs: it trains nothing, and what it prints and
+writes (--summary) is the spread, the implied tolerance and each gate's verdict."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from filmclevr.params import load_params
+from filmclevr.regression import METRICS
+from filmclevr.scored_runs import KeptRuns, numeric_path
+from studies.gate_tolerances import seeds as study
+
+ROOT = Path(__file__).resolve().parents[1]
+COUNTS = {"overall": 1000, "count": 250, "exist": 150, "compare_numbers": 100,
+          "query_attribute": 350, "compare_attribute": 150}  # fmt: skip
+
+
+def _run(overall: float, shift: float = 0.0) -> dict:
+    columns = {name: 50.0 + shift for name in METRICS if name != "overall"}
+    return {
+        "overall": overall,
+        "columns": columns,
+        "counts": {
+            "overall": COUNTS["overall"],
+            "columns": {k: v for k, v in COUNTS.items() if k != "overall"},
+        },  # fmt: skip
+        "context": {"dataset": "mini-CLEVR", "split": "val", "profile": "mini"},
+        "history": [],
+        "seconds": 1.0,
+    }
+
+
+def _kept_file(tmp_path: Path, params: dict, seeds: dict[int, dict], broken: list) -> Path:
+    """A --json file holding every run the study asks for, as an earlier start left it."""
+    kept = KeptRuns(tmp_path / "runs.json", params, numeric_path(params))
+    for seed, run in seeds.items():
+        kept.add(KeptRuns.key(params, train={"seed": seed}), run)
+    first = min(seeds)
+    for model, breakage, run in broken:
+        kept.add(KeptRuns.key(params, model=model, train={"seed": first}, breakage=breakage), run)
+    return kept.path
+
+
+def test_a_restart_on_kept_runs_trains_nothing_and_summarises_them(tmp_path, capsys, monkeypatch):
+    params = load_params(ROOT / "params.yaml")
+    params["regression"]["tolerance"] = 2.0  # one value for every metric and precision
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    seed_overall = {0: 50.0, 1: 50.4, 2: 49.8}
+    seeds = {s: _run(v, shift=v - 50.0) for s, v in seed_overall.items()}
+    broken = [  # (model change, breakage, run)
+        (study.ABLATIONS["no_film_blocks1_4"], None, _run(20.0, shift=-30)),
+        (None, "blank_images", _run(40.0, shift=-10)),
+        (None, "shuffled_questions", _run(42.0, shift=-8)),
+    ]
+    kept = _kept_file(tmp_path, params, seeds, broken)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a kept run was trained again")
+
+    monkeypatch.setattr("filmclevr.scored_runs.train_and_score", no_training)
+    baselines = tmp_path / "baseline"
+    (baselines / "float32").mkdir(parents=True)
+    (baselines / "float32" / "metrics.json").write_text(json.dumps(_run(50.0)))
+    summary_path = tmp_path / "summary.json"
+    study.main(["--params", str(params_file), "--seeds", "0", "1", "2",
+                "--json", str(kept), "--summary", str(summary_path),
+                "--baseline", str(baselines)])  # fmt: skip
+
+    summary = json.loads(summary_path.read_text())
+    assert summary["seeds"] == [0, 1, 2]
+    assert summary["runs"]["seed 1"]["overall"] == 50.4
+    overall = summary["spread"]["overall"]
+    values = list(seed_overall.values())
+    assert overall["mean"] == pytest.approx(statistics.mean(values))
+    assert overall["sigma"] == pytest.approx(statistics.stdev(values))
+    assert overall["range"] == pytest.approx(0.6)
+    binomial = 100 * math.sqrt(0.5007 * 0.4993 / 1000)
+    assert overall["binomial_error"] == pytest.approx(binomial, rel=1e-3)
+    # 3 binomial errors (4.74) outweigh 3 x sqrt(2) x sigma (1.30); rounded up to half a point
+    assert summary["implied_tolerance"]["overall"] == 5.0
+    verdicts = summary["gate"]["implied_tolerance"]["runs"]
+    assert {name: v["gate"] for name, v in verdicts.items()} == {
+        "seed 1": "pass", "seed 2": "pass",
+        "no FiLM": "fail", "blank images": "fail", "shuffled questions": "fail",
+    }  # fmt: skip
+    assert all(v["gate"] == v["expected"] for v in verdicts.values())
+    at_profile = summary["gate"]["profile_tolerance"]
+    assert at_profile["tolerance"] == 2.0
+    assert at_profile["runs"]["seed 2"]["gate"] == "pass"  # 0.2 below seed 0, and columns 0.2
+    assert at_profile["runs"]["blank images"]["failures"]
+    printed = capsys.readouterr().out
+    assert "NOT AS IT MUST BE" not in printed
+    assert "implied regression.tolerance." in printed
+
+
+def test_without_breakages_only_the_seeds_are_asked_for(tmp_path, monkeypatch):
+    params = load_params(ROOT / "params.yaml")
+    params["regression"]["tolerance"] = 2.0
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    kept = _kept_file(tmp_path, params, {s: _run(50.0 + s / 10) for s in (1, 2, 3)}, [])
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a run the file lacks was trained: a breakage was asked for")
+
+    monkeypatch.setattr("filmclevr.scored_runs.train_and_score", no_training)
+    baselines = tmp_path / "baseline"
+    (baselines / "bf16").mkdir(parents=True)
+    (baselines / "bf16" / "metrics.json").write_text(json.dumps(_run(50.0)))
+    summary_path = tmp_path / "summary.json"
+    study.main(["--params", str(params_file), "--seeds", "1", "2", "3", "--no-breakages",
+                "--json", str(kept), "--summary", str(summary_path),
+                "--baseline", str(baselines)])  # fmt: skip
+    summary = json.loads(summary_path.read_text())
+    assert list(summary["runs"]) == ["seed 1", "seed 2", "seed 3"]
+    assert set(summary["gate"]["implied_tolerance"]["runs"]) == {"seed 2", "seed 3"}
