@@ -47,11 +47,34 @@ def _kept_file(tmp_path: Path, params: dict, seeds: dict[int, dict], broken: lis
     return kept.path
 
 
-def test_a_restart_on_kept_runs_trains_nothing_and_summarises_them(tmp_path, capsys, monkeypatch):
+def _params(tmp_path: Path) -> tuple[dict, Path]:
+    """The demo's parameters with one tolerance for every metric and precision, as a file."""
     params = load_params(ROOT / "params.yaml")
-    params["regression"]["tolerance"] = 2.0  # one value for every metric and precision
+    params["regression"]["tolerance"] = 2.0
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params))
+    return params, params_file
+
+
+def _study_without_training(tmp_path, monkeypatch, params_file, kept, *args) -> dict:
+    """The study on kept runs alone (training fails the test), against a baseline folder of
+    one precision; its --summary."""
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a run the kept file lacks was trained")
+
+    monkeypatch.setattr("filmclevr.scored_runs.train_and_score", no_training)
+    baselines = tmp_path / "baseline"
+    (baselines / "bf16").mkdir(parents=True)
+    (baselines / "bf16" / "metrics.json").write_text(json.dumps(_run(50.0)))
+    summary_path = tmp_path / "summary.json"
+    study.main(["--params", str(params_file), "--json", str(kept), "--summary",
+                str(summary_path), "--baseline", str(baselines), *args])  # fmt: skip
+    return json.loads(summary_path.read_text())
+
+
+def test_a_restart_on_kept_runs_trains_nothing_and_summarises_them(tmp_path, capsys, monkeypatch):
+    params, params_file = _params(tmp_path)
     seed_overall = {0: 50.0, 1: 50.4, 2: 49.8}
     seeds = {s: _run(v, shift=v - 50.0) for s, v in seed_overall.items()}
     broken = [  # (model change, breakage, run)
@@ -60,20 +83,10 @@ def test_a_restart_on_kept_runs_trains_nothing_and_summarises_them(tmp_path, cap
         (None, "shuffled_questions", _run(42.0, shift=-8)),
     ]
     kept = _kept_file(tmp_path, params, seeds, broken)
+    summary = _study_without_training(
+        tmp_path, monkeypatch, params_file, kept, "--seeds", "0", "1", "2"
+    )
 
-    def no_training(*args, **kwargs):
-        raise AssertionError("a kept run was trained again")
-
-    monkeypatch.setattr("filmclevr.scored_runs.train_and_score", no_training)
-    baselines = tmp_path / "baseline"
-    (baselines / "float32").mkdir(parents=True)
-    (baselines / "float32" / "metrics.json").write_text(json.dumps(_run(50.0)))
-    summary_path = tmp_path / "summary.json"
-    study.main(["--params", str(params_file), "--seeds", "0", "1", "2",
-                "--json", str(kept), "--summary", str(summary_path),
-                "--baseline", str(baselines)])  # fmt: skip
-
-    summary = json.loads(summary_path.read_text())
     assert summary["seeds"] == [0, 1, 2]
     assert summary["runs"]["seed 1"]["overall"] == 50.4
     overall = summary["spread"]["overall"]
@@ -101,23 +114,10 @@ def test_a_restart_on_kept_runs_trains_nothing_and_summarises_them(tmp_path, cap
 
 
 def test_without_breakages_only_the_seeds_are_asked_for(tmp_path, monkeypatch):
-    params = load_params(ROOT / "params.yaml")
-    params["regression"]["tolerance"] = 2.0
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(params))
+    params, params_file = _params(tmp_path)
     kept = _kept_file(tmp_path, params, {s: _run(50.0 + s / 10) for s in (1, 2, 3)}, [])
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("a run the file lacks was trained: a breakage was asked for")
-
-    monkeypatch.setattr("filmclevr.scored_runs.train_and_score", no_training)
-    baselines = tmp_path / "baseline"
-    (baselines / "bf16").mkdir(parents=True)
-    (baselines / "bf16" / "metrics.json").write_text(json.dumps(_run(50.0)))
-    summary_path = tmp_path / "summary.json"
-    study.main(["--params", str(params_file), "--seeds", "1", "2", "3", "--no-breakages",
-                "--json", str(kept), "--summary", str(summary_path),
-                "--baseline", str(baselines)])  # fmt: skip
-    summary = json.loads(summary_path.read_text())
+    summary = _study_without_training(
+        tmp_path, monkeypatch, params_file, kept, "--seeds", "1", "2", "3", "--no-breakages"
+    )
     assert list(summary["runs"]) == ["seed 1", "seed 2", "seed 3"]
     assert set(summary["gate"]["implied_tolerance"]["runs"]) == {"seed 2", "seed 3"}
