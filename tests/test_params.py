@@ -210,24 +210,27 @@ def test_a_base_is_found_beside_the_profile_and_chains(tmp_path: Path, monkeypat
 
 
 def test_replace_gives_a_mapping_whole(tmp_path: Path) -> None:
-    look = profile(
-        tmp_path, "look.yaml", f"base: {DEMO}\nprofile: look\nget_data: {{mini: {{look: clevr}}}}\n"
+    mix = profile(
+        tmp_path,
+        "mix.yaml",
+        f"base: {DEMO}\nprofile: mix\nget_data: {{mini: {{question_mix: clevr}}}}\n",
     )
-    assert load_params(look)["get_data"]["mini"]["look"] == "clevr"
+    assert load_params(mix)["get_data"]["mini"]["question_mix"] == "clevr"
     mini = copy.deepcopy(load_params(DEMO)["get_data"]["mini"])
+    assert "question_mix" not in mini
     plain = profile(
         tmp_path,
         "plain.yaml",
         yaml.safe_dump(
             {
-                "base": "look.yaml",
+                "base": "mix.yaml",
                 "profile": "plain",
                 "replace": ["get_data.mini"],
                 "get_data": {"mini": mini},
             }
         ),
     )
-    assert "look" not in load_params(plain)["get_data"]["mini"]
+    assert "question_mix" not in load_params(plain)["get_data"]["mini"]
     assert load_params(plain)["get_data"]["mini"] == mini
 
 

@@ -106,8 +106,9 @@ def test_the_results_table_is_the_run_s(report):
     shown = base64.b64decode(table["data_uri"].partition("base64,")[2]).decode()
     metrics = json.loads((project / "results/metrics.json").read_text())
     overall = f"{metrics['overall']:.2f}"
-    assert f"<td>This run: CNN+GRU+FiLM (raw pixels)</td><td>mini-CoGenT / valA (profile " \
-        f"tiny-cogent)</td><td>{overall}</td>" in shown  # fmt: skip
+    assert f"<td>This run: CNN+GRU+FiLM (raw pixels)</td><td>{metrics['context']['dataset']} " \
+        f"/ valA (profile tiny-cogent)</td><td>{overall}</td>" in shown  # fmt: skip
+    assert metrics["context"]["dataset"].startswith("mini-CoGenT")
 
 
 def test_the_workflow_description_names_the_data_and_links_the_categories(report):

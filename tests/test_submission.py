@@ -324,9 +324,10 @@ def test_the_generator_arguments_of_a_profile():
 def test_the_answer_key_command(mini_run, tmp_path, capsys):
     params = tmp_path / "params.yaml"
     profile = load_params(ROOT / "params.yaml")
-    profile["get_data"]["mini"].update(
-        seed=MINI["seed"], questions_per_image=MINI["questions_per_image"], max_objects=5
-    )
+    profile["get_data"]["mini"].update(  # the tree's settings; the generator's own look
+        seed=MINI["seed"], questions_per_image=MINI["questions_per_image"], max_objects=5,
+        look="mini", language="mini",
+    )  # fmt: skip
     profile["get_data"]["mini"]["images"] = dict(MINI["splits"])
     params.write_text(json.dumps(profile))  # JSON is YAML
     key = tmp_path / "key.json"
