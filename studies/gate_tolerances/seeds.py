@@ -27,9 +27,8 @@ broken data stage would cause. The default run of this script is 5 seeds and 3 b
 one demo training (`--no-breakages`: the seeds alone). `--json` keeps every run as it finishes
 (`scored_runs.KeptRuns`): started again with the same file, parameters and numeric path, the
 script trains only the runs the file lacks, so a measurement of hours may span several
-sessions. `--summary` writes what it prints
-as JSON: each run's accuracies by name, the spread, the implied tolerance and each gate's
-verdict (the file docs/gate.md's tables are read from).
+sessions. `--summary` writes what it prints as JSON: each run's accuracies by name, the spread,
+the implied tolerance and each gate's verdict (the file docs/gate.md's tables are read from).
 
     python -m studies.gate_tolerances.seeds [--params params.yaml] [--seeds 0 1 2 3 4]
         [--json runs.json] [--summary summary.json]
@@ -153,15 +152,16 @@ def main(argv: list[str] | None = None) -> None:
     for name in METRICS:
         values, n = [_value(m, name) for m in seeds], _count(seeds[0], name)
         mean = statistics.mean(values)
-        implied[name] = implied_tolerance(values, binomial_error(mean, n))
-        spread[name] = {
+        binomial = binomial_error(mean, n)
+        implied[name] = implied_tolerance(values, binomial)
+        row = spread[name] = {
             "questions": n, "mean": mean, "sigma": statistics.stdev(values),
-            "range": max(values) - min(values), "binomial_error": binomial_error(mean, n),
+            "range": max(values) - min(values), "binomial_error": binomial,
             "implied_tolerance": implied[name],
         }  # fmt: skip
-        print(f"{name:<18} {n:5d} {mean:6.2f} {statistics.stdev(values):5.2f} "
-              f"{max(values) - min(values):6.2f} {binomial_error(mean, n):5.2f} "
-              f"{implied[name]:5.1f}  " + " ".join(f"{v:7.2f}" for v in values))  # fmt: skip
+        print(f"{name:<18} {n:5d} {mean:6.2f} {row['sigma']:5.2f} {row['range']:6.2f} "
+              f"{binomial:5.2f} {implied[name]:5.1f}  "
+              + " ".join(f"{v:7.2f}" for v in values))  # fmt: skip
     print(f"implied regression.tolerance.{precision}: " + json.dumps(implied))
     first_run = f"seed {first_seed}"
     at_profile = print_gate(
