@@ -15,7 +15,11 @@ table of per-core rates and ratios beside their baselines:
 
 Everything runs in one process and is timed in CPU seconds, so the rates are per core and
 hold on a busy machine. Usage:
-    python benchmarks/bench_data.py [--images 300] [--image-size 224]
+    python benchmarks/bench_data.py [--images 300] [--image-size 224] [--json FILE]
+
+`--json` also keeps the table, each row by a name, with the machine (CPU model, family, model
+number, the instruction sets that matter here) and the commit, so that a page can read the
+numbers of one run from it rather than have them typed in.
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from filmclevr import clevr
+from filmclevr import clevr, fileio
+from filmclevr.distributed import machine_description
+from filmclevr.evaluate import git_commit
 from filmclevr.resize import PNG_COMPRESS_LEVEL, resize_images
 from filmclevr.shards import load_index, question_loader, shard_paths, write_shards
 from filmclevr.tokenize import tokenize_questions
@@ -59,6 +65,29 @@ def timed(fn: Callable[[], object], repeats: int = 1) -> float:
         fn()
         best = min(best, cpu_seconds() - start)
     return best
+
+
+def cpu_identity() -> dict[str, object]:
+    """Which CPU kind this is: the model name alone can be the same for several generations
+    (a virtual machine's "AMD EPYC"), so also its family and model numbers and whether it has
+    the instruction sets that set the training's numeric path."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return {}
+    flags = set(fields.get("flags", "").split())
+    return {
+        "cpu_family": fields.get("cpu family"),
+        "cpu_model": fields.get("model"),
+        "cores": os.cpu_count(),
+        "instruction_sets": [
+            f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags
+        ],
+    }
 
 
 # --- Dataset ----------------------------------------------------------------------------------
@@ -238,6 +267,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--images", type=int, default=300, help="train images to build (default 300)")
     p.add_argument("--image-size", type=int, default=224, help="resized side (default 224)")
+    p.add_argument("--json", type=Path, help="also write the measurements here, by name")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
@@ -247,6 +277,7 @@ def main() -> None:
         tmp = Path(tmp)
         source, generate_rate = build_release(tmp / "clevr", args.images)
         rows.append(("generate mini-CLEVR (10 q/img)", f"{generate_rate:.1f} img/s", "", "", None))
+        rates = {"generate_mini_look": generate_rate}
         # CLEVR's look and language (get_data.mini.look/language: clevr) beside it, same images
         _, clevr_rate = build_release(tmp / "clevr-look", args.images, "clevr", "clevr")
         rows.append(
@@ -258,6 +289,10 @@ def main() -> None:
                 None,
             )
         )
+        rates |= {
+            "generate_clevr_look": clevr_rate,
+            "clevr_look_over_mini_look": clevr_rate / generate_rate,
+        }
 
         sources = sorted((tmp / "clevr" / "images" / "train").glob("*.png"))
         n = len(sources)
@@ -278,6 +313,7 @@ def main() -> None:
             (f"resize 480x320 -> {size} png", f"{resize:.0f} img/s", "decode source png only",
              f"{floor:.0f} img/s", resize / floor)
         )  # fmt: skip
+        rates |= {"resize": resize, "decode_source_png": floor}
         resized = sorted((tmp / "resized" / "train").glob("*.png"))
         rows += format_rows("format, this data", resized_images(resized[:100]))
         if generate_rate is not None:
@@ -304,6 +340,8 @@ def main() -> None:
         )
         write_hdf5(tmp / "features.h5", resized, size)
         h5_rate = len(records) / timed(lambda: read_hdf5(tmp / "features.h5", records), repeats=2)
+        rates |= {"read_shards": shard_rate, "read_png_per_question": files_rate,
+                  "read_hdf5_per_question": h5_rate}  # fmt: skip
         for name, rate in (("resized png file per question", files_rate),
                            ("hdf5 float32 per question (clevr-iep)", h5_rate)):  # fmt: skip
             rows.append(("read questions from shards", f"{shard_rate:.0f} q/s", name,
@@ -316,6 +354,7 @@ def main() -> None:
             ("shard bytes per image", f"{shard_bytes / n / 1e3:.1f} KB", "hdf5 float32 per image",
              f"{h5_bytes / n / 1e3:.1f} KB", shard_bytes / h5_bytes)
         )  # fmt: skip
+        rates |= {"shard_bytes_per_image": shard_bytes / n, "hdf5_bytes_per_image": h5_bytes / n}
 
     print(f"\ndata: {n} images, {len(records)} questions, {size}x{size}, source: {source}; "
           "rates per CPU-second (one process, best of 2-5 runs)\n")  # fmt: skip
@@ -326,6 +365,22 @@ def main() -> None:
         print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
         if k == 0:
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    if args.json:
+        fileio.write_json_atomic(
+            args.json,
+            {
+                "what": "benchmarks/bench_data.py: per-core rates (images/s, questions/s: per "
+                "CPU-second of one process) and bytes",
+                "machine": machine_description(torch.device("cpu")) | cpu_identity(),
+                "commit": git_commit(),
+                "images": n,
+                "questions": len(records),
+                "image_size": size,
+                "measurements": {name: round(value, 3) for name, value in rates.items()},
+                "table": [dict(zip(header, row, strict=True)) for row in table[1:]],
+            },
+        )
+        print(f"\nwrote {args.json}")
 
 
 if __name__ == "__main__":
