@@ -41,7 +41,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from filmclevr import clevr, fileio
-from filmclevr.distributed import machine_description
+from filmclevr.distributed import cpu_identity, machine_description
 from filmclevr.evaluate import git_commit
 from filmclevr.resize import PNG_COMPRESS_LEVEL, resize_images
 from filmclevr.shards import load_index, question_loader, shard_paths, write_shards
@@ -65,29 +65,6 @@ def timed(fn: Callable[[], object], repeats: int = 1) -> float:
         fn()
         best = min(best, cpu_seconds() - start)
     return best
-
-
-def cpu_identity() -> dict[str, object]:
-    """Which CPU kind this is: the model name alone can be the same for several generations
-    (a virtual machine's "AMD EPYC"), so also its family and model numbers and whether it has
-    the instruction sets that set the training's numeric path."""
-    fields: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        return {}
-    flags = set(fields.get("flags", "").split())
-    return {
-        "cpu_family": fields.get("cpu family"),
-        "cpu_model": fields.get("model"),
-        "cores": os.cpu_count(),
-        "instruction_sets": [
-            f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags
-        ],
-    }
 
 
 # --- Dataset ----------------------------------------------------------------------------------

@@ -178,6 +178,29 @@ def machine_description(device: torch.device) -> dict[str, str]:
     return {"processor": processor, "torch": str(torch.__version__)}
 
 
+def cpu_identity() -> dict[str, object]:
+    """Which CPU kind this is: the model name alone can be the same for several generations
+    (a virtual machine's "AMD EPYC"), so also its family and model numbers and whether it has
+    the instruction sets that set the training's numeric path."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return {}
+    flags = set(fields.get("flags", "").split())
+    return {
+        "cpu_family": fields.get("cpu family"),
+        "cpu_model": fields.get("model"),
+        "cores": os.cpu_count(),
+        "instruction_sets": [
+            f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags
+        ],
+    }
+
+
 def _cpu_model() -> str | None:
     """The CPU's model name as Linux reports it (None elsewhere)."""
     try:

@@ -1,0 +1,139 @@
+"""mini-CLEVR generation speed: CLEVR's look and language beside mini's, and beside the generator
+of an earlier commit.
+
+Issue 24's target for mini-CLEVR in CLEVR's look and language is at least half the images per
+second per core of the generator as it was when the issue was filed (`--baseline`, by default
+dfdb21e, the last commit before that work). The generator's own look has become faster since
+(its scene sampler), so the script prints both ratios, each measured in this one run:
+
+    python benchmarks/bench_generation.py [--images 300] [--baseline REV] [--json FILE]
+
+Each generator runs in a fresh process, one worker, on the first `--images` train images of
+seed 0 (3-10 objects, 10 questions per image); a few images are generated first, untimed, so
+that the imports and the question templates' set-up, paid once per run, are not counted. Times
+are CPU seconds (render, questions and PNG files), so the rates are per core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import torch
+
+from filmclevr import fileio
+from filmclevr.distributed import cpu_identity, machine_description
+from filmclevr.evaluate import git_commit
+
+ROOT = Path(__file__).resolve().parents[1]
+WARM_UP_IMAGES = 3
+
+# Runs in the child process, with the generator's source tree first on sys.path.
+_CHILD = """
+import contextlib, io, json, os, sys, tempfile, time
+from pathlib import Path
+from filmclevr.mini import generate_mini_clevr
+
+images, warm_up, look, language = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+extra = {} if look == "baseline" else {"look": look, "language": language}
+
+def generate(root, n):
+    with contextlib.redirect_stderr(io.StringIO()):
+        generate_mini_clevr(root, splits={"train": n}, seed=0, questions_per_image=10,
+                            min_objects=3, max_objects=10, workers=1, **extra)
+
+def cpu():
+    return time.process_time()
+
+with tempfile.TemporaryDirectory() as tmp:
+    generate(Path(tmp) / "warm", warm_up)
+    start = cpu()
+    generate(Path(tmp) / "timed", images)
+    print(json.dumps({"images": images, "cpu_seconds": cpu() - start}))
+"""
+
+
+def time_generator(source: Path, images: int, look: str, language: str) -> float:
+    """Images per CPU-second of the generator in `source` (a project tree)."""
+    env = dict(os.environ, PYTHONPATH=str(source), OMP_NUM_THREADS="1")
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(images), str(WARM_UP_IMAGES), look, language],
+        cwd=source,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"the generator in {source} failed:\n{out.stderr[-2000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result["images"] / result["cpu_seconds"]
+
+
+def export_commit(rev: str, into: Path) -> Path:
+    """The project tree at `rev` (its tracked files), unpacked under `into`."""
+    archive = into / "tree.tar"
+    subprocess.run(
+        ["git", "archive", "--format=tar", "-o", str(archive), rev], cwd=ROOT, check=True
+    )
+    tree = into / "tree"
+    with tarfile.open(archive) as tar:
+        tar.extractall(tree, filter="data")
+    return tree
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--images", type=int, default=300, help="images timed per generator")
+    p.add_argument("--baseline", default="dfdb21e", help="the earlier commit's generator")
+    p.add_argument("--json", type=Path, help="also write the measurements here")
+    args = p.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench_generation_") as tmp:
+        baseline_tree = export_commit(args.baseline, Path(tmp))
+        rates = {
+            f"baseline {args.baseline}, mini look": time_generator(
+                baseline_tree, args.images, "baseline", ""
+            ),
+            "mini look + language": time_generator(ROOT, args.images, "mini", "mini"),
+            "CLEVR look + language": time_generator(ROOT, args.images, "clevr", "clevr"),
+        }
+    names = list(rates)
+    clevr, mini, baseline = rates[names[2]], rates[names[1]], rates[names[0]]
+    print(f"\n{args.images} train images per generator, images per CPU-second (one process)\n")
+    print("| generator | images/s per core | CLEVR look's ratio to it |")
+    print("|---|---:|---:|")
+    for name, rate in rates.items():
+        print(f"| {name} | {rate:.2f} | {clevr / rate:.2f} |")
+    if args.json:
+        fileio.write_json_atomic(
+            args.json,
+            {
+                "what": "benchmarks/bench_generation.py: mini-CLEVR generation, images per "
+                "CPU-second of one process (render, questions, PNG files)",
+                "machine": machine_description(torch.device("cpu")) | cpu_identity(),
+                "commit": git_commit(ROOT),
+                "baseline_commit": args.baseline,
+                "images": args.images,
+                "images_per_second": {
+                    "baseline_mini_look": round(baseline, 3),
+                    "mini_look": round(mini, 3),
+                    "clevr_look": round(clevr, 3),
+                },
+                "clevr_look_over": {
+                    "baseline_mini_look": round(clevr / baseline, 3),
+                    "mini_look": round(clevr / mini, 3),
+                },
+            },
+        )
+        print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
