@@ -6,12 +6,14 @@ second per core of the generator as it was when the issue was filed (`--baseline
 dfdb21e, the last commit before that work). The generator's own look has become faster since
 (its scene sampler), so the script prints both ratios, each measured in this one run:
 
-    python benchmarks/bench_generation.py [--images 300] [--baseline REV] [--json FILE]
+    python benchmarks/bench_generation.py [--images 200] [--rounds 3] [--baseline REV] [--json FILE]
 
 Each generator runs in a fresh process, one worker, on the first `--images` train images of
 seed 0 (3-10 objects, 10 questions per image); a few images are generated first, untimed, so
 that the imports and the question templates' set-up, paid once per run, are not counted. Times
-are CPU seconds (render, questions and PNG files), so the rates are per core.
+are CPU seconds (render, questions and PNG files), so the rates are per core. One run of a
+generator varies by about 10% on a shared virtual machine, so the three take turns for
+`--rounds` rounds and each one's median rate is compared.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -90,27 +93,36 @@ def export_commit(rev: str, into: Path) -> Path:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--images", type=int, default=300, help="images timed per generator")
+    p.add_argument("--images", type=int, default=200, help="images timed per generator run")
+    p.add_argument("--rounds", type=int, default=3, help="runs of each generator, in turns")
     p.add_argument("--baseline", default="dfdb21e", help="the earlier commit's generator")
     p.add_argument("--json", type=Path, help="also write the measurements here")
     args = p.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench_generation_") as tmp:
-        baseline_tree = export_commit(args.baseline, Path(tmp))
-        rates = {
-            f"baseline {args.baseline}, mini look": time_generator(
-                baseline_tree, args.images, "baseline", ""
+        generators = {
+            f"baseline {args.baseline}, mini look": (
+                export_commit(args.baseline, Path(tmp)),
+                "baseline",
+                "",
             ),
-            "mini look + language": time_generator(ROOT, args.images, "mini", "mini"),
-            "CLEVR look + language": time_generator(ROOT, args.images, "clevr", "clevr"),
+            "mini look + language": (ROOT, "mini", "mini"),
+            "CLEVR look + language": (ROOT, "clevr", "clevr"),
         }
+        runs: dict[str, list[float]] = {name: [] for name in generators}
+        for _ in range(args.rounds):
+            for name, (source, look, language) in generators.items():
+                runs[name].append(time_generator(source, args.images, look, language))
+    rates = {name: statistics.median(values) for name, values in runs.items()}
     names = list(rates)
     clevr, mini, baseline = rates[names[2]], rates[names[1]], rates[names[0]]
-    print(f"\n{args.images} train images per generator, images per CPU-second (one process)\n")
-    print("| generator | images/s per core | CLEVR look's ratio to it |")
-    print("|---|---:|---:|")
+    print(f"\n{args.images} train images per run, {args.rounds} runs per generator in turns; "
+          "images per CPU-second (one process)\n")  # fmt: skip
+    print("| generator | median images/s per core | runs | CLEVR look's ratio to it |")
+    print("|---|---:|---|---:|")
     for name, rate in rates.items():
-        print(f"| {name} | {rate:.2f} | {clevr / rate:.2f} |")
+        each = ", ".join(f"{r:.2f}" for r in runs[name])
+        print(f"| {name} | {rate:.2f} | {each} | {clevr / rate:.2f} |")
     if args.json:
         fileio.write_json_atomic(
             args.json,
@@ -121,6 +133,13 @@ def main() -> None:
                 "commit": git_commit(ROOT),
                 "baseline_commit": args.baseline,
                 "images": args.images,
+                "rounds": args.rounds,
+                "runs": {
+                    key: [round(r, 3) for r in runs[name]]
+                    for key, name in zip(
+                        ("baseline_mini_look", "mini_look", "clevr_look"), names, strict=True
+                    )
+                },
                 "images_per_second": {
                     "baseline_mini_look": round(baseline, 3),
                     "mini_look": round(mini, 3),
