@@ -502,10 +502,9 @@ def _box_picker(rows: np.ndarray, cols: np.ndarray):
     return pick
 
 
-def _shade(scene, camera, lamps, dirs, ids, t, pixel_yx, pick_box) -> np.ndarray:
+def _shade(scene, camera, lamps, dirs, ids, t, pixel_yx) -> np.ndarray:
     """Linear radiance [N, 3] seen along camera rays `dirs` [N, 3] that hit object `ids` [N]
-    (-1: the floor) at distance `t` [N], through pixels `pixel_yx` (rows, columns);
-    `pick_box` selects the rays inside a pixel box."""
+    (-1: the floor) at distance `t` [N], through pixels `pixel_yx` (rows, columns)."""
     cam = camera.position.astype(np.float32)
     floor = ids < 0
     points = cam + np.where(floor, 0.0, t)[:, None] * dirs
@@ -513,13 +512,8 @@ def _shade(scene, camera, lamps, dirs, ids, t, pixel_yx, pick_box) -> np.ndarray
     if floor.any():
         ground, normals = _ground_hits(camera.position, dirs[floor])
         points[floor] = ground
-        among_floor = np.full(len(points), -1)
-        among_floor[floor] = np.arange(len(ground))
-
-        def pick_floor(y0, y1, x0, x1):
-            picked = among_floor[pick_box(y0, y1, x0, x1)]
-            return picked[picked >= 0]
-
+        # Each surface kind its own picker: a shadow box then reads only its own samples.
+        pick_floor = _box_picker(pixel_yx[0][floor], pixel_yx[1][floor])
         radiance[floor] = _shade_floor(
             scene, camera, lamps, ground, normals, ids[floor], pick_floor
         )
@@ -644,7 +638,6 @@ def render_scene(scene: dict[str, Any], camera: Camera | None = None) -> Image.I
             np.concatenate([flat_ids[inside], fine_ids]),
             np.concatenate([flat_depth[inside], fine_depth]),
             (sy, sx),
-            _box_picker(sy, sx),
         )
         rgb[inside] = shaded[: inside.size]
         rgb[edge] = shaded[inside.size :].reshape(edge.size, -1, 3).mean(axis=1)
