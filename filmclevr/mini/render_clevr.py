@@ -285,8 +285,9 @@ def _compute_shadow_box(obj: dict[str, Any], lamp: Lamp, camera: Camera) -> tupl
     return max(y0, 0), min(y1, IMAGE_HEIGHT), max(x0, 0), min(x1, IMAGE_WIDTH)
 
 
-def _occlusion(obj, lamp, points, to_lamp, dist, camera) -> np.ndarray:
-    """Fraction [N] of the lamp that the object hides from each point (soft shadow)."""
+def _occlusion(obj, lamp, points, to_lamp, dist, camera) -> tuple[np.ndarray, np.ndarray]:
+    """The points the object can shadow, as indices into `points`, and the fraction of the
+    lamp it hides from each of them (soft shadow); it hides nothing from the others."""
     centre = np.asarray(obj["3d_coords"], dtype=np.float32)
     offset = centre - points
     along = np.einsum("ij,ij->i", offset, to_lamp)
@@ -296,14 +297,11 @@ def _occlusion(obj, lamp, points, to_lamp, dist, camera) -> np.ndarray:
     miss2 = np.einsum("ij,ij->i", offset, offset) - along * along
     reach = scenes.ground_radius(obj) + obj["3d_coords"][2] * 0.5 + width
     near = np.flatnonzero((along > 0) & (miss2 < reach * reach))
-    occlusion = np.zeros(len(points), dtype=np.float32)
-    if near.size:
-        a = np.minimum(along[near], dist[near])
-        closest = points[near] + a[:, None] * to_lamp[near]
-        sdf = _signed_distance(obj, _to_local(obj, closest, camera))
-        w = width[near]
-        occlusion[near] = _smoothstep((w - sdf) / (2 * w))
-    return occlusion
+    a = np.minimum(along[near], dist[near])
+    closest = points[near] + a[:, None] * to_lamp[near]
+    sdf = _signed_distance(obj, _to_local(obj, closest, camera))
+    w = width[near]
+    return near, _smoothstep((w - sdf) / (2 * w))
 
 
 def _visibility(objects, lamp, points, ids, camera, pick_box, to_lamp, dist) -> np.ndarray:
@@ -319,8 +317,8 @@ def _visibility(objects, lamp, points, ids, camera, pick_box, to_lamp, dist) -> 
         pick = pick_box(*_shadow_box(obj, lamp, camera))
         pick = pick[ids[pick] != k]  # an object's own side away from the lamp is dark already
         if pick.size:
-            occlusion = _occlusion(obj, lamp, points[pick], to_lamp[pick], dist[pick], camera)
-            visible[pick] *= 1.0 - occlusion
+            near, occlusion = _occlusion(obj, lamp, points[pick], to_lamp[pick], dist[pick], camera)
+            visible[pick[near]] *= 1.0 - occlusion
     return visible
 
 
