@@ -6,13 +6,13 @@ second per core of the generator as it was when the issue was filed (`--baseline
 dfdb21e, the last commit before that work). The generator's own look has become faster since
 (its scene sampler), so the script prints both ratios, each measured in this one run:
 
-    python benchmarks/bench_generation.py [--images 200] [--rounds 3] [--baseline REV] [--json FILE]
+    python benchmarks/bench_generation.py [--images 150] [--rounds 7] [--baseline REV] [--json FILE]
 
 Each generator runs in a fresh process, one worker, on the first `--images` train images of
 seed 0 (3-10 objects, 10 questions per image); a few images are generated first, untimed, so
 that the imports and the question templates' set-up, paid once per run, are not counted. Times
 are CPU seconds (render, questions and PNG files), so the rates are per core. One run of a
-generator varies by about 10% on a shared virtual machine, so the three take turns for
+generator can vary by 10% or more on a shared virtual machine, so the three take turns for
 `--rounds` rounds and each one's median rate is compared.
 """
 
@@ -93,8 +93,8 @@ def export_commit(rev: str, into: Path) -> Path:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--images", type=int, default=200, help="images timed per generator run")
-    p.add_argument("--rounds", type=int, default=3, help="runs of each generator, in turns")
+    p.add_argument("--images", type=int, default=150, help="images timed per generator run")
+    p.add_argument("--rounds", type=int, default=7, help="runs of each generator, in turns")
     p.add_argument("--baseline", default="dfdb21e", help="the earlier commit's generator")
     p.add_argument("--json", type=Path, help="also write the measurements here")
     args = p.parse_args()
