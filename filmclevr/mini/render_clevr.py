@@ -167,6 +167,16 @@ def reprojection_errors(scene: dict[str, Any], camera: Camera) -> np.ndarray:
 
 
 # --- Geometry of arbitrary rays -----------------------------------------------------------------
+def _row_lengths(v: np.ndarray) -> np.ndarray:
+    """`np.linalg.norm(v, axis=1)`, the same floats (the squares summed in the same order), at a
+    tenth of its cost on a few columns: the general reduction pays per row."""
+    squares = v * v
+    total = squares[:, 0]
+    for k in range(1, v.shape[1]):
+        total = total + squares[:, k]
+    return np.sqrt(total)
+
+
 def _to_local(obj: dict[str, Any], points: np.ndarray, camera: Camera) -> np.ndarray:
     """World points [N, 3] in the object's frame (centre at 0, turned by its rotation)."""
     centre, cos_t, sin_t = scenes._local_frame(obj, camera)
@@ -183,16 +193,16 @@ def _signed_distance(obj: dict[str, Any], local: np.ndarray) -> np.ndarray:
     h = obj["3d_coords"][2]
     r = clevr.SIZES[obj["size"]]
     if obj["shape"] == "sphere":
-        return np.linalg.norm(local, axis=1) - r
+        return _row_lengths(local) - r
     bevel = BEVEL[obj["shape"]] * r / 0.7
     if obj["shape"] == "cube":
         q = np.abs(local) - (h - bevel)
-        outside = np.linalg.norm(np.maximum(q, 0.0), axis=1)
+        outside = _row_lengths(np.maximum(q, 0.0))
         return outside + np.minimum(q.max(axis=1), 0.0) - bevel
     radial = np.hypot(local[:, 0], local[:, 1]) - (r - bevel)
     vertical = np.abs(local[:, 2]) - (h - bevel)
     q = np.stack([radial, vertical], axis=1)
-    outside = np.linalg.norm(np.maximum(q, 0.0), axis=1)
+    outside = _row_lengths(np.maximum(q, 0.0))
     return outside + np.minimum(q.max(axis=1), 0.0) - bevel
 
 
@@ -248,7 +258,7 @@ def _to_lamp(lamp: Lamp, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
         dirs = np.broadcast_to(lamp.position.astype(np.float32), (n, 3))
         return dirs, np.full(n, np.inf, np.float32), np.full(n, lamp.power, np.float32)
     v = lamp.position.astype(np.float32) - points
-    dist = np.linalg.norm(v, axis=1)
+    dist = _row_lengths(v)
     dirs = v / dist[:, None]
     aim = (lamp.position / np.linalg.norm(lamp.position)).astype(np.float32)
     emitting = np.clip(dirs @ aim, 0.0, 1.0)  # an area lamp shines forward, with cosine falloff
@@ -529,7 +539,7 @@ def _reflection(scene, camera, lamps, points, normals, view) -> np.ndarray:
     """Radiance [N, 3] a mirror at `points` sees: a neighbour, the floor, or the backdrop."""
     n_dot_v = np.einsum("ij,ij->i", normals, view)
     rays = 2 * n_dot_v[:, None] * normals - view
-    rays /= np.linalg.norm(rays, axis=1, keepdims=True)
+    rays /= _row_lengths(rays)[:, None]
     origins = points + 1e-3 * normals
     out = np.zeros_like(points)
     nearest = np.full(len(points), np.inf, dtype=np.float32)
