@@ -187,3 +187,16 @@ def test_lab_conversion_known_values():
     assert calibration.srgb_to_lab(np.array([255, 255, 255]))[0] == pytest.approx(100, abs=0.1)
     assert calibration.srgb_to_lab(np.array([0, 0, 0]))[0] == pytest.approx(0, abs=0.1)
     assert calibration.delta_e(np.array([10, 20, 30]), np.array([10, 20, 30])) == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("columns", [2, 3])
+def test_row_lengths_are_numpys_norms_to_the_bit(dtype, columns):
+    """The renderer's fast row lengths change no pixel: they are np.linalg.norm's floats."""
+    rng = np.random.default_rng(0)
+    magnitude = rng.choice([1e-4, 1.0, 1e4], size=(10_000, 1))
+    rows = (rng.standard_normal((10_000, columns)) * magnitude).astype(dtype)
+    rows[rng.random(rows.shape) < 0.1] = 0.0
+    lengths = render_clevr._row_lengths(rows)
+    assert lengths.dtype == dtype
+    assert np.array_equal(lengths, np.linalg.norm(rows, axis=1))
