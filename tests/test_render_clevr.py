@@ -197,6 +197,6 @@ def test_row_lengths_are_numpys_norms_to_the_bit(dtype, columns):
     magnitude = rng.choice([1e-4, 1.0, 1e4], size=(10_000, 1))
     rows = (rng.standard_normal((10_000, columns)) * magnitude).astype(dtype)
     rows[rng.random(rows.shape) < 0.1] = 0.0
-    lengths = render_clevr._row_lengths(rows)
+    lengths = scenes.row_lengths(rows)
     assert lengths.dtype == dtype
     assert np.array_equal(lengths, np.linalg.norm(rows, axis=1))

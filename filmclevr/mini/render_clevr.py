@@ -167,23 +167,6 @@ def reprojection_errors(scene: dict[str, Any], camera: Camera) -> np.ndarray:
 
 
 # --- Geometry of arbitrary rays -----------------------------------------------------------------
-def _row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise dot products of [N, k] arrays (k of 2 or 3), the products summed column by
-    column: the floats `_row_dots(a, b)` gives on the CPU that made the reference
-    images, at a third of its cost; unlike einsum, never fused into FMAs."""
-    products = a * b
-    total = products[:, 0]
-    for k in range(1, products.shape[1]):
-        total = total + products[:, k]
-    return total
-
-
-def _row_lengths(v: np.ndarray) -> np.ndarray:
-    """`np.linalg.norm(v, axis=1)`, the same floats (the squares summed in the same order), at a
-    tenth of its cost on a few columns: the general reduction pays per row."""
-    return np.sqrt(_row_dots(v, v))
-
-
 def _to_local(obj: dict[str, Any], points: np.ndarray, camera: Camera) -> np.ndarray:
     """World points [N, 3] in the object's frame (centre at 0, turned by its rotation)."""
     centre, cos_t, sin_t = scenes._local_frame(obj, camera)
@@ -200,16 +183,16 @@ def _signed_distance(obj: dict[str, Any], local: np.ndarray) -> np.ndarray:
     h = obj["3d_coords"][2]
     r = clevr.SIZES[obj["size"]]
     if obj["shape"] == "sphere":
-        return _row_lengths(local) - r
+        return scenes.row_lengths(local) - r
     bevel = BEVEL[obj["shape"]] * r / 0.7
     if obj["shape"] == "cube":
         q = np.abs(local) - (h - bevel)
-        outside = _row_lengths(np.maximum(q, 0.0))
+        outside = scenes.row_lengths(np.maximum(q, 0.0))
         return outside + np.minimum(q.max(axis=1), 0.0) - bevel
     radial = np.hypot(local[:, 0], local[:, 1]) - (r - bevel)
     vertical = np.abs(local[:, 2]) - (h - bevel)
     q = np.stack([radial, vertical], axis=1)
-    outside = _row_lengths(np.maximum(q, 0.0))
+    outside = scenes.row_lengths(np.maximum(q, 0.0))
     return outside + np.minimum(q.max(axis=1), 0.0) - bevel
 
 
@@ -227,8 +210,8 @@ def _ray_hits(obj: dict[str, Any], origins: np.ndarray, dirs: np.ndarray, camera
     inf = np.float32(np.inf)
     with np.errstate(invalid="ignore", divide="ignore"):
         if obj["shape"] == "sphere":
-            b = _row_dots(o, d)
-            disc = b * b - (_row_dots(o, o) - r * r)
+            b = scenes.row_dots(o, d)
+            disc = b * b - (scenes.row_dots(o, o) - r * r)
             t = -b - np.sqrt(disc)
             t = np.where((disc >= 0) & (t > 1e-4), t, inf)
         elif obj["shape"] == "cube":
@@ -265,7 +248,7 @@ def _to_lamp(lamp: Lamp, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
         dirs = np.broadcast_to(lamp.position.astype(np.float32), (n, 3))
         return dirs, np.full(n, np.inf, np.float32), np.full(n, lamp.power, np.float32)
     v = lamp.position.astype(np.float32) - points
-    dist = _row_lengths(v)
+    dist = scenes.row_lengths(v)
     dirs = v / dist[:, None]
     aim = (lamp.position / np.linalg.norm(lamp.position)).astype(np.float32)
     emitting = np.clip(dirs @ aim, 0.0, 1.0)  # an area lamp shines forward, with cosine falloff
@@ -307,11 +290,11 @@ def _occlusion(obj, lamp, points, to_lamp, dist, camera) -> tuple[np.ndarray, np
     lamp it hides from each of them (soft shadow); it hides nothing from the others."""
     centre = np.asarray(obj["3d_coords"], dtype=np.float32)
     offset = centre - points
-    along = _row_dots(offset, to_lamp)
+    along = scenes.row_dots(offset, to_lamp)
     half_angle = SUN_SOFTNESS if lamp.size == 0 else 0.5 * lamp.size / dist
     width = np.maximum(along, 0.0) * half_angle + 0.01
     # Only rays that pass near the object (and towards it) can be shadowed by it.
-    miss2 = _row_dots(offset, offset) - along * along
+    miss2 = scenes.row_dots(offset, offset) - along * along
     reach = scenes.ground_radius(obj) + obj["3d_coords"][2] * 0.5 + width
     near = np.flatnonzero((along > 0) & (miss2 < reach * reach))
     a = np.minimum(along[near], dist[near])
@@ -389,7 +372,7 @@ def _ground_hits(origin: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.n
 def _floor_light(points: np.ndarray, normals: np.ndarray, lamp: Lamp) -> np.ndarray:
     """Unshadowed irradiance [N] of ground points from one lamp."""
     dirs, _, irradiance = _to_lamp(lamp, points)
-    return irradiance * np.clip(_row_dots(dirs, normals), 0.0, 1.0)
+    return irradiance * np.clip(scenes.row_dots(dirs, normals), 0.0, 1.0)
 
 
 def _floor_radiance(points: np.ndarray, lamps: list[Lamp]) -> np.ndarray:
@@ -408,7 +391,7 @@ def _shade_floor(scene, camera, lamps, points, normals, ids, pick_box) -> np.nda
     for lamp in lamps:
         to_lamp, dist, irradiance = _to_lamp(lamp, points)
         visible = _visibility(scene["objects"], lamp, points, ids, camera, pick_box, to_lamp, dist)
-        facing = np.clip(_row_dots(to_lamp, normals), 0, 1)
+        facing = np.clip(scenes.row_dots(to_lamp, normals), 0, 1)
         light += (irradiance * facing * visible)[:, None] * lamp.tint
     return light * (FLOOR_ALBEDO / math.pi)
 
@@ -462,7 +445,7 @@ def _shade_objects(scene, camera, lamps, points, dirs, ids, pick_box) -> np.ndar
             albedo[mine] = np.asarray(clevr.COLORS[obj["color"]], np.float32) / 255
             metal[mine] = obj["material"] == "metal"
     view = -dirs
-    n_dot_v = np.clip(_row_dots(normals, view), 1e-3, 1.0)
+    n_dot_v = np.clip(scenes.row_dots(normals, view), 1e-3, 1.0)
     rubber, metal = np.flatnonzero(~metal), np.flatnonzero(metal)
     # Rubber gathers diffuse light and its coat's highlights; metal only its mirror lobes.
     diffuse = np.zeros((rubber.size, 3), dtype=np.float32)
@@ -475,10 +458,10 @@ def _shade_objects(scene, camera, lamps, points, dirs, ids, pick_box) -> np.ndar
                 objects, lamp, points, ids, camera, pick_box, to_lamp, dist
             )
         # (the fill lamp's shadows on other objects are faint: left out for speed)
-        n_dot_l = np.clip(_row_dots(normals, to_lamp), 0.0, 1.0)
+        n_dot_l = np.clip(scenes.row_dots(normals, to_lamp), 0.0, 1.0)
         half = to_lamp + view
-        half /= np.sqrt(_row_dots(half, half))[:, None]
-        n_dot_h = np.clip(_row_dots(normals, half), 0.0, 1.0)
+        half /= np.sqrt(scenes.row_dots(half, half))[:, None]
+        n_dot_h = np.clip(scenes.row_dots(normals, half), 0.0, 1.0)
         # Geometry term: grazing views would blow the highlight up into white rims.
         lobe = irradiance * n_dot_l / (4 * np.maximum(n_dot_v, 0.3))
         r, m = rubber, metal
@@ -544,9 +527,9 @@ def _shade(scene, camera, lamps, dirs, ids, t, pixel_yx) -> np.ndarray:
 
 def _reflection(scene, camera, lamps, points, normals, view) -> np.ndarray:
     """Radiance [N, 3] a mirror at `points` sees: a neighbour, the floor, or the backdrop."""
-    n_dot_v = _row_dots(normals, view)
+    n_dot_v = scenes.row_dots(normals, view)
     rays = 2 * n_dot_v[:, None] * normals - view
-    rays /= _row_lengths(rays)[:, None]
+    rays /= scenes.row_lengths(rays)[:, None]
     origins = points + 1e-3 * normals
     out = np.zeros_like(points)
     nearest = np.full(len(points), np.inf, dtype=np.float32)
@@ -583,7 +566,7 @@ def _sample_rays(camera: Camera, rows: np.ndarray, cols: np.ndarray, scale: int)
     rays = xs[:, None] * camera.right.astype(np.float32)
     rays -= ys[:, None] * camera.up.astype(np.float32)
     rays += camera.forward.astype(np.float32)
-    rays /= np.sqrt(_row_dots(rays, rays))[:, None]
+    rays /= np.sqrt(scenes.row_dots(rays, rays))[:, None]
     return rays
 
 
@@ -601,7 +584,9 @@ _SRGB_TABLE = (
 
 def _to_srgb(linear: np.ndarray) -> np.ndarray:
     """Linear radiance to 8-bit sRGB (a table of 16,384 steps: finer than one output level)."""
-    steps = np.clip(linear * (EXPOSURE * _SRGB_STEPS), 0, _SRGB_STEPS) + 0.5
+    steps = linear * (EXPOSURE * _SRGB_STEPS)
+    np.clip(steps, 0, _SRGB_STEPS, out=steps)
+    steps += 0.5
     return _SRGB_TABLE[steps.astype(np.int32)]
 
 
@@ -682,6 +667,6 @@ def _passing_near(obj: dict[str, Any], origins: np.ndarray, rays: np.ndarray) ->
     centre = np.asarray(obj["3d_coords"], dtype=np.float32)
     radius2 = scenes.ground_radius(obj) ** 2 + obj["3d_coords"][2] ** 2
     offset = centre - origins
-    along = _row_dots(offset, rays)
-    miss2 = _row_dots(offset, offset) - along * along
+    along = scenes.row_dots(offset, rays)
+    miss2 = scenes.row_dots(offset, offset) - along * along
     return np.flatnonzero((miss2 <= radius2) & (along > -math.sqrt(radius2)))
