@@ -22,6 +22,7 @@ import os
 import random
 import shutil
 import time
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -55,8 +56,13 @@ GENERATOR = clevr.MINI_GENERATOR
 LICENSE = "Creative Commons Attribution (CC BY 4.0)"
 IMAGE_SIZE = clevr.IMAGE_SIZE  # what the renderer draws
 # Fixed options (no metadata) give stable bytes; level 3 writes twice as fast as the default 6
-# for files about 25% larger.
-PNG_OPTIONS = {"format": "PNG", "compress_level": 3, "optimize": False}
+# for files about 25% larger. CLEVR's look is noisier (soft shadows, linear-light shading):
+# zlib's run-length strategy writes its images about 25% faster for about 4% more bytes, the
+# same pixels; mini's look keeps the bytes it always had.
+PNG_OPTIONS = {
+    "mini": {"format": "PNG", "compress_level": 3, "optimize": False},
+    "clevr": {"format": "PNG", "compress_level": 3, "optimize": False, "compress_type": zlib.Z_RLE},
+}
 PUBLIC_KEYS = ("image_index", "image_filename", "split", "question_index", "question")
 
 README = """\
@@ -212,7 +218,7 @@ def rendered_key(split: str, seed: int, min_objects: int, max_objects: int, look
         "seed": seed,
         "objects": [min_objects, max_objects],
         "look": look,
-        "png": PNG_OPTIONS,
+        "png": PNG_OPTIONS[look],
         "code": {name: file_sha256(here / name) for name in _RENDER_CODE},
         "pillow": PIL.__version__,
         "numpy": numpy.__version__,
@@ -238,7 +244,7 @@ def _image_task(task: tuple[str, str, int, int, int, int, str, str]) -> dict[str
             )
         # Under a temporary name first: a kept image is always a whole one.
         partial = kept.with_name(f".{kept.name}.{os.getpid()}.tmp")
-        image.save(partial, **PNG_OPTIONS)
+        image.save(partial, **PNG_OPTIONS[look])
         os.replace(partial, kept)
     try:
         os.link(kept, path)  # the tree's file and the kept one share their bytes on disk
