@@ -82,9 +82,18 @@ def time_generator(source: Path, images: int, look: str, language: str) -> float
 def export_commit(rev: str, into: Path) -> Path:
     """The project tree at `rev` (its tracked files), unpacked under `into`."""
     archive = into / "tree.tar"
-    subprocess.run(
-        ["git", "archive", "--format=tar", "-o", str(archive), rev], cwd=ROOT, check=True
+    made = subprocess.run(
+        ["git", "archive", "--format=tar", "-o", str(archive), rev],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
+    if made.returncode != 0:  # e.g. a shallow clone without that commit
+        raise SystemExit(
+            f"--baseline {rev}: git cannot export it from {ROOT} ({made.stderr.strip()}); "
+            "fetch the full history or name another commit"
+        )
     tree = into / "tree"
     with tarfile.open(archive) as tar:
         tar.extractall(tree, filter="data")
