@@ -290,7 +290,11 @@ def main() -> None:
             (f"resize 480x320 -> {size} png", f"{resize:.0f} img/s", "decode source png only",
              f"{floor:.0f} img/s", resize / floor)
         )  # fmt: skip
-        rates |= {"resize": resize, "decode_source_png": floor}
+        rates |= {
+            "resize": resize,
+            "decode_source_png": floor,
+            "resize_over_decode": resize / floor,
+        }
         resized = sorted((tmp / "resized" / "train").glob("*.png"))
         rows += format_rows("format, this data", resized_images(resized[:100]))
         if generate_rate is not None:
@@ -318,7 +322,9 @@ def main() -> None:
         write_hdf5(tmp / "features.h5", resized, size)
         h5_rate = len(records) / timed(lambda: read_hdf5(tmp / "features.h5", records), repeats=2)
         rates |= {"read_shards": shard_rate, "read_png_per_question": files_rate,
-                  "read_hdf5_per_question": h5_rate}  # fmt: skip
+                  "read_hdf5_per_question": h5_rate,
+                  "shards_over_png_per_question": shard_rate / files_rate,
+                  "shards_over_hdf5_per_question": shard_rate / h5_rate}  # fmt: skip
         for name, rate in (("resized png file per question", files_rate),
                            ("hdf5 float32 per question (clevr-iep)", h5_rate)):  # fmt: skip
             rows.append(("read questions from shards", f"{shard_rate:.0f} q/s", name,
