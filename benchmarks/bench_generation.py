@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from filmclevr import fileio
+from filmclevr.ask import positive_int
 from filmclevr.distributed import cpu_identity, machine_description
 from filmclevr.evaluate import git_commit
 
@@ -58,7 +59,9 @@ with tempfile.TemporaryDirectory() as tmp:
     generate(Path(tmp) / "warm", warm_up)
     start = cpu()
     generate(Path(tmp) / "timed", images)
-    print(json.dumps({"images": images, "cpu_seconds": cpu() - start}))
+    seconds = cpu() - start
+modules = [m.__file__ for name, m in sys.modules.items() if name.split(".")[0] == "filmclevr"]
+print(json.dumps({"images": images, "cpu_seconds": seconds, "modules": modules}))
 """
 
 
@@ -73,9 +76,16 @@ def time_generator(source: Path, images: int, look: str, language: str) -> float
         text=True,
         check=False,
     )
-    if out.returncode != 0:
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or not lines:
         raise SystemExit(f"the generator in {source} failed:\n{out.stderr[-2000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(lines[-1])
+    # An editable install could lend the child modules from another tree: refuse that.
+    strays = [
+        m for m in result["modules"] if not Path(m).resolve().is_relative_to(source.resolve())
+    ]
+    if strays:
+        raise SystemExit(f"the run meant for {source} imported {strays[0]}")
     return result["images"] / result["cpu_seconds"]
 
 
@@ -102,36 +112,36 @@ def export_commit(rev: str, into: Path) -> Path:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--images", type=int, default=150, help="images timed per generator run")
-    p.add_argument("--rounds", type=int, default=7, help="runs of each generator, in turns")
+    p.add_argument("--images", type=positive_int, default=150, help="images per generator run")
+    p.add_argument("--rounds", type=positive_int, default=7, help="runs of each generator")
     p.add_argument("--baseline", default="dfdb21e", help="the earlier commit's generator")
     p.add_argument("--json", type=Path, help="also write the measurements here")
     args = p.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench_generation_") as tmp:
-        generators = {
-            f"baseline {args.baseline}, mini look": (
+        generators = {  # key: (label, source tree, look, language)
+            "baseline_mini_look": (
+                f"baseline {args.baseline}, mini look",
                 export_commit(args.baseline, Path(tmp)),
                 "baseline",
                 "",
             ),
-            "mini look + language": (ROOT, "mini", "mini"),
-            "CLEVR look + language": (ROOT, "clevr", "clevr"),
+            "mini_look": ("mini look + language", ROOT, "mini", "mini"),
+            "clevr_look": ("CLEVR look + language", ROOT, "clevr", "clevr"),
         }
-        runs: dict[str, list[float]] = {name: [] for name in generators}
+        runs: dict[str, list[float]] = {key: [] for key in generators}
         for _ in range(args.rounds):
-            for name, (source, look, language) in generators.items():
-                runs[name].append(time_generator(source, args.images, look, language))
-    rates = {name: statistics.median(values) for name, values in runs.items()}
-    names = list(rates)
-    clevr, mini, baseline = rates[names[2]], rates[names[1]], rates[names[0]]
+            for key, (_, source, look, language) in generators.items():
+                runs[key].append(time_generator(source, args.images, look, language))
+    rates = {key: statistics.median(values) for key, values in runs.items()}
+    clevr, mini, baseline = rates["clevr_look"], rates["mini_look"], rates["baseline_mini_look"]
     print(f"\n{args.images} train images per run, {args.rounds} runs per generator in turns; "
           "images per CPU-second (one process)\n")  # fmt: skip
     print("| generator | median images/s per core | runs | CLEVR look's ratio to it |")
     print("|---|---:|---|---:|")
-    for name, rate in rates.items():
-        each = ", ".join(f"{r:.2f}" for r in runs[name])
-        print(f"| {name} | {rate:.2f} | {each} | {clevr / rate:.2f} |")
+    for key, rate in rates.items():
+        each = ", ".join(f"{r:.2f}" for r in runs[key])
+        print(f"| {generators[key][0]} | {rate:.2f} | {each} | {clevr / rate:.2f} |")
     if args.json:
         fileio.write_json_atomic(
             args.json,
@@ -143,17 +153,8 @@ def main() -> None:
                 "baseline_commit": args.baseline,
                 "images": args.images,
                 "rounds": args.rounds,
-                "runs": {
-                    key: [round(r, 3) for r in runs[name]]
-                    for key, name in zip(
-                        ("baseline_mini_look", "mini_look", "clevr_look"), names, strict=True
-                    )
-                },
-                "images_per_second": {
-                    "baseline_mini_look": round(baseline, 3),
-                    "mini_look": round(mini, 3),
-                    "clevr_look": round(clevr, 3),
-                },
+                "runs": {key: [round(r, 3) for r in values] for key, values in runs.items()},
+                "images_per_second": {key: round(rate, 3) for key, rate in rates.items()},
                 "clevr_look_over": {
                     "baseline_mini_look": round(clevr / baseline, 3),
                     "mini_look": round(clevr / mini, 3),

@@ -333,8 +333,10 @@ def intersect(
 
 def row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise dot products of [N, k] arrays (k of 2 or 3), the products summed column by
-    column in plain ufuncs: the floats `np.einsum("ij,ij->i", a, b)` gave on the CPU that made
-    the reference images (their renders and scenes byte for byte), at a third of its cost."""
+    column, in order, in plain ufuncs, at a third of `np.einsum("ij,ij->i", a, b)`'s cost. On
+    the float32 arrays the renderers pass, these are the floats einsum gave on the CPU that made
+    the reference images (their renders and scenes byte for byte); on float64 einsum sums
+    otherwise, so a float64 caller gets other last bits than einsum would give."""
     products = a * b
     total = products[:, 0]
     for k in range(1, products.shape[1]):
