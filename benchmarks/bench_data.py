@@ -41,7 +41,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from filmclevr import clevr, fileio
-from filmclevr.distributed import cpu_identity, machine_description
+from filmclevr.distributed import cpu_machine
 from filmclevr.evaluate import git_commit
 from filmclevr.resize import PNG_COMPRESS_LEVEL, resize_images
 from filmclevr.shards import load_index, question_loader, shard_paths, write_shards
@@ -354,7 +354,7 @@ def main() -> None:
             {
                 "what": "benchmarks/bench_data.py: per-core rates (images/s, questions/s: per "
                 "CPU-second of one process) and bytes",
-                "machine": machine_description(torch.device("cpu")) | cpu_identity(),
+                "machine": cpu_machine(),
                 "commit": git_commit(),
                 "images": n,
                 "questions": len(records),

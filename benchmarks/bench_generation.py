@@ -28,11 +28,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-import torch
-
 from filmclevr import fileio
 from filmclevr.ask import positive_int
-from filmclevr.distributed import cpu_identity, machine_description
+from filmclevr.distributed import cpu_machine
 from filmclevr.evaluate import git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,7 +146,7 @@ def main() -> None:
             {
                 "what": "benchmarks/bench_generation.py: mini-CLEVR generation, images per "
                 "CPU-second of one process (render, questions, PNG files)",
-                "machine": machine_description(torch.device("cpu")) | cpu_identity(),
+                "machine": cpu_machine(),
                 "commit": git_commit(ROOT),
                 "baseline_commit": args.baseline,
                 "images": args.images,

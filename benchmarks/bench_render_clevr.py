@@ -20,10 +20,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 
-from filmclevr.distributed import cpu_identity, machine_description
+from filmclevr.distributed import cpu_machine
 from filmclevr.evaluate import git_commit
 from filmclevr.fileio import write_json_atomic
 from filmclevr.mini import calibration
@@ -68,7 +67,7 @@ def main() -> None:
     summary["reprojection_px"]["max_per_axis"] = round(float(np.abs(errors).max()), 3)
     summary["images"] = len(pairs)
     summary["cpu_seconds_per_image"] = round(seconds / len(pairs), 3)  # fit, render, compare
-    summary["machine"] = machine_description(torch.device("cpu")) | cpu_identity()
+    summary["machine"] = cpu_machine()
     summary["commit"] = git_commit()
     summary["genuine"] = str(args.genuine)
 

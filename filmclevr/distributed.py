@@ -201,6 +201,12 @@ def cpu_identity() -> dict[str, object]:
     }
 
 
+def cpu_machine() -> dict[str, object]:
+    """The CPU a benchmark ran on: `machine_description`'s processor and torch build, with
+    `cpu_identity`'s family, model and instruction sets."""
+    return machine_description(torch.device("cpu")) | cpu_identity()
+
+
 def _cpu_model() -> str | None:
     """The CPU's model name as Linux reports it (None elsewhere)."""
     try:
