@@ -76,11 +76,17 @@ def keep_reference(root: Path, name: str, params: Path) -> Path:
     """Copy the run's outputs into `root/results/reference/name/` (replaced atomically).
 
     Raises:
-        ValueError: the code has uncommitted changes or changed since the evaluated commit, a
-            required output is missing, or the parameters file is not readable (a profile
-            that names a base: not valid).
+        ValueError: `name` is not one plain folder name, the code has uncommitted changes or
+            changed since the evaluated commit, a required output is missing, the parameters
+            file is not valid, or it names another profile than the one evaluated.
     """
     root = Path(root)
+    # The folder is replaced whole: a name such as "" or "/some/dir" would replace another.
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise ValueError(
+            f"reference name {name!r}: give one folder name of letters, digits, '.', '_' and "
+            "'-' (the result is kept in results/reference/<name>/)"
+        )
     dirty = _git(root, "status", "--porcelain", "--", *CODE)
     if dirty:
         raise ValueError(
@@ -103,6 +109,7 @@ def keep_reference(root: Path, name: str, params: Path) -> Path:
             f"the code changed since commit {evaluated}, where results/metrics.json was made "
             "(or that commit is unknown): rerun the pipeline first"
         )
+    _check_same_profile(Path(params), metrics, root / "results/metrics.json")
     out = root / "results" / "reference" / name
     with atomic_dir(out) as tmp:
         for src, _ in FILES:
@@ -133,6 +140,20 @@ def _keep_params(params: Path, out: Path) -> None:
         params_mod.write_profile(params, out)
     else:
         shutil.copyfile(params, out)
+
+
+def _check_same_profile(params: Path, metrics: dict[str, Any], metrics_path: Path) -> None:
+    """Refuse parameters of another profile than the evaluated run's: after a run of another
+    profile, ./params.yaml may still hold the demo's, and the reference would then describe its
+    model by the wrong parameters."""
+    ran = params_mod.load_params(params)["profile"]  # a ParamsError (ValueError) names the file
+    context = metrics.get("context")
+    evaluated = context.get("profile") if isinstance(context, dict) else None
+    if evaluated != ran:
+        raise ValueError(
+            f"{params}: profile {ran!r}, but {metrics_path} was made by profile {evaluated!r}: "
+            "give --params the profile that ran (for example config/<profile>.yaml)"
+        )
 
 
 def evaluated_commit(metrics: Any, path: Path) -> str:
@@ -218,11 +239,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--name", required=True, help="folder under results/reference/")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument(
+        "--params", type=Path, help="the profile that ran (default: the project's params.yaml)"
+    )
     parser.add_argument("--root", type=Path, default=Path("."), help="project root")
     args = parser.parse_args(argv)
     try:
-        out = keep_reference(args.root, args.name, args.params)
+        out = keep_reference(args.root, args.name, args.params or args.root / "params.yaml")
     except (ValueError, OSError, subprocess.CalledProcessError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -19,13 +19,17 @@ def git(root: Path, *args: str) -> str:
     ).stdout.strip()
 
 
+REPO = Path(__file__).resolve().parents[1]
+PARAMS_TEXT = (REPO / "params.yaml").read_text()  # the default profile, "mini"
+
+
 @pytest.fixture
 def run(tmp_path: Path) -> Path:
     """A git project whose pipeline 'ran' at its only commit."""
     root = tmp_path / "project"
     (root / "filmclevr").mkdir(parents=True)
     (root / "filmclevr" / "model.py").write_text("# code\n")
-    (root / "params.yaml").write_text("profile: mini\n")
+    (root / "params.yaml").write_text(PARAMS_TEXT)
     git(root, "init", "-q")
     git(root, "-c", "user.email=a@b", "-c", "user.name=a", "add", ".")
     git(root, "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "code")
@@ -44,7 +48,7 @@ def run(tmp_path: Path) -> Path:
     metrics = {
         "overall": 42.0,
         "prior": {"overall": 40.0},
-        "context": {"commit": commit, "machine": {"processor": "x"}},
+        "context": {"commit": commit, "machine": {"processor": "x"}, "profile": "mini"},
     }
     (root / "results/metrics.json").write_text(json.dumps(metrics))
     (root / "results/analysis").mkdir()
@@ -69,7 +73,7 @@ def test_keeps_outputs_parameters_and_provenance(run: Path) -> None:
     assert (out / "cogent/valB.json").read_text() == '{"train_A": {}}'
     assert (out / "cogent/valB/table.md").read_text() == "# CoGenT"
     assert (out / "benchmarks/get_data.tsv").read_text() == "s\tmax_rss\n1.0\t2.0\n"
-    assert (out / "params.yaml").read_text() == "profile: mini\n"
+    assert (out / "params.yaml").read_text() == PARAMS_TEXT
     provenance = json.loads((out / "PROVENANCE.json").read_text())
     assert provenance["commit"] == git(run, "rev-parse", "HEAD")
     assert provenance["machine"] == {"processor": "x"}
@@ -78,13 +82,13 @@ def test_keeps_outputs_parameters_and_provenance(run: Path) -> None:
 
 def test_a_profile_with_a_base_is_kept_resolved_and_complete(run: Path, monkeypatch) -> None:
     """The record is the values that ran: a base edited later must not change it."""
-    root = Path(__file__).resolve().parents[1]
     config = run / "config"
     config.mkdir()
     for name in ("demo.yaml", "mini-large.yaml"):
-        (config / name).write_text((root / "config" / name).read_text())
+        (config / name).write_text((REPO / "config" / name).read_text())
     monkeypatch.chdir(run)  # the profile named as the project names it
     resolved = load_params("config/mini-large.yaml")
+    set_evaluated_profile(run, resolved["profile"])
     out = reference.keep_reference(run, "large", Path("config/mini-large.yaml"))
     kept = out / "params.yaml"
     first_line = kept.read_text().splitlines()[0]
@@ -99,6 +103,44 @@ def test_a_profile_with_a_base_is_kept_resolved_and_complete(run: Path, monkeypa
     with pytest.raises(ValueError, match=r"config/bad\.yaml: invalid parameters"):
         reference.keep_reference(run, "bad", Path("config/bad.yaml"))
     assert not (run / "results/reference/bad").exists()
+
+
+def set_evaluated_profile(run: Path, profile: str) -> None:
+    path = run / "results/metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["context"]["profile"] = profile
+    path.write_text(json.dumps(metrics))
+
+
+@pytest.mark.parametrize("evaluated", ["cogent-mini", None])
+def test_refuses_parameters_of_another_profile(run: Path, evaluated: str | None) -> None:
+    """After a run of another profile, ./params.yaml may still hold the demo's: kept beside that
+    run's model, they would describe it wrongly (sim-to-real and the model cards read them)."""
+    set_evaluated_profile(run, evaluated)
+    with pytest.raises(ValueError, match=r"params\.yaml: profile 'mini', but .*metrics\.json was "
+                       rf"made by profile {evaluated!r}"):  # fmt: skip
+        reference.keep_reference(run, "demo", run / "params.yaml")
+    assert not (run / "results/reference").exists()
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "/tmp/elsewhere", "a/b", "-x", "demo\n"])
+def test_refuses_a_name_that_is_not_one_folder(run: Path, name: str) -> None:
+    """The folder is replaced whole: "" or "." once replaced all of results/reference/, an
+    absolute name any folder on the disk."""
+    other = run / "results/reference/other"
+    other.mkdir(parents=True)
+    (other / "keep.txt").write_text("keep me\n")
+    with pytest.raises(ValueError, match="give one folder name"):
+        reference.keep_reference(run, name, run / "params.yaml")
+    assert (other / "keep.txt").read_text() == "keep me\n"
+    assert sorted(p.name for p in (run / "results/reference").iterdir()) == ["other"]
+
+
+def test_cli_reads_the_projects_params_by_default(run: Path, tmp_path: Path, monkeypatch) -> None:
+    """--root alone: the parameters are that project's params.yaml, not the working folder's."""
+    monkeypatch.chdir(tmp_path)  # no params.yaml here
+    assert reference.main(["--name", "demo", "--root", str(run)]) == 0
+    assert (run / "results/reference/demo/params.yaml").read_text() == PARAMS_TEXT
 
 
 def test_provenance_keeps_dvc_lock_only_when_it_records_this_run(run: Path) -> None:
