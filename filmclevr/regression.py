@@ -5,8 +5,10 @@ the baseline: one number for all six, or one per metric (params.yaml's `regressi
 the columns differ in size, so their seed-to-seed spread differs too). Runs on different data
 cannot be compared, so a mismatch fails the gate too: the context's dataset, split and profile,
 the data's counts (questions and images scored and trained on, the training split), and the
-number of questions behind each accuracy. Accuracies must be numbers from 0 to 100 and
-tolerances finite: a NaN compares false with everything, so it would pass any drop. The
+number of questions behind each accuracy. Accuracies must be numbers from 0 to 100, the
+baseline must give each one (a column without questions aside), and tolerances must be finite:
+a NaN compares false with everything, and a missing baseline holds nothing, so either would
+pass any drop. The
 report also names the machine (CPU or GPU, torch build) of both runs: training is bitwise
 repeatable on one machine, not across CPU models, so a small drop between two machines can be
 the machine, not the code.
@@ -156,6 +158,28 @@ def _value(metrics: Mapping[str, Any], name: str, role: str = "metrics") -> floa
     return float(value)
 
 
+def _baseline_value(baseline: Mapping[str, Any], name: str, role: str = "baseline") -> float | None:
+    """The baseline's accuracy `name`: None only for a column its run had no questions of
+    (`counts` says 0; evaluate writes such a column as null).
+
+    Raises:
+        ValueError: naming `role`, where the baseline gives no accuracy for a metric that had
+            questions, or does not say it had none: a missing baseline would pass any run.
+    """
+    value = _value(baseline, name, role)
+    if value is None and not (name != "overall" and _no_questions(baseline, name)):
+        raise ValueError(
+            f"{role}: {name} accuracy is missing; a baseline gives a number from 0 to 100 for "
+            "overall and every column (null only for a column whose counts say 0 questions)"
+        )
+    return value
+
+
+def _no_questions(metrics: Mapping[str, Any], name: str) -> bool:
+    questions = _questions(metrics, name)
+    return isinstance(questions, int) and not isinstance(questions, bool) and questions == 0
+
+
 def _questions(metrics: Mapping[str, Any], name: str) -> Any:
     """The number of questions behind accuracy `name` (`counts`; None where not recorded)."""
     counts = metrics.get("counts")
@@ -189,7 +213,7 @@ def _mismatches(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> list
 
 def _status(base: float | None, cur: float | None, tolerance: float) -> str:
     if base is None:
-        return "no baseline"  # nothing to hold the current run to
+        return "no questions"  # the baseline had none here (_baseline_value refuses the rest)
     if cur is None:
         return "MISSING"
     return "REGRESSION" if cur < base - tolerance else "ok"
@@ -205,13 +229,14 @@ def check_regression(
         tolerance: accuracy points a metric may fall below the baseline (see `tolerances`).
 
     Raises:
-        ValueError: a tolerance is not a finite number >= 0, or an accuracy not a number
-            from 0 to 100 (naming the baseline or the current run).
+        ValueError: a tolerance is not a finite number >= 0, an accuracy not a number from
+            0 to 100 (naming the baseline or the current run), or the baseline gives none for
+            a metric (`_baseline_value`).
     """
     allowed = tolerances(tolerance)
     failures = _mismatches(baseline, current)
     for name in METRICS:
-        base, cur = _value(baseline, name, "baseline"), _value(current, name, "current")
+        base, cur = _baseline_value(baseline, name), _value(current, name, "current")
         status = _status(base, cur, allowed[name])
         if status == "MISSING":
             failures.append(f"{name}: missing in the current metrics (baseline {base:.2f})")
@@ -230,7 +255,7 @@ def comparison_table(
     allowed = tolerances(tolerance)
     rows = [("metric", "baseline", "current", "delta", "tolerance", "status")]
     for name in METRICS:
-        base, cur = _value(baseline, name, "baseline"), _value(current, name, "current")
+        base, cur = _baseline_value(baseline, name), _value(current, name, "current")
         status = _status(base, cur, allowed[name])
         delta = f"{cur - base:+.2f}" if base is not None and cur is not None else "-"
         rows.append(
@@ -278,7 +303,13 @@ def machine_note(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> str
     )
 
 
-def _load(path: Path) -> dict[str, Any]:
+def _load(path: Path, as_baseline: bool = False) -> dict[str, Any]:
+    """A metrics.json document, its accuracies checked here so that a refusal names the file;
+    a baseline (`as_baseline`) must give every accuracy (`_baseline_value`).
+
+    Raises:
+        ValueError: naming `path`.
+    """
     document = read_json(path)
     if (
         not isinstance(document, dict)
@@ -286,9 +317,14 @@ def _load(path: Path) -> dict[str, Any]:
         or not isinstance(document.get("columns"), dict)
         or not isinstance(document.get("context", {}), dict)
     ):
-        raise ValueError("not a metrics.json document (needs 'overall', 'columns', 'context')")
+        raise ValueError(
+            f"{path}: not a metrics.json document (needs 'overall', 'columns', 'context')"
+        )
     for name in METRICS:
-        _value(document, name, "metrics.json")  # refused here, so the message names the file
+        if as_baseline:
+            _baseline_value(document, name, str(path))
+        else:
+            _value(document, name, str(path))
     return document
 
 
@@ -340,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         baseline, baseline_precision, choice_note = choose_baseline(
             args.baseline, precision_of(documents["current"])
         )
-        documents["baseline"] = _load(baseline)
+        documents["baseline"] = _load(baseline, as_baseline=True)
         baseline_precision = baseline_precision or precision_of(documents["baseline"])
         tolerance = tolerance_for(written, baseline_precision)
         _check_baseline_precision(documents["baseline"], baseline_precision, baseline)

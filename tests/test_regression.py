@@ -290,6 +290,39 @@ def test_runs_whose_columns_hold_other_questions_cannot_be_compared():
     ]  # fmt: skip
 
 
+# --- A baseline gives every accuracy --------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "absent"), [("overall", False), ("overall", True), ("exist", False), ("exist", True)]
+)
+def test_a_baseline_without_an_accuracy_is_refused_naming_it(tmp_path, capsys, name, absent):
+    """A baseline whose overall was null passed a run at 10%: "no baseline" never failed."""
+    baseline = full_metrics(50.0)
+    values = baseline if name == "overall" else baseline["columns"]
+    if absent:
+        del values[name]
+    else:
+        values[name] = None
+    with pytest.raises(ValueError, match=f"^baseline: {name} accuracy is missing"):
+        regression.check_regression(baseline, full_metrics(10.0), 1.0)
+    assert _cli(tmp_path, baseline, full_metrics(10.0), tolerance="1") == 2
+    err = capsys.readouterr().err
+    assert "baseline.json" in err and ("accuracy is missing" in err or "'overall'" in err)
+
+
+def test_a_baseline_column_may_be_null_only_where_it_had_no_questions(tmp_path, capsys):
+    """evaluate writes a column without questions as null, its count 0: nothing to compare."""
+    baseline, current = full_metrics(50.0), full_metrics(50.0)
+    for document in (baseline, current):
+        document["columns"]["exist"] = None
+        document["counts"]["columns"]["exist"] = 0
+    assert _cli(tmp_path, baseline, current) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("exist"))
+    assert row.split() == ["exist", "-", "-", "-", "2", "no", "questions"]
+    baseline["counts"]["columns"]["exist"] = 673  # it had questions: its accuracy is missing
+    with pytest.raises(ValueError, match="^baseline: exist accuracy is missing"):
+        regression.check_regression(baseline, current, 2.0)
+
+
 # --- One baseline and tolerance per numeric path ----------------------------------------------
 def _baselines(tmp_path, **per_precision) -> Path:
     """A baseline folder holding <precision>/metrics.json for each given document."""
