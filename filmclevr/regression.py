@@ -320,6 +320,11 @@ def _load(path: Path, as_baseline: bool = False) -> dict[str, Any]:
         raise ValueError(
             f"{path}: not a metrics.json document (needs 'overall', 'columns', 'context')"
         )
+    machine = document.get("context", {}).get("machine")
+    if machine is not None and not isinstance(machine, dict):  # None: a run that did not say
+        raise ValueError(
+            f"{path}: context.machine is {machine!r}, not a mapping (processor, torch)"
+        )
     for name in METRICS:
         if as_baseline:
             _baseline_value(document, name, str(path))

@@ -191,6 +191,15 @@ def test_report_names_both_machines_without_failing_on_them():
     assert "unknown" in regression.comparison_table(metrics(44.0), current, tolerance=3.0)
 
 
+@pytest.mark.parametrize("role", ["baseline", "current"])
+def test_a_machine_that_is_no_mapping_is_unreadable_input(tmp_path, capsys, role):
+    """A string context.machine once ended the gate with a traceback (exit 1: "regression")."""
+    documents = {"baseline": metrics(90.0), "current": metrics(90.0)}
+    documents[role]["context"]["machine"] = "AMD EPYC"
+    assert _cli(tmp_path, documents["baseline"], documents["current"]) == 2
+    assert f"{role}.json: context.machine is 'AMD EPYC', not a mapping" in capsys.readouterr().err
+
+
 # --- Refused: non-finite numbers, runs that cannot be compared ------------------------------------
 NAN, INF = float("nan"), float("inf")
 
