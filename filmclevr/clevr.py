@@ -441,6 +441,13 @@ def read_scenes(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     _, scenes = _load_json_document(path, "scenes")
     for position, scene in enumerate(scenes):
+        if not isinstance(scene, dict):
+            raise ClevrFormatError(f"{path}: scene #{position} is not an object")
         if "objects" not in scene or "image_index" not in scene:
             raise ClevrFormatError(f"{path}: scene #{position} lacks objects or image_index")
+        index = scene["image_index"]
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise ClevrFormatError(
+                f"{path}: scene #{position} has image_index {index!r}, not an image number"
+            )
     return sorted(scenes, key=lambda s: s["image_index"])

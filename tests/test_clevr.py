@@ -80,6 +80,23 @@ def test_bad_question_files_are_named(tmp_path, content, message):
         clevr.read_questions(path)
 
 
+@pytest.mark.parametrize(
+    ("scenes", "message"),
+    [
+        ([7], r"scene #0 is not an object"),
+        ([{"objects": [], "image_index": 0}, {"objects": [], "image_index": "1"}],
+         r"scene #1 has image_index '1', not an image number"),
+        ([{"objects": [], "image_index": True}], r"scene #0 has image_index True"),
+    ],
+)  # fmt: skip
+def test_bad_scene_records_are_named(tmp_path, scenes, message):
+    """Checked before the scenes are sorted by image_index (a TypeError there named nothing)."""
+    path = tmp_path / "CLEVR_val_scenes.json"
+    path.write_text(json.dumps({"scenes": scenes}))
+    with pytest.raises(clevr.ClevrFormatError, match=rf"CLEVR_val_scenes\.json: {message}"):
+        clevr.read_scenes(path)
+
+
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(clevr.ClevrFormatError, match="nothere.json: file not found"):
         clevr.read_scenes(tmp_path / "nothere.json")
