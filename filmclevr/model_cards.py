@@ -512,6 +512,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     folder = args.folder if args.folder is not None else args.root / REFERENCE
     try:
+        if not folder.is_dir():  # a mistyped folder would get an empty manifest
+            raise FileNotFoundError(f"{folder}: no such folder of reference checkpoints")
         if args.check:
             stale = stale_files(folder, args.root)
             for line in stale:

@@ -173,6 +173,15 @@ def test_files_of_another_run_are_refused_naming_them(project):
     assert model_cards.main(["--root", str(project)]) == 1
 
 
+@pytest.mark.parametrize("check", [False, True])
+def test_a_mistyped_folder_is_refused_and_nothing_written(tmp_path, capsys, check):
+    """Once it was 'written': a new folder holding an empty manifest, exit 0."""
+    argv = ["--root", str(tmp_path / "nowhere")] + (["--check"] if check else [])
+    assert model_cards.main(argv) == 1
+    assert "nowhere/results/reference: no such folder" in capsys.readouterr().err
+    assert not (tmp_path / "nowhere").exists()
+
+
 # --- Verification -------------------------------------------------------------------------------
 def test_a_listed_checkpoint_with_its_digest_is_verified(project):
     write(project)
