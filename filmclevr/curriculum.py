@@ -107,6 +107,7 @@ def train_phases(
     curves_png: Path | None = None,
     progress: bool = True,
     val_shards_dir: Path | None = None,
+    profile: str | None = None,
 ) -> list[dict[str, Any]]:
     """Train every phase of `plan` in turn, validating each on `val_split`; write
     `best_checkpoint` (the last phase's best, with the history of every phase) and its sidecar.
@@ -135,6 +136,7 @@ def train_phases(
                 train_split=phase.split,
                 val_split=val_split,
                 val_shards_dir=val_shards_dir,
+                profile=profile,
             )
         )
         previous = run_dir / "last.pt"

@@ -128,6 +128,7 @@ def train_run(
     """
     common = {"shards_dir": shards_dir, "vocab_path": vocab_path, "log_dir": log_dir}
     common |= {"curves_png": curves_png, "progress": progress, "val_shards_dir": val_shards_dir}
+    common["profile"] = plan.params.get("profile")  # recorded in the checkpoints
     if len(plan.phases) > 1:
         return train_phases(
             plan.model,

@@ -136,6 +136,7 @@ class SplitSettings:
     min_objects: int
     max_objects: int
     question_mix: QuestionMix = "uniform"
+    images: int | None = None  # the split's size (`get_data.mini.images`); None: not known
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +180,8 @@ def profile_from_params(path: str | Path) -> MiniProfile:
     own = mini.get("split_settings") or {}
 
     def settings(split: str) -> SplitSettings:
-        return SplitSettings(name=split, **{**defaults, **own.get(split, {})})
+        size = mini["images"].get(split)
+        return SplitSettings(name=split, **{**defaults, **own.get(split, {})}, images=size)
 
     return MiniProfile(
         seed=int(mini["seed"]),
@@ -430,6 +432,11 @@ def training_prior(
     if images < 1:
         raise ValueError(f"prior_train_images must be at least 1, got {images}")
     train = profile.train
+    if train.images is not None and images > train.images:
+        raise ValueError(
+            f"{profile.source or 'profile'}: prior_train_images is {images}, but the training "
+            f"split {train.name!r} has {train.images} images: give at most that many"
+        )
     scenes = [split_scene(profile, train, i) for i in range(images)]
     questions = make_questions(
         scenes,
@@ -550,6 +557,13 @@ def measure(
             f"{profile.source or 'profile'}: resize_images.image_size is {profile.image_size} but "
             f"{model_path} reads {image_size}-pixel images: not this checkpoint's profile"
         )
+    if profile.val.images is not None and len(images) > profile.val.images:
+        raise ValueError(
+            f"{profile.source or 'profile'}: the mini-CLEVR side needs as many images as the "
+            f"genuine sample's {len(images)} ({genuine_root}), but the validation split "
+            f"{profile.val.name!r} has {profile.val.images}"
+        )
+    _check_checkpoint_profile(checkpoint, model_path, profile)
     prior, prior_questions = training_prior(profile, prior_train_images, language)
     sides = {
         GENUINE: genuine_side(
@@ -577,6 +591,7 @@ def measure(
             "sha256": file_sha256(model_path),
             "epoch": checkpoint.get("epoch"),
             "image_size": image_size,
+            "profile": checkpoint.get("profile"),  # None: written before train recorded it
         },
         "params": profile.as_dict(),
         "seed": seed,
@@ -603,6 +618,21 @@ def measure(
     }
     log.info("measured in %.1f s", report["seconds"])
     return Measurement(report, {name: side.records for name, side in sides.items()})
+
+
+def _check_checkpoint_profile(
+    checkpoint: Mapping[str, Any], model_path: str | Path, profile: MiniProfile
+) -> None:
+    """Refuse a profile other than the one the checkpoint records (`train.train` records it;
+    a checkpoint written before it did cannot tell, and is measured against the profile given)."""
+    trained_by = checkpoint.get("profile")
+    if trained_by is not None and profile.name and trained_by != profile.name:
+        raise ValueError(
+            f"{model_path} was trained by profile {trained_by!r}, but "
+            f"{profile.source or 'the parameters'} is profile {profile.name!r}: its mini-CLEVR "
+            f"side and prior would be another profile's (give --params config/{trained_by}.yaml "
+            "or that run's params.yaml)"
+        )
 
 
 def difference(genuine: Mapping[str, Any], mini: Mapping[str, Any]) -> dict[str, Any]:
@@ -774,7 +804,8 @@ def _parser() -> argparse.ArgumentParser:
         "--params",
         type=Path,
         help="the checkpoint's parameters file (mini-CLEVR seed, splits, objects); default:\n"
-        "params.yaml beside the checkpoint if there is one, else ./params.yaml",
+        "params.yaml beside the checkpoint if there is one, else ./params.yaml; refused when\n"
+        "the checkpoint records another profile",
     )
     p.add_argument("--out", type=Path, help="output folder (default: the checkpoint's folder)")
     p.add_argument(
@@ -817,6 +848,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     params_path = args.params if args.params is not None else default_params_path(args.model)
+    guessed = args.params is None and params_path == Path("params.yaml")
     profile = profile_from_params(params_path)
     measurement = measure(
         args.model,
@@ -833,6 +865,13 @@ def _run(args: argparse.Namespace) -> int:
     )
     out = args.out if args.out is not None else Path(args.model).parent
     paths = write_outputs(measurement, out, questions=args.questions)
+    if guessed and measurement.report["checkpoint"]["profile"] is None:
+        log.warning(
+            "%s records no profile and has no params.yaml beside it: measured against "
+            "./params.yaml (profile %r); if another profile trained it, give --params",
+            args.model,
+            profile.name,
+        )
     print(summary(measurement.report))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -585,6 +585,7 @@ def train(
     train_split: str = "train",
     val_split: str = "val",
     val_shards_dir: Path | None = None,
+    profile: str | None = None,
 ) -> dict[str, Any]:
     """Train FiLM on `shards_dir` (SPEC §4), resuming from `last_checkpoint` when it matches.
 
@@ -607,6 +608,9 @@ def train(
             (accuracy over all its questions). The workflow passes the first and the second
             entry of `get_data.splits` (CoGenT: trainA, valA).
         val_shards_dir: the `val_split` shards' folder if not `shards_dir` (CoGenT).
+        profile: the name of the parameter profile the run was planned from, recorded in
+            every checkpoint (not in the fingerprint: the data and recipe make the run), so
+            that a tool measuring the model against a profile's data can tell another one.
 
     Returns:
         Summary: best_val_accuracy, best_epoch, epochs, steps, samples_per_s, stopped_early,
@@ -637,6 +641,7 @@ def train(
                 train_split=train_split,
                 val_split=val_split,
                 val_shards_dir=Path(val_shards_dir or shards_dir),
+                profile=profile,
             )
             samples, seconds, stopped_early = 0, 0.0, False
             while run.state.epoch < train_config.max_epochs:
@@ -678,6 +683,7 @@ def _setup(
     train_split: str,
     val_split: str,
     val_shards_dir: Path,
+    profile: str | None,
     **outputs: Any,
 ) -> _Run:
     """Read the data's index and vocabulary, build model and optimizer, resume if `last` fits."""
@@ -707,6 +713,8 @@ def _setup(
 
     raw_model = _build(model_config, cfg, vocab, init, device)
     meta = _checkpoint_meta(model_config, cfg, ctx, device, raw_model, vocab, fingerprint)
+    if profile is not None:
+        meta["profile"] = profile
     run = _Run(
         model_config=model_config,
         cfg=cfg,

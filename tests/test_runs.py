@@ -99,6 +99,8 @@ def test_a_built_run_is_the_run_the_loop_trains_by_hand(
         {k: v for k, v in r.items() if k != timing} for r in hand["history"]
     ]
     assert built["fingerprint"] == hand["fingerprint"]
+    # The profile is recorded (sim-to-real refuses another's data), outside the fingerprint.
+    assert built["profile"] == PARAMS["profile"] and "profile" not in hand
     assert sorted(p.name for p in (tmp_path / "built").iterdir()) == sorted(
         p.name for p in (tmp_path / "hand").iterdir()
     )

@@ -7,6 +7,7 @@ tiny randomly initialised FiLM network: the tests check the harness, not the mod
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -375,8 +376,9 @@ def test_profile_from_params_applies_split_settings(tmp_path):
     params["get_data"]["mini"]["question_mix"] = "clevr"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     profile = sim_to_real.profile_from_params(path)
-    assert profile.train == sim_to_real.SplitSettings("train", 3, 2, 2, "clevr")
-    assert profile.val == sim_to_real.SplitSettings("val", 3, 3, 5, "clevr")
+    sizes = params["get_data"]["mini"]["images"]
+    assert profile.train == sim_to_real.SplitSettings("train", 3, 2, 2, "clevr", sizes["train"])
+    assert profile.val == sim_to_real.SplitSettings("val", 3, 3, 5, "clevr", sizes["val"])
     assert profile.image_size == IMAGE_SIZE and profile.source == str(path)
 
 
@@ -422,6 +424,58 @@ def test_checkpoint_of_another_image_size_is_refused(tiny, tmp_path):
         sim_to_real.measure(tiny["model"], GENUINE, profile, **FAST)
 
 
+def checkpoint_of_profile(tiny: dict, folder: Path, profile: str | None) -> Path:
+    """The tiny checkpoint, recording `profile` as train.train records the profile of a run."""
+    checkpoint = torch.load(tiny["model"], weights_only=True)
+    if profile is not None:
+        checkpoint["profile"] = profile
+    folder.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(folder / "film.pt", checkpoint)
+    return folder / "film.pt"
+
+
+def test_a_checkpoint_of_another_profile_is_refused(tiny, tmp_path):
+    """Measured against another profile, its mini-CLEVR side and prior would be that one's."""
+    model = checkpoint_of_profile(tiny, tmp_path, "cogent-mini")
+    profile = dataclasses.replace(PROFILE, name="mini")
+    refused = (
+        r"film\.pt was trained by profile 'cogent-mini', but tiny profile is profile 'mini'"
+        r".*--params config/cogent-mini\.yaml"
+    )
+    with pytest.raises(ValueError, match=refused):
+        sim_to_real.measure(model, GENUINE, profile, **FAST)
+    same = dataclasses.replace(PROFILE, name="cogent-mini")
+    report = sim_to_real.measure(model, GENUINE, same, **FAST).report
+    assert report["checkpoint"]["profile"] == "cogent-mini"
+
+
+def test_splits_smaller_than_the_measurement_are_refused(tiny):
+    """Images past a split's end are no images of it: the report would say otherwise."""
+    small_val = dataclasses.replace(PROFILE, val=dataclasses.replace(PROFILE.val, images=2))
+    with pytest.raises(ValueError, match=rf"needs as many images as the genuine sample's "
+                       rf"{GENUINE_IMAGES} .* split 'val' has 2"):  # fmt: skip
+        sim_to_real.measure(tiny["model"], GENUINE, small_val, **FAST)
+    small_train = dataclasses.replace(PROFILE, train=dataclasses.replace(PROFILE.train, images=3))
+    with pytest.raises(ValueError, match="prior_train_images is 4, but the training split "
+                       "'train' has 3 images"):  # fmt: skip
+        sim_to_real.measure(tiny["model"], GENUINE, small_train, **FAST)
+
+
+def test_cli_warns_when_it_guesses_the_profile(tiny, tmp_path, monkeypatch, caplog):
+    """No params.yaml beside a checkpoint that records no profile: ./params.yaml is a guess."""
+    model = checkpoint_of_profile(tiny, tmp_path / "models", None)
+    tiny_params(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    argv = ["--model", str(model), "--genuine", str(GENUINE), "--no-progress"]
+    argv += ["--questions-per-image", "2", "--prior-train-images", "2"]
+    assert sim_to_real.main(argv) == 0
+    assert "records no profile and has no params.yaml beside it" in caplog.text
+    caplog.clear()
+    model = checkpoint_of_profile(tiny, tmp_path / "models", "mini")  # the tiny params' profile
+    assert sim_to_real.main(argv) == 0
+    assert "records no profile" not in caplog.text
+
+
 def genuine_copy(tmp_path: Path) -> Path:
     root = tmp_path / "genuine"
     shutil.copytree(GENUINE, root)
@@ -449,6 +503,13 @@ def damage_scene_without_relationships(root: Path) -> str:
     return f"{scenes_file(root)}: scene #1 (image_index 23): no relationships"
 
 
+def damage_scene_without_an_image_number(root: Path) -> str:
+    document = json.loads(scenes_file(root).read_text())
+    document["scenes"][2]["image_index"] = None  # once a TypeError from sorting the scenes
+    scenes_file(root).write_text(json.dumps(document))
+    return f"{scenes_file(root)}: scene #2 has image_index None, not an image number"
+
+
 def damage_image_without_scene(root: Path) -> str:
     extra = root / "images" / "train" / "CLEVR_train_000001.png"
     shutil.copy(root / "images" / "train" / "CLEVR_train_000000.png", extra)
@@ -472,6 +533,7 @@ def damage_no_images(root: Path) -> str:
         damage_no_scene_file,
         damage_scene_file_not_json,
         damage_scene_without_relationships,
+        damage_scene_without_an_image_number,
         damage_image_without_scene,
         damage_corrupt_image,
         damage_no_images,
