@@ -301,7 +301,8 @@ def validate_params(params: dict[str, Any], source: str = "params") -> dict[str,
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     """The mapping in a YAML file, read as YAML 1.2 (plain data only); a key given twice, a
-    missing file, bad YAML or a file that is not a mapping raise ParamsError naming it."""
+    missing or unreadable file (a folder, no permission, not UTF-8), bad YAML or a file that is
+    not a mapping raise ParamsError naming it."""
     try:
         with open(path, encoding="utf-8") as f:
             loader = _Yaml12Loader(f)  # a SafeLoader: plain data only
@@ -319,6 +320,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
                 loader.dispose()
     except FileNotFoundError:
         raise ParamsError(f"{path}: parameters file not found") from None
+    except OSError as e:
+        raise ParamsError(f"{path}: cannot read the parameters file ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise ParamsError(f"{path}: not UTF-8 text ({e})") from None
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(params, dict):

@@ -38,7 +38,7 @@ from typing import Any
 
 from filmclevr import clevr
 from filmclevr.fileio import read_json
-from filmclevr.params import load_params
+from filmclevr.params import ParamsError, load_params
 
 METRICS: tuple[str, ...] = ("overall", *clevr.QUESTION_TYPES)
 # What makes two runs comparable: the data they were scored and trained on.
@@ -369,12 +369,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Every precision's, checked before any file is read.
         for part in written.values() if _per_precision(written) else [written]:
             tolerances(part)
-    except ValueError as e:
+    except ParamsError as e:  # it names the file
+        parser.error(str(e))
+    except (ValueError, OSError) as e:
         parser.error(f"{args.params or '--tolerance'}: {e}")
     documents = {}
     try:
         documents["current"] = _load(args.current)
-    except ValueError as e:  # read_json turns OSError and bad JSON into ValueError
+    except (ValueError, OSError) as e:  # read_json turns OSError and bad JSON into ValueError
         print(f"error: cannot read the current metrics {args.current}: {e}", file=sys.stderr)
         return 2
     try:
@@ -387,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_baseline_precision(documents["baseline"], baseline_precision, baseline)
         if baseline_precision:  # a baseline older than the key: its folder says it
             documents["baseline"].setdefault("context", {})["precision"] = baseline_precision
-    except ValueError as e:
+    except (ValueError, OSError) as e:  # OSError: a folder that cannot be listed
         print(f"error: cannot read the baseline metrics {args.baseline}: {e}", file=sys.stderr)
         return 2
     print(comparison_table(documents["baseline"], documents["current"], tolerance))

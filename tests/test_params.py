@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -270,6 +271,20 @@ def test_a_bad_difference_is_refused_naming_the_file(tmp_path: Path, text: str, 
     path = profile(tmp_path, "p.yaml", f"base: {DEMO}\n{text}")
     with pytest.raises(ParamsError, match=message):
         load_params(path)
+
+
+def test_an_unreadable_file_is_refused_naming_it(tmp_path: Path, capsys) -> None:
+    """A folder or a file that is not UTF-8 escaped as a raw OSError or UnicodeDecodeError."""
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe")
+    for path, problem in ((tmp_path, "cannot read the parameters file"), (binary, "not UTF-8")):
+        with pytest.raises(ParamsError, match=f"^{re.escape(str(path))}: {problem}"):
+            load_params(path)
+        assert params_mod.main([str(path), "--out", str(tmp_path / "out.yaml")]) == 1
+        assert capsys.readouterr().err.startswith(f"error: {path}: {problem}")
+    on_binary = profile(tmp_path, "mine.yaml", "base: binary.yaml\nprofile: mine\n")
+    with pytest.raises(ParamsError, match=f"^{re.escape(str(binary))}: not UTF-8"):
+        load_params(on_binary)
 
 
 def test_a_missing_base_or_a_cycle_is_refused_naming_the_files(tmp_path: Path) -> None:

@@ -250,6 +250,16 @@ def test_cli_refuses_a_nan_tolerance_from_a_params_file(tmp_path, capsys):
     assert "params.yaml: tolerance must be a finite number" in capsys.readouterr().err
 
 
+def test_cli_refuses_a_params_file_it_cannot_read_naming_it(tmp_path, capsys):
+    """A folder given as --params ended in an IsADirectoryError traceback (exit 1, "regression")."""
+    (tmp_path / "b.json").write_text(json.dumps(metrics(90.0)))
+    argv = ["--baseline", str(tmp_path / "b.json"), "--current", str(tmp_path / "b.json")]
+    with pytest.raises(SystemExit) as exit_info:
+        regression.main([*argv, "--params", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert f"{tmp_path}: cannot read the parameters file" in capsys.readouterr().err
+
+
 def full_metrics(overall: float, questions: int = 5000, **context) -> dict:
     """A metrics.json document as evaluate writes it: its data's counts in context and counts."""
     shares = dict(zip(clevr.QUESTION_TYPES, (0.26, 0.18, 0.12, 0.38, 0.06), strict=True))
