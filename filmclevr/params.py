@@ -482,9 +482,17 @@ def _held_by_dvc_experiment(path: Path) -> bool:
 def _edits(path: Path) -> str | None:
     """What writing over `path` would lose, or None: nothing if filmclevr-params wrote it and it
     is unchanged, if git holds it (tracked, no change since the last commit), or if a DVC
-    experiment holds it as it is."""
-    text = path.read_text(encoding="utf-8")
-    if written_from(path) is not None:
+    experiment holds it as it is.
+
+    Raises:
+        ParamsError: `path` is not UTF-8 text (so no file filmclevr-params wrote) and neither
+            git nor a DVC experiment holds it.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and written_from(path) is not None:
         _, found, body = text.partition("\n" + CHECKSUM_LINE)
         checksum, _, body = body.partition("\n")
         if (found and checksum == _checksum(body)) or _held_by_dvc_experiment(path):
@@ -500,6 +508,11 @@ def _edits(path: Path) -> str | None:
         held = False
     if held or _held_by_dvc_experiment(path):
         return None
+    if text is None:
+        raise ParamsError(
+            f"{path}: not UTF-8 text, so no file filmclevr-params wrote, and git does not hold "
+            "it: writing over it would lose it; move it away, or pass --force"
+        )
     return "it has changes that git does not hold"
 
 

@@ -381,6 +381,23 @@ def test_filmclevr_params_writes_over_a_hand_written_file_only_if_git_holds_it(
     assert load_params(out)["profile"] == "paper"
 
 
+def test_filmclevr_params_keeps_a_file_that_is_not_utf8_unless_git_holds_it(
+    tmp_path: Path, capsys
+) -> None:
+    """An --out that is not UTF-8 ended filmclevr-params in a UnicodeDecodeError traceback."""
+    out = tmp_path / "params.yaml"
+    out.write_bytes(b"# Written by filmclevr-params from config/demo.yaml\n\xff\xfe\n")
+    paper = str(ROOT / "config/paper.yaml")
+    assert params_mod.main([paper, "--out", str(out)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: {out}: not UTF-8 text")
+    assert out.read_bytes().endswith(b"\xff\xfe\n")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "params.yaml")
+    git(tmp_path, "commit", "-q", "-m", "a binary params.yaml")
+    assert params_mod.main([paper, "--out", str(out)]) == 0  # git holds it: nothing is lost
+    assert load_params(out)["profile"] == "paper"
+
+
 def test_filmclevr_params_writes_over_the_values_a_dvc_experiment_holds(
     tmp_path: Path, capsys
 ) -> None:
