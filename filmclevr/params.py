@@ -481,8 +481,8 @@ def _held_by_dvc_experiment(path: Path) -> bool:
 
 def _edits(path: Path) -> str | None:
     """What writing over `path` would lose, or None: nothing if filmclevr-params wrote it and it
-    is unchanged, if git holds it (tracked, no change since the last commit), or if a DVC
-    experiment holds it as it is.
+    is unchanged, if git holds it as it is (tracked, no change since the last commit: a written
+    file edited by hand and committed too), or if a DVC experiment holds it as it is.
 
     Raises:
         ParamsError: `path` is not UTF-8 text (so no file filmclevr-params wrote) and neither
@@ -492,28 +492,34 @@ def _edits(path: Path) -> str | None:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         text = None
-    if text is not None and written_from(path) is not None:
+    written = text is not None and written_from(path) is not None
+    if written:
         _, found, body = text.partition("\n" + CHECKSUM_LINE)
         checksum, _, body = body.partition("\n")
-        if (found and checksum == _checksum(body)) or _held_by_dvc_experiment(path):
+        if found and checksum == _checksum(body):
             return None
-        return "it has edits made after filmclevr-params wrote it"
-    git = ["git", "-C", str(path.parent.resolve())]
-    try:
-        held = all(
-            subprocess.run([*git, *args, "--", path.name], capture_output=True).returncode == 0
-            for args in (["ls-files", "--error-unmatch"], ["diff", "--quiet", "HEAD"])
-        )
-    except OSError:  # no git
-        held = False
-    if held or _held_by_dvc_experiment(path):
+    if _held_by_git(path) or _held_by_dvc_experiment(path):
         return None
     if text is None:
         raise ParamsError(
             f"{path}: not UTF-8 text, so no file filmclevr-params wrote, and git does not hold "
             "it: writing over it would lose it; move it away, or pass --force"
         )
+    if written:
+        return "it has edits made after filmclevr-params wrote it"
     return "it has changes that git does not hold"
+
+
+def _held_by_git(path: Path) -> bool:
+    """Whether git tracks `path` with no change since the last commit."""
+    git = ["git", "-C", str(path.parent.resolve())]
+    try:
+        return all(
+            subprocess.run([*git, *args, "--", path.name], capture_output=True).returncode == 0
+            for args in (["ls-files", "--error-unmatch"], ["diff", "--quiet", "HEAD"])
+        )
+    except OSError:  # no git
+        return False
 
 
 def profile_text(profile: str | Path, out: str | Path) -> tuple[str, dict[str, Any]]:

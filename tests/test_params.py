@@ -381,6 +381,26 @@ def test_filmclevr_params_writes_over_a_hand_written_file_only_if_git_holds_it(
     assert load_params(out)["profile"] == "paper"
 
 
+def test_filmclevr_params_writes_over_a_written_file_whose_edits_git_holds(
+    tmp_path: Path, capsys
+) -> None:
+    """A params.yaml filmclevr-params wrote, edited by hand and committed, was refused ("edits
+    made after filmclevr-params wrote it") though git keeps the edits; committing them, as the
+    refusal advises, now lets it through."""
+    out = tmp_path / "params.yaml"
+    demo, paper = str(DEMO), str(ROOT / "config/paper.yaml")
+    assert params_mod.main([demo, "--out", str(out)]) == 0
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "params.yaml")
+    git(tmp_path, "commit", "-q", "-m", "the demo")
+    out.write_text(out.read_text().replace("max_epochs: 6", "max_epochs: 7"))
+    assert params_mod.main([paper, "--out", str(out)]) == 1  # the edit is in no commit
+    assert "keep them (commit them or copy the file)" in capsys.readouterr().err
+    git(tmp_path, "commit", "-q", "-a", "-m", "seven epochs")
+    assert params_mod.main([paper, "--out", str(out)]) == 0
+    assert load_params(out)["profile"] == "paper"
+
+
 def test_filmclevr_params_keeps_a_file_that_is_not_utf8_unless_git_holds_it(
     tmp_path: Path, capsys
 ) -> None:
