@@ -24,10 +24,12 @@ import copy
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,11 @@ GENERATED = (
     "# engines read by default; filmclevr-params config/demo.yaml writes the demo again.\n"
 )
 CHECKSUM_LINE = "# sha256 of the lines below: "
+# regression.tolerance, as the CI gate (filmclevr.regression) applies it: the accuracies it holds
+# to the baseline (each may have its own tolerance), and the numeric paths a tolerance may be
+# written per (a run's context.precision, evaluate.precision_name), each with its baseline.
+GATE_METRICS: tuple[str, ...] = ("overall", *clevr.QUESTION_TYPES)
+PRECISIONS: tuple[str, ...] = ("bf16", "float32")
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -147,6 +154,52 @@ def _cross_key_errors(params: dict[str, Any]) -> list[str]:
     errors += _split_role_errors(params)
     errors += _humans_errors(params)
     errors += _recipe_errors(params)
+    errors += _tolerance_errors(params)
+    return errors
+
+
+def per_precision(tolerance: Any) -> bool:
+    """Whether a regression.tolerance is written per precision (its keys are PRECISIONS)."""
+    return isinstance(tolerance, Mapping) and bool(tolerance) and set(tolerance) <= set(PRECISIONS)
+
+
+def tolerances(tolerance: float | Mapping[str, float]) -> dict[str, float]:
+    """Each metric's tolerance from one precision's regression.tolerance: one number for every
+    metric, or a mapping that must name exactly GATE_METRICS; every value finite and >= 0 (JSON
+    Schema's minimum lets NaN pass, and a NaN tolerance would let every drop pass the gate).
+
+    Raises:
+        ValueError: naming the keys or values at fault.
+    """
+    if isinstance(tolerance, Mapping):
+        if set(tolerance) != set(GATE_METRICS):
+            raise ValueError(
+                f"tolerance names {sorted(tolerance)}; it must name exactly {list(GATE_METRICS)}"
+            )
+        values = {name: float(tolerance[name]) for name in GATE_METRICS}
+    else:
+        values = dict.fromkeys(GATE_METRICS, float(tolerance))
+    bad = {name: v for name, v in values.items() if not (math.isfinite(v) and v >= 0)}
+    if bad:
+        raise ValueError(f"tolerance must be a finite number >= 0, got {bad}")
+    return values
+
+
+def _tolerance_errors(params: dict[str, Any]) -> list[str]:
+    """Each precision's regression.tolerance checked as the gate checks it (`tolerances`), so a
+    NaN is refused before the pipeline runs, not by the gate after it."""
+    tolerance = params["regression"]["tolerance"]
+    parts = (
+        {f".{p}": part for p, part in tolerance.items()}
+        if per_precision(tolerance)
+        else {"": tolerance}
+    )
+    errors = []
+    for suffix, part in parts.items():
+        try:
+            tolerances(part)
+        except (ValueError, TypeError) as e:
+            errors.append(f"  regression.tolerance{suffix}: {e}")
     return errors
 
 

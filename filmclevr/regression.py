@@ -36,11 +36,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from filmclevr import clevr
 from filmclevr.fileio import read_json
-from filmclevr.params import ParamsError, load_params
+from filmclevr.params import (
+    GATE_METRICS,
+    PRECISIONS,
+    ParamsError,
+    load_params,
+    per_precision,
+    tolerances,
+)
 
-METRICS: tuple[str, ...] = ("overall", *clevr.QUESTION_TYPES)
+METRICS: tuple[str, ...] = GATE_METRICS  # overall and the paper's five columns
 # What makes two runs comparable: the data they were scored and trained on.
 CONTEXT_MATCH: tuple[str, ...] = (
     "dataset",
@@ -54,8 +60,6 @@ CONTEXT_MATCH: tuple[str, ...] = (
 )
 # Reported beside the numbers, never failing the gate: where each run was made.
 MACHINE_KEYS: tuple[str, ...] = ("processor", "torch")
-# The numeric paths a run is trained on (evaluate.training_precision), each with its baseline.
-PRECISIONS: tuple[str, ...] = ("bf16", "float32")
 BASELINE_FILE = "metrics.json"  # in <baseline folder>/<precision>/
 Tolerance = float | Mapping[str, float]  # one number for every metric, or one per metric
 
@@ -67,7 +71,7 @@ def tolerance_for(tolerance: Any, precision: str | None) -> Tolerance:
     Raises:
         ValueError: it is written per precision and names none for `precision`.
     """
-    if _per_precision(tolerance):
+    if per_precision(tolerance):
         if precision not in tolerance:
             raise ValueError(
                 f"tolerance is written per precision ({', '.join(sorted(tolerance))}) and has "
@@ -75,10 +79,6 @@ def tolerance_for(tolerance: Any, precision: str | None) -> Tolerance:
             )
         return tolerance[precision]
     return tolerance
-
-
-def _per_precision(tolerance: Any) -> bool:
-    return isinstance(tolerance, Mapping) and bool(tolerance) and set(tolerance) <= set(PRECISIONS)
 
 
 def precision_of(metrics: Mapping[str, Any]) -> str | None:
@@ -120,23 +120,6 @@ def choose_baseline(baseline: Path, precision: str | None) -> tuple[Path, str | 
         f"{baseline} holds no baseline: expected "
         + " or ".join(f"{p}/{BASELINE_FILE}" for p in PRECISIONS)
     )
-
-
-def tolerances(tolerance: Tolerance) -> dict[str, float]:
-    """Each metric's tolerance; a mapping must name exactly METRICS, every value finite and
-    >= 0 (a NaN tolerance would let every drop pass)."""
-    if isinstance(tolerance, Mapping):
-        if set(tolerance) != set(METRICS):
-            raise ValueError(
-                f"tolerance names {sorted(tolerance)}; it must name exactly {list(METRICS)}"
-            )
-        values = {name: float(tolerance[name]) for name in METRICS}
-    else:
-        values = dict.fromkeys(METRICS, float(tolerance))
-    bad = {name: v for name, v in values.items() if not (math.isfinite(v) and v >= 0)}
-    if bad:
-        raise ValueError(f"tolerance must be a finite number >= 0, got {bad}")
-    return values
 
 
 def _value(metrics: Mapping[str, Any], name: str, role: str = "metrics") -> float | None:
@@ -363,12 +346,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        written = args.tolerance
-        if args.params is not None:
+        # Every precision's tolerance, checked before any file is read.
+        if args.params is not None:  # load_params checks it (params.tolerances)
             written = load_params(args.params)["regression"]["tolerance"]
-        # Every precision's, checked before any file is read.
-        for part in written.values() if _per_precision(written) else [written]:
-            tolerances(part)
+        else:
+            written = args.tolerance
+            tolerances(written)
     except ParamsError as e:  # it names the file
         parser.error(str(e))
     except (ValueError, OSError) as e:

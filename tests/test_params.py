@@ -593,6 +593,30 @@ def test_exponent_numbers_are_floats_as_in_yaml_1_2(tmp_path: Path, good: dict) 
     assert load_params(path)["regression"]["tolerance"] == 0.1
 
 
+@pytest.mark.parametrize(
+    ("tolerance", "key"),
+    [
+        (".nan", "regression.tolerance"),
+        ("{bf16: .nan}", "regression.tolerance.bf16"),
+        (
+            "{float32: {overall: 1, count: .inf, exist: 1, compare_numbers: 1, "
+            "query_attribute: 1, compare_attribute: 1}}",
+            "regression.tolerance.float32",
+        ),
+    ],
+)
+def test_a_tolerance_the_gate_would_refuse_is_refused_with_the_profile(
+    tmp_path: Path, good: dict, tolerance: str, key: str
+) -> None:
+    """`{bf16: .nan}` passed the schema (its minimum lets NaN through) and was refused only by
+    the gate, after the whole pipeline had run."""
+    good["regression"]["tolerance"] = "TOLERANCE"
+    path = tmp_path / "nan.yaml"
+    path.write_text(yaml.safe_dump(good).replace("TOLERANCE", tolerance))
+    with pytest.raises(ParamsError, match=rf"\n  {re.escape(key)}: tolerance must be a finite"):
+        load_params(path)
+
+
 @pytest.mark.parametrize("split", ["train", "trainA", "valB2", "train_a", "tråin", "val-1", ""])
 def test_schema_and_generator_agree_on_split_names(good: dict, split: str) -> None:
     """The schema's pattern and clevr.SPLIT_NAME (used by the generator) are one rule."""

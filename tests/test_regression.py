@@ -247,7 +247,9 @@ def test_cli_refuses_a_nan_tolerance_from_a_params_file(tmp_path, capsys):
     argv = ["--baseline", str(tmp_path / "b.json"), "--current", str(tmp_path / "c.json")]
     with pytest.raises(SystemExit):
         regression.main([*argv, "--params", str(tmp_path / "params.yaml")])
-    assert "params.yaml: tolerance must be a finite number" in capsys.readouterr().err
+    err = capsys.readouterr().err  # refused when the params file is loaded, naming the key
+    assert "params.yaml: invalid parameters" in err
+    assert "regression.tolerance: tolerance must be a finite number" in err
 
 
 def test_cli_refuses_a_params_file_it_cannot_read_naming_it(tmp_path, capsys):
