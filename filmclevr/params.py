@@ -62,15 +62,49 @@ GATE_METRICS: tuple[str, ...] = ("overall", *clevr.QUESTION_TYPES)
 PRECISIONS: tuple[str, ...] = ("bf16", "float32")
 
 
-class _Yaml12Loader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2 floats: YAML 1.1 reads `3e-4` (no dot) as a string."""
-
-
-_Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
-    list("-+.0123456789"),
+# YAML 1.2's core schema for booleans and numbers (tag, pattern, the characters it starts with),
+# as DVC reads params.yaml. PyYAML reads YAML 1.1: `010` as 8, `yes`, `no`, `on` and `off` as
+# booleans, `1:30` as 90, `3e-4` (no dot) as a string. Ints come before floats: both match `10`.
+_YAML_1_2_SCALARS = (
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    (
+        "tag:yaml.org,2002:float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+.0123456789",
+    ),
 )
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader reading booleans and numbers by YAML 1.2's core schema: `010` is
+    10, `0o10` 8, `yes` and `off` strings, only true and false booleans, `3e-4` a float."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [
+        (tag, regexp) for tag, regexp in resolvers if tag not in {t for t, *_ in _YAML_1_2_SCALARS}
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _tag, _pattern, _first in _YAML_1_2_SCALARS:
+    _Yaml12Loader.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    """A YAML 1.2 integer: decimal (leading zeros and all), 0o octal or 0x hexadecimal."""
+    value = loader.construct_scalar(node)
+    if re.fullmatch(r"[-+]?[0-9]+", value):
+        return int(value, 10)
+    if re.fullmatch(r"0o[0-7]+|0x[0-9a-fA-F]+", value):
+        return int(value[2:], 8 if value[1] == "o" else 16)
+    raise yaml.constructor.ConstructorError(
+        None, None, f"{value!r} is not a YAML 1.2 integer", node.start_mark
+    )
+
+
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def _first_duplicate_key(node: yaml.Node, path: str = "") -> tuple[str, yaml.Node] | None:
@@ -110,6 +144,9 @@ def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
 
 
 _ProfileDumper.add_representer(list, _represent_list)
+# Quote a string that either YAML reads as another type (`'yes'` for YAML 1.1, `'0o10'` for 1.2).
+for _tag, _pattern, _first in _YAML_1_2_SCALARS:
+    _ProfileDumper.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
 
 
 class ParamsError(ValueError):

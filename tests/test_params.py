@@ -617,6 +617,23 @@ def test_a_tolerance_the_gate_would_refuse_is_refused_with_the_profile(
         load_params(path)
 
 
+def test_booleans_and_integers_are_read_as_in_yaml_1_2(tmp_path: Path) -> None:
+    """Only floats were read as YAML 1.2: `seed: 010` read as 8 (YAML 1.1's octal), `yes` and
+    `off` as booleans, `1:30` as 90. DVC reads params.yaml as YAML 1.2."""
+    text = f"base: {DEMO}\nprofile: yes\nanalyze_model:\n  seed: 010\n  examples: 0o14\n"
+    params = load_params(profile(tmp_path, "mine.yaml", text))
+    assert params["profile"] == "yes"
+    assert (params["analyze_model"]["seed"], params["analyze_model"]["examples"]) == (10, 12)
+    scalars = "a: off\nb: 1:30\nc: TRUE\nd: 0x1f\ne: -007\nf: 1_000\ng: .inf\n"
+    assert params_mod._read_yaml(profile(tmp_path, "scalars.yaml", scalars)) == {
+        "a": "off", "b": "1:30", "c": True, "d": 31, "e": -7, "f": "1_000", "g": float("inf")
+    }  # fmt: skip
+    # Written back, a string either YAML would read as another type is quoted.
+    out = tmp_path / "params.yaml"
+    params_mod.write_profile(tmp_path / "mine.yaml", out)
+    assert "profile: 'yes'\n" in out.read_text() and load_params(out)["profile"] == "yes"
+
+
 @pytest.mark.parametrize("split", ["train", "trainA", "valB2", "train_a", "tråin", "val-1", ""])
 def test_schema_and_generator_agree_on_split_names(good: dict, split: str) -> None:
     """The schema's pattern and clevr.SPLIT_NAME (used by the generator) are one rule."""
