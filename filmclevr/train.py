@@ -591,26 +591,21 @@ def train(
 
     Every epoch is `train questions // (batch_size * world size)` steps, then the validation
     accuracy; training stops after `max_epochs`, or after `patience` epochs without a better
-    validation accuracy (when `patience` is set). Started by torchrun with WORLD_SIZE > 1, each
-    process trains on its slice of the shards through DistributedDataParallel; only rank 0
-    writes files and shows progress.
+    validation accuracy (when `patience` is set). Under torchrun (WORLD_SIZE > 1) each process
+    trains on its slice of the shards through DDP; only rank 0 writes and shows progress.
 
     Args:
         model_config, train_config: the model and the recipe.
         shards_dir: holds `index.json` and the `train_split` and `val_split` shards.
         vocab_path: the tokenizer's `vocab.json` (stored in the checkpoints).
-        best_checkpoint: the best-validation checkpoint (no optimizer state), plus a JSON
-            sidecar with the same name and suffix `.json`.
+        best_checkpoint: the best-validation checkpoint (no optimizer state) and its `.json`.
         last_checkpoint: the resume point, rewritten every epoch (and checkpoint_every_steps).
-        log_dir, curves_png: DVCLive folder (per-epoch metrics), learning curves at the end.
-        progress: show a tqdm bar (rank 0).
-        train_split, val_split: the split trained on and the one validated every epoch
-            (accuracy over all its questions). The workflow passes the first and the second
-            entry of `get_data.splits` (CoGenT: trainA, valA).
+        log_dir, curves_png, progress: DVCLive folder (per-epoch metrics), learning curves at
+            the end, a tqdm bar (rank 0).
+        train_split, val_split: the split trained on and the one validated every epoch (all
+            its questions); the workflow passes `get_data.splits`' first two (CoGenT: trainA, valA).
         val_shards_dir: the `val_split` shards' folder if not `shards_dir` (CoGenT).
-        profile: the name of the parameter profile the run was planned from, recorded in
-            every checkpoint (not in the fingerprint: the data and recipe make the run), so
-            that a tool measuring the model against a profile's data can tell another one.
+        profile: the run's profile name, kept in every checkpoint (not in the fingerprint).
 
     Returns:
         Summary: best_val_accuracy, best_epoch, epochs, steps, samples_per_s, stopped_early,
@@ -671,6 +666,17 @@ def _sole_training(
     )
 
 
+def _check_one_global_batch(
+    train_index: Mapping[str, Any], global_batch: int, shards_dir: Path, train_split: str
+) -> None:
+    if train_index["questions"] < global_batch:
+        raise ValueError(
+            f"{shards_dir / 'index.json'}: split {train_split!r}: "
+            f"{train_index['questions']} training questions, fewer than one global batch "
+            f"of {global_batch}"
+        )
+
+
 def _setup(
     model_config: FiLMConfig,
     cfg: TrainConfig,
@@ -694,13 +700,8 @@ def _setup(
     val_paths = shards.shard_paths(val_shards_dir, val_split)
     train_index = index[train_split]
     global_batch = cfg.batch_size * ctx.world_size
+    _check_one_global_batch(train_index, global_batch, shards_dir, train_split)
     steps_per_epoch = _steps_per_epoch(train_index, cfg, ctx.world_size)
-    if train_index["questions"] < global_batch:
-        raise ValueError(
-            f"{shards_dir / 'index.json'}: split {train_split!r}: "
-            f"{train_index['questions']} training questions, fewer than one global batch "
-            f"of {global_batch}"
-        )
     samples = _sample_shards(train_paths + val_paths)
     splits = (train_split, val_split)
     init = _initial_weights(cfg.init_checkpoint, model_config, vocab)
