@@ -296,35 +296,20 @@ def _read_info(path: Path) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
-def _family_offsets(path: Path) -> dict[str, int]:
-    """Template file -> offset of its family indices, for a file of the generator dialect.
+def _generator_family_offsets() -> dict[str, int]:
+    """CLEVR's template file -> the offset of its family indices in the generator dialect.
 
     The generator numbers families per template file (`template_filename`, e.g.
     "zero_hop.json"), so index 0 of one file and index 0 of another are different families.
-    Within the file being read, the template files are sorted by name and each one's indices
-    shifted by the sizes (largest index + 1) of the files before it: the pair
-    (template_filename, question_family_index) becomes one index, and families from different
-    template files never merge. The indices then depend on the file's own contents (a file
-    without any question of some template has no room for it), so compare them only within
-    one question file. One pass over the file, holding only the sizes.
+    The nine files, sorted by name, are laid end to end by their family counts
+    (`TEMPLATE_GROUPS`): (template_filename, question_family_index) becomes one index in 0..89,
+    the same in every file, whatever families a file happens to hold (train and val are read
+    separately, and val's families are looked up in train's prior).
     """
-    sizes: dict[str, int] = {}
-    for position, raw in enumerate(iter_json_list(path, "questions", ClevrFormatError)):
-        if "question_family_index" not in raw:
-            continue
-        template, index = raw.get("template_filename"), int(raw["question_family_index"])
-        if template is None:
-            raise ClevrFormatError(
-                f"{path}: question #{position} has a question_family_index but no "
-                "template_filename, unlike other questions of the file"
-            )
-        if index < 0:
-            raise ClevrFormatError(f"{path}: negative question_family_index in {template!r}")
-        sizes[template] = max(sizes.get(template, 0), index + 1)
     offsets, total = {}, 0
-    for template in sorted(sizes):
-        offsets[template] = total
-        total += sizes[template]
+    for group in sorted(TEMPLATE_GROUPS):
+        offsets[f"{group}.json"] = total
+        total += TEMPLATE_GROUPS[group]
     return offsets
 
 
@@ -353,8 +338,8 @@ def iter_question_file(
     train/val questions also keep `answer` (a string), `question_family_index` and `program`
     (nodes with `function`, `inputs`, `value_inputs`). In the generator dialect (the first
     question carries `template_filename`), `question_family_index` becomes one index per
-    (template file, index) pair: template files sorted by name, each offset by the sizes of
-    those before it (`_family_offsets`, one more pass over the file).
+    (template file, index) pair, fixed by CLEVR's nine template files
+    (`_generator_family_offsets`); a template file of another name is refused.
 
     Args:
         path: the questions file.
@@ -373,8 +358,48 @@ def iter_question_file(
     stream.close()  # the file, at once
     if first is None:
         raise ClevrFormatError(f"{path}: holds no questions (an empty split cannot be used)")
-    offsets = _family_offsets(path) if "template_filename" in first else None
-    return info, _normalized_questions(path, offsets, answered_keys)
+    generator = "template_filename" in first
+    return info, _normalized_questions(path, generator, answered_keys)
+
+
+_GENERATOR_FAMILY_OFFSETS = _generator_family_offsets()
+
+
+def _family_index(path: Path, position: int, raw: dict[str, Any], generator: bool) -> int:
+    """The question's family in 0..89; a generator-dialect index made global by its template
+    file (`_generator_family_offsets`)."""
+    index, template = raw["question_family_index"], raw.get("template_filename")
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise ClevrFormatError(
+            f"{path}: question #{position} has question_family_index {index!r}, not a family"
+        )
+    if not generator:
+        if template is not None:
+            raise ClevrFormatError(
+                f"{path}: question #0 has no template_filename, unlike question "
+                f"#{position} (the family indices of one file are numbered one way)"
+            )
+        return index
+    if template is None:
+        raise ClevrFormatError(
+            f"{path}: question #{position} has a question_family_index but no "
+            "template_filename, unlike question #0 (the family indices of one file are "
+            "numbered one way)"
+        )
+    name = Path(str(template)).name
+    if name not in _GENERATOR_FAMILY_OFFSETS:
+        raise ClevrFormatError(
+            f"{path}: question #{position} comes from template file {template!r}, not one of "
+            f"CLEVR's nine ({', '.join(sorted(_GENERATOR_FAMILY_OFFSETS))}): its families "
+            "cannot be numbered the same in every question file"
+        )
+    size = TEMPLATE_GROUPS[name.removesuffix(".json")]
+    if index >= size:
+        raise ClevrFormatError(
+            f"{path}: question #{position} has question_family_index {index}, but {name} "
+            f"holds {size} families"
+        )
+    return _GENERATOR_FAMILY_OFFSETS[name] + index
 
 
 # A release's image file name, CLEVR_{split}_NNNNNN.png: group 1 is the image index.
@@ -382,7 +407,7 @@ _IMAGE_NAME = re.compile(r"CLEVR_[A-Za-z0-9]+_(\d+)\.png")
 
 
 def _normalized_questions(
-    path: Path, offsets: dict[str, int] | None, answered_keys: tuple[str, ...]
+    path: Path, generator: bool, answered_keys: tuple[str, ...]
 ) -> Iterator[dict[str, Any]]:
     # The file's split by its release name; files named otherwise are not held to the rule.
     named = re.fullmatch(r"CLEVR_([A-Za-z0-9]+)_questions\.json", path.name)
@@ -412,15 +437,7 @@ def _normalized_questions(
         if "answer" in raw:
             q["answer"] = normalize_answer(raw["answer"])
         if "question_family_index" in raw:
-            index = int(raw["question_family_index"])
-            if offsets is None and raw.get("template_filename") is not None:
-                raise ClevrFormatError(
-                    f"{path}: question #0 has no template_filename, unlike question "
-                    f"#{position} (the family indices of one file are numbered one way)"
-                )
-            q["question_family_index"] = (
-                index if offsets is None else offsets[raw["template_filename"]] + index
-            )
+            q["question_family_index"] = _family_index(path, position, raw, generator)
         if "program" in raw:
             q["program"] = normalize_program(raw["program"])
             if any(node["function"] is None for node in q["program"]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -111,8 +112,16 @@ def test_vocabulary_facts():
         clevr.question_type(PROGRAM_RELEASE[:2])
 
 
+def generator_file(tmp_path: Path, name: str, raw: list[tuple[str, int]]) -> Path:
+    questions = [
+        question(PROGRAM_GENERATOR, True, question_family_index=i, template_filename=template)
+        for template, i in raw
+    ]
+    return write(tmp_path, name, {"info": {}, "questions": questions})
+
+
 def test_generator_family_indices_are_made_global_per_template_file(tmp_path):
-    # Two template files both number their families from 0; one_hop's largest index here is 2.
+    # Two template files both number their families from 0.
     raw = [
         ("zero_hop.json", 0),
         ("one_hop.json", 0),
@@ -120,16 +129,45 @@ def test_generator_family_indices_are_made_global_per_template_file(tmp_path):
         ("zero_hop.json", 1),
         ("compare_integer.json", 0),
     ]
-    questions = [
-        question(PROGRAM_GENERATOR, True, question_family_index=i, template_filename=name)
-        for name, i in raw
-    ]
-    path = write(tmp_path, "g.json", {"info": {}, "questions": questions})
+    path = generator_file(tmp_path, "g.json", raw)
     families = [q["question_family_index"] for q in clevr.read_questions(path)]
-    # Sorted files: compare_integer (size 1) -> 0, one_hop (size 3) -> 1..3, zero_hop -> 4..
-    assert families == [4, 1, 3, 5, 0]
+    # CLEVR's nine files sorted by name, end to end by their family counts: compare_integer (9)
+    # 0..8, comparison (16) 9..24, one_hop (6) 25..30, same_relate 31.., ..., zero_hop 84..89.
+    assert families == [84, 25, 27, 85, 0]
     assert len(set(families)) == len(set(raw))  # distinct (file, index) pairs stay distinct
     assert "template_filename" not in clevr.read_questions(path)[0]
+    every = [(f"{group}.json", i) for group, n in clevr.TEMPLATE_GROUPS.items() for i in range(n)]
+    numbered = clevr.read_questions(generator_file(tmp_path, "all.json", every))
+    assert sorted(q["question_family_index"] for q in numbered) == list(range(90))
+
+
+def test_generator_families_are_numbered_alike_in_every_file(tmp_path):
+    """Train and val are read apart and val's families looked up in train's prior: a family
+    missing from one file once shifted every later template file's families in it."""
+    train = generator_file(
+        tmp_path, "train.json", [("compare_integer.json", 0), ("compare_integer.json", 1),
+                                 ("one_hop.json", 0)]
+    )  # fmt: skip
+    val = generator_file(tmp_path, "val.json", [("compare_integer.json", 0), ("one_hop.json", 0)])
+    train_families = {q["question_family_index"] for q in clevr.read_questions(train)}
+    val_families = [q["question_family_index"] for q in clevr.read_questions(val)]
+    assert val_families == [0, 25] and set(val_families) <= train_families
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ([("my_templates.json", 0)], r"question #0 comes from template file 'my_templates\.json', "
+                                     r"not one of CLEVR's nine \(compare_integer\.json, "),
+        ([("zero_hop.json", 0), ("zero_hop.json", 6)],
+         r"question #1 has question_family_index 6, but zero_hop\.json holds 6 families"),
+        ([("zero_hop.json", -1)], r"question #0 has question_family_index -1, not a family"),
+    ],
+)  # fmt: skip
+def test_generator_families_outside_clevrs_templates_are_refused(tmp_path, raw, message):
+    path = generator_file(tmp_path, "CLEVR_val_questions.json", raw)
+    with pytest.raises(clevr.ClevrFormatError, match=rf"CLEVR_val_questions\.json: {message}"):
+        clevr.read_questions(path)
 
 
 def test_release_family_indices_are_kept(tmp_path):
