@@ -342,7 +342,7 @@ def analyze(
     the split; the training-set means read as many training questions); `tsne_questions` caps
     those embedded. Returns the headline metrics (also `out_dir/metrics.json`).
     """
-    from filmclevr.checkpoint import model_from_checkpoint
+    from filmclevr.checkpoint import check_tokens_vocab, model_from_checkpoint
     from filmclevr.distributed import resolve_device
     from filmclevr.evaluate import read_tokens_report
     from filmclevr.fileio import atomic_dir, write_json_atomic
@@ -351,11 +351,18 @@ def analyze(
 
     torch_device = resolve_device(device)
     model, state = model_from_checkpoint(checkpoint, torch_device)
+    check_tokens_vocab(state, checkpoint, Path(tokens_dir) / "vocab.json")
     report = read_tokens_report(tokens_dir)
 
     def batches(name: str) -> Iterator[tuple]:
         paths = shard_paths(shards_dir, name)
-        loader = question_loader(paths, batch_size=batch_size, shuffle=False, split_by_node=False)
+        loader = question_loader(
+            paths,
+            batch_size=batch_size,
+            shuffle=False,
+            split_by_node=False,
+            vocab_size=model.film_generator.encoder_embed.num_embeddings,
+        )
         return _limited(loader, torch_device, max_questions)
 
     runs = ablations(noise_levels)

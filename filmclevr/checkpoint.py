@@ -9,12 +9,14 @@
 
 Both are plain dicts of tensors, numbers, strings and lists, tagged `format`, so they load with
 `torch.load(weights_only=True)`: loading a checkpoint never unpickles code. Evaluation, analysis
-and the command-line tools load models through this module, never through the training loop.
+and the command-line tools load models through this module, never through the training loop,
+and refuse questions encoded with another vocabulary than the model's (`check_tokens_vocab`).
 """
 
 from __future__ import annotations
 
 import pickle  # only for the exception type torch.load(weights_only=True) raises
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ import torch
 
 from filmclevr.fileio import atomic_path
 from filmclevr.model import FiLMConfig, FiLMedNet, build_model
+from filmclevr.tokenize import load_vocab
 
 CHECKPOINT_FORMAT = "filmclevr-checkpoint/1"
 
@@ -67,3 +70,31 @@ def model_from_checkpoint(
     model = build_model(config, checkpoint["vocab_size"], checkpoint["num_answers"])
     model.load_state_dict(checkpoint["model"])
     return model.to(device).eval(), checkpoint
+
+
+# The tables that give the model's token ids and outputs their meaning; the program vocabulary
+# is not the model's.
+MODEL_VOCAB_KEYS = ("question_token_to_idx", "answer_token_to_idx")
+
+
+def check_tokens_vocab(
+    checkpoint: Mapping[str, Any], checkpoint_path: str | Path, vocab_path: str | Path
+) -> None:
+    """Refuse questions encoded with another vocabulary than the checkpoint's model was trained
+    on: their token ids would stand for other words (a larger vocabulary's, past the model's
+    embedding), and the model's answers would be scored without a word of warning.
+
+    Raises:
+        ValueError: `vocab_path` is not a valid vocabulary, or its question or answer vocabulary
+            differs from the checkpoint's (names both files).
+    """
+    vocab = load_vocab(Path(vocab_path))
+    own = checkpoint.get("vocab") or {}
+    differ = [key for key in MODEL_VOCAB_KEYS if own.get(key) != vocab[key]]
+    if differ:
+        raise ValueError(
+            f"{vocab_path}: the questions were encoded with another vocabulary than the model "
+            f"of {checkpoint_path} was trained on (another {' and '.join(differ)}); tokenize "
+            "with the checkpoint's vocabulary (tokenize_questions.vocab) or use a checkpoint "
+            "trained on these tokens"
+        )

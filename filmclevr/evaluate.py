@@ -599,7 +599,8 @@ def split_predictions(
 ) -> dict[int, int]:
     """`predict` on every question of `split` in `shards_dir`: each exactly once, in shard
     order, even under torch.distributed; every shard checked against its index, every image
-    and answer against the model (`num_answers`: its answer vocabulary's size)."""
+    and answer against the model (`num_answers`: its answer vocabulary's size), every token
+    against its embedding."""
     from filmclevr.shards import question_loader, shard_paths
 
     loader = question_loader(
@@ -608,6 +609,7 @@ def split_predictions(
         shuffle=False,
         split_by_node=False,
         image_size=model.config.image_size,
+        vocab_size=model.film_generator.encoder_embed.num_embeddings,
         num_answers=num_answers,
     )
     return predict(model, loader, device)
@@ -666,7 +668,8 @@ def evaluate(
     Args:
         checkpoint: `models/film.pt`.
         shards_dir: holds `index.json` and the shards.
-        tokens_dir: holds `vocab.json` and `{split}.json` (and `{train_split}.json`).
+        tokens_dir: holds `vocab.json` (the checkpoint's; another is refused) and
+            `{split}.json` (and `{train_split}.json`).
         profile: the parameter profile's name, carried into the context. What the context
             says about the data (dataset, question and image counts) comes from the data
             itself: the tokenizer's report of the question files' own `info`.
@@ -675,7 +678,7 @@ def evaluate(
         train_split: the split whose answers the Q-type prior counts; the workflow passes the
             first entry of `get_data.splits` (CoGenT: trainA).
     """
-    from filmclevr.checkpoint import model_from_checkpoint
+    from filmclevr.checkpoint import check_tokens_vocab, model_from_checkpoint
     from filmclevr.distributed import machine_description, resolve_device
     from filmclevr.model import count_parameters
 
@@ -690,6 +693,7 @@ def evaluate(
         check_source(report["dataset"], source, tokens_dir / "report.json")
     torch_device = resolve_device(device)
     model, state = model_from_checkpoint(checkpoint, torch_device)
+    check_tokens_vocab(state, checkpoint, tokens_dir / "vocab.json")
     answer_vocab = state["vocab"]["answer_token_to_idx"]
     words = {index: token for token, index in answer_vocab.items()}
 

@@ -223,7 +223,7 @@ def write_first_images(
     expected = _expected_counts(paths)
     for path in paths:
         # Checked against the index like any shard read for training.
-        for sample in _shard_samples(path, *expected[path], num_answers=None):
+        for sample in _shard_samples(path, *expected[path], vocab_size=None, num_answers=None):
             questions = len(sample["__questions__"])
             samples.append((sample["__key__"], sample["json"], sample["png"], questions))
             if len(samples) == images:
@@ -325,9 +325,12 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _checked_questions(text: bytes, where: str, num_answers: int | None) -> list[Question]:
+def _checked_questions(
+    text: bytes, where: str, vocab_size: int | None, num_answers: int | None
+) -> list[Question]:
     """A sample's json member as loader questions; raise ShardError naming `where` unless it is
-    a list of encoded-question records whose answers index the answer vocabulary."""
+    a list of encoded-question records whose tokens index the question vocabulary
+    (`vocab_size`) and whose answers the answer vocabulary (`num_answers`); None: unchecked."""
     try:
         records = json.loads(text)
     except (ValueError, UnicodeDecodeError) as e:
@@ -346,6 +349,13 @@ def _checked_questions(text: bytes, where: str, num_answers: int | None) -> list
             or not all(_is_int(t) and t >= 0 for t in tokens)
         ):
             raise ShardError(f"{what} has no valid tokens (non-negative integers); {_REBUILD}")
+        # A token past the model's embedding would raise an IndexError deep in the forward
+        # pass (a device assert on a GPU): shards encoded with a larger vocabulary.
+        if vocab_size is not None and max(tokens) >= vocab_size:
+            raise ShardError(
+                f"{what} has token index {max(tokens)}, outside the vocabulary's {vocab_size}; "
+                f"{_REBUILD}"
+            )
         # An answer outside the vocabulary would crash training deep in the loss (a device
         # assert on a GPU) and would be scored as simply wrong in evaluation.
         if answer is not None and not (
@@ -374,7 +384,9 @@ def _member_key(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), (extension if dot else "")
 
 
-def _shard_samples(path: str, images: int, questions: int, num_answers: int | None) -> Iterator:
+def _shard_samples(
+    path: str, images: int, questions: int, vocab_size: int | None, num_answers: int | None
+) -> Iterator:
     """The samples of one shard, each with its questions parsed (`__questions__`), once the
     whole shard has been checked against its index entry (`images`, `questions`): nothing of
     a damaged shard is handed on.
@@ -416,7 +428,7 @@ def _shard_samples(path: str, images: int, questions: int, num_answers: int | No
         try:
             texts = {key: tar.extractfile(sample["json"]).read() for key, sample in samples.items()}
             parsed = {
-                key: _checked_questions(text, f"{path}: sample {key}", num_answers)
+                key: _checked_questions(text, f"{path}: sample {key}", vocab_size, num_answers)
                 for key, text in texts.items()
             }
             found = sum(len(q) for q in parsed.values())
@@ -469,16 +481,20 @@ def _expected_counts(paths: list[str]) -> dict[str, tuple[int, int]]:
 def _read_shards(
     shards: Iterable[dict[str, Any]],
     expected: dict[str, tuple[int, int]],
+    vocab_size: int | None,
     num_answers: int | None,
 ) -> Iterator[dict[str, Any]]:
     """The samples of each shard (`{"url": path}` of a shard list), checked by `_shard_samples`."""
     for shard in shards:
         images, questions = expected[shard["url"]]
-        yield from _shard_samples(shard["url"], images, questions, num_answers)
+        yield from _shard_samples(shard["url"], images, questions, vocab_size, num_answers)
 
 
 def _decoded(
-    sample: dict[str, Any], size: tuple[int, int] | None, num_answers: int | None
+    sample: dict[str, Any],
+    size: tuple[int, int] | None,
+    vocab_size: int | None,
+    num_answers: int | None,
 ) -> tuple[np.ndarray, list[Question]]:
     """A sample's image as uint8 [3, S, S] and its questions, checked: the image RGB and
     `size` (width, height; None: any), and, for a sample not from `_shard_samples`, its json
@@ -494,7 +510,7 @@ def _decoded(
     if "png" not in sample or (questions is None and "json" not in sample):
         raise ShardError(f"{where} lacks its png or json member")
     if questions is None:
-        questions = _checked_questions(sample["json"], where, num_answers)
+        questions = _checked_questions(sample["json"], where, vocab_size, num_answers)
     try:
         with Image.open(io.BytesIO(sample["png"])) as image:
             mode, found = image.mode, image.size
@@ -518,6 +534,7 @@ def _expand_questions(
     samples: Iterable[dict[str, Any]],
     *,
     image_size: int | None = None,
+    vocab_size: int | None = None,
     num_answers: int | None = None,
 ) -> Iterator[tuple]:
     """One decoded image -> one (image, tokens, answer, type, question_index) per question.
@@ -528,7 +545,7 @@ def _expand_questions(
     """
     size = None if image_size is None else (image_size, image_size)
     for sample in samples:
-        pixels, questions = _decoded(sample, size, num_answers)
+        pixels, questions = _decoded(sample, size, vocab_size, num_answers)
         size = size or (pixels.shape[2], pixels.shape[1])  # (width, height), as PIL's
         for tokens, answer, kind, question_index in questions:
             yield pixels, tokens, answer, kind, question_index
@@ -615,6 +632,7 @@ def question_loader(
     num_workers: int = 0,
     split_by_node: bool = True,
     image_size: int | None = None,
+    vocab_size: int | None = None,
     num_answers: int | None = None,
 ) -> Iterable[Batch]:
     """Padded question batches from shards, for training (`shuffle`) or evaluation.
@@ -626,8 +644,9 @@ def question_loader(
     smaller) -> the transform of an enclosing `transformed_batches` block, if any.
 
     Every shard is checked against the index.json of its folder before any of it is handed on
-    (`_shard_samples`): the images and questions it holds, its records' fields, and answers
-    below `num_answers`; every image is checked as it is decoded (RGB, `image_size` square).
+    (`_shard_samples`): the images and questions it holds, its records' fields, tokens below
+    `vocab_size` and answers below `num_answers`; every image is checked as it is decoded
+    (RGB, `image_size` square).
 
     Without `shuffle` the order is fixed and every question of the given shards comes exactly
     once over all nodes. With `shuffle` the same (`seed`, `epoch`, number of workers and nodes)
@@ -645,6 +664,8 @@ def question_loader(
             among them.
         split_by_node: give each distributed rank a disjoint slice of the shards.
         image_size: the side of every image (the model's input size); None: that of the first.
+        vocab_size: the size of the question vocabulary (the model's embedding), which every
+            token must index; None: tokens are only checked to be non-negative.
         num_answers: the size of the answer vocabulary, which every answer must index; None:
             answers are only checked to be non-negative.
 
@@ -683,8 +704,15 @@ def question_loader(
         wds.SimpleShardList(shard_paths, seed=f"shards:{seed}:{epoch}" if shuffle else None),
         functools.partial(_take_node, rank=rank, world_size=world_size),
         wds.split_by_worker,
-        functools.partial(_read_shards, expected=expected, num_answers=num_answers),
-        functools.partial(_expand_questions, image_size=image_size, num_answers=num_answers),
+        functools.partial(
+            _read_shards, expected=expected, vocab_size=vocab_size, num_answers=num_answers
+        ),
+        functools.partial(
+            _expand_questions,
+            image_size=image_size,
+            vocab_size=vocab_size,
+            num_answers=num_answers,
+        ),
     ]
     if shuffle:
         stages.append(
@@ -782,6 +810,7 @@ class InMemorySplit:
         shard_paths: list[str],
         *,
         image_size: int,
+        vocab_size: int | None = None,
         num_answers: int | None = None,
         progress: bool = False,
     ) -> InMemorySplit:
@@ -796,10 +825,11 @@ class InMemorySplit:
         images = np.empty((count, 3, image_size, image_size), dtype=np.uint8)
         tokens: list[int] = []
         starts, rows, answers, types, indices = [0], [], [], [], []
-        samples = _read_shards(({"url": p} for p in paths), expected, num_answers)
+        samples = _read_shards(({"url": p} for p in paths), expected, vocab_size, num_answers)
         bar = tqdm(samples, total=count, desc="images into memory", disable=not progress)
         for row, sample in enumerate(bar):
-            images[row], questions = _decoded(sample, (image_size, image_size), num_answers)
+            size = (image_size, image_size)
+            images[row], questions = _decoded(sample, size, vocab_size, num_answers)
             for question_tokens, answer, kind, question_index in questions:
                 tokens.extend(question_tokens)
                 starts.append(len(tokens))

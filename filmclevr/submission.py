@@ -89,7 +89,8 @@ def write_submission(
     Args:
         checkpoint: `models/film.pt`.
         shards_dir: holds `index.json` and the shards.
-        tokens_dir: holds `report.json` and `{split}.json` per split.
+        tokens_dir: holds `report.json`, `vocab.json` (the checkpoint's) and `{split}.json`
+            per split.
         batch_size: questions per forward pass.
         profile: the parameter profile's name, carried into the manifest.
         source: `get_data.source`; when given, data of the other kind is refused, as
@@ -98,7 +99,7 @@ def write_submission(
     Returns:
         The manifest.
     """
-    from filmclevr.checkpoint import model_from_checkpoint
+    from filmclevr.checkpoint import check_tokens_vocab, model_from_checkpoint
     from filmclevr.distributed import resolve_device
     from filmclevr.shards import load_index
 
@@ -109,6 +110,7 @@ def write_submission(
     tests = [name for name in load_index(shards_dir) if clevr.is_test_split(name)]
     torch_device = resolve_device(device)
     model, state = model_from_checkpoint(checkpoint, torch_device)
+    check_tokens_vocab(state, checkpoint, tokens_dir / "vocab.json")
     answer_vocab = state["vocab"]["answer_token_to_idx"]
     manifest: dict[str, Any] = {
         "format": FORMAT,

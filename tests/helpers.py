@@ -16,6 +16,7 @@ from PIL import Image
 from filmclevr import clevr, shards, train
 from filmclevr.mini import scenes
 from filmclevr.model import FiLMConfig
+from filmclevr.tokenize import SPECIAL_TOKENS
 
 # --- A tiny model and recipe, trained on the CPU in seconds ---------------------------------------
 # The `model:` parameters of a tiny run (on 32-pixel images: `resize_images.image_size` 32): two
@@ -56,6 +57,18 @@ def write_vocab(tokens_dir: Path, words: list[str]) -> Path:
     path = tokens_dir / "vocab.json"
     path.write_text(json.dumps(vocab))
     return path
+
+
+def permute_question_words(vocab_path: Path) -> None:
+    """Give the words of the question vocabulary at `vocab_path` each other's indices (reversed):
+    another training split's vocabulary, of the same size, under which every token id of the
+    encoded questions names another word."""
+    vocab = json.loads(vocab_path.read_text())
+    table = vocab["question_token_to_idx"]
+    words = sorted((w for w in table if w not in SPECIAL_TOKENS), key=table.get)
+    indices = [table[w] for w in words]
+    table.update(zip(words, reversed(indices), strict=True))
+    vocab_path.write_text(json.dumps(vocab))
 
 
 def write_random_images(

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from filmclevr import analysis, clevr
 from filmclevr.model import FiLMedNet, build_model
-from tests.helpers import tiny_film_config
+from tests.helpers import (
+    permute_question_words,
+    tiny_film_config,
+    tiny_train_config,
+    tiny_trained_run,
+)
 
 CONFIG = tiny_film_config(image_size=16, num_blocks=2)
 
@@ -170,3 +178,43 @@ def test_examples_cover_every_type_right_and_wrong_deterministically() -> None:
     for kind in clevr.QUESTION_TYPES:
         assert {r["correct"] for r in picked if r["type"] == kind} == {True, False}
     assert analysis.pick_examples(rows, 12, seed=1) != picked
+
+
+# --- analyze() refuses data the checkpoint's model was not made for -------------------------------
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tokens, shards (train, val) and a one-epoch checkpoint of a tiny model on 16-pixel images."""
+    root = tmp_path_factory.mktemp("tiny")
+    words = ["Is", "a", "cube", "there"]
+    config, recipe = tiny_film_config(image_size=16), tiny_train_config(max_epochs=1)
+    tiny_trained_run(root, words, {"train": 6, "val": 3}, 3, config, recipe)
+    return root
+
+
+def analyze(root: Path, out: Path, *, shards: Path | None = None, tokens: Path | None = None):
+    """`analysis.analyze` of the tiny run's val split."""
+    return analysis.analyze(
+        root / "film.pt",
+        shards or root / "shards",
+        tokens or root / "tokens",
+        root,
+        out,
+        split="val",
+        train_split="train",
+        examples=0,
+        max_questions=None,
+        tsne_questions=4,
+        noise_levels=[0.5],
+        batch_size=8,
+        device="cpu",
+    )
+
+
+def test_analyze_refuses_tokens_of_another_vocabulary(tiny_run: Path, tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    shutil.copytree(tiny_run / "tokens", tokens)
+    permute_question_words(tokens / "vocab.json")
+    message = rf"{tokens / 'vocab.json'}: .* of {tiny_run / 'film.pt'} was trained on"
+    with pytest.raises(ValueError, match=message):
+        analyze(tiny_run, tmp_path / "out", tokens=tokens)
+    assert not (tmp_path / "out").exists()

@@ -16,6 +16,7 @@ from filmclevr import clevr, evaluate
 from filmclevr.checkpoint import load_checkpoint
 from filmclevr.tokenize import read_encoded_split
 from tests.helpers import (
+    permute_question_words,
     tiny_film_config,
     tiny_train_config,
     tiny_trained_run,
@@ -563,6 +564,17 @@ def test_results_label_the_data_they_come_from_not_the_parameters(tiny_run, tmp_
     (old / "report.json").write_text(json.dumps({"splits": {}}))
     with pytest.raises(ValueError, match="rerun tokenize_questions"):
         evaluate.evaluate(film, tiny_run["shards"], old, **kwargs)
+
+
+def test_tokens_of_another_vocabulary_are_refused(tiny_run, tmp_path):
+    """Questions encoded with another vocabulary than the model's would be scored as other
+    words, without a word of warning."""
+    tokens = tmp_path / "tokens"
+    shutil.copytree(tiny_run["tokens"], tokens)
+    permute_question_words(tokens / "vocab.json")
+    film = tiny_run["root"] / "film.pt"
+    with pytest.raises(ValueError, match=rf"{tokens / 'vocab.json'}: .* of {film} was trained on"):
+        evaluate.evaluate(film, tiny_run["shards"], tokens, split="val", batch_size=8, device="cpu")
 
 
 @pytest.mark.parametrize(

@@ -364,6 +364,23 @@ def test_answer_outside_the_vocabulary_is_named(data):
         read_split(root, num_answers=32)
 
 
+def test_token_outside_the_vocabulary_is_named(data):
+    """Shards encoded with a larger vocabulary than the model's embedding."""
+    root, expected, _ = data
+    record = dict(expected[3][0], tokens=[1, 40, 2])  # question 3: image 3's first one
+    records = [record] + [expected[q][0] for q in (4, 5)]
+    text = json.dumps(records, sort_keys=True, separators=(",", ":")).encode()
+    rewrite_member(root / "shards" / "train" / SHARD, "CLEVR_train_000003.json", text)
+    assert len(read_split(root, vocab_size=41)) == len(expected)
+    assert len(read_split(root)) == len(expected)  # unchecked without a vocabulary size
+    message = rf"{SHARD}: sample CLEVR_train_000003: question 3 has token index 40, outside"
+    with pytest.raises(ValueError, match=rf"{message} the vocabulary's 40"):
+        read_split(root, vocab_size=40)
+    paths = shard_paths(root / "shards", "train")
+    with pytest.raises(ValueError, match=rf"{message} the vocabulary's 40"):
+        InMemorySplit.read(paths, image_size=SIZE, vocab_size=40)  # the official order's reader
+
+
 def test_nothing_of_a_damaged_shard_is_handed_on(data):
     root, _, _ = data
     shard = root / "shards" / "train" / SHARD

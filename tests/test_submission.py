@@ -18,7 +18,13 @@ from filmclevr.params import load_params
 from filmclevr.resize import resize_images
 from filmclevr.shards import write_shards
 from filmclevr.tokenize import tokenize_questions
-from tests.helpers import tiny_film_config, tiny_train_config, tiny_trained_run, train_into
+from tests.helpers import (
+    permute_question_words,
+    tiny_film_config,
+    tiny_train_config,
+    tiny_trained_run,
+    train_into,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = tiny_film_config(image_size=16)
@@ -117,6 +123,20 @@ def test_the_manifest_names_the_model_and_data_it_came_from(tiny_run, tmp_path):
     }
     assert manifest["profile"] == "tiny" and manifest["commit"] == evaluate.git_commit()
     assert manifest["format"] == submission.FORMAT
+
+
+def test_tokens_of_another_vocabulary_are_refused_before_any_file(tiny_run, tmp_path):
+    """Answers predicted from token ids that mean other words are no file to send."""
+    root = tmp_path / "run"
+    root.mkdir()
+    shutil.copytree(tiny_run / "tokens", root / "tokens")
+    permute_question_words(root / "tokens" / "vocab.json")
+    (root / "film.pt").symlink_to(tiny_run / "film.pt")
+    out = tmp_path / "submission"
+    message = rf"{root / 'tokens' / 'vocab.json'}: .* of {root / 'film.pt'} was trained on"
+    with pytest.raises(ValueError, match=message):
+        submit(root, out, shards=tiny_run / "shards")
+    assert not out.exists()
 
 
 def test_clevrs_own_data_is_to_be_sent_to_its_authors():
