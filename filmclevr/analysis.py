@@ -361,7 +361,9 @@ def analyze(
             batch_size=batch_size,
             shuffle=False,
             split_by_node=False,
+            image_size=model.config.image_size,
             vocab_size=model.film_generator.encoder_embed.num_embeddings,
+            num_answers=len(state["vocab"]["answer_token_to_idx"]),
         )
         return _limited(loader, torch_device, max_questions)
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from filmclevr import analysis, clevr
 from filmclevr.model import FiLMedNet, build_model
+from filmclevr.shards import write_shards
 from tests.helpers import (
     permute_question_words,
     tiny_film_config,
@@ -218,3 +221,45 @@ def test_analyze_refuses_tokens_of_another_vocabulary(tiny_run: Path, tmp_path: 
     with pytest.raises(ValueError, match=message):
         analyze(tiny_run, tmp_path / "out", tokens=tokens)
     assert not (tmp_path / "out").exists()
+
+
+def test_analyze_refuses_shards_of_another_image_size(tiny_run: Path, tmp_path: Path) -> None:
+    """The model was trained on 16-pixel images; 32-pixel shards were analysed without a word."""
+    shards = tmp_path / "shards"
+    rng = np.random.default_rng(0)
+    for image in sorted((tiny_run / "resized").rglob("*.png")):
+        bigger = tmp_path / "resized" / image.relative_to(tiny_run / "resized")
+        bigger.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(bigger)
+    write_shards(
+        tmp_path / "resized",
+        tiny_run / "tokens",
+        shards,
+        splits=["train", "val"],
+        images_per_shard=3,
+        progress=False,
+    )
+    with pytest.raises(ValueError, match=r"a 32x32 image, expected 16x16"):
+        analyze(tiny_run, tmp_path / "out", shards=shards)
+    assert not (tmp_path / "out").exists()
+
+
+def test_analyze_refuses_an_answer_outside_the_models(tiny_run: Path, tmp_path: Path) -> None:
+    """No prediction can match such an answer: the accuracies would count it as simply wrong."""
+    tokens = tmp_path / "tokens"
+    shutil.copytree(tiny_run / "tokens", tokens)
+    document = json.loads((tokens / "val.json").read_text())
+    outside = len(json.loads((tokens / "vocab.json").read_text())["answer_token_to_idx"])
+    document["questions"][0]["answer"] = outside
+    (tokens / "val.json").write_text(json.dumps(document))
+    shards = tmp_path / "shards"
+    write_shards(
+        tiny_run / "resized",
+        tokens,
+        shards,
+        splits=["train", "val"],
+        images_per_shard=3,
+        progress=False,
+    )
+    with pytest.raises(ValueError, match=rf"answer index {outside}, outside the vocabulary's"):
+        analyze(tiny_run, tmp_path / "out", shards=shards)
