@@ -341,10 +341,15 @@ def analyze(
     `max_questions` caps the questions of every computation but the examples (None: all of
     the split; the training-set means read as many training questions); `tsne_questions` caps
     those embedded. Returns the headline metrics (also `out_dir/metrics.json`).
+
+    Raises:
+        ValueError: tokens encoded with another vocabulary than the checkpoint's, shards not
+            made for its model (image size, tokens, answers) or holding questions that the
+            tokens file of `split` lacks; each names the file.
     """
     from filmclevr.checkpoint import check_tokens_vocab, model_from_checkpoint
     from filmclevr.distributed import resolve_device
-    from filmclevr.evaluate import read_tokens_report
+    from filmclevr.evaluate import check_predicted_questions, read_tokens_report
     from filmclevr.fileio import atomic_dir, write_json_atomic
     from filmclevr.shards import question_loader, shard_paths
     from filmclevr.tokenize import read_encoded_split
@@ -368,11 +373,14 @@ def analyze(
         return _limited(loader, torch_device, max_questions)
 
     runs = ablations(noise_levels)
+    records_path = Path(tokens_dir) / f"{split}.json"
+    records = {r["question_index"]: r for r in read_encoded_split(records_path)}
     with torch.inference_mode():
         seen = _first_pass(model, batches(split))
+        predicted = dict(zip(seen.question_indices, seen.predicted, strict=True))
+        check_predicted_questions(records.values(), predicted, records_path, shards_dir)
         means = train_means(model, batches(train_split))
         accuracy = ablation_accuracies(model, batches(split), runs, means, seed)
-    records = {r["question_index"]: r for r in read_encoded_split(tokens_dir / f"{split}.json")}
     rows = [
         {
             "question_index": q,

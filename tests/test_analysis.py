@@ -263,3 +263,19 @@ def test_analyze_refuses_an_answer_outside_the_models(tiny_run: Path, tmp_path: 
     )
     with pytest.raises(ValueError, match=rf"answer index {outside}, outside the vocabulary's"):
         analyze(tiny_run, tmp_path / "out", shards=shards)
+
+
+def test_analyze_refuses_shards_holding_a_question_the_tokens_lack(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    """It failed with a bare KeyError on the question's index."""
+    tokens = tmp_path / "tokens"
+    shutil.copytree(tiny_run / "tokens", tokens)
+    document = json.loads((tokens / "val.json").read_text())
+    document["questions"] = document["questions"][:-1]
+    (tokens / "val.json").write_text(json.dumps(document))
+    shards = tiny_run / "shards"
+    message = rf"{shards}: the shards hold 1 questions that {tokens / 'val.json'} does not"
+    with pytest.raises(ValueError, match=message):
+        analyze(tiny_run, tmp_path / "out", tokens=tokens)
+    assert not (tmp_path / "out").exists()
