@@ -243,7 +243,19 @@ STAGES: dict[str, Stage] = {
             " --last models/experiments/{name}/seed{seed}/last.pt",
             inputs={"shards": "write_shards.root", "tokens": "tokenize_questions.root"},
             outputs={"run": folder("results/experiments/runs/{name}/seed{seed}")},
-            params=("model", "train_model", "experiments.train_model", "resize_images.image_size"),
+            # Each run is trained on get_data.splits, then scored as evaluate_model scores
+            # (scored_runs.evaluate_run).
+            params=(
+                "model",
+                "train_model",
+                "experiments.train_model",
+                "resize_images.image_size",
+                "get_data.splits",
+                "evaluate_model.split",
+                "evaluate_model.batch_size",
+                "profile",
+                "get_data.source",
+            ),
             starts_from=("train_model", "experiments.train_model"),
         ),
         # The runs' folder is in git (its README), so DVC finds the dependency in every clone.

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -138,6 +139,45 @@ def test_every_data_file_is_read_by_the_code_of_its_stage():
         for data in stage.data:
             assert (ROOT / data).is_file(), (name, data)
             assert Path(data).stem in sources, (name, data)
+
+
+class ReadingParams(dict):
+    """Parameters that record the dotted key of every value read from them in `read`."""
+
+    def __init__(self, section: dict, read: set[str], prefix: str = "") -> None:
+        super().__init__(
+            {
+                key: ReadingParams(value, read, f"{prefix}{key}.")
+                if isinstance(value, dict)
+                else value
+                for key, value in section.items()
+            }
+        )
+        self.read, self.prefix = read, prefix
+
+    def __getitem__(self, key: str):
+        value = super().__getitem__(key)
+        if not isinstance(value, ReadingParams):
+            self.read.add(self.prefix + key)
+        return value
+
+    def get(self, key: str, default=None):
+        return self[key] if key in self else default
+
+
+def test_run_experiment_declares_what_scoring_its_runs_reads(monkeypatch):
+    """Its runs are scored as evaluate_model scores (scored_runs.evaluate_run): a change to
+    evaluate_model.split left their results stale while both engines thought them current."""
+    from filmclevr import scored_runs
+
+    read: set[str] = set()
+    params = ReadingParams(dict(load_params(ROOT / "config/demo.yaml")), read)
+    monkeypatch.setattr(scored_runs, "evaluate", lambda *args, **kwargs: kwargs)
+    plan = SimpleNamespace(params=params)
+    scored_runs.evaluate_run(plan, Path("film.pt"), shards_dir=Path("s"), tokens_dir=Path("t"))
+    declared = STAGES["run_experiment"].params
+    assert "evaluate_model.split" in read
+    assert {k for k in read if not any(k == d or k.startswith(f"{d}.") for d in declared)} == set()
 
 
 def test_a_missing_entry_point_is_named(tmp_path):
