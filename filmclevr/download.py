@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from http.client import HTTPException
 from pathlib import Path
 
@@ -115,8 +116,8 @@ def fetch_clevr(
             what is wrong: downloading 19 GB once more would fail the same way).
         UnsafeArchiveError: an entry is absolute, has a `..` part, or is a link or special file.
         ClevrFormatError: the archive is not a zip of one top folder holding images/ and
-            questions/; the message says to check the parameters' url and sha256, and a
-            verified archive is left in place.
+            questions/, or an entry is damaged; the message says to check the parameters' url
+            and sha256, and a verified archive is left in place.
         InsufficientSpaceError: the archive's or the extraction's folder lacks free space.
         DownloadError: an HTTP error status, `retries` consecutive attempts without progress,
             or `max_attempts` attempts in all; the `.part` file is kept for a later resume.
@@ -677,8 +678,12 @@ def _extract(archive: Path, dest: Path, *, chunk_size: int, progress: bool) -> N
                         while chunk := src.read(chunk_size):
                             out.write(chunk)
                             bar.update(len(chunk))
-                except zipfile.BadZipFile as e:
-                    raise ClevrFormatError(f"{archive}: entry {info.filename!r}: {e}") from None
+                # A bad CRC or header, a damaged deflate stream, one cut short: a damaged
+                # download, which nothing verifies where no checksum is published (CoGenT).
+                except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+                    raise ClevrFormatError(
+                        f"{archive}: entry {info.filename!r} is damaged ({e})"
+                    ) from None
             missing = [d for d in REQUIRED_FOLDERS if not (tmp / d).is_dir()]
             if missing:
                 raise ClevrFormatError(

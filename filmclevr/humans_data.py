@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import re
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -64,8 +65,8 @@ def extract_humans(archive: str | Path, out_dir: str | Path) -> Path:
     byte as the archive holds them; each must read as answered questions.
 
     Raises:
-        ClevrFormatError: the archive is not a zip, lacks a split's file or holds two, or a
-            file is malformed (names the archive or the file).
+        ClevrFormatError: the archive is not a zip, lacks a split's file or holds two, an
+            entry is damaged, or a file is malformed (names the archive or the file).
     """
     archive = Path(archive)
     try:
@@ -85,8 +86,13 @@ def extract_humans(archive: str | Path, out_dir: str | Path) -> Path:
                 with zf.open(found[0]) as src, open(question_file(tmp, split), "wb") as dst:
                     while chunk := src.read(1 << 20):
                         dst.write(chunk)
-            except zipfile.BadZipFile as e:
-                raise clevr.ClevrFormatError(f"{archive}: entry {found[0]!r}: {e}") from None
+            # A bad CRC or header, a damaged deflate stream, one cut short: a damaged
+            # download, which nothing verifies where no checksum is published.
+            except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+                raise clevr.ClevrFormatError(
+                    f"{archive}: entry {found[0]!r} is damaged ({e}); delete {archive} and run "
+                    "again to download it anew"
+                ) from None
         for split in SPLITS:  # each file must read as questions before the folder appears
             try:
                 sum(1 for _ in read_split(tmp, split)[1])

@@ -5,7 +5,10 @@ Plain values and functions (no pytest fixtures), imported as `from tests.helpers
 
 from __future__ import annotations
 
+import io
 import json
+import struct
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -262,3 +265,19 @@ def tiny_trained_run(
     write_tokens_and_shards(root, questions, images_per_shard=3)
     train_into(root, model, config, root / "shards", vocab_path)
     return vocab_path
+
+
+# --- A damaged archive ----------------------------------------------------------------------------
+def damage_deflate_stream(archive: bytes, name: str) -> bytes:
+    """`archive` (a zip) with entry `name`'s deflate stream opening on a block of the reserved
+    type: damage that neither the central directory nor a CRC shows before the entry is read,
+    and that zlib refuses (zlib.error) as it reads it."""
+    with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+        info = zf.getinfo(name)
+    if info.compress_type != zipfile.ZIP_DEFLATED:
+        raise ValueError(f"{name}: not a deflated entry")
+    # The data follows the entry's 30-byte local header, its name and its extra field.
+    name_length, extra_length = struct.unpack_from("<HH", archive, info.header_offset + 26)
+    damaged = bytearray(archive)
+    damaged[info.header_offset + 30 + name_length + extra_length] = 0b111  # BFINAL 1, BTYPE 11
+    return bytes(damaged)

@@ -27,6 +27,7 @@ from filmclevr.download import (
     UnsafeArchiveError,
     fetch_clevr,
 )
+from tests.helpers import damage_deflate_stream
 
 TOP = "CLEVR_v1.0"
 
@@ -311,6 +312,20 @@ def test_archive_without_release_layout_is_refused(server, tmp_path: Path) -> No
     server.payload = payload = buf.getvalue()
     with pytest.raises(clevr.ClevrFormatError, match="questions/"):
         _fetch(server, tmp_path, size=len(payload), sha256=hashlib.sha256(payload).hexdigest())
+    _assert_nothing_extracted(tmp_path)
+
+
+def test_damaged_entry_of_an_unverified_archive_is_named(server, tmp_path: Path) -> None:
+    """Where no checksum is published (CoGenT), a damaged deflate stream is first seen while
+    extracting: zlib.error, neither ValueError nor OSError, was a raw traceback."""
+    entry = f"{TOP}/questions/CLEVR_train_questions.json"
+    server.payload = payload = damage_deflate_stream(_release_zip(), entry)
+    with pytest.raises(clevr.ClevrFormatError) as err:
+        _fetch(server, tmp_path, size=len(payload), sha256=None)
+    archive = tmp_path / "downloads" / "CLEVR_v1.0.zip"
+    message = str(err.value)
+    assert f"{archive}: entry {entry!r} is damaged (" in message
+    assert f"delete {archive} and run again" in message
     _assert_nothing_extracted(tmp_path)
 
 

@@ -4,6 +4,7 @@ release's files, the parameters; end to end under both engines (slow)."""
 from __future__ import annotations
 
 import copy
+import io
 import json
 import random
 import re
@@ -39,6 +40,7 @@ from filmclevr.workflow_stages import STAGES, matrix_values, param_value
 from tests.helpers import (
     TINY_IMAGE_SIZE,
     clevr_question_vocabulary,
+    damage_deflate_stream,
     tiny_film_config,
     tiny_train_config,
     tiny_trained_run,
@@ -174,6 +176,24 @@ def test_the_release_archive_gives_its_three_files_byte_for_byte(tmp_path: Path)
     with pytest.raises(clevr.ClevrFormatError, match=r"CLEVR-Humans\.zip: expected one .*val"):
         extract_humans(archive, tmp_path / "out")
     assert question_file(tmp_path / "out", "val").read_bytes() == files["val"]  # left as it was
+
+
+def test_a_damaged_entry_of_the_archive_is_named(tmp_path: Path):
+    """CLEVR-Humans publishes no checksum: a damaged deflate stream is first seen here, where
+    zlib.error, neither ValueError nor OSError, was a raw traceback."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for split in SPLITS:
+            humans_file(tmp_path / "src", split, [(f"Is it {split}?", "yes", 0)])
+            zf.write(question_file(tmp_path / "src", split), f"CLEVR-Humans-{split}.json")
+    archive = tmp_path / "CLEVR-Humans.zip"
+    archive.write_bytes(damage_deflate_stream(buf.getvalue(), "CLEVR-Humans-val.json"))
+    message = (
+        rf"{archive}: entry 'CLEVR-Humans-val\.json' is damaged \(.*\); delete {archive} and run"
+    )
+    with pytest.raises(clevr.ClevrFormatError, match=message):
+        extract_humans(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_archive_that_fails_verification_names_the_humans_parameters(tmp_path: Path):
