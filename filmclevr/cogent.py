@@ -31,11 +31,11 @@ from torch import Tensor
 
 from filmclevr import clevr
 from filmclevr.analysis import answer_with, film_parameters, read_paper_analysis
-from filmclevr.evaluate import compute_metrics, predict
+from filmclevr.evaluate import checked_loader, compute_metrics, predict
 from filmclevr.fileio import read_json, write_json_atomic, write_text_atomic
 from filmclevr.model import FiLMedNet
 from filmclevr.params import transfer_split_problem
-from filmclevr.shards import Batch, question_loader, shard_paths, write_first_images
+from filmclevr.shards import Batch, write_first_images
 from filmclevr.tokenize import END, START, read_encoded_split, tokenize
 
 log = logging.getLogger(__name__)
@@ -210,11 +210,6 @@ def columns(metrics: Mapping[str, Any]) -> dict[str, float | None]:
     return {c: metrics["overall"] if c == "overall" else metrics["columns"][c] for c in COLUMNS}
 
 
-def _loader(shards_dir: Path, split: str, batch_size: int) -> Iterable[Batch]:
-    paths = shard_paths(shards_dir, split)
-    return question_loader(paths, batch_size=batch_size, shuffle=False, split_by_node=False)
-
-
 def score(
     model: FiLMedNet,
     shards_dir: Path,
@@ -231,7 +226,7 @@ def score(
         for r in read_encoded_split(Path(tokens_dir) / f"{split}.json")
         if r["image_index"] >= first_image
     ]
-    predictions = predict(model, _loader(shards_dir, split, batch_size), device)
+    predictions = predict(model, checked_loader(model, shards_dir, split, batch_size), device)
     return compute_metrics(records, predictions)
 
 
@@ -465,7 +460,7 @@ def report(
 ) -> dict[str, Any]:
     """The CoGenT results of `split` into `out_dir` (table.md, breakdown.csv,
     zero_shot_questions.json, sample_efficiency.png) and the headline numbers `out_metrics`."""
-    from filmclevr.checkpoint import model_from_checkpoint
+    from filmclevr.checkpoint import check_tokens_vocab, model_from_checkpoint
     from filmclevr.distributed import resolve_device
     from filmclevr.figures import plot_sample_efficiency
 
@@ -474,17 +469,18 @@ def report(
     val_a = condition_a_split(params)
     device = resolve_device(params["train_model"].get("device", "auto"))
     model, state = model_from_checkpoint(a_checkpoint, device)
+    check_tokens_vocab(state, a_checkpoint, Path(tokens_dir) / "vocab.json")
     batch_size = params["evaluate_model"]["batch_size"]
     records = {s: read_encoded_split(Path(tokens_dir) / f"{s}.json") for s in (val_a, split)}
     plain, zero, covered = {}, {}, {}
     for s in (val_a, split):
-        plain[s] = predict(model, _loader(shards_dir, s, batch_size), device)
+        plain[s] = predict(model, checked_loader(model, shards_dir, s, batch_size), device)
         released = clevr.read_questions(clevr.questions_path(clevr_root, s))
         zero[s], rows = zero_shot(
             model,
             released,
             state["vocab"],
-            _loader(shards_dir, s, batch_size),
+            checked_loader(model, shards_dir, s, batch_size),
             cogent["zero_shot_reference"],
             device,
         )

@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     import pandas
     import torch
 
+    from filmclevr.model import FiLMedNet
+    from filmclevr.shards import Batch
+
 log = logging.getLogger(__name__)
 
 COLUMNS: tuple[str, ...] = tuple(clevr.QUESTION_TYPES)
@@ -601,18 +604,26 @@ def split_predictions(
     order, even under torch.distributed; every shard checked against its index, every image
     and answer against the model (`num_answers`: its answer vocabulary's size), every token
     against its embedding."""
+    return predict(model, checked_loader(model, shards_dir, split, batch_size, num_answers), device)
+
+
+def checked_loader(
+    model: FiLMedNet, shards_dir: Path, split: str, batch_size: int, num_answers: int | None = None
+) -> Iterable[Batch]:
+    """Every question of `split` in `shards_dir` once, in shard order, each image, token and
+    answer checked against what `model` reads (`num_answers`: its answer vocabulary's size,
+    by default its output's)."""
     from filmclevr.shards import question_loader, shard_paths
 
-    loader = question_loader(
+    return question_loader(
         shard_paths(shards_dir, split),
         batch_size=batch_size,
         shuffle=False,
         split_by_node=False,
         image_size=model.config.image_size,
-        vocab_size=model.film_generator.encoder_embed.num_embeddings,
-        num_answers=num_answers,
+        vocab_size=model.vocab_size,
+        num_answers=model.num_answers if num_answers is None else num_answers,
     )
-    return predict(model, loader, device)
 
 
 def checked_split_predictions(

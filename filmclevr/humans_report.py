@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from filmclevr.analysis import read_paper_analysis
-from filmclevr.checkpoint import model_from_checkpoint
+from filmclevr.checkpoint import check_tokens_vocab, model_from_checkpoint
 from filmclevr.configs import TrainConfig
-from filmclevr.evaluate import git_commit, predict, read_tokens_report
+from filmclevr.evaluate import checked_loader, git_commit, predict, read_tokens_report
 from filmclevr.fileio import write_json_atomic, write_text_atomic
 from filmclevr.humans_data import SPLITS, STAND_IN_DATASET
-from filmclevr.shards import Batch, question_loader, shard_paths
-from filmclevr.tokenize import load_vocab, read_encoded_split
+from filmclevr.tokenize import read_encoded_split
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +70,6 @@ def subsets(
     }
 
 
-def _loader(shards_dir: Path, split: str, batch_size: int) -> Iterable[Batch]:
-    paths = shard_paths(shards_dir, split)
-    return question_loader(paths, batch_size=batch_size, shuffle=False, split_by_node=False)
-
-
 def report(
     params: Mapping[str, Any],
     *,
@@ -98,15 +92,10 @@ def report(
 
     tokens_dir, shards_dir = Path(tokens_dir), Path(shards_dir)
     device = resolve_device(params["train_model"].get("device", "auto"))
-    vocab = load_vocab(tokens_dir / "vocab.json")
     before, start = model_from_checkpoint(start_checkpoint, device)
     after, state = model_from_checkpoint(finetuned_checkpoint, device)
     for path, checkpoint in ((start_checkpoint, start), (finetuned_checkpoint, state)):
-        if checkpoint["vocab"] != vocab:
-            raise ValueError(
-                f"{path}: made for another vocabulary than {tokens_dir / 'vocab.json'}; rerun "
-                "finetune_humans"
-            )
+        check_tokens_vocab(checkpoint, path, tokens_dir / "vocab.json")  # else: a stale output
     tokens = read_tokens_report(tokens_dir)
     batch_size = params["evaluate_model"]["batch_size"]
     scores: dict[str, dict[str, dict[str, Any]]] = {}
@@ -114,7 +103,8 @@ def report(
         records = read_encoded_split(tokens_dir / f"{split}.json", split)
         groups = subsets(records, tokens["clevr_words"])
         for name, model in (("before", before), ("after", after)):
-            predictions = predict(model, _loader(shards_dir, split, batch_size), device)
+            loader = checked_loader(model, shards_dir, split, batch_size)
+            predictions = predict(model, loader, device)
             scores.setdefault(name, {})[split] = {
                 subset: accuracy(groups[subset], predictions) for subset in SUBSETS
             }

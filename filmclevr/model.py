@@ -284,6 +284,7 @@ class FiLMedNet(nn.Module):
         if vocab_size < 1 or num_answers < 1:
             raise ValueError(f"vocab_size {vocab_size} and num_answers {num_answers} must be >= 1")
         self.config = config
+        self.vocab_size, self.num_answers = vocab_size, num_answers  # what its inputs may hold
         self.film_generator = FiLMGenerator(config, vocab_size)
         self.filmed_net = FiLMedCNN(config, num_answers)
         init_modules(self.modules())

@@ -577,6 +577,28 @@ def test_tokens_of_another_vocabulary_are_refused(tiny_run, tmp_path):
         evaluate.evaluate(film, tiny_run["shards"], tokens, split="val", batch_size=8, device="cpu")
 
 
+def test_the_checked_loader_holds_every_question_to_the_model(tiny_run):
+    """The one loader of evaluation, CoGenT's report and CLEVR-Humans': each image, token and
+    answer checked against what the model reads, not only the forward pass's image size."""
+    import dataclasses
+
+    from filmclevr.checkpoint import model_from_checkpoint
+    from filmclevr.model import build_model
+
+    model, _ = model_from_checkpoint(tiny_run["root"] / "film.pt")
+    batches = list(evaluate.checked_loader(model, tiny_run["shards"], "val", 8))
+    assert sum(len(b.answers) for b in batches) == IMAGES["val"] * QUESTIONS_PER_IMAGE
+    config, words, answers = model.config, model.vocab_size, model.num_answers
+    for other, refused in [
+        (build_model(config, 3, answers), r"has token index \d+, outside the vocabulary's 3"),
+        (build_model(dataclasses.replace(config, image_size=2 * config.image_size), words,
+                     answers), rf"expected {2 * config.image_size}x{2 * config.image_size}"),
+        (build_model(config, words, 1), "answer"),
+    ]:  # fmt: skip
+        with pytest.raises(ValueError, match=refused):
+            list(evaluate.checked_loader(other, tiny_run["shards"], "val", 8))
+
+
 @pytest.mark.parametrize(
     ("train_config", "precision"),
     [({"bf16": True}, "bf16"), ({"bf16": False}, "float32"), ({}, None), (None, None)],
