@@ -170,7 +170,16 @@ STAGES: dict[str, Stage] = {
                 "log_dir": folder("results/train"),  # DVCLive's (PLOTS)
                 "curves": "results/learning_curves.png",
             },
-            params=("model", "train_model", "curriculum", "resize_images.image_size"),
+            # get_data.splits: the first two are trained and validated on; profile: recorded
+            # in the checkpoints (sim-to-real refuses another profile's data with them)
+            params=(
+                "model",
+                "train_model",
+                "curriculum",
+                "resize_images.image_size",
+                "get_data.splits",
+                "profile",
+            ),
             starts_from=("train_model",),
         ),
         # 6: accuracy per paper column, terminal function and family; the results table. CI's
@@ -199,7 +208,8 @@ STAGES: dict[str, Stage] = {
                 "curve_figure": "results/learning_curve_vs_paper.png",
                 "predictions": data_folder("data/predictions"),
             },
-            params=("evaluate_model", "profile", "get_data.source"),
+            # get_data.splits: its first is the training split the Q-type prior counts
+            params=("evaluate_model", "profile", "get_data.source", "get_data.splits"),
             data=("filmclevr/paper/table1_clevr_test.csv", PAPER_CURVE),
         ),
         # Beside 6: CLEVR's test answers are private, so the test splits' predictions, one

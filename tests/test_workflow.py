@@ -242,6 +242,7 @@ def test_a_configfile_profile_replaces_the_parameters_snakemake_tracks():
         assert Path(workflow.globals["PARAMS"]) == ROOT / "config/paper.yaml"
         train = next(r for r in workflow.rules if r.name == "train_model")
         expected = [paper["model"], paper["train_model"], paper["curriculum"], 224]
+        expected += [paper["get_data"]["splits"], paper["profile"]]
         assert list(train.params) == expected
 
 
