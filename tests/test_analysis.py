@@ -223,6 +223,13 @@ def test_analyze_refuses_tokens_of_another_vocabulary(tiny_run: Path, tmp_path: 
     assert not (tmp_path / "out").exists()
 
 
+def tiny_shards(resized: Path, tokens: Path, shards: Path) -> None:
+    """Shards of the tiny run's train and val splits from these images and tokens."""
+    write_shards(
+        resized, tokens, shards, splits=["train", "val"], images_per_shard=3, progress=False
+    )
+
+
 def test_analyze_refuses_shards_of_another_image_size(tiny_run: Path, tmp_path: Path) -> None:
     """The model was trained on 16-pixel images; 32-pixel shards were analysed without a word."""
     shards = tmp_path / "shards"
@@ -231,14 +238,7 @@ def test_analyze_refuses_shards_of_another_image_size(tiny_run: Path, tmp_path: 
         bigger = tmp_path / "resized" / image.relative_to(tiny_run / "resized")
         bigger.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(bigger)
-    write_shards(
-        tmp_path / "resized",
-        tiny_run / "tokens",
-        shards,
-        splits=["train", "val"],
-        images_per_shard=3,
-        progress=False,
-    )
+    tiny_shards(tmp_path / "resized", tiny_run / "tokens", shards)
     with pytest.raises(ValueError, match=r"a 32x32 image, expected 16x16"):
         analyze(tiny_run, tmp_path / "out", shards=shards)
     assert not (tmp_path / "out").exists()
@@ -253,14 +253,7 @@ def test_analyze_refuses_an_answer_outside_the_models(tiny_run: Path, tmp_path: 
     document["questions"][0]["answer"] = outside
     (tokens / "val.json").write_text(json.dumps(document))
     shards = tmp_path / "shards"
-    write_shards(
-        tiny_run / "resized",
-        tokens,
-        shards,
-        splits=["train", "val"],
-        images_per_shard=3,
-        progress=False,
-    )
+    tiny_shards(tiny_run / "resized", tokens, shards)
     with pytest.raises(ValueError, match=rf"answer index {outside}, outside the vocabulary's"):
         analyze(tiny_run, tmp_path / "out", shards=shards)
 

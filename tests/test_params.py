@@ -323,6 +323,13 @@ def git(cwd: Path, *args: str) -> None:
     subprocess.run(["git", *identity, *args], cwd=cwd, check=True, capture_output=True)
 
 
+def commit_params_yaml(folder: Path, message: str) -> None:
+    """A new git repository in `folder` whose one commit holds its params.yaml."""
+    git(folder, "init", "-q")
+    git(folder, "add", "params.yaml")
+    git(folder, "commit", "-q", "-m", message)
+
+
 def test_filmclevr_params_writes_the_resolved_profile(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # the profile outside both out's folder and the working one
     out = tmp_path / "params.yaml"
@@ -370,9 +377,7 @@ def test_filmclevr_params_writes_over_a_hand_written_file_only_if_git_holds_it(
     paper = str(ROOT / "config/paper.yaml")
     assert params_mod.main([paper, "--out", str(out)]) == 1  # not in git: it would be lost
     assert "it has changes that git does not hold" in capsys.readouterr().err
-    git(tmp_path, "init", "-q")
-    git(tmp_path, "add", "params.yaml")
-    git(tmp_path, "commit", "-q", "-m", "demo")
+    commit_params_yaml(tmp_path, "demo")
     out.write_text(DEMO.read_text() + "# an edit\n")
     assert params_mod.main([paper, "--out", str(out)]) == 1
     assert out.read_text().endswith("# an edit\n")
@@ -390,9 +395,7 @@ def test_filmclevr_params_writes_over_a_written_file_whose_edits_git_holds(
     out = tmp_path / "params.yaml"
     demo, paper = str(DEMO), str(ROOT / "config/paper.yaml")
     assert params_mod.main([demo, "--out", str(out)]) == 0
-    git(tmp_path, "init", "-q")
-    git(tmp_path, "add", "params.yaml")
-    git(tmp_path, "commit", "-q", "-m", "the demo")
+    commit_params_yaml(tmp_path, "the demo")
     out.write_text(out.read_text().replace("max_epochs: 6", "max_epochs: 7"))
     assert params_mod.main([paper, "--out", str(out)]) == 1  # the edit is in no commit
     assert "keep them (commit them or copy the file)" in capsys.readouterr().err
@@ -411,9 +414,7 @@ def test_filmclevr_params_keeps_a_file_that_is_not_utf8_unless_git_holds_it(
     assert params_mod.main([paper, "--out", str(out)]) == 1
     assert capsys.readouterr().err.startswith(f"error: {out}: not UTF-8 text")
     assert out.read_bytes().endswith(b"\xff\xfe\n")
-    git(tmp_path, "init", "-q")
-    git(tmp_path, "add", "params.yaml")
-    git(tmp_path, "commit", "-q", "-m", "a binary params.yaml")
+    commit_params_yaml(tmp_path, "a binary params.yaml")
     assert params_mod.main([paper, "--out", str(out)]) == 0  # git holds it: nothing is lost
     assert load_params(out)["profile"] == "paper"
 
@@ -427,9 +428,7 @@ def test_filmclevr_params_writes_over_the_values_a_dvc_experiment_holds(
     out = tmp_path / "params.yaml"
     demo, paper = str(DEMO), str(ROOT / "config/paper.yaml")
     assert params_mod.main([demo, "--out", str(out)]) == 0
-    git(tmp_path, "init", "-q")
-    git(tmp_path, "add", "params.yaml")
-    git(tmp_path, "commit", "-q", "-m", "the demo")
+    commit_params_yaml(tmp_path, "the demo")
     written = out.read_text()
     experiment = written.replace("learning_rate: 0.004", "learning_rate: 0.01")
     assert experiment != written
