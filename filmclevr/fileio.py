@@ -163,7 +163,9 @@ class AlreadyRunningError(OSError):
 
 
 @contextlib.contextmanager
-def exclusive_lock(lock_path: str | Path, what: str, remove: bool = False) -> Iterator[None]:
+def exclusive_lock(
+    lock_path: str | Path, what: str, remove: bool = False, wait: bool = False
+) -> Iterator[None]:
     """Hold an exclusive lock on `lock_path` (made if missing) for the block, for `what` (e.g.
     "a training writing results/train"); its pid is written into the file for the message.
 
@@ -174,6 +176,8 @@ def exclusive_lock(lock_path: str | Path, what: str, remove: bool = False) -> It
 
     With `remove`, the lock file is removed before the lock is released, so nothing stays
     beside the output (a run that opens it after that makes a new one, and the writer is done).
+    With `wait`, a lock another process holds is waited for (for short critical sections, such
+    as reading and rewriting a shared file), not refused.
 
     Raises:
         AlreadyRunningError: another process holds it; the message names `what`, the process
@@ -185,7 +189,7 @@ def exclusive_lock(lock_path: str | Path, what: str, remove: bool = False) -> It
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a+", encoding="utf-8") as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "unknown"

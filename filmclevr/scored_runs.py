@@ -20,7 +20,7 @@ from typing import Any
 
 from filmclevr import shards
 from filmclevr.evaluate import Evaluation, evaluate, precision_name
-from filmclevr.fileio import read_json, write_json_atomic
+from filmclevr.fileio import exclusive_lock, file_sha256, read_json, write_json_atomic
 from filmclevr.runs import Changes, RunPlan, plan_run, train_run
 
 log = logging.getLogger(__name__)
@@ -157,9 +157,13 @@ class KeptRuns:
 
     The file records what its runs are comparable under: the digest of the parameters that make
     a run (RUN_SECTIONS: its data, model, recipe and scoring; not the profile's name or its
-    other stages) and the numeric path (`numeric_path`; seeds spread differently in bf16 and
-    float32). A file of other parameters or another path is refused, never mixed in. Without a
-    path nothing is kept.
+    other stages), the digest of the data they trained and were scored on (`data_digest`: the
+    same parameters can be run on other data, e.g. after another profile's pipeline filled
+    data/), and the numeric path (`numeric_path`; seeds spread differently in bf16 and
+    float32). A file of other parameters, data or path is refused, never mixed in. Without a
+    path nothing is kept. Two measurements may share one file (the gate and data-order studies
+    share the default recipe's seeds): each run is added under a lock, merged with what the
+    file holds then.
     """
 
     RUN_SECTIONS = (
@@ -172,24 +176,37 @@ class KeptRuns:
         "evaluate_model",
     )
 
-    def __init__(self, path: Path | None, params: Mapping[str, Any], precision: str) -> None:
+    def __init__(
+        self, path: Path | None, params: Mapping[str, Any], precision: str, data_dir: Path
+    ) -> None:
+        """`data_dir` holds the data stages' `shards/` and `tokens/` for the profile."""
         self.path = path
         self.params = params
+        self.data_dir = Path(data_dir)
         making = {section: params.get(section) for section in self.RUN_SECTIONS}
         digest = hashlib.sha256(json.dumps(making, sort_keys=True).encode()).hexdigest()
-        self.under = {"params_sha256": digest, "precision": precision}
-        self.runs: dict[str, Any] = {}
-        if path is not None and path.exists():
-            document = read_json(path)
-            if not isinstance(document, dict) or not isinstance(document.get("runs"), dict):
-                raise ValueError(f"{path}: not a file of kept runs (needs 'under' and 'runs')")
-            if document.get("under") != self.under:
-                raise ValueError(
-                    f"{path}: its runs were made under {document.get('under')}, this "
-                    f"measurement is under {self.under}; name another file to start afresh"
-                )
-            self.runs = document["runs"]
+        self.under = {
+            "params_sha256": digest,
+            "data_sha256": data_digest(self.data_dir),
+            "precision": precision,
+        }
+        self.runs: dict[str, Any] = self._read()
+        if self.runs:
             log.warning("%s: %d runs kept by an earlier start are reused", path, len(self.runs))
+
+    def _read(self) -> dict[str, Any]:
+        """The runs the file holds ({} without one), refused when made under other conditions."""
+        if self.path is None or not self.path.exists():
+            return {}
+        document = read_json(self.path)
+        if not isinstance(document, dict) or not isinstance(document.get("runs"), dict):
+            raise ValueError(f"{self.path}: not a file of kept runs (needs 'under' and 'runs')")
+        if document.get("under") != self.under:
+            raise ValueError(
+                f"{self.path}: its runs were made under {document.get('under')}, this "
+                f"measurement is under {self.under}; name another file to start afresh"
+            )
+        return document["runs"]
 
     @staticmethod
     def key(
@@ -215,7 +232,6 @@ class KeptRuns:
     def train_and_score(
         self,
         *,
-        data_dir: Path,
         model: Changes | None = None,
         train: Changes | None = None,
         batch_transform: shards.BatchTransform | None = None,
@@ -226,7 +242,7 @@ class KeptRuns:
         key = self.key(self.params, model=model, train=train, breakage=breakage)
         if self.get(key) is None:
             run = train_and_score(
-                self.params, data_dir=data_dir, model=model, train=train,
+                self.params, data_dir=self.data_dir, model=model, train=train,
                 batch_transform=batch_transform,
             )  # fmt: skip
             self.add(key, run)
@@ -234,5 +250,31 @@ class KeptRuns:
 
     def add(self, key: str, run: Mapping[str, Any]) -> None:
         self.runs[key] = dict(run)
-        if self.path is not None:
+        if self.path is None:
+            return
+        lock = self.path.with_name(self.path.name + ".lock")
+        with exclusive_lock(lock, f"a measurement adding a run to {self.path}", wait=True):
+            self.runs = {**self._read(), **self.runs}  # another measurement's runs stay
             write_json_atomic(self.path, {"under": self.under, "runs": self.runs}, indent=1)
+
+
+def data_digest(data_dir: Path) -> str:
+    """SHA-256 over the bytes of the data a run trains and is scored on: the shards, their
+    index and the tokens (vocabulary and encoded splits), with their paths.
+
+    Raises:
+        ValueError: `data_dir` holds no shards index (the data stages have not run there).
+    """
+    data_dir = Path(data_dir)
+    index = data_dir / "shards" / "index.json"
+    if not index.is_file():
+        raise ValueError(
+            f"{index}: not found; run the data stages first (snakemake --until write_shards)"
+        )
+    files = sorted(
+        [index, *(data_dir / "shards").rglob("*.tar"), *(data_dir / "tokens").glob("*.json")]
+    )
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.relative_to(data_dir)}:{file_sha256(file)}\n".encode())
+    return digest.hexdigest()

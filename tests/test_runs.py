@@ -5,6 +5,7 @@ leaving files behind; the shard loader's hook breaks the data of every loader ma
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -180,28 +181,60 @@ def test_a_run_is_known_by_what_it_trains_whatever_changes_name_it() -> None:
     assert KeptRuns.key(PARAMS, model={"num_blocks": 2}, train={"seed": 1}) != same
 
 
-def test_kept_runs_are_reused_after_a_restart_and_never_mixed_with_others(tmp_path) -> None:
+def test_kept_runs_are_reused_after_a_restart_and_never_mixed_with_others(
+    data: dict[str, Path], tmp_path: Path
+) -> None:
     from filmclevr.scored_runs import KeptRuns
 
-    path = tmp_path / "runs.json"
-    kept = KeptRuns(path, PARAMS, "float32")
+    path, on = tmp_path / "runs.json", data["root"]
+    kept = KeptRuns(path, PARAMS, "float32", on)
     kept.add("a", {"overall": 51.0})
-    again = KeptRuns(path, PARAMS, "float32")  # another start: the run is there, not retrained
+    again = KeptRuns(path, PARAMS, "float32", on)  # another start: the run is there
     assert again.get("a") == {"overall": 51.0} and again.get("b") is None
     again.add("b", {"overall": 49.0})
     assert json.loads(path.read_text())["runs"] == {"a": {"overall": 51.0}, "b": {"overall": 49.0}}
     with pytest.raises(ValueError, match="runs.json: its runs were made under"):
-        KeptRuns(path, PARAMS, "bf16")  # seeds of another numeric path spread otherwise
+        KeptRuns(path, PARAMS, "bf16", on)  # seeds of another numeric path spread otherwise
     with pytest.raises(ValueError, match="runs.json: its runs were made under"):
-        KeptRuns(path, {**PARAMS, "train_model": {**TRAIN, "max_epochs": 3}}, "float32")
+        KeptRuns(path, {**PARAMS, "train_model": {**TRAIN, "max_epochs": 3}}, "float32", on)
     path.write_text("[1, 2]")
     with pytest.raises(ValueError, match="not a file of kept runs"):
-        KeptRuns(path, PARAMS, "float32")
-    assert KeptRuns(None, PARAMS, "float32").get("a") is None  # no file: nothing kept
+        KeptRuns(path, PARAMS, "float32", on)
+    assert KeptRuns(None, PARAMS, "float32", on).get("a") is None  # no file: nothing kept
     path.unlink()
-    KeptRuns(path, PARAMS, "float32").add("a", {"overall": 51.0})
+    KeptRuns(path, PARAMS, "float32", on).add("a", {"overall": 51.0})
     renamed = {**PARAMS, "profile": "other", "regression": {"tolerance": 1}}
-    assert KeptRuns(path, renamed, "float32").get("a") == {"overall": 51.0}  # the same runs
+    assert KeptRuns(path, renamed, "float32", on).get("a") == {"overall": 51.0}  # the same runs
+
+
+def test_kept_runs_of_other_data_are_refused(data: dict[str, Path], tmp_path: Path) -> None:
+    """The same parameters on other data (another profile's pipeline refilled data/, the same
+    counts): its runs were once reused beside new ones, one spread of two datasets."""
+    from filmclevr.scored_runs import KeptRuns
+
+    other = tmp_path / "other"
+    shutil.copytree(data["root"], other)
+    path = tmp_path / "runs.json"
+    KeptRuns(path, PARAMS, "float32", other).add("a", {"overall": 51.0})
+    shard = next((other / "shards").rglob("*.tar"))
+    shard.write_bytes(shard.read_bytes()[:-1] + b"x")  # regenerated: other bytes, same counts
+    with pytest.raises(ValueError, match="runs.json: its runs were made under"):
+        KeptRuns(path, PARAMS, "float32", other)
+    with pytest.raises(ValueError, match=r"shards/index\.json: not found; run the data stages"):
+        KeptRuns(path, PARAMS, "float32", tmp_path / "nowhere")
+
+
+def test_two_measurements_sharing_a_file_keep_each_others_runs(
+    data: dict[str, Path], tmp_path: Path
+) -> None:
+    """The gate and data-order studies may share one file: the last writer once won."""
+    from filmclevr.scored_runs import KeptRuns
+
+    path = tmp_path / "runs.json"
+    gate, order = (KeptRuns(path, PARAMS, "float32", data["root"]) for _ in range(2))
+    gate.add("seed 1", {"overall": 51.0})
+    order.add("official order", {"overall": 50.0})
+    assert sorted(json.loads(path.read_text())["runs"]) == ["official order", "seed 1"]
 
 
 def test_a_kept_run_is_trained_once_and_read_back_after_a_restart(
@@ -210,13 +243,13 @@ def test_a_kept_run_is_trained_once_and_read_back_after_a_restart(
     from filmclevr.scored_runs import KeptRuns
 
     path = tmp_path / "runs.json"
-    first = KeptRuns(path, PARAMS, "float32").train_and_score(
-        data_dir=data["root"], train={"seed": 1}, batch_transform=blank_images
+    first = KeptRuns(path, PARAMS, "float32", data["root"]).train_and_score(
+        train={"seed": 1}, batch_transform=blank_images
     )
-    again = KeptRuns(path, PARAMS, "float32")
+    again = KeptRuns(path, PARAMS, "float32", data["root"])
     # The same run (its own timing included, so not trained again), known with its breakage.
-    assert again.train_and_score(
-        data_dir=data["root"], train={"seed": 1}, batch_transform=blank_images
-    ) == json.loads(json.dumps(first))
+    assert again.train_and_score(train={"seed": 1}, batch_transform=blank_images) == json.loads(
+        json.dumps(first)
+    )
     key = KeptRuns.key(PARAMS, train={"seed": 1}, breakage="blank_images")
     assert list(again.runs) == [key]

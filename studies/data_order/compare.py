@@ -77,17 +77,21 @@ def print_table(results: dict[str, list[dict[str, float]]]) -> None:
             print(f"{name:<18} {metric:<18} {mean:6.2f} {std:5.2f} {diff}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--only", nargs="+", choices=list(VARIANTS), help="run these variants only")
     p.add_argument("--epochs", type=int, help="train this many epochs (default: the profile's)")
+    p.add_argument("--data", type=Path, default=Path("data"), help="the profile's data stages'")
     p.add_argument("--json", type=Path, help="keep every run here; its runs are reused")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    for option, given in (("--seeds", args.seeds), ("--only", args.only or [])):
+        if len(set(given)) < len(given):  # one run counted twice narrows the spread
+            p.error(f"{option}: each once, not {given}")
     logging.basicConfig(level=logging.WARNING)
     params = load_params(args.params)
-    kept = KeptRuns(args.json, params, numeric_path(params))
+    kept = KeptRuns(args.json, params, numeric_path(params), args.data)
     results: dict[str, list[dict[str, float]]] = {}
     for name in args.only or VARIANTS:
         changes, model = VARIANTS[name]
@@ -95,7 +99,7 @@ def main() -> None:
             changes = {**changes, "max_epochs": args.epochs}
         for seed in args.seeds:
             train = {**changes, "seed": seed}
-            run = kept.train_and_score(data_dir=Path("data"), model=model, train=train)
+            run = kept.train_and_score(model=model, train=train)
             results.setdefault(name, []).append(measures(run))
             print(
                 f"{name}, seed {seed}: {run['overall']:.2f}% ({run['seconds']:.0f} s)", flush=True

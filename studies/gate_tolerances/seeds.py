@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--data", type=Path, default=Path("data"), help="the profile's data stages'")
     p.add_argument("--json", type=Path, help="keep every run here; its runs are reused")
     p.add_argument("--summary", type=Path, help="write the printed tables here as JSON")
     p.add_argument("--no-breakages", action="store_true",
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if len(args.seeds) < 3:
         p.error("--seeds: give at least three, for a spread")
+    if len(set(args.seeds)) < len(args.seeds):  # one run counted twice narrows the spread
+        p.error(f"--seeds: each seed once, not {args.seeds}")
     logging.basicConfig(level=logging.WARNING)
     params = load_params(args.params)
     written = params["regression"]["tolerance"]
@@ -131,11 +134,11 @@ def main(argv: list[str] | None = None) -> None:
             "shuffled questions": (first_seed, None, shuffled_questions),
         })  # fmt: skip
     precision = numeric_path(params)  # this CPU's: its seeds spread as its own
-    kept = KeptRuns(args.json, params, precision)
+    kept = KeptRuns(args.json, params, precision, args.data)
     runs = {}
     for name, (seed, model, breakage) in cases.items():
         runs[name] = kept.train_and_score(
-            data_dir=Path("data"), model=model, train={"seed": seed}, batch_transform=breakage
+            model=model, train={"seed": seed}, batch_transform=breakage
         )
         print(f"{name}: overall {runs[name]['overall']:.2f}% ({runs[name]['seconds']:.0f} s)",
               flush=True)  # fmt: skip
