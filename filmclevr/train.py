@@ -8,7 +8,8 @@ validate once an epoch, keep the best-validation checkpoint, at most 80 epochs.
 Resumption: `last_checkpoint` holds everything the run needs to go on (model, optimizer, RNG
 states, history, position in the epoch), and the data order depends only on (seed, epoch),
 so a run killed and started again ends with the same weights and history as one that never
-stopped. A `last` checkpoint of a different configuration or data is ignored, not resumed.
+stopped. A `last` checkpoint of a different configuration or data, or one past max_epochs, is
+ignored, not resumed.
 """
 
 from __future__ import annotations
@@ -831,7 +832,9 @@ def _checkpoint_meta(
 
 def _resume(run: _Run) -> None:
     """Continue from `last` when it was written by this very run (same fingerprint)."""
-    checkpoint = _matching_last_checkpoint(run.last_checkpoint, run.meta["fingerprint"])
+    checkpoint = _matching_last_checkpoint(
+        run.last_checkpoint, run.meta["fingerprint"], run.cfg.max_epochs
+    )
     if checkpoint is not None:
         run.raw_model.load_state_dict(checkpoint["model"])
         run.optimizer.load_state_dict(checkpoint["optimizer"])
@@ -865,8 +868,16 @@ def _resume(run: _Run) -> None:
             _write_best(run)
 
 
-def _matching_last_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
-    """The checkpoint at `path` if this run wrote it, else None to start fresh (logged)."""
+def _matching_last_checkpoint(
+    path: Path, fingerprint: str, max_epochs: int
+) -> dict[str, Any] | None:
+    """The checkpoint at `path` if this run wrote it and trained no further than `max_epochs`,
+    else None to start fresh (logged).
+
+    max_epochs is outside the fingerprint of a constant learning rate, so that asking for more
+    epochs goes on; a checkpoint past fewer epochs holds a longer run, whose best epoch may lie
+    beyond them.
+    """
     if not path.exists():
         return None
     try:
@@ -881,6 +892,16 @@ def _matching_last_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | 
             path,
             checkpoint.get("fingerprint"),
             fingerprint,
+        )
+        return None
+    if (checkpoint["epoch"], checkpoint["epoch_step"]) > (max_epochs, 0):
+        log.warning(
+            "not resuming from %s: it has trained %d epochs and %d steps, past this run's "
+            "max_epochs %d; starting fresh",
+            path,
+            checkpoint["epoch"],
+            checkpoint["epoch_step"],
+            max_epochs,
         )
         return None
     return checkpoint

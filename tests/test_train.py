@@ -427,6 +427,34 @@ def test_last_checkpoint_of_another_config_is_not_resumed(
     assert load_checkpoint(tmp_path / "last.pt")["train_config"]["learning_rate"] == 1e-3
 
 
+def test_fewer_epochs_start_fresh_and_more_go_on(
+    reference: Path, data: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At a constant learning rate max_epochs is outside the fingerprint: a finished run asked
+    for more epochs goes on, but one asked for fewer starts again (its best epoch could lie
+    past them)."""
+    finished = (reference / "last.pt").read_bytes()
+    (tmp_path / "fewer").mkdir()
+    (tmp_path / "fewer" / "last.pt").write_bytes(finished)
+    fewer = TrainConfig.from_dict({**TINY_TRAIN.asdict(), "max_epochs": 1})
+    with caplog.at_level("WARNING", logger="filmclevr.train"):
+        summary = run(data, tmp_path / "fewer", fewer)
+    assert "past this run's max_epochs 1" in caplog.text
+    assert (summary["epochs"], summary["steps"]) == (1, 12)
+    sidecar = json.loads((tmp_path / "fewer" / "film.json").read_text())
+    assert [row["epoch"] for row in sidecar["history"]] == [1]
+    assert sidecar["train_config"]["max_epochs"] == 1
+
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "last.pt").write_bytes(finished)
+    more = TrainConfig.from_dict({**TINY_TRAIN.asdict(), "max_epochs": 3})
+    summary = run(data, tmp_path / "more", more)
+    assert (summary["epochs"], summary["steps"]) == (3, 36)
+    history = load_checkpoint(tmp_path / "more" / "last.pt")["history"]
+    # Timings included: the first two epochs are the reference's own rows, not trained again.
+    assert history[:2] == load_checkpoint(reference / "last.pt")["history"]
+
+
 def test_finished_run_restores_a_missing_best_checkpoint(
     reference: Path, data: dict[str, Path], tmp_path: Path
 ) -> None:
