@@ -238,7 +238,7 @@ class KeptRuns:
     ) -> dict[str, Any]:
         """The kept run of the profile with these changes, or `train_and_score` of it, kept;
         a breakage is known by its function's name."""
-        breakage = batch_transform.__name__ if batch_transform is not None else None
+        breakage = None if batch_transform is None else _breakage_name(batch_transform)
         key = self.key(self.params, model=model, train=train, breakage=breakage)
         if self.get(key) is None:
             run = train_and_score(
@@ -256,6 +256,18 @@ class KeptRuns:
         with exclusive_lock(lock, f"a measurement adding a run to {self.path}", wait=True):
             self.runs = {**self._read(), **self.runs}  # another measurement's runs stay
             write_json_atomic(self.path, {"under": self.under, "runs": self.runs}, indent=1)
+
+
+def _breakage_name(transform: shards.BatchTransform) -> str:
+    """A breakage's name in the kept file: a module-level function's own. A lambda, a partial
+    or a closure is refused: two of them may share a name and not what they do."""
+    qualname = getattr(transform, "__qualname__", "<no name>")
+    if "<" in qualname or not isinstance(getattr(transform, "__name__", None), str):
+        raise ValueError(
+            f"a kept run's breakage must be a module-level function, known by its name; "
+            f"{transform!r} is not one (a lambda, partial or closure)"
+        )
+    return transform.__name__
 
 
 def data_digest(data_dir: Path) -> str:

@@ -224,6 +224,25 @@ def test_kept_runs_of_other_data_are_refused(data: dict[str, Path], tmp_path: Pa
         KeptRuns(path, PARAMS, "float32", tmp_path / "nowhere")
 
 
+def test_a_kept_breakage_is_a_function_known_by_its_name(data: dict[str, Path], tmp_path) -> None:
+    """Two closures of one name (noise(0.1), noise(5.0)) once shared one kept run."""
+    import functools
+
+    from filmclevr.scored_runs import KeptRuns
+
+    def noise(scale: float):
+        def add_noise(batch):
+            return batch
+
+        return add_noise
+
+    kept = KeptRuns(tmp_path / "runs.json", PARAMS, "float32", data["root"])
+    for transform in (noise(0.1), lambda batch: batch, functools.partial(blank_images)):
+        with pytest.raises(ValueError, match="must be a module-level function"):
+            kept.train_and_score(train={"seed": 1}, batch_transform=transform)
+    assert kept.runs == {}
+
+
 def test_two_measurements_sharing_a_file_keep_each_others_runs(
     data: dict[str, Path], tmp_path: Path
 ) -> None:
