@@ -464,6 +464,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.out.resolve() == args.official.resolve():
             raise ValueError(f"{args.out}: would overwrite the official checkpoint it reads")
+        if args.vocab_out is not None:
+            for path, what in ((args.official, "official checkpoint"), (args.out, "checkpoint")):
+                if args.vocab_out.resolve() == path.resolve():
+                    raise ValueError(
+                        f"--vocab-out {args.vocab_out}: would overwrite the {what} {path}"
+                    )
         checkpoint = convert(args.official, args.out)
         if args.vocab_out is not None:
             write_json_atomic(args.vocab_out, checkpoint["vocab"])

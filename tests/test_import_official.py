@@ -141,6 +141,32 @@ def test_vocab_out_writes_a_vocab_json_for_tokenize_questions(tmp_path):
     assert load_vocab(vocab_json) == load_vocab(CLEVR_VOCAB)
 
 
+def test_no_output_overwrites_an_input_or_the_other_output(tmp_path, capsys):
+    source = write_official(tmp_path / "official.pt", official_checkpoint())
+    original = source.read_bytes()
+    ours = tmp_path / "ours.pt"
+    refused = {
+        "official checkpoint it reads": [str(source), str(source)],
+        f"--vocab-out {ours}: would overwrite the checkpoint {ours}": [
+            str(source),
+            str(ours),
+            "--vocab-out",
+            str(ours),
+        ],
+        "would overwrite the official checkpoint": [
+            str(source),
+            str(ours),
+            "--vocab-out",
+            str(tmp_path / "." / "official.pt"),  # the same file, spelled otherwise
+        ],
+    }
+    for message, argv in refused.items():
+        assert official.main(argv) == 1
+        assert message in capsys.readouterr().err
+        assert source.read_bytes() == original
+        assert not ours.exists()  # refused before converting
+
+
 @pytest.mark.parametrize(
     "where, option, value",
     [
