@@ -15,6 +15,8 @@ and refuse questions encoded with another vocabulary than the model's (`check_to
 
 from __future__ import annotations
 
+import hashlib
+import json
 import pickle  # only for the exception type torch.load(weights_only=True) raises
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +35,16 @@ def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
     """Write `checkpoint` to `path` atomically: after a crash it is the old file or the new one."""
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
+
+
+def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict: each tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

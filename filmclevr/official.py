@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from filmclevr.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+from filmclevr.checkpoint import CHECKPOINT_FORMAT, save_checkpoint, weights_sha256
 from filmclevr.configs import FILM_PLACEMENTS
 from filmclevr.fileio import file_sha256, write_json_atomic
 from filmclevr.model import FiLMConfig, FiLMedNet, count_parameters
@@ -416,13 +416,17 @@ def convert(official_path: str | Path, out_path: str | Path) -> dict[str, Any]:
         official_path,
     )
     model.load_state_dict(state)
+    weights = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
     checkpoint = {
         "format": CHECKPOINT_FORMAT,
         "model_config": config.asdict(),
         "vocab": vocab,
         "vocab_size": vocab_size,
         "num_answers": num_answers,
-        "model": {name: tensor.detach().clone() for name, tensor in model.state_dict().items()},
+        "model": weights,
+        # What a fine-tuning run from it knows its start by (train.py's runs: their own);
+        # model_t alone, the step, is the same for many official runs.
+        "fingerprint": weights_sha256(weights),
         "parameters": count_parameters(model),
         "torch_version": str(torch.__version__),
         # The official code counts iterations; an epoch is recorded only by some versions.

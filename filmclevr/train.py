@@ -36,7 +36,12 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from filmclevr import clevr, shards
-from filmclevr.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from filmclevr.checkpoint import (
+    CHECKPOINT_FORMAT,
+    load_checkpoint,
+    save_checkpoint,
+    weights_sha256,
+)
 from filmclevr.configs import TrainConfig
 from filmclevr.distributed import (
     DistContext,
@@ -708,7 +713,7 @@ def _setup(
     init = _initial_weights(cfg.init_checkpoint, model_config, vocab)
     if init is not None:  # a fine-tuning run: what it starts from shapes its trajectory, the
         # run and how far it had trained (a curriculum phase resumed after an earlier one grew)
-        samples = [*samples, f"init:{init.get('fingerprint')}@{init.get('step')}"]
+        samples = [*samples, _init_sample(init)]
     if val_shards_dir != shards_dir:  # both folders' indexes shape the run
         index = {"train": index, "val": shards.load_index(val_shards_dir)}
     fingerprint = _fingerprint(model_config, cfg, ctx.world_size, splits, index, samples, vocab)
@@ -794,6 +799,16 @@ def _initial_weights(
     if checkpoint.get("vocab") != vocab:
         raise ValueError(f"{path}: its vocabulary differs from this run's vocab.json")
     return checkpoint
+
+
+def _init_sample(init: Mapping[str, Any]) -> str:
+    """What a fine-tuning run knows its start by: the run that made it (its fingerprint) and
+    the step it had reached; for a checkpoint without a fingerprint (converted from the
+    official code before they had one) a digest of its weights stands for the run."""
+    made_by = init.get("fingerprint")
+    if made_by is None:
+        made_by = f"weights:{weights_sha256(init['model'])}"
+    return f"init:{made_by}@{init.get('step')}"
 
 
 def _steps_per_epoch(split_index: Mapping[str, Any], cfg: TrainConfig, world_size: int) -> int:

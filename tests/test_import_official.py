@@ -133,6 +133,25 @@ def test_state_dicts_of_pytorch_before_0_4_1_convert(tmp_path, capsys):
     assert torch.equal(golden_logits_of(tmp_path / "ours.pt"), official_eval()["logits"])
 
 
+def test_each_conversion_has_a_fingerprint_of_its_weights(tmp_path, capsys):
+    """A fine-tuning run knows its start by the checkpoint's fingerprint: two official runs
+    stopped at the same iteration (model_t) must not look alike."""
+    first, again = official_checkpoint(), official_checkpoint()
+    other = official_checkpoint()
+    state = other["execution_engine_state"]
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = state[name] + 0.01
+    fingerprints = []
+    for k, checkpoint in enumerate((first, again, other)):
+        source = write_official(tmp_path / f"official{k}.pt", checkpoint)
+        assert official.main([str(source), str(tmp_path / f"ours{k}.pt")]) == 0, capsys
+        _, converted = ask.load(tmp_path / f"ours{k}.pt")
+        assert converted["step"] == 2
+        fingerprints.append(converted["fingerprint"])
+    assert len(fingerprints[0]) == 64
+    assert fingerprints[0] == fingerprints[1] != fingerprints[2]
+
+
 def test_vocab_out_writes_a_vocab_json_for_tokenize_questions(tmp_path):
     source = write_official(tmp_path / "official.pt", official_checkpoint())
     vocab_json = tmp_path / "vocab.json"

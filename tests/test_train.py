@@ -412,6 +412,29 @@ def test_fine_tuning_starts_from_a_checkpoint_and_changes_only_what_it_trains(
         )
 
 
+def test_a_fine_tuning_knows_its_start_by_the_starting_run_or_else_by_its_weights(
+    reference: Path, data: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Checkpoints converted from the official code used to carry no fingerprint: two of the
+    same step looked alike, and a fine-tuning from one resumed the other's last.pt."""
+    start = load_checkpoint(reference / "film.pt")
+    unnamed = {k: v for k, v in start.items() if k != "fingerprint"}
+    nudged = {**unnamed, "model": {k: v + 0.01 for k, v in start["model"].items()}}
+    for name, checkpoint in (("a.pt", unnamed), ("b.pt", nudged)):
+        torch.save(checkpoint, tmp_path / name)
+    tune = {**TINY_TRAIN.asdict(), "max_epochs": 1, "init_checkpoint": str(tmp_path / "a.pt")}
+    run(data, tmp_path / "run", TrainConfig.from_dict(tune))
+    tune["init_checkpoint"] = str(tmp_path / "b.pt")
+    with caplog.at_level("WARNING", logger="filmclevr.train"):
+        summary = run(data, tmp_path / "run", TrainConfig.from_dict(tune))
+    assert "another configuration or other data" in caplog.text  # a.pt's run is not b.pt's
+    assert summary["steps"] == 12
+    run(data, tmp_path / "clean", TrainConfig.from_dict(tune))
+    assert_same_run(tmp_path / "clean", tmp_path / "run")
+    # A checkpoint of this project is known by its run, as ever (runs in progress resume).
+    assert train_mod._init_sample(start) == f"init:{start['fingerprint']}@{start['step']}"
+
+
 def test_last_checkpoint_of_another_config_is_not_resumed(
     reference: Path,
     data: dict[str, Path],
