@@ -253,6 +253,49 @@ def test_kept_images_of_other_settings_are_never_reused(tmp_path, monkeypatch):
     )
 
 
+def test_kept_images_are_rendered_again_after_an_edit_of_what_clevr_py_says(tmp_path, monkeypatch):
+    """The renderer and the scene sampler read colours, sizes, shapes, materials and CoGenT's
+    palettes from clevr.py, whose edit must not leave the kept images of the old values."""
+    kw = {"splits": {"val": 2}, "seed": 0, "questions_per_image": 2}
+    render = generate.render_image
+
+    def killed_at_second(scene, look="mini"):
+        if scene["image_index"] == 1:
+            raise KeyboardInterrupt
+        return render(scene, look)
+
+    with monkeypatch.context() as m:
+        m.setattr(generate, "render_image", killed_at_second)
+        with pytest.raises(KeyboardInterrupt):
+            generate.generate_mini_clevr(tmp_path / "clevr", **kw)
+    assert len(list((tmp_path / ".clevr.rendered").rglob("*.png"))) == 1
+    inverted = {name: tuple(255 - c for c in rgb) for name, rgb in clevr.COLORS.items()}
+    monkeypatch.setattr(clevr, "COLORS", inverted)
+    generate.generate_mini_clevr(tmp_path / "clevr", **kw)
+    generate.generate_mini_clevr(tmp_path / "fresh", **kw)
+    assert files(tmp_path / "clevr") == files(tmp_path / "fresh")
+    monkeypatch.undo()
+
+    def key(split: str) -> str:
+        return generate.rendered_key(split, 0, 3, 10, "mini")
+
+    before = {split: key(split) for split in ("val", "trainA", "valB")}
+    palettes = {**clevr.COGENT_COLORS["A"], "cube": ("gray", "blue", "brown", "red")}
+    edits = [
+        ("COLORS", {**clevr.COLORS, "red": (200, 0, 0)}),
+        ("COLORS", dict(reversed(clevr.COLORS.items()))),  # drawn from in another order
+        ("SIZES", {**clevr.SIZES, "small": 0.3}),
+        ("SHAPES", clevr.SHAPES[::-1]),
+        ("MATERIALS", clevr.MATERIALS[::-1]),
+        ("COGENT_COLORS", {**clevr.COGENT_COLORS, "A": palettes}),
+    ]
+    for name, value in edits:
+        with monkeypatch.context() as m:
+            m.setattr(clevr, name, value)
+            changed = {split for split, was in before.items() if key(split) != was}
+            assert changed == ({"trainA"} if name == "COGENT_COLORS" else set(before)), name
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

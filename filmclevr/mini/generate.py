@@ -201,17 +201,28 @@ def _questions_rng(seed: int, split: str) -> random.Random:
     return random.Random(derive_seed(seed, split, "questions"))
 
 
-# The code whose changes change an image's pixels: a kept image is reused only when it is the same.
+# The code whose changes change an image's pixels (beside the values it reads from clevr.py): a
+# kept image is reused only when it is the same.
 _RENDER_CODE = ("scenes.py", "render.py", "render_clevr.py")
 
 
 def rendered_key(split: str, seed: int, min_objects: int, max_objects: int, look: str) -> str:
     """What decides the pixels of a split's images, as a digest: a kept image (`.NAME.rendered/`)
-    is reused only under the same one (its settings, the renderer's code, Pillow and numpy)."""
+    is reused only under the same one (its settings, the renderer's code, the values it reads
+    from `clevr`, Pillow and numpy)."""
     import numpy
     import PIL
 
     here = Path(__file__).parent
+    condition = clevr.cogent_condition(split)
+    # As lists of pairs: the order of COLORS and SIZES is the order they are drawn from.
+    vocabulary = {
+        "colors": list(clevr.COLORS.items()),
+        "sizes": list(clevr.SIZES.items()),
+        "shapes": clevr.SHAPES,
+        "materials": clevr.MATERIALS,
+        "cogent": None if condition is None else [condition, clevr.COGENT_COLORS[condition]],
+    }
     decided_by = {
         "generator": GENERATOR,
         "split": split,
@@ -220,6 +231,7 @@ def rendered_key(split: str, seed: int, min_objects: int, max_objects: int, look
         "look": look,
         "png": PNG_OPTIONS[look],
         "code": {name: file_sha256(here / name) for name in _RENDER_CODE},
+        "vocabulary": vocabulary,
         "pillow": PIL.__version__,
         "numpy": numpy.__version__,
     }
