@@ -210,9 +210,21 @@ def _epoch_batches(run: _Run, skip: int) -> Iterator[shards.Batch]:
     image_size, num_answers = run.model_config.image_size, run.meta["num_answers"]
     batches = _train_batches(run.train_paths, cfg, epoch, image_size, num_answers)
     try:
-        yield from itertools.islice(batches, skip, None)
+        if skip:
+            _replay(batches, skip)
+        yield from batches
     finally:
         batches.close()
+
+
+def _replay(batches: Iterator[shards.Batch], skip: int) -> None:
+    """Drop the first `skip` batches, leaving the random states as they were: a DataLoader with
+    workers draws its base seed from torch's generator as it starts, a draw that the resumed
+    checkpoint's states already hold (the uninterrupted run made it before them)."""
+    state = rng_state()
+    for _ in itertools.islice(batches, skip):
+        pass
+    set_rng_state(state)
 
 
 def _training_split_in_memory(

@@ -293,6 +293,29 @@ def test_resume_mid_epoch_gives_the_same_run(
     assert_same_run(reference, tmp_path)
 
 
+def test_resume_mid_epoch_with_loader_workers_and_dropout_gives_the_same_run(
+    data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DataLoader with workers draws its base seed from torch's generator as it starts: on a
+    resume that draw must not move the dropout masks of the steps after it."""
+    model = tiny_film_config(image_size=32, dropout=0.3)
+    config = TrainConfig.from_dict(
+        {**TINY_TRAIN.asdict(), "max_epochs": 1, "num_workers": 1, "checkpoint_every_steps": 5}
+    )
+
+    def train(out: Path) -> None:
+        train_into(out, model, config, data["shards"], data["vocab"], progress=False)
+
+    train(tmp_path / "whole")
+    with monkeypatch.context() as m:
+        kill_after_saves(m, "last.pt", 1)
+        with pytest.raises(Killed):
+            train(tmp_path / "resumed")
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch_step"] == 5
+    train(tmp_path / "resumed")
+    assert_same_run(tmp_path / "whole", tmp_path / "resumed")
+
+
 def test_learning_rate_schedules() -> None:
     paper = TrainConfig(learning_rate=3e-4)
     assert {train_mod.learning_rate_at(paper, s, 10) for s in range(100)} == {3e-4}
