@@ -247,6 +247,16 @@ def test_new_words_get_embeddings_near_zero_and_old_questions_the_same_answers(c
     other = expand_checkpoint(clevr_model, vocab, seed=1, std=0.01)
     assert not torch.equal(other["model"][EMBEDDING], new)
     assert other["fingerprint"] != expanded["fingerprint"]
+    # Two starts without a fingerprint (imported before imports had one) are told apart by
+    # their weights: their fine-tunes once shared one fingerprint, and one resumed the other.
+    bare = {k: v for k, v in checkpoint.items() if k != "fingerprint"}
+    nudged = {**bare, "model": {**bare["model"], EMBEDDING: old + 1}}
+    fingerprints = set()
+    for n, start in enumerate((bare, nudged)):
+        save_checkpoint(clevr_model.with_name(f"bare{n}.pt"), start)
+        fingerprints.add(expand_checkpoint(clevr_model.with_name(f"bare{n}.pt"), vocab,
+                                           seed=0, std=0.01)["fingerprint"])  # fmt: skip
+    assert len(fingerprints) == 2 and expanded["fingerprint"] not in fingerprints
     # A question in the old words gets the same logits from the expanded model.
     before, _ = model_from_checkpoint(clevr_model)
     after = model_of(expanded, "cpu")
