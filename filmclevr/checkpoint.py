@@ -47,6 +47,13 @@ def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def start_identity(checkpoint: Mapping[str, Any]) -> str:
+    """What a run started from `checkpoint` knows its start by: the fingerprint of the run that
+    made it, or, for one made by no training run here (converted from the official code, some
+    before conversions recorded one), `weights:<weights_sha256>`."""
+    return checkpoint.get("fingerprint") or f"weights:{weights_sha256(checkpoint['model'])}"
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by `train` (on the CPU, with `weights_only=True`).
 
@@ -90,7 +97,11 @@ MODEL_VOCAB_KEYS = ("question_token_to_idx", "answer_token_to_idx")
 
 
 def check_tokens_vocab(
-    checkpoint: Mapping[str, Any], checkpoint_path: str | Path, vocab_path: str | Path
+    checkpoint: Mapping[str, Any],
+    checkpoint_path: str | Path,
+    vocab_path: str | Path,
+    advice: str = "tokenize with the checkpoint's vocabulary (tokenize_questions.vocab) or use "
+    "a checkpoint trained on these tokens",
 ) -> None:
     """Refuse questions encoded with another vocabulary than the checkpoint's model was trained
     on: their token ids would stand for other words (a larger vocabulary's, past the model's
@@ -106,7 +117,5 @@ def check_tokens_vocab(
     if differ:
         raise ValueError(
             f"{vocab_path}: the questions were encoded with another vocabulary than the model "
-            f"of {checkpoint_path} was trained on (another {' and '.join(differ)}); tokenize "
-            "with the checkpoint's vocabulary (tokenize_questions.vocab) or use a checkpoint "
-            "trained on these tokens"
+            f"of {checkpoint_path} was trained on (another {' and '.join(differ)}); {advice}"
         )

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from filmclevr.checkpoint import load_checkpoint, save_checkpoint, weights_sha256
+from filmclevr.checkpoint import load_checkpoint, save_checkpoint, start_identity
 from filmclevr.configs import FiLMConfig, TrainConfig
 from filmclevr.humans_data import SPLITS
 from filmclevr.model import FiLMedNet, build_model
@@ -86,9 +86,7 @@ def expand_checkpoint(
     parameters = dict(checkpoint["parameters"])
     for part in ("generator", "total"):
         parameters[part] += added * embedding.shape[1]
-    # A start converted from the official code before imports had a fingerprint: its weights.
-    start = checkpoint.get("fingerprint") or f"weights:{weights_sha256(checkpoint['model'])}"
-    blob = {"from": start, "vocab": vocab, "seed": seed, "std": std}
+    blob = {"from": start_identity(checkpoint), "vocab": vocab, "seed": seed, "std": std}
     return {
         **checkpoint,
         "vocab": {k: dict(v) for k, v in vocab.items()},

@@ -424,9 +424,9 @@ def convert(official_path: str | Path, out_path: str | Path) -> dict[str, Any]:
         "vocab_size": vocab_size,
         "num_answers": num_answers,
         "model": weights,
-        # What a fine-tuning run from it knows its start by (train.py's runs: their own);
-        # model_t alone, the step, is the same for many official runs.
-        "fingerprint": weights_sha256(weights),
+        # What a fine-tuning run from it knows its start by (checkpoint.start_identity; a run
+        # here: its own); model_t alone, the step, is the same for many official runs.
+        "fingerprint": f"weights:{weights_sha256(weights)}",
         "parameters": count_parameters(model),
         "torch_version": str(torch.__version__),
         # The official code counts iterations; an epoch is recorded only by some versions.

@@ -118,7 +118,7 @@ def write_submission(
         "model": {
             "checkpoint": checkpoint.as_posix(),
             "sha256": file_sha256(checkpoint),
-            "fingerprint": state.get("fingerprint"),  # the training run's (train.py)
+            "fingerprint": state.get("fingerprint"),  # its training run's, or its weights'
             "epoch": state.get("epoch"),
             "parameters": state["parameters"]["total"],
         },

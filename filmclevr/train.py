@@ -40,7 +40,7 @@ from filmclevr.checkpoint import (
     CHECKPOINT_FORMAT,
     load_checkpoint,
     save_checkpoint,
-    weights_sha256,
+    start_identity,
 )
 from filmclevr.configs import TrainConfig
 from filmclevr.distributed import (
@@ -817,10 +817,7 @@ def _init_sample(init: Mapping[str, Any]) -> str:
     """What a fine-tuning run knows its start by: the run that made it (its fingerprint) and
     the step it had reached; for a checkpoint without a fingerprint (converted from the
     official code before they had one) a digest of its weights stands for the run."""
-    made_by = init.get("fingerprint")
-    if made_by is None:
-        made_by = f"weights:{weights_sha256(init['model'])}"
-    return f"init:{made_by}@{init.get('step')}"
+    return f"init:{start_identity(init)}@{init.get('step')}"
 
 
 def _steps_per_epoch(split_index: Mapping[str, Any], cfg: TrainConfig, world_size: int) -> int:

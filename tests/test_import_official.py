@@ -148,7 +148,7 @@ def test_each_conversion_has_a_fingerprint_of_its_weights(tmp_path, capsys):
         _, converted = ask.load(tmp_path / f"ours{k}.pt")
         assert converted["step"] == 2
         fingerprints.append(converted["fingerprint"])
-    assert len(fingerprints[0]) == 64
+    assert fingerprints[0].startswith("weights:") and len(fingerprints[0]) == 8 + 64
     assert fingerprints[0] == fingerprints[1] != fingerprints[2]
 
 
