@@ -349,9 +349,8 @@ def analyze(
     """
     from filmclevr.checkpoint import check_tokens_vocab, model_from_checkpoint
     from filmclevr.distributed import resolve_device
-    from filmclevr.evaluate import check_predicted_questions, read_tokens_report
+    from filmclevr.evaluate import check_predicted_questions, checked_loader, read_tokens_report
     from filmclevr.fileio import atomic_dir, write_json_atomic
-    from filmclevr.shards import question_loader, shard_paths
     from filmclevr.tokenize import read_encoded_split
 
     torch_device = resolve_device(device)
@@ -360,16 +359,7 @@ def analyze(
     report = read_tokens_report(tokens_dir)
 
     def batches(name: str) -> Iterator[tuple]:
-        paths = shard_paths(shards_dir, name)
-        loader = question_loader(
-            paths,
-            batch_size=batch_size,
-            shuffle=False,
-            split_by_node=False,
-            image_size=model.config.image_size,
-            vocab_size=model.film_generator.encoder_embed.num_embeddings,
-            num_answers=len(state["vocab"]["answer_token_to_idx"]),
-        )
+        loader = checked_loader(model, shards_dir, name, batch_size)
         return _limited(loader, torch_device, max_questions)
 
     runs = ablations(noise_levels)

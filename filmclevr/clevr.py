@@ -304,7 +304,8 @@ def _generator_family_offsets() -> dict[str, int]:
     The nine files, sorted by name, are laid end to end by their family counts
     (`TEMPLATE_GROUPS`): (template_filename, question_family_index) becomes one index in 0..89,
     the same in every file, whatever families a file happens to hold (train and val are read
-    separately, and val's families are looked up in train's prior).
+    separately, and val's families are looked up in train's prior). It is the project's
+    numbering, not necessarily the release's: compare it only with files read by this reader.
     """
     offsets, total = {}, 0
     for group in sorted(TEMPLATE_GROUPS):

@@ -95,7 +95,12 @@ def report(
     before, start = model_from_checkpoint(start_checkpoint, device)
     after, state = model_from_checkpoint(finetuned_checkpoint, device)
     for path, checkpoint in ((start_checkpoint, start), (finetuned_checkpoint, state)):
-        check_tokens_vocab(checkpoint, path, tokens_dir / "vocab.json")  # else: a stale output
+        check_tokens_vocab(
+            checkpoint,
+            path,
+            tokens_dir / "vocab.json",
+            advice="a stale output: rerun finetune_humans",
+        )
     tokens = read_tokens_report(tokens_dir)
     batch_size = params["evaluate_model"]["batch_size"]
     scores: dict[str, dict[str, dict[str, Any]]] = {}

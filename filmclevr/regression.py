@@ -325,6 +325,11 @@ def _check_baseline_precision(
         raise ValueError(f"{path} records precision {recorded!r} but is the {precision} baseline")
 
 
+def _naming(error: Exception, path: Path) -> str:
+    """The error's message, with `path` in front unless it names it (or a file in it) already."""
+    return str(error) if str(path) in str(error) else f"{path}: {error}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: print the comparison; return 0 pass, 1 regression, 2 unreadable input."""
     parser = argparse.ArgumentParser(
@@ -360,7 +365,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         documents["current"] = _load(args.current)
     except (ValueError, OSError) as e:  # read_json turns OSError and bad JSON into ValueError
-        print(f"error: cannot read the current metrics {args.current}: {e}", file=sys.stderr)
+        print(
+            f"error: cannot read the current metrics: {_naming(e, args.current)}", file=sys.stderr
+        )
         return 2
     try:
         baseline, baseline_precision, choice_note = choose_baseline(
@@ -373,7 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if baseline_precision:  # a baseline older than the key: its folder says it
             documents["baseline"].setdefault("context", {})["precision"] = baseline_precision
     except (ValueError, OSError) as e:  # OSError: a folder that cannot be listed
-        print(f"error: cannot read the baseline metrics {args.baseline}: {e}", file=sys.stderr)
+        why = _naming(e, args.baseline)
+        print(f"error: cannot read the baseline metrics: {why}", file=sys.stderr)
         return 2
     print(comparison_table(documents["baseline"], documents["current"], tolerance))
     print(f"baseline: {baseline}")

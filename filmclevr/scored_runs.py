@@ -163,7 +163,7 @@ class KeptRuns:
     float32). A file of other parameters, data or path is refused, never mixed in. Without a
     path nothing is kept. Two measurements may share one file (the gate and data-order studies
     share the default recipe's seeds): each run is added under a lock, merged with what the
-    file holds then.
+    file holds then (the lock file, `<file>.lock`, stays beside it).
     """
 
     RUN_SECTIONS = (
@@ -185,11 +185,9 @@ class KeptRuns:
         self.data_dir = Path(data_dir)
         making = {section: params.get(section) for section in self.RUN_SECTIONS}
         digest = hashlib.sha256(json.dumps(making, sort_keys=True).encode()).hexdigest()
-        self.under = {
-            "params_sha256": digest,
-            "data_sha256": data_digest(self.data_dir),
-            "precision": precision,
-        }
+        self.under = {"params_sha256": digest, "precision": precision}
+        if path is not None:  # what is kept must be comparable; hashing CLEVR's data takes time
+            self.under["data_sha256"] = data_digest(self.data_dir)
         self.runs: dict[str, Any] = self._read()
         if self.runs:
             log.warning("%s: %d runs kept by an earlier start are reused", path, len(self.runs))

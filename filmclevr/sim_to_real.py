@@ -848,7 +848,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     params_path = args.params if args.params is not None else default_params_path(args.model)
-    guessed = args.params is None and params_path == Path("params.yaml")
+    guessed = args.params is None and not (Path(args.model).parent / "params.yaml").is_file()
     profile = profile_from_params(params_path)
     measurement = measure(
         args.model,

@@ -23,7 +23,7 @@ file, the script trains only what it lacks, and a file shared with
 `studies.gate_tolerances.seeds` lends it the default recipe's seeds it already trained.
 
     python -m studies.data_order.compare [--params params.yaml] [--seeds 0 1 2 3 4]
-        [--only "shards, ones" "official, ones"] [--epochs N] [--json runs.json]
+        [--only "shards, ones" "official, ones"] [--epochs N] [--data data] [--json runs.json]
 """
 
 from __future__ import annotations

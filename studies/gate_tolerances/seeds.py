@@ -25,10 +25,11 @@ The breakages are applied to the shard loader's batches (the batch_transform of
 `filmclevr.scored_runs.train_and_score`), the one path training and evaluation share: the bug a
 broken data stage would cause. The default run of this script is 5 seeds and 3 breakages, each
 one demo training (`--no-breakages`: the seeds alone). `--json` keeps every run as it finishes
-(`scored_runs.KeptRuns`): started again with the same file, parameters and numeric path, the
-script trains only the runs the file lacks, so a measurement of hours may span several
-sessions. `--summary` writes what it prints as JSON: each run's accuracies by name, the spread,
-the implied tolerance and each gate's verdict (the file docs/gate.md's tables are read from).
+(`scored_runs.KeptRuns`): started again with the same file, parameters, data (`--data`) and
+numeric path, the script trains only the runs the file lacks, so a measurement of hours may
+span several sessions. `--summary` writes what it prints as JSON: each run's accuracies by
+name, the spread, the implied tolerance and each gate's verdict (the file docs/gate.md's
+tables are read from).
 
     python -m studies.gate_tolerances.seeds [--params params.yaml] [--seeds 0 1 2 3 4]
         [--json runs.json] [--summary summary.json]
