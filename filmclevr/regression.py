@@ -46,7 +46,6 @@ from filmclevr.params import (
     tolerances,
 )
 
-METRICS: tuple[str, ...] = GATE_METRICS  # overall and the paper's five columns
 # What makes two runs comparable: the data they were scored and trained on.
 CONTEXT_MATCH: tuple[str, ...] = (
     "dataset",
@@ -184,7 +183,7 @@ def _mismatches(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> list
                 f"context {key} differs: baseline {base_context.get(key)!r}, "
                 f"current {cur_context.get(key)!r} (the runs cannot be compared)"
             )
-    for name in METRICS:
+    for name in GATE_METRICS:
         base, cur = _questions(baseline, name), _questions(current, name)
         if base != cur:
             failures.append(
@@ -218,7 +217,7 @@ def check_regression(
     """
     allowed = tolerances(tolerance)
     failures = _mismatches(baseline, current)
-    for name in METRICS:
+    for name in GATE_METRICS:
         base, cur = _baseline_value(baseline, name), _value(current, name, "current")
         status = _status(base, cur, allowed[name])
         if status == "MISSING":
@@ -237,7 +236,7 @@ def comparison_table(
     """Side-by-side text table: metric, baseline, current, delta, tolerance, status."""
     allowed = tolerances(tolerance)
     rows = [("metric", "baseline", "current", "delta", "tolerance", "status")]
-    for name in METRICS:
+    for name in GATE_METRICS:
         base, cur = _baseline_value(baseline, name), _value(current, name, "current")
         status = _status(base, cur, allowed[name])
         delta = f"{cur - base:+.2f}" if base is not None and cur is not None else "-"
@@ -254,7 +253,7 @@ def comparison_table(
     for key in CONTEXT_MATCH:
         b, c = baseline.get("context", {}).get(key), current.get("context", {}).get(key)
         rows.append((f"context.{key}", str(b), str(c), "", "", "ok" if b == c else "MISMATCH"))
-    for name in METRICS:
+    for name in GATE_METRICS:
         b, c = _questions(baseline, name), _questions(current, name)
         rows.append((f"questions.{name}", str(b), str(c), "", "", "ok" if b == c else "MISMATCH"))
     for key in MACHINE_KEYS:
@@ -308,7 +307,7 @@ def _load(path: Path, as_baseline: bool = False) -> dict[str, Any]:
         raise ValueError(
             f"{path}: context.machine is {machine!r}, not a mapping (processor, torch)"
         )
-    for name in METRICS:
+    for name in GATE_METRICS:
         if as_baseline:
             _baseline_value(document, name, str(path))
         else:

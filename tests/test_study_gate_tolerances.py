@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from filmclevr.params import load_params
-from filmclevr.regression import METRICS
+from filmclevr.params import GATE_METRICS, load_params
 from filmclevr.scored_runs import KeptRuns, numeric_path
 from studies.gate_tolerances import seeds as study
 
@@ -22,7 +21,7 @@ COUNTS = {"overall": 1000, "count": 250, "exist": 150, "compare_numbers": 100,
 
 
 def _run(overall: float, shift: float = 0.0) -> dict:
-    columns = {name: 50.0 + shift for name in METRICS if name != "overall"}
+    columns = {name: 50.0 + shift for name in GATE_METRICS if name != "overall"}
     return {
         "overall": overall,
         "columns": columns,

@@ -48,8 +48,8 @@ from pathlib import Path
 from filmclevr import shards
 from filmclevr.fileio import write_json_atomic
 from filmclevr.model import ABLATIONS
-from filmclevr.params import load_params
-from filmclevr.regression import METRICS, check_regression, choose_baseline, tolerance_for
+from filmclevr.params import GATE_METRICS, load_params
+from filmclevr.regression import check_regression, choose_baseline, tolerance_for
 from filmclevr.scored_runs import KeptRuns, numeric_path
 
 
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'metric':<18} {'n':>5} {'mean':>6} {'sigma':>5} {'range':>6} {'binom':>5} "
           f"{'tol':>5}  " + " ".join(f"{'seed ' + str(s):>7}" for s in args.seeds))  # fmt: skip
     implied, spread = {}, {}
-    for name in METRICS:
+    for name in GATE_METRICS:
         values, n = [_value(m, name) for m in seeds], _count(seeds[0], name)
         mean = statistics.mean(values)
         binomial = binomial_error(mean, n)
