@@ -96,6 +96,17 @@ def model_from_checkpoint(
 MODEL_VOCAB_KEYS = ("question_token_to_idx", "answer_token_to_idx")
 
 
+def vocab_differences(
+    checkpoint: Mapping[str, Any],
+    vocab: Mapping[str, Any],
+    keys: tuple[str, ...] = MODEL_VOCAB_KEYS,
+) -> list[str]:
+    """The tables of `vocab` (by default the question and answer tables, what the model's inputs
+    and outputs mean) that differ from the vocabulary `checkpoint` was trained with."""
+    own = checkpoint.get("vocab") or {}
+    return [key for key in keys if own.get(key) != vocab.get(key)]
+
+
 def check_tokens_vocab(
     checkpoint: Mapping[str, Any],
     checkpoint_path: str | Path,
@@ -111,9 +122,7 @@ def check_tokens_vocab(
         ValueError: `vocab_path` is not a valid vocabulary, or its question or answer vocabulary
             differs from the checkpoint's (names both files).
     """
-    vocab = load_vocab(Path(vocab_path))
-    own = checkpoint.get("vocab") or {}
-    differ = [key for key in MODEL_VOCAB_KEYS if own.get(key) != vocab[key]]
+    differ = vocab_differences(checkpoint, load_vocab(Path(vocab_path)))
     if differ:
         raise ValueError(
             f"{vocab_path}: the questions were encoded with another vocabulary than the model "

@@ -41,6 +41,7 @@ from filmclevr.checkpoint import (
     load_checkpoint,
     save_checkpoint,
     start_identity,
+    vocab_differences,
 )
 from filmclevr.configs import TrainConfig
 from filmclevr.distributed import (
@@ -808,8 +809,15 @@ def _initial_weights(
     # default, as the checkpoint's model was built.
     if FiLMConfig.from_dict(checkpoint.get("model_config") or {}) != model_config:
         raise ValueError(f"{path}: its model configuration differs from this run's")
-    if checkpoint.get("vocab") != vocab:
-        raise ValueError(f"{path}: its vocabulary differs from this run's vocab.json")
+    # Every table, program tokens too (stricter than scoring needs), so that a fine-tune's
+    # checkpoints and the one it started from describe one vocabulary.
+    tables = tuple(sorted({*vocab, *(checkpoint.get("vocab") or {})}))
+    differ = vocab_differences(checkpoint, vocab, keys=tables)
+    if differ:
+        raise ValueError(
+            f"{path}: its vocabulary differs from this run's vocab.json "
+            f"(another {' and '.join(differ)})"
+        )
     return checkpoint
 
 

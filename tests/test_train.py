@@ -871,3 +871,24 @@ def test_a_checkpoint_from_before_a_model_field_starts_a_fine_tuning(tmp_path):
     uniform = dataclasses.replace(TINY_MODEL, batchnorm_init="uniform")
     with pytest.raises(ValueError, match="old.pt: its model configuration differs"):
         train_mod._initial_weights(str(path), uniform, vocab)
+
+
+def test_a_fine_tuning_start_of_another_vocabulary_is_refused_naming_the_table(tmp_path):
+    """Any table differing refuses the start, program tokens too, and the message says which."""
+    from filmclevr.checkpoint import CHECKPOINT_FORMAT
+
+    vocab = {
+        "question_token_to_idx": {"<NULL>": 0},
+        "program_token_to_idx": {"<NULL>": 0},
+        "answer_token_to_idx": {"yes": 4},
+    }
+    path = tmp_path / "start.pt"
+    torch.save(
+        {"format": CHECKPOINT_FORMAT, "model_config": TINY_MODEL.asdict(), "vocab": vocab}, path
+    )
+    other_programs = {**vocab, "program_token_to_idx": {"<NULL>": 0, "scene": 1}}
+    with pytest.raises(ValueError, match=r"start.pt: .*another program_token_to_idx\)"):
+        train_mod._initial_weights(str(path), TINY_MODEL, other_programs)
+    other_answers = {**vocab, "answer_token_to_idx": {"no": 4}}
+    with pytest.raises(ValueError, match=r"another answer_token_to_idx\)"):
+        train_mod._initial_weights(str(path), TINY_MODEL, other_answers)
