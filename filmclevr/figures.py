@@ -450,3 +450,44 @@ def plot_humans_curve(
     axis.legend(fontsize=7, loc="lower right")
     axis.set_title(f"CLEVR-Humans fine-tuning{': ' + label if label else ''}", fontsize=9)
     _save(figure, out_png)
+
+
+# --- sim-to-real over training ------------------------------------------------------------------
+SIM_TO_REAL_SERIES: tuple[tuple[str, str, str], ...] = (
+    ("genuine", "o-", "genuine CLEVR images"),
+    ("mini_clevr", "s-", "as many of its own mini-CLEVR val images"),
+    ("prior", "--", "Q-type prior (genuine)"),
+)
+
+
+def plot_sim_to_real_over_training(rows: Sequence[Mapping[str, Any]], out_png: Path) -> None:
+    """Overall and each column over a run's checkpoints (rows in training order, each with a
+    `label` and, per entry of SIM_TO_REAL_SERIES, accuracies keyed as BAR_COLUMNS; the
+    overall panel adds `validation_split`, the whole split's, where not None)."""
+    if not rows:
+        raise ValueError("no checkpoints to plot")
+    figure = _new_figure(13.0, 7.0)
+    panels = figure.subplots(2, 3, sharex=True)
+    x = list(range(len(rows)))
+    for axis, metric in zip(panels.flat, BAR_COLUMNS, strict=True):
+        for key, style, name in SIM_TO_REAL_SERIES:
+            values = [row[key][metric] for row in rows]
+            color = "gray" if key == "prior" else None
+            axis.plot(x, values, style, color=color, markersize=4, label=name)
+        if metric == "overall":
+            whole = [(i, r["validation_split"]) for i, r in enumerate(rows)
+                     if r.get("validation_split") is not None]  # fmt: skip
+            if whole:
+                axis.plot(*zip(*whole, strict=True), "x:", color="black",
+                          label="its whole val split (training's own)")  # fmt: skip
+            axis.legend(fontsize=7)
+        axis.set_title(COLUMN_TITLES[metric].replace("\n", " "))
+        axis.set_ylabel("accuracy (%)")
+        axis.grid(alpha=0.3)
+    for axis in panels[-1]:
+        axis.set_xticks(x, [row["label"] for row in rows], rotation=45, ha="right", fontsize=8)
+    figure.suptitle(
+        f"One harness over training (filmclevr-sim-to-real): {rows[0]['questions']:,} "
+        "questions a side"
+    )
+    _save(figure, out_png)
