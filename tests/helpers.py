@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from PIL import Image
 
 from filmclevr import clevr, shards, train
@@ -281,3 +282,19 @@ def damage_deflate_stream(archive: bytes, name: str) -> bytes:
     damaged = bytearray(archive)
     damaged[info.header_offset + 30 + name_length + extra_length] = 0b111  # BFINAL 1, BTYPE 11
     return bytes(damaged)
+
+
+# --- A sim-to-real profile: the demo's parameters at a tiny image size, small scenes ------------
+SIM_TO_REAL_IMAGE_SIZE = 16
+_DEMO_PARAMS = Path(__file__).parents[1] / "results" / "reference" / "demo" / "params.yaml"
+
+
+def sim_to_real_params(folder: Path) -> Path:
+    """A complete parameters file (`folder`/params.yaml): the demo's reference run's, resized to
+    SIM_TO_REAL_IMAGE_SIZE, with 3-5 objects and 3 questions per image."""
+    params = yaml.safe_load(_DEMO_PARAMS.read_text())
+    params["resize_images"]["image_size"] = SIM_TO_REAL_IMAGE_SIZE
+    params["get_data"]["mini"].update(min_objects=3, max_objects=5, questions_per_image=3)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path

@@ -25,13 +25,17 @@ from filmclevr.mini import generate, generate_mini_clevr
 from filmclevr.mini.generate import make_scene
 from filmclevr.model import build_model
 from filmclevr.tokenize import tokenize
-from tests.helpers import tiny_film_config, write_vocab
+from tests.helpers import (
+    SIM_TO_REAL_IMAGE_SIZE,
+    sim_to_real_params,
+    tiny_film_config,
+    write_vocab,
+)
 
 GENUINE = Path(__file__).parent / "data" / "clevr_genuine"
 GENUINE_IMAGES = 3
 QUESTIONS_PER_IMAGE = 4
-IMAGE_SIZE = 16
-REFERENCE_PARAMS = Path(__file__).parents[1] / "results" / "reference" / "demo" / "params.yaml"
+IMAGE_SIZE = SIM_TO_REAL_IMAGE_SIZE
 PROFILE = sim_to_real.MiniProfile(
     seed=0,
     train=sim_to_real.SplitSettings("train", questions_per_image=3, min_objects=3, max_objects=5),
@@ -359,18 +363,8 @@ def test_a_failed_write_keeps_the_old_outputs(tiny, tmp_path, monkeypatch):
 
 
 # --- The command line and bad input ---------------------------------------------------------------
-def tiny_params(folder: Path) -> Path:
-    """A complete parameters file of the tiny profile (the demo's, resized and smaller)."""
-    params = yaml.safe_load(REFERENCE_PARAMS.read_text())
-    params["resize_images"]["image_size"] = IMAGE_SIZE
-    params["get_data"]["mini"].update(min_objects=3, max_objects=5, questions_per_image=3)
-    path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return path
-
-
 def test_profile_from_params_applies_split_settings(tmp_path):
-    path = tiny_params(tmp_path)
+    path = sim_to_real_params(tmp_path)
     params = yaml.safe_load(path.read_text())
     params["get_data"]["mini"]["split_settings"] = {"train": {"min_objects": 2, "max_objects": 2}}
     params["get_data"]["mini"]["question_mix"] = "clevr"
@@ -383,7 +377,7 @@ def test_profile_from_params_applies_split_settings(tmp_path):
 
 
 def test_a_profile_in_clevrs_look_and_language_is_drawn_and_asked_so(tmp_path):
-    path = tiny_params(tmp_path)
+    path = sim_to_real_params(tmp_path)
     params = yaml.safe_load(path.read_text())
     params["get_data"]["mini"].update(look="clevr", language="clevr")
     path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -404,7 +398,7 @@ def test_cli_default_params_and_output_beside_the_checkpoint(tiny, tmp_path, cap
     folder = tmp_path / "run"
     folder.mkdir()
     shutil.copy(tiny["model"], folder / "film.pt")
-    tiny_params(folder)
+    sim_to_real_params(folder)
     argv = ["--model", str(folder / "film.pt"), "--genuine", str(GENUINE), "--no-progress"]
     argv += ["--questions-per-image", "2", "--prior-train-images", "2"]
     assert sim_to_real.main(argv) == 0
@@ -464,7 +458,7 @@ def test_splits_smaller_than_the_measurement_are_refused(tiny):
 def test_cli_warns_when_it_guesses_the_profile(tiny, tmp_path, monkeypatch, caplog):
     """No params.yaml beside a checkpoint that records no profile: ./params.yaml is a guess."""
     model = checkpoint_of_profile(tiny, tmp_path / "models", None)
-    tiny_params(tmp_path)
+    sim_to_real_params(tmp_path)
     monkeypatch.chdir(tmp_path)
     argv = ["--model", str(model), "--genuine", str(GENUINE), "--no-progress"]
     argv += ["--questions-per-image", "2", "--prior-train-images", "2"]
@@ -543,7 +537,7 @@ def test_bad_genuine_sample_is_one_line_naming_the_file(tiny, tmp_path, capsys, 
     root = genuine_copy(tmp_path)
     expected = damage(root)
     argv = ["--model", str(tiny["model"]), "--genuine", str(root), "--no-progress"]
-    argv += ["--params", str(tiny_params(tmp_path)), "--out", str(tmp_path / "out")]
+    argv += ["--params", str(sim_to_real_params(tmp_path)), "--out", str(tmp_path / "out")]
     assert sim_to_real.main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: {expected}"), err
@@ -552,7 +546,13 @@ def test_bad_genuine_sample_is_one_line_naming_the_file(tiny, tmp_path, capsys, 
 
 
 def test_missing_checkpoint_and_params_are_named(tmp_path, capsys):
-    argv = ["--genuine", str(GENUINE), "--no-progress", "--params", str(tiny_params(tmp_path))]
+    argv = [
+        "--genuine",
+        str(GENUINE),
+        "--no-progress",
+        "--params",
+        str(sim_to_real_params(tmp_path)),
+    ]
     assert sim_to_real.main(["--model", str(tmp_path / "nowhere.pt"), *argv]) == 1
     assert f"{tmp_path / 'nowhere.pt'}: checkpoint not found" in capsys.readouterr().err
     argv = ["--model", str(tmp_path / "film.pt"), "--genuine", str(GENUINE)]

@@ -9,28 +9,21 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from filmclevr import sim_to_real
 from filmclevr.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from filmclevr.model import build_model
 from studies.genuine_clevr import over_training
-from tests.helpers import tiny_film_config, write_vocab
+from tests.helpers import (
+    SIM_TO_REAL_IMAGE_SIZE,
+    sim_to_real_params,
+    tiny_film_config,
+    write_vocab,
+)
 
 GENUINE = Path(__file__).parent / "data" / "clevr_genuine"
-REFERENCE_PARAMS = Path(__file__).parents[1] / "results" / "reference" / "demo" / "params.yaml"
-IMAGE_SIZE = 16
+IMAGE_SIZE = SIM_TO_REAL_IMAGE_SIZE
 HARNESS = ["--questions-per-image", "2", "--prior-train-images", "3", "--no-progress"]
-
-
-def params_file(folder: Path) -> Path:
-    """The demo's parameters at the tiny model's image size, with small scenes."""
-    params = yaml.safe_load(REFERENCE_PARAMS.read_text())
-    params["resize_images"]["image_size"] = IMAGE_SIZE
-    params["get_data"]["mini"].update(min_objects=3, max_objects=4, questions_per_image=3)
-    path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return path
 
 
 def checkpoint(folder: Path, seed: int, history: list[dict], step: int) -> Path:
@@ -66,7 +59,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("over_training")
     at_epoch_end = checkpoint(root, 0, [{"step": 10, "val_accuracy": 0.4321}], step=10)
     mid_epoch = checkpoint(root, 1, [{"step": 10, "val_accuracy": 0.4321}], step=12)
-    params = params_file(root)
+    params = sim_to_real_params(root)
     out = root / "out"
     argv = ["--params", str(params), "--genuine", str(GENUINE), "--out", str(out), *HARNESS]
     status = over_training.main([*argv, f"epoch 1={at_epoch_end}", str(mid_epoch)])
