@@ -129,3 +129,24 @@ def test_a_missing_checkpoint_is_one_line_naming_it(run, tmp_path, capsys):
 def test_labels():
     assert over_training.parse_checkpoint("a=b=c.pt") == ("a=b", Path("c.pt"))
     assert over_training.parse_checkpoint("dir/last.pt") == ("last", Path("dir/last.pt"))
+
+
+def test_an_interrupted_run_keeps_what_it_measured(run, monkeypatch, tmp_path):
+    original = sim_to_real.measure
+    measured = []
+
+    def failing_second(path, *args, **kwargs):
+        measured.append(Path(path))
+        if len(measured) == 2:
+            raise KeyboardInterrupt
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(sim_to_real, "measure", failing_second)
+    argv = [*run["argv"][: -len(HARNESS) - 2], "--out", str(tmp_path), *HARNESS]
+    with pytest.raises(KeyboardInterrupt):
+        over_training.main([*argv, *map(str, run["paths"])])
+    kept = json.loads((tmp_path / over_training.OUTPUT_JSON).read_text())["rows"]
+    assert [row["checkpoint"] for row in kept] == [str(run["paths"][0])]
+    measured.clear()
+    assert over_training.main([*argv, *map(str, run["paths"])]) == 0
+    assert measured == [run["paths"][1]]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +84,13 @@ def measure_all(
     *,
     device: str = "cpu",
     progress: bool = True,
+    measured: Callable[[list[dict[str, Any]]], None] = lambda rows: None,
     **settings: Any,
 ) -> list[dict[str, Any]]:
     """One row per checkpoint, in the order given; a checkpoint whose digest `kept` holds (a
-    row of an earlier run with the same settings) is not measured again, only relabelled."""
+    row of an earlier run with the same settings) is not measured again, only relabelled.
+    `measured(rows)` is called after each new measurement with the rows so far (to keep them:
+    a measurement takes about a minute on a CPU)."""
     rows = []
     for label, path in checkpoints:
         digest = file_sha256(path)
@@ -99,6 +102,7 @@ def measure_all(
             path, genuine_root, profile, device=device, progress=progress, **settings
         ).report
         rows.append(row_of(label, path, digest, report))
+        measured(rows)
     return rows
 
 
@@ -141,10 +145,20 @@ def main(argv: list[str] | None = None) -> int:
             "questions_per_image": args.questions_per_image,
             "prior_train_images": args.prior_train_images,
         }
-        settings = {"params": profile.as_dict(), "genuine": str(args.genuine), **harness}
+        # What the rows depend on (not where the parameters file lies): rows of other
+        # settings are measured again.
+        mini = {k: v for k, v in profile.as_dict().items() if k != "source"}
+        settings = {"profile": mini, "genuine": str(args.genuine), **harness}
         kept = {}
-        if previous.get("settings") == settings:  # rows of other settings are measured again
+        if previous.get("settings") == settings:
             kept = {row["sha256"]: row for row in previous["rows"]}
+        args.out.mkdir(parents=True, exist_ok=True)
+
+        def keep(rows: list[dict[str, Any]]) -> None:
+            done = {row["sha256"] for row in rows}  # with the kept rows not asked for this time
+            earlier = [row for row in kept.values() if row["sha256"] not in done]
+            write_json_atomic(out_json, {"settings": settings, "rows": [*rows, *earlier]})
+
         rows = measure_all(
             args.checkpoints,
             args.genuine,
@@ -152,9 +166,9 @@ def main(argv: list[str] | None = None) -> int:
             kept,
             device=args.device,
             progress=not args.no_progress,
+            measured=keep,
             **harness,
         )
-        args.out.mkdir(parents=True, exist_ok=True)
         plot_sim_to_real_over_training(rows, args.out / OUTPUT_PNG)
         write_json_atomic(out_json, {"settings": settings, "rows": rows})
         for row in rows:
