@@ -4,13 +4,17 @@
         --genuine /work/shared/clevr_genuine
     python -m filmclevr.sim_to_real ...   (the same)
 
-One harness, two sides:
+One harness, two sides (three with `--re-rendered`):
 
 - **genuine**: every image of `GENUINE/images/train/` (CLEVR v1.0 train images) with its genuine
   scene record from the one `GENUINE/scenes/CLEVR_train_scenes*.json`;
 - **mini-CLEVR**: as many images of the checkpoint's own profile's validation split, images
   0, 1, 2, ...: `mini.generate.make_scene` and the renderer give exactly that split's scenes
-  and images, drawn here on the fly.
+  and images, drawn here on the fly;
+- **re-rendered** (with `--re-rendered`, for a profile in CLEVR's look): the genuine side's scene
+  records drawn by the project's renderer in CLEVR's look, each camera fitted to its record,
+  asked the genuine side's very questions, so that genuine minus re-rendered is what the
+  pixels alone cost, question for question.
 
 Each image gets the same number of questions (default 10) from the same question sampler (a
 `language` of `mini.generate.question_sampler`, by default the profile's), one sampler per side
@@ -76,6 +80,7 @@ log = logging.getLogger(__name__)
 GENUINE = "genuine"
 MINI = "mini-CLEVR"
 SIDES: tuple[str, ...] = (GENUINE, MINI)
+RE_RENDERED = "re-rendered"  # the optional third side: the genuine scenes in the CLEVR look
 GENUINE_SPLIT = "train"  # the genuine sample's scenes are public for train images only
 DEFAULT_QUESTIONS_PER_IMAGE = 10
 DEFAULT_SEED = 0
@@ -351,6 +356,22 @@ def genuine_side(
     return SideData(GENUINE, torch.stack(pixels), records)
 
 
+def re_rendered_side(
+    genuine: SideData, images: Sequence[GenuineImage], image_size: int, progress: bool = True
+) -> SideData:
+    """The genuine side's scenes drawn by the project's renderer in CLEVR's look (each camera
+    fitted to its record's `pixel_coords`), asked the genuine side's very questions: its
+    accuracy against the genuine side's is the pixels' share of the gap, question for question."""
+    pixels = [
+        model_input(render_mini_clevr_image(item.scene, "clevr"), image_size)
+        for item in tqdm(images, desc=f"{RE_RENDERED} images", disable=not progress)
+    ]
+    records = [
+        {k: v for k, v in record.items() if k != "image_filename"} for record in genuine.records
+    ]
+    return SideData(RE_RENDERED, torch.stack(pixels), records)
+
+
 def split_scene(profile: MiniProfile, split: SplitSettings, index: int) -> dict[str, Any]:
     """Scene `index` of one of the profile's splits, exactly the generator's."""
     return make_scene(
@@ -531,6 +552,7 @@ def measure(
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: str = "cpu",
     progress: bool = True,
+    re_rendered: bool = False,
 ) -> Measurement:
     """Score the checkpoint at `model_path` on the genuine images of `genuine_root` and on as
     many images of `profile`'s validation split (module docstring).
@@ -538,6 +560,8 @@ def measure(
     Args:
         question_mix: the sampler's mix of question types; None: the validation split's (the
             mix the checkpoint was validated on), on both sides.
+        re_rendered: also score the genuine scenes re-rendered in CLEVR's look
+            (`re_rendered_side`); a profile in CLEVR's look only.
 
     Raises:
         FileNotFoundError, ValueError: a missing or unusable checkpoint, genuine sample or
@@ -549,6 +573,11 @@ def measure(
     mix = profile.val.question_mix if question_mix is None else question_mix
     language = profile.language if language is None else language
     question_sampler(language, random.Random(0), mix)  # an unknown language fails before work
+    if re_rendered and profile.look != "clevr":
+        raise ValueError(
+            f"{profile.source or 'profile'}: the re-rendered side draws the genuine scenes in "
+            f"CLEVR's look, but this profile's look is {profile.look!r} (get_data.mini.look)"
+        )
     images = genuine_images(genuine_root)  # a bad sample fails before the model loads
     model, checkpoint = ask.load(model_path, device)
     image_size = int(checkpoint["model_config"]["image_size"])
@@ -582,6 +611,8 @@ def measure(
             progress,
         ),
     }
+    if re_rendered:
+        sides[RE_RENDERED] = re_rendered_side(sides[GENUINE], images, image_size, progress)
     for side in sides.values():
         answer_side(model, checkpoint, side, batch_size, progress)
     scores = {name: score_side(side.records, prior) for name, side in sides.items()}
@@ -612,6 +643,24 @@ def measure(
         },
         "sides": scores,
         "difference": difference(scores[GENUINE]["model"], scores[MINI]["model"]),
+        **(
+            {
+                # genuine minus re-rendered: the pixels' share of the gap; re-rendered minus
+                # mini-CLEVR: the rest (genuine scenes and their questions against generated)
+                "pixels_difference": difference(
+                    scores[GENUINE]["model"], scores[RE_RENDERED]["model"]
+                ),
+                "scenes_difference": difference(
+                    scores[RE_RENDERED]["model"], scores[MINI]["model"]
+                ),
+                # first: genuine, second: re-rendered
+                "pixels_paired_test": paired_difference(
+                    sides[GENUINE].records, sides[RE_RENDERED].records
+                ),
+            }
+            if re_rendered
+            else {}
+        ),
         "commit": git_commit(),
         "machine": machine_description(next(model.parameters()).device),
         "seconds": round(time.perf_counter() - started, 1),
@@ -650,9 +699,44 @@ def difference(genuine: Mapping[str, Any], mini: Mapping[str, Any]) -> dict[str,
     }
 
 
+def paired_difference(
+    first: Sequence[Mapping[str, Any]], second: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """Two sides asked the very same questions (records in the same order), question for
+    question, overall, per column and per function: how many each alone answered right, and
+    the two-sided exact McNemar p-value (a binomial test on those discordant questions) of
+    "neither side is better"."""
+    from scipy.stats import binomtest
+
+    if [r["question_index"] for r in first] != [r["question_index"] for r in second]:
+        raise ValueError("paired sides must hold the same questions in the same order")
+    groups: dict[str, dict[str, list[int]]] = {"overall": {"": [0, 0]}, "columns": {},
+                                               "functions": {}}  # fmt: skip
+    for a, b in zip(first, second, strict=True):
+        if a["correct"] == b["correct"]:
+            continue
+        for group, key in (("overall", ""), ("columns", a["type"]), ("functions", a["function"])):
+            groups[group].setdefault(key, [0, 0])[0 if a["correct"] else 1] += 1
+
+    def test(first_only: int, second_only: int) -> dict[str, Any]:
+        n = first_only + second_only
+        p = binomtest(first_only, n, 0.5).pvalue if n else 1.0
+        return {"first_only": first_only, "second_only": second_only, "p_value": round(p, 4)}
+
+    return {
+        "overall": test(*groups["overall"][""]),
+        "columns": {k: test(*groups["columns"].get(k, [0, 0])) for k in clevr.QUESTION_TYPES},
+        "functions": {k: test(*v) for k, v in sorted(groups["functions"].items())},
+    }
+
+
 # --- Outputs --------------------------------------------------------------------------------------
 def _cell(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
+
+
+def _signed(a: float | None, b: float | None) -> str:
+    return "-" if a is None or b is None else f"{a - b:+.2f}"
 
 
 def table_rows() -> list[tuple[str, str, str]]:
@@ -682,27 +766,36 @@ def markdown(report: Mapping[str, Any]) -> str:
     """sim_to_real.md: per row the model's accuracy on each side, the prior's on each side,
     the difference (genuine minus mini-CLEVR, points) and the questions behind each number."""
     genuine, mini = report["sides"][GENUINE], report["sides"][MINI]
+    again = report["sides"].get(RE_RENDERED)
+    extra = " re-rendered | genuine minus re-rendered |" if again else ""
     head = (
         "| column | genuine | mini-CLEVR | prior (genuine) | prior (mini-CLEVR) | difference "
-        "| questions (genuine / mini-CLEVR) |\n|---|---:|---:|---:|---:|---:|---:|"
+        f"| questions (genuine / mini-CLEVR) |{extra}\n|---|---:|---:|---:|---:|---:|---:|"
+        + ("---:|---:|" if again else "")
     )
     lines = [head]
     for label, group, key in table_rows():
         g, m = _value(genuine["model"], group, key), _value(mini["model"], group, key)
-        d = None if g is None or m is None else g - m
-        lines.append(
+        line = (
             f"| {label} | {_cell(g)} | {_cell(m)} "
             f"| {_cell(_value(genuine['prior'], group, key))} "
-            f"| {_cell(_value(mini['prior'], group, key))} | {'-' if d is None else f'{d:+.2f}'} "
+            f"| {_cell(_value(mini['prior'], group, key))} | {_signed(g, m)} "
             f"| {_count(genuine['model'], group, key)} / {_count(mini['model'], group, key)} |"
         )
+        if again:
+            r = _value(again["model"], group, key)
+            paired = report["pixels_paired_test"][group]
+            test = paired if group == "overall" else paired.get(key)
+            p_value = "" if test is None or g is None else f" (p {test['p_value']:.3f})"
+            line += f" {_cell(r)} | {_signed(g, r)}{p_value} |"
+        lines.append(line)
     g = _value(genuine["model_known_words"], "overall", "")
     m = _value(mini["model_known_words"], "overall", "")
     lines.append(
         f"| Overall, questions without unknown words | {_cell(g)} | {_cell(m)} | | "
-        f"| {'-' if g is None or m is None else f'{g - m:+.2f}'} "
+        f"| {_signed(g, m)} "
         f"| {_count(genuine['model_known_words'], 'overall', '')} / "
-        f"{_count(mini['model_known_words'], 'overall', '')} |"
+        f"{_count(mini['model_known_words'], 'overall', '')} |" + (" | |" if again else "")
     )
     checkpoint, params = report["checkpoint"], report["params"]
     notes = [
@@ -724,6 +817,13 @@ def markdown(report: Mapping[str, Any]) -> str:
         f"Prior: {report['prior']['how']} ({report['prior']['train_questions']} questions).",
         "Difference: genuine minus mini-CLEVR, in points.",
     ]
+    if again:
+        notes.append(
+            "Re-rendered: the genuine scenes drawn by the project's renderer in CLEVR's look "
+            "(camera fitted to each record), asked the genuine side's very questions; genuine "
+            "minus re-rendered is what the pixels alone cost; p: the exact McNemar test's "
+            "two-sided p-value over the questions one side alone answered right."
+        )
     return (
         "\n".join(["# Sim-to-real: genuine CLEVR images vs mini-CLEVR", "", *lines, "", *notes])
         + "\n"
@@ -734,9 +834,10 @@ def plot_color_confusion(report: Mapping[str, Any], out_png: Path) -> None:
     """Both sides' colour confusion, each row scaled to its true colour's questions, the
     counts written in the cells."""
     # figures' own canvas and atomic, metadata-free PNG writer, as every figure of the project
-    figure = figures._new_figure(11.0, 4.8)
-    axes = figure.subplots(1, 2)
-    for ax, side in zip(axes, SIDES, strict=True):
+    sides = [side for side in (*SIDES, RE_RENDERED) if side in report["sides"]]
+    figure = figures._new_figure(5.5 * len(sides), 4.8)
+    axes = figure.subplots(1, len(sides))
+    for ax, side in zip(axes, sides, strict=True):
         confusion = report["sides"][side]["color_confusion"]
         matrix = np.asarray(confusion["matrix"], dtype=float)
         totals = matrix.sum(axis=1, keepdims=True)
@@ -779,7 +880,7 @@ def write_outputs(
 def summary(report: Mapping[str, Any]) -> str:
     """One line per side: overall and per column."""
     lines = []
-    for side in SIDES:
+    for side in [side for side in (*SIDES, RE_RENDERED) if side in report["sides"]]:
         metrics = report["sides"][side]["model"]
         columns = ", ".join(f"{c} {_cell(v)}" for c, v in metrics["columns"].items())
         lines.append(f"{side}: {_cell(metrics['overall'])}% overall ({columns})")
@@ -842,6 +943,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"also write every question's record ({OUTPUT_QUESTIONS})",
     )
+    p.add_argument(
+        "--re-rendered",
+        action="store_true",
+        help="also ask the genuine side's questions about its scenes re-rendered in CLEVR's\n"
+        "look (a profile in CLEVR's look): genuine minus re-rendered is the pixels' share",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -862,6 +969,7 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         progress=not args.no_progress,
+        re_rendered=args.re_rendered,
     )
     out = args.out if args.out is not None else Path(args.model).parent
     paths = write_outputs(measurement, out, questions=args.questions)

@@ -106,6 +106,67 @@ def percent(correct: int, total: int) -> float | None:
     return round(100.0 * correct / total, 2) if total else None
 
 
+# --- The re-rendered side ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def re_rendered(tiny) -> sim_to_real.Measurement:
+    """The tiny checkpoint measured with the re-rendered side, under the profile in CLEVR's look."""
+    clevr_look = dataclasses.replace(PROFILE, look="clevr")
+    return sim_to_real.measure(tiny["model"], GENUINE, clevr_look, re_rendered=True, **FAST)
+
+
+def test_the_re_rendered_side_asks_the_genuine_sides_questions_about_re_rendered_scenes(
+    re_rendered, tmp_path
+):
+    records = re_rendered.records
+    genuine, again = records[sim_to_real.GENUINE], records[sim_to_real.RE_RENDERED]
+    asked = ("question_index", "image_row", "image_index", "question", "answer", "family")
+    assert [[r[k] for k in asked] for r in again] == [[r[k] for k in asked] for r in genuine]
+    scene = sim_to_real.genuine_images(GENUINE)[0].scene
+    drawn = sim_to_real.model_input(sim_to_real.render_mini_clevr_image(scene, "clevr"), IMAGE_SIZE)
+    genuine_pixels = ask.preprocess(sim_to_real.genuine_images(GENUINE)[0].path, IMAGE_SIZE)[0]
+    assert not torch.equal(drawn, genuine_pixels)  # the same scene, other pixels
+    report = re_rendered.report
+    assert report["pixels_difference"]["overall"] == round(
+        report["sides"]["genuine"]["model"]["overall"]
+        - report["sides"]["re-rendered"]["model"]["overall"],
+        2,
+    )
+    assert "| re-rendered | genuine minus re-rendered |" in sim_to_real.markdown(report)
+    paths = sim_to_real.write_outputs(re_rendered, tmp_path)  # three colour panels
+    assert json.loads(paths["json"].read_text())["sides"].keys() == set(records)
+
+
+def test_the_paired_test_counts_the_questions_one_side_alone_answered(re_rendered):
+    genuine = re_rendered.records[sim_to_real.GENUINE]
+    again = re_rendered.records[sim_to_real.RE_RENDERED]
+    test = re_rendered.report["pixels_paired_test"]
+    alone = [(a["correct"], b["correct"]) for a, b in zip(genuine, again, strict=True)]
+    assert test["overall"]["first_only"] == alone.count((True, False))
+    assert test["overall"]["second_only"] == alone.count((False, True))
+
+
+def test_paired_difference_by_hand():
+    def record(index, correct, function="exist"):
+        return {"question_index": index, "correct": correct, "function": function,
+                "type": clevr.TYPE_OF_FUNCTION[function]}  # fmt: skip
+
+    first = [record(i, True) for i in range(10)] + [record(10, False, "count")]
+    second = [record(i, i >= 9) for i in range(10)] + [record(10, True, "count")]
+    test = sim_to_real.paired_difference(first, second)
+    # 9 exist questions only the first side got right, 1 count question only the second
+    assert test["overall"] == {"first_only": 9, "second_only": 1, "p_value": 0.0215}
+    assert test["columns"]["exist"] == {"first_only": 9, "second_only": 0, "p_value": 0.0039}
+    assert test["columns"]["compare_numbers"] == {"first_only": 0, "second_only": 0,
+                                                  "p_value": 1.0}  # fmt: skip
+    with pytest.raises(ValueError, match="same questions"):
+        sim_to_real.paired_difference(first, second[::-1])
+
+
+def test_re_rendering_needs_a_profile_in_clevrs_look(tiny):
+    with pytest.raises(ValueError, match="tiny profile: the re-rendered side .* look is 'mini'"):
+        sim_to_real.measure(tiny["model"], GENUINE, PROFILE, re_rendered=True, **FAST)
+
+
 # --- Counts and scores ----------------------------------------------------------------------------
 def test_counts_add_up(tiny):
     report, records = tiny["m"].report, tiny["m"].records
