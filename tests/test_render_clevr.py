@@ -200,3 +200,23 @@ def test_row_lengths_are_numpys_norms_to_the_bit(dtype, columns):
     lengths = scenes.row_lengths(rows)
     assert lengths.dtype == dtype
     assert np.array_equal(lengths, np.linalg.norm(rows, axis=1))
+
+
+def test_cube_silhouettes_are_rounded_as_clevrs_meshes():
+    """A ray at a sharp cube's corner misses its bevelled edge (CLEVR's cubes are rounded); a
+    ray at a face's centre hits where the sharp face is; a ray grazing the bevel lands on it."""
+    cube = {"shape": "cube", "size": "large", "material": "rubber", "color": "gray",
+            "rotation": 0.0, "3d_coords": [0.0, 0.0, 0.7]}  # fmt: skip
+    h = 0.7
+    camera = scenes.CLEVR_CAMERA
+    # Rays from far along +x, in the object's frame, aimed at the face x = h.
+    origins = np.array([[10.0, 0.0, 0.7], [10.0, h - 0.01, 0.7 + h - 0.01], [10.0, 0.0, 1.38]],
+                       dtype=np.float32)  # fmt: skip
+    dirs = np.tile(np.array([[-1.0, 0.0, 0.0]], dtype=np.float32), (3, 1))
+    t = render_clevr._ray_hits(cube, origins, dirs, camera)
+    sharp = render_clevr._ray_hits(cube, origins, dirs, camera, bevelled=False)
+    assert t[0] == pytest.approx(10.0 - h, abs=1e-5) and sharp[0] == t[0]
+    assert np.isfinite(sharp[1]) and not np.isfinite(t[1])  # the corner: sharp only
+    assert t[2] > sharp[2]  # 0.02 below the top, in the bevel: further in than the sharp face
+    hit = origins[2] + t[2] * dirs[2] - np.array(cube["3d_coords"], np.float32)
+    assert abs(render_clevr._signed_distance(cube, hit[None])[0]) <= render_clevr.BEVEL_MISS

@@ -85,6 +85,14 @@ SWEEP_START = 2.0  # calibrated: how far behind the origin the floor starts to c
 SWEEP_RADIUS = 6.0  # calibrated
 BACKDROP_RADIANCE = 0.10  # calibrated: what a mirror sees of the sweep rising behind the scene
 BEVEL = {"cube": 0.2 * 0.7, "cylinder": 0.06 * 0.7, "sphere": 0.0}  # at size large; scaled
+# Sphere tracing onto a bevel from the sharp solid's hit, in few steps (each is a numpy call
+# per object and ray batch): a ray still farther than BEVEL_MISS after them passes the edge
+# (a grazing ray converges slowest; 0.01 is about half a pixel for a large object near the
+# camera, within an edge pixel's anti-aliasing).
+BEVEL_MARCH_STEPS = 6
+BEVEL_TOLERANCE = 1e-3
+BEVEL_MISS = 1e-2
+SILHOUETTE_REACH = 4  # pixels in from a sharp silhouette that may lie past a rounded edge
 
 
 def _scene_rng(scene: dict[str, Any]) -> random.Random:
@@ -196,15 +204,28 @@ def _signed_distance(obj: dict[str, Any], local: np.ndarray) -> np.ndarray:
     return outside + np.minimum(q.max(axis=1), 0.0) - bevel
 
 
-def _ray_hits(obj: dict[str, Any], origins: np.ndarray, dirs: np.ndarray, camera: Camera):
-    """Distance along each ray [N] to the object (inf where it misses), bevels ignored."""
-    o = _to_local(obj, origins, camera)
-    centre_free = np.zeros_like(dirs)
+def _local_rays(
+    obj: dict[str, Any], origins: np.ndarray, dirs: np.ndarray, camera: Camera
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rays [N, 3] (origins, unit directions) in the object's frame."""
+    d = np.zeros_like(dirs)
     _, cos_t, sin_t = scenes._local_frame(obj, camera)
-    centre_free[:, 0] = cos_t * dirs[:, 0] + sin_t * dirs[:, 1]
-    centre_free[:, 1] = -sin_t * dirs[:, 0] + cos_t * dirs[:, 1]
-    centre_free[:, 2] = dirs[:, 2]
-    d = centre_free
+    d[:, 0] = cos_t * dirs[:, 0] + sin_t * dirs[:, 1]
+    d[:, 1] = -sin_t * dirs[:, 0] + cos_t * dirs[:, 1]
+    d[:, 2] = dirs[:, 2]
+    return _to_local(obj, origins, camera), d
+
+
+def _ray_hits(
+    obj: dict[str, Any],
+    origins: np.ndarray,
+    dirs: np.ndarray,
+    camera: Camera,
+    bevelled: bool = True,
+):
+    """Distance along each ray [N] to the object's surface (inf where it misses): bevelled,
+    or with `bevelled` False the sharp solid's (cheaper, for what a mirror shows)."""
+    o, d = _local_rays(obj, origins, dirs, camera)
     h = obj["3d_coords"][2]
     r = clevr.SIZES[obj["size"]]
     inf = np.float32(np.inf)
@@ -231,7 +252,33 @@ def _ray_hits(obj: dict[str, Any], origins: np.ndarray, dirs: np.ndarray, camera
             xc, yc = o[:, 0] + t_cap * d[:, 0], o[:, 1] + t_cap * d[:, 1]
             t_cap = np.where((t_cap > 1e-4) & (xc * xc + yc * yc <= r * r), t_cap, inf)
             t = np.minimum(t_side, t_cap)
-    return t.astype(np.float32)
+    t = t.astype(np.float32)
+    return _onto_bevels(obj, o, d, t) if bevelled else t
+
+
+def _onto_bevels(obj: dict[str, Any], o: np.ndarray, d: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Hits `t` [N] on the sharp solid (rays o + t d in the object's frame) moved onto its
+    bevelled surface, which lies inside it: sphere tracing from the sharp hit, which stays put
+    on a face and slides in along a rounded edge; inf where the ray passes the rounded edge
+    (the sharp corner's pixels then see what lies behind it, as CLEVR's meshes show)."""
+    if not BEVEL[obj["shape"]]:
+        return t
+    hit = np.flatnonzero(np.isfinite(t))
+    origins, dirs, along = o[hit], d[hit], t[hit]
+    distance = _signed_distance(obj, origins + along[:, None] * dirs)
+    # Only rays in a bevel's zone move (on a face the distance is 0 already).
+    moving = np.flatnonzero(distance > BEVEL_TOLERANCE)
+    for _ in range(BEVEL_MARCH_STEPS):
+        if not moving.size:
+            break
+        along[moving] += distance[moving]
+        distance[moving] = _signed_distance(
+            obj, origins[moving] + along[moving, None] * dirs[moving]
+        )
+        moving = moving[distance[moving] > BEVEL_TOLERANCE]
+    out = t.copy()
+    out[hit] = np.where(distance <= BEVEL_MISS, along, np.float32(np.inf))
+    return out
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -538,7 +585,8 @@ def _reflection(scene, camera, lamps, points, normals, view) -> np.ndarray:
         if not near.size:
             continue
         hit = np.full(len(points), np.inf, dtype=np.float32)
-        hit[near] = _ray_hits(obj, origins[near], rays[near], camera)
+        # A neighbour's rounded edges are a few pixels of a small reflection: the sharp solid.
+        hit[near] = _ray_hits(obj, origins[near], rays[near], camera, bevelled=False)
         closer = hit < nearest
         if closer.any():
             nearest[closer] = hit[closer]
@@ -607,14 +655,10 @@ def render_scene(scene: dict[str, Any], camera: Camera | None = None) -> Image.I
     h, w = IMAGE_HEIGHT, IMAGE_WIDTH
     rgb = _floor_image(scene, camera, lamps)
     if objects:
-        ids, depth, _ = scenes.object_id_buffer(objects, 1, camera)
-        around = np.pad(ids, 1, mode="edge")
-        edge = (
-            (around[:-2, 1:-1] != ids)
-            | (around[2:, 1:-1] != ids)
-            | (around[1:-1, :-2] != ids)
-            | (around[1:-1, 2:] != ids)
-        ).ravel()
+        ids, depth = _bevelled_silhouettes(
+            objects, camera, *scenes.object_id_buffer(objects, 1, camera)[:2]
+        )
+        edge = _id_edges(ids).ravel()
         flat_ids, flat_depth = ids.ravel(), depth.ravel()
         inside = np.flatnonzero(~edge & (flat_ids >= 0))
         edge = np.flatnonzero(edge)
@@ -643,6 +687,58 @@ def render_scene(scene: dict[str, Any], camera: Camera | None = None) -> Image.I
         rgb[edge] = shaded[inside.size :].reshape(edge.size, -1, 3).mean(axis=1)
     image = Image.fromarray(_to_srgb(rgb).reshape(h, w, 3))
     return image.convert("RGBA")
+
+
+def _id_edges(ids: np.ndarray) -> np.ndarray:
+    """Pixels [H, W] whose 4-neighbours include another object (or the floor) than their own."""
+    around = np.pad(ids, 1, mode="edge")
+    return (
+        (around[:-2, 1:-1] != ids)
+        | (around[2:, 1:-1] != ids)
+        | (around[1:-1, :-2] != ids)
+        | (around[1:-1, 2:] != ids)
+    )
+
+
+def _dilated(mask: np.ndarray, steps: int) -> np.ndarray:
+    """`mask` [H, W] grown by `steps` pixels (4-neighbour steps: a diamond)."""
+    grown = mask.copy()
+    for _ in range(steps):
+        step = grown.copy()
+        step[1:] |= grown[:-1]
+        step[:-1] |= grown[1:]
+        step[:, 1:] |= grown[:, :-1]
+        step[:, :-1] |= grown[:, 1:]
+        grown = step
+    return grown
+
+
+def _bevelled_silhouettes(
+    objects, camera: Camera, ids: np.ndarray, depth: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The id buffer and depths [H, W] of sharp solids (`scenes.object_id_buffer`, which the
+    scene sampler's visibility rule shares) made those of the bevelled ones: the pixels whose
+    sharp hit lies in a bevel's zone are cast again, onto the rounded edge or past it."""
+    # A sharp corner overhangs its rounded edge by at most BEVEL x (sqrt 2 - 1): 3 pixels for a
+    # large cube near the camera. Farther in, a bevel's pixels stay on their object, shaded
+    # with the rounded edge's normals (`scenes.surface_normals`).
+    near_silhouette = _dilated(_id_edges(ids), SILHOUETTE_REACH).ravel()
+    flat_ids, flat_depth = ids.ravel().copy(), depth.ravel().copy()
+    origin = camera.position.astype(np.float32)[None]
+    missed = []
+    for k, obj in enumerate(objects):
+        if not BEVEL[obj["shape"]]:
+            continue
+        mine = np.flatnonzero(near_silhouette & (flat_ids == k))
+        rays = _sample_rays(camera, *np.divmod(mine, IMAGE_WIDTH), 1)
+        o, d = _local_rays(obj, np.broadcast_to(origin, rays.shape), rays, camera)
+        flat_depth[mine] = t = _onto_bevels(obj, o, d, flat_depth[mine])
+        missed.append(mine[~np.isfinite(t)])  # past the rounded edge: what lies behind it
+    pixels = np.concatenate(missed) if missed else np.zeros(0, dtype=np.int64)
+    if pixels.size:
+        rays = _sample_rays(camera, *np.divmod(pixels, IMAGE_WIDTH), 1)
+        flat_ids[pixels], flat_depth[pixels] = _cast(objects, camera, rays)
+    return flat_ids.reshape(ids.shape), flat_depth.reshape(depth.shape)
 
 
 def _cast(objects, camera: Camera, rays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
