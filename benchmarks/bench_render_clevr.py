@@ -82,6 +82,13 @@ def main() -> None:
         f"\ncolour distance: mean {summary['mean_delta_e']} (target <= {TARGETS['mean_delta_e']}),"
         f" max {summary['max_delta_e']} (target <= {TARGETS['max_delta_e']})"
     )
+    print("\nshading per material, each object's luminance (genuine / re-render, 0-255):")
+    for material, cell in summary["shading"].items():
+        stats = ", ".join(
+            f"{stat} {cell[stat]['genuine']:.1f} / {cell[stat]['rendered']:.1f}"
+            for stat in calibration.SHADING_STATS
+        )
+        print(f"  {material} ({cell['objects']} objects): {stats}")
     bands = ", ".join(f"{b['genuine']:.0f} / {b['rendered']:.0f}" for b in summary["background"])
     print(f"background level by band, top to bottom (genuine / re-render): {bands}")
     rep = summary["reprojection_px"]

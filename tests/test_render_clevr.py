@@ -102,6 +102,33 @@ def test_renderer_matches_genuine_colours(genuine_pairs):
         assert abs(band["genuine"] - band["rendered"]) <= 12
 
 
+def test_objects_are_shaded_across_their_surface_as_genuine_ones(genuine_pairs):
+    """Each object's luminance spread and shaded part (10th percentile) near the genuine
+    image's, per material: the contrast a model reads shape and material from."""
+    comparisons = [
+        calibration.compare_images(scene, np.asarray(Image.open(path).convert("RGB")))
+        for scene, path in genuine_pairs
+    ]
+    shading = calibration.summarize(comparisons)["shading"]
+    assert shading, "no object's shading measured"
+    for material, cell in shading.items():
+        assert cell["objects"] >= 1
+        for stat, tolerance in (("spread", 4.0), ("p10", 8.0), ("mean", 8.0)):
+            genuine, rendered = cell[stat]["genuine"], cell[stat]["rendered"]
+            assert abs(genuine - rendered) <= tolerance, (material, stat, genuine, rendered)
+
+
+def test_shading_statistics_by_hand():
+    pixels = np.array([[10, 10, 10]] * 9 + [[110, 110, 110]], dtype=np.uint8)
+    stats = calibration._shading(pixels)
+    assert stats["mean"] == pytest.approx(20.0)
+    assert stats["spread"] == pytest.approx(30.0)
+    assert stats["p10"] == pytest.approx(10.0) and stats["p90"] == pytest.approx(20.0)
+    mask = np.zeros((7, 7), dtype=bool)
+    mask[1:6, 1:6] = True
+    assert calibration._eroded(mask, 1).sum() == 9 and calibration._eroded(mask, 2).sum() == 1
+
+
 def test_mini_renderer_is_far_from_genuine_colours(genuine_pairs):
     """The measure can fail: mini-CLEVR's display-space shading is far from CLEVR's colours."""
     from filmclevr.mini import render as mini_render

@@ -4,6 +4,11 @@ Each genuine image is compared with the re-render of its own scene record (`rend
 the median colour of a 3x3 patch at every object's `pixel_coords`, pooled per colour x material
 (CIELAB distance, CIE76), the background level in horizontal bands (pixels that show the floor
 in the re-render and in the genuine image alike), and the fitted camera's reprojection error.
+Colour at a centre says nothing of how an object is shaded across its surface, which is what a
+model reads its shape and material from: so each object's luminance over its visible pixels
+(its mask in the re-render's own id buffer, eroded by SHADING_ERODE pixels to leave its edges
+out) is compared too, pooled per material: the mean, the spread (standard deviation) within an
+object, and the 10th and 90th percentiles (its shaded and its lit parts).
 `benchmarks/bench_render_clevr.py` prints it for the development sample.
 """
 
@@ -22,6 +27,9 @@ from filmclevr.mini import render_clevr, scenes
 __all__ = ["compare_images", "delta_e", "load_genuine", "srgb_to_lab", "summarize"]
 
 BANDS = 5  # horizontal bands of the background level
+SHADING_ERODE = 3  # pixels off an object's edge before its shading is measured
+SHADING_MIN_PIXELS = 40  # objects with fewer measured pixels are left out
+SHADING_STATS = ("mean", "spread", "p10", "p90")
 
 
 def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
@@ -86,7 +94,8 @@ def _offsets(scene: dict[str, Any], camera) -> np.ndarray:
 def compare_images(scene: dict[str, Any], genuine: np.ndarray) -> dict[str, Any]:
     """One genuine image [H, W, 3] uint8 against the re-render of its scene record.
 
-    Returns per object (colour, material, genuine centre colour, rendered centre colour), the
+    Returns per object (colour, material, genuine centre colour, rendered centre colour), per
+    object big enough (material, genuine shading, rendered shading: `_shading`), the
     background level per band of both, and the camera's reprojection errors in pixels.
     """
     camera = render_clevr.fit_camera(scene)
@@ -104,6 +113,11 @@ def compare_images(scene: dict[str, Any], genuine: np.ndarray) -> dict[str, Any]
                 )
             )
     ids, _, _ = scenes.object_id_buffer(scene["objects"], 1, camera)
+    shading = []
+    for k, obj in enumerate(scene["objects"]):
+        mask = _eroded(ids == k, SHADING_ERODE)
+        if mask.sum() >= SHADING_MIN_PIXELS:
+            shading.append((obj["material"], _shading(genuine[mask]), _shading(rendered[mask])))
     # The floor away from objects (a margin of 12 px covers their shadows' cores) in both.
     near = np.zeros_like(ids, dtype=bool)
     ys, xs = np.nonzero(ids >= 0)
@@ -122,11 +136,32 @@ def compare_images(scene: dict[str, Any], genuine: np.ndarray) -> dict[str, Any]
         )
     return {
         "objects": objects,
+        "shading": shading,
         "background": background,
         "reprojection": render_clevr.reprojection_errors(scene, camera),
         "per_axis": _offsets(scene, camera),
         "rendered": rendered,
     }
+
+
+def _eroded(mask: np.ndarray, steps: int) -> np.ndarray:
+    """`mask` [H, W] less `steps` pixels along its edges (4-neighbour steps)."""
+    kept = mask.copy()
+    for _ in range(steps):
+        inner = kept.copy()
+        inner[1:] &= kept[:-1]
+        inner[:-1] &= kept[1:]
+        inner[:, 1:] &= kept[:, :-1]
+        inner[:, :-1] &= kept[:, 1:]
+        kept = inner
+    return kept
+
+
+def _shading(pixels: np.ndarray) -> dict[str, float]:
+    """SHADING_STATS of the luminance (mean of R, G, B, 0-255) of an object's pixels [N, 3]."""
+    luminance = pixels.astype(np.float64).mean(axis=-1)
+    p10, p90 = np.percentile(luminance, [10, 90])
+    return {"mean": luminance.mean(), "spread": luminance.std(), "p10": p10, "p90": p90}
 
 
 def summarize(comparisons: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -135,14 +170,18 @@ def summarize(comparisons: Iterable[dict[str, Any]]) -> dict[str, Any]:
     `cells`: per "colour material", the number of objects, the medians of the genuine and the
     rendered centre colours and their CIELAB distance; `mean_delta_e`, `max_delta_e` over the
     cells; `background`: per band, the median genuine and rendered level; `reprojection_px`:
-    mean and max over all objects.
+    mean and max over all objects; `shading`: per material, the objects measured and the mean
+    over them of each SHADING_STATS, genuine and rendered.
     """
     pooled: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    shaded: dict[str, list[tuple[dict[str, float], dict[str, float]]]] = {}
     bands: list[list[tuple[float, float]]] = [[] for _ in range(BANDS)]
     errors = []
     for c in comparisons:
         for colour, material, genuine, rendered in c["objects"]:
             pooled.setdefault(f"{colour} {material}", []).append((genuine, rendered))
+        for material, genuine, rendered in c.get("shading", []):
+            shaded.setdefault(material, []).append((genuine, rendered))
         for k, pair in enumerate(c["background"]):
             bands[k].append(pair)
         errors.extend(c["reprojection"].tolist())
@@ -159,8 +198,23 @@ def summarize(comparisons: Iterable[dict[str, Any]]) -> dict[str, Any]:
             "delta_e": round(float(delta_e(genuine, rendered)), 2),
         }
     distances = [cell["delta_e"] for cell in cells.values()]
+    shading = {
+        material: {
+            "objects": len(shaded[material]),
+            **{
+                stat: {
+                    side: round(float(np.mean([pair[k][stat] for pair in shaded[material]])), 1)
+                    for k, side in enumerate(("genuine", "rendered"))
+                }
+                for stat in SHADING_STATS
+            },
+        }
+        for material in clevr.MATERIALS
+        if material in shaded
+    }
     return {
         "cells": cells,
+        "shading": shading,
         "mean_delta_e": round(float(np.mean(distances)), 2) if distances else None,
         "max_delta_e": round(float(np.max(distances)), 2) if distances else None,
         "background": [
