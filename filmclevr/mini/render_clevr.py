@@ -13,10 +13,14 @@ stays fast enough to make tens of thousands of images on a CPU:
   width of the penumbra;
 - rubber: diffuse with a velvet-like sheen under a white glossy coat; metal: a tinted mirror
   that reflects the floor, its neighbours and the lamps, with no diffuse part; the floor and the
-  backdrop: gray diffuse, and the light it bounces onto the objects.
+  backdrop: gray diffuse, and the light it bounces onto the objects;
+- CLEVR's meshes' bevelled edges: rounded in the shading of cubes and cylinders, and in the
+  outline of cubes (a cylinder's small bevel overhangs by under a pixel).
 
 The constants below marked "calibrated" were fitted so that the median colours at object centres
-match the genuine development images (`benchmarks/bench_render_clevr.py` measures it).
+and each object's shading over its surface (its luminance's mean, spread and percentiles, per
+material) match the genuine development images (`benchmarks/bench_render_clevr.py` measures
+both).
 """
 
 from __future__ import annotations
@@ -91,13 +95,13 @@ BACKDROP_RADIANCE = 0.10  # calibrated: what a mirror sees of the sweep rising b
 RUBBER_DIRECT = 0.85  # the lamps' share of rubber's diffuse light
 MIRROR_SKY = 0.05  # radiance a metal mirror sees looking up
 BEVEL = {"cube": 0.2 * 0.7, "cylinder": 0.06 * 0.7, "sphere": 0.0}  # at size large; scaled
+# A cylinder's small bevel overhangs by under a pixel (its rim is shaded rounded all the same):
+# only cubes' silhouettes are traced round, at a fraction of the cost.
+ROUNDED_SILHOUETTES = frozenset({"cube"})
 # Sphere tracing onto a bevel from the sharp solid's hit, in few steps (each is a numpy call
 # per object and ray batch): a ray still farther than BEVEL_MISS after them passes the edge
 # (a grazing ray converges slowest; 0.01 is about half a pixel for a large object near the
 # camera, within an edge pixel's anti-aliasing).
-# A cylinder's small bevel overhangs by under a pixel (its rim is shaded rounded all the same):
-# only cubes' silhouettes are traced round, at a fraction of the cost.
-ROUNDED_SILHOUETTES = frozenset({"cube"})
 BEVEL_MARCH_STEPS = 6
 BEVEL_TOLERANCE = 1e-3
 BEVEL_MISS = 1e-2
@@ -733,8 +737,9 @@ def _bevelled_silhouettes(
     objects, camera: Camera, ids: np.ndarray, depth: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """The id buffer and depths [H, W] of sharp solids (`scenes.object_id_buffer`, which the
-    scene sampler's visibility rule shares) made those of the bevelled ones: the pixels whose
-    sharp hit lies in a bevel's zone are cast again, onto the rounded edge or past it."""
+    scene sampler's visibility rule shares) made those of rounded cubes: a cube's pixels near
+    its silhouette are traced onto its rounded edge (`_onto_bevels`), and those that pass it
+    are cast again against every object (or see the floor)."""
     # A sharp corner overhangs its rounded edge by at most BEVEL x (sqrt 2 - 1): 3 pixels for a
     # large cube near the camera. Farther in, a bevel's pixels stay on their object, shaded
     # with the rounded edge's normals (`scenes.surface_normals`).

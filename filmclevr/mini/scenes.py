@@ -356,7 +356,8 @@ def surface_normals(
     """Outward unit normals [N, 3] of the object's surface at world points [N, 3] on it.
 
     With `bevel` > 0 the edges of cubes and cylinders are shaded as if rounded with that radius
-    (CLEVR's meshes have bevelled edges); the silhouette stays sharp.
+    (CLEVR's meshes have bevelled edges); the silhouette is the sharp solid's
+    (`render_clevr` traces cubes' round).
     """
     centre, cos_t, sin_t = _local_frame(obj, camera)
     p = points - centre.astype(np.float32)
