@@ -720,7 +720,7 @@ def _id_edges(ids: np.ndarray) -> np.ndarray:
     )
 
 
-def _dilated(mask: np.ndarray, steps: int) -> np.ndarray:
+def dilated(mask: np.ndarray, steps: int) -> np.ndarray:
     """`mask` [H, W] grown by `steps` pixels (4-neighbour steps: a diamond)."""
     grown = mask.copy()
     for _ in range(steps):
@@ -743,7 +743,7 @@ def _bevelled_silhouettes(
     # A sharp corner overhangs its rounded edge by at most BEVEL x (sqrt 2 - 1): 3 pixels for a
     # large cube near the camera. Farther in, a bevel's pixels stay on their object, shaded
     # with the rounded edge's normals (`scenes.surface_normals`).
-    near_silhouette = _dilated(_id_edges(ids), SILHOUETTE_REACH).ravel()
+    near_silhouette = dilated(_id_edges(ids), SILHOUETTE_REACH).ravel()
     flat_ids, flat_depth = ids.ravel().copy(), depth.ravel().copy()
     origin = camera.position.astype(np.float32)[None]
     missed = []
