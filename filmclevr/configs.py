@@ -255,6 +255,9 @@ class TrainConfig:
     data_order: str = "shards"
     shuffle_buffer: int = 5000
     checkpoint_every_steps: int = 0  # also save `last` every this many steps; 0: at epoch end
+    # Also keep each epoch's `last` as epoch-<N>.pt beside it: the run's checkpoints over
+    # training (studies.genuine_clevr.over_training), a few MB each for the demo's model.
+    keep_epoch_checkpoints: bool = False
     num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
     # Processes on this node, one per GPU: the train_model stage starts itself under
     # `torchrun --standalone` when this is > 1 (several nodes: call torchrun yourself).

@@ -11,7 +11,12 @@ learning_curve_vs_paper.png, as the evaluate_model stage drew it).
 Refused when the working tree has uncommitted changes to the code, since the commit would then
 not name the code that ran.
 
-    filmclevr-reference --name demo [--params params.yaml]
+    filmclevr-reference --name demo [--params params.yaml] [--measurements-only]
+
+`--measurements-only` keeps what the run measured and nothing it made: metrics, results table,
+learning curve, per-stage times and memory, parameters and provenance, no checkpoint,
+vocabulary, figures or analysis: a profile already kept, run again on another machine (its
+time and accuracy there).
 """
 
 from __future__ import annotations
@@ -43,6 +48,13 @@ FILES: tuple[tuple[str, bool], ...] = (
     ("results/learning_curve_vs_paper.png", True),
     ("results/analysis.json", False),
 )
+# What `measurements_only` keeps of FILES: numbers and tables, no model and no figure.
+MEASUREMENTS: tuple[str, ...] = (
+    "results/metrics.json",
+    "results/table.md",
+    "results/table.csv",
+    "results/learning_curve.csv",
+)
 ANALYSIS_FILES: tuple[str, ...] = (
     "examples.png",
     "examples.csv",
@@ -72,8 +84,9 @@ def _git(root: Path, *args: str) -> str:
     return result.stdout.strip()
 
 
-def keep_reference(root: Path, name: str, params: Path) -> Path:
-    """Copy the run's outputs into `root/results/reference/name/` (replaced atomically).
+def keep_reference(root: Path, name: str, params: Path, *, measurements_only: bool = False) -> Path:
+    """Copy the run's outputs into `root/results/reference/name/` (replaced atomically);
+    with `measurements_only`, only MEASUREMENTS, the per-stage times, parameters and provenance.
 
     Raises:
         ValueError: `name` is not one plain folder name, the code has uncommitted changes or
@@ -112,17 +125,18 @@ def keep_reference(root: Path, name: str, params: Path) -> Path:
     _check_same_profile(Path(params), metrics, root / "results/metrics.json")
     out = root / "results" / "reference" / name
     with atomic_dir(out) as tmp:
-        for src, _ in FILES:
+        for src in MEASUREMENTS if measurements_only else [src for src, _ in FILES]:
             if (root / src).is_file():
                 shutil.copyfile(root / src, tmp / Path(src).name)
         analysis = root / "results" / "analysis"
-        if analysis.is_dir():
+        if analysis.is_dir() and not measurements_only:
             (tmp / "analysis").mkdir()
             for file in ANALYSIS_FILES:
                 if (analysis / file).is_file():
                     shutil.copyfile(analysis / file, tmp / "analysis" / file)
-        _keep_cogent(root / "results" / "cogent", tmp / "cogent")
-        _keep_humans(root, tmp / "humans")
+        if not measurements_only:
+            _keep_cogent(root / "results" / "cogent", tmp / "cogent")
+            _keep_humans(root, tmp / "humans")
         # Snakemake's per-job wall time and peak memory (logs/benchmarks/<stage>.tsv), if any.
         for tsv in sorted((root / "logs" / "benchmarks").glob("*.tsv")):
             (tmp / "benchmarks").mkdir(exist_ok=True)
@@ -243,9 +257,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--params", type=Path, help="the profile that ran (default: the project's params.yaml)"
     )
     parser.add_argument("--root", type=Path, default=Path("."), help="project root")
+    parser.add_argument(
+        "--measurements-only",
+        action="store_true",
+        help="keep the numbers and times, not the model, figures or analysis",
+    )
     args = parser.parse_args(argv)
     try:
-        out = keep_reference(args.root, args.name, args.params or args.root / "params.yaml")
+        out = keep_reference(
+            args.root,
+            args.name,
+            args.params or args.root / "params.yaml",
+            measurements_only=args.measurements_only,
+        )
     except (ValueError, OSError, subprocess.CalledProcessError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

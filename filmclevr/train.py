@@ -94,6 +94,7 @@ _EXECUTION_FIELDS = frozenset(
         "max_epochs",
         "patience",
         "checkpoint_every_steps",
+        "keep_epoch_checkpoints",
         "device",
         "channels_last",
         "compile",
@@ -1055,7 +1056,10 @@ def _end_epoch(run: _Run, result: _EpochResult) -> None:
             run.best_model = {k: v.detach().to("cpu", copy=True) for k, v in weights}
             _write_best(run)
     if ctx.main:
-        save_checkpoint(run.last_checkpoint, _last_checkpoint(run, state.partial))
+        last = _last_checkpoint(run, state.partial)
+        save_checkpoint(run.last_checkpoint, last)
+        if run.cfg.keep_epoch_checkpoints:
+            save_checkpoint(epoch_checkpoint(run.last_checkpoint, row["epoch"]), last)
         run.logger.log(row)
 
 
@@ -1088,6 +1092,11 @@ def _finish(run: _Run, samples: int, seconds: float, stopped_early: bool) -> dic
 
 
 # --- Checkpoints of a run ---------------------------------------------------------------------
+def epoch_checkpoint(last_checkpoint: Path, epoch: int) -> Path:
+    """Where `keep_epoch_checkpoints` keeps the resume point of the end of `epoch` (1-based)."""
+    return last_checkpoint.with_name(f"epoch-{epoch}.pt")
+
+
 def _last_checkpoint(run: _Run, partial: Sums) -> dict[str, Any]:
     """The resume point: everything to go on exactly, `partial` the unfinished epoch's sums."""
     return {

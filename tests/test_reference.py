@@ -80,6 +80,24 @@ def test_keeps_outputs_parameters_and_provenance(run: Path) -> None:
     assert provenance["dvc_lock"] is None  # no dvc.lock: Snakemake ran it
 
 
+def test_measurements_only_keeps_the_numbers_and_times_not_the_model(run: Path) -> None:
+    out = reference.keep_reference(
+        run, "demo-elsewhere", run / "params.yaml", measurements_only=True
+    )
+    kept = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert kept == [
+        "PROVENANCE.json",
+        "benchmarks/get_data.tsv",
+        "learning_curve.csv",
+        "metrics.json",
+        "params.yaml",
+        "table.csv",
+        "table.md",
+    ]
+    assert json.loads((out / "metrics.json").read_text())["overall"] == 42.0
+    assert json.loads((out / "PROVENANCE.json").read_text())["machine"] == {"processor": "x"}
+
+
 def test_a_profile_with_a_base_is_kept_resolved_and_complete(run: Path, monkeypatch) -> None:
     """The record is the values that ran: a base edited later must not change it."""
     config = run / "config"

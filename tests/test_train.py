@@ -278,6 +278,28 @@ def test_resume_after_epoch_gives_the_same_run(
     assert (tmp_path / tsv).read_text() == (reference / tsv).read_text()
 
 
+def test_keep_epoch_checkpoints_keeps_each_epochs_resume_point(
+    reference: Path, data: dict[str, Path], tmp_path: Path
+) -> None:
+    config = TrainConfig.from_dict({**TINY_TRAIN.asdict(), "keep_epoch_checkpoints": True})
+    run(data, tmp_path, config)
+    assert_same_run(reference, tmp_path)  # keeping them changes nothing of the run
+    assert not list(reference.glob("epoch-*.pt"))  # and off by default
+    last = load_checkpoint(tmp_path / "last.pt")
+    epochs = last["epoch"]
+    assert epochs > 1
+    kept = sorted(p.name for p in tmp_path.glob("epoch-*.pt"))
+    assert kept == sorted(f"epoch-{n}.pt" for n in range(1, epochs + 1))
+    for n in range(1, epochs + 1):
+        checkpoint = load_checkpoint(train_mod.epoch_checkpoint(tmp_path / "last.pt", n))
+        assert (checkpoint["epoch"], checkpoint["epoch_step"]) == (n, 0)
+        assert checkpoint["history"] == last["history"][:n]
+        assert checkpoint["step"] == last["history"][n - 1]["step"]
+    final = load_checkpoint(tmp_path / f"epoch-{epochs}.pt")
+    for key, value in last["model"].items():
+        assert torch.equal(value, final["model"][key]), key
+
+
 def test_resume_mid_epoch_gives_the_same_run(
     reference: Path, data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,10 +14,11 @@ its standard error (sqrt(s1^2/n1 + s2^2/n2)):
 - official, uniform: both, as the paper's runs (config/paper.yaml).
 
 A difference smaller than about two of its standard errors is not told apart from the seeds'
-spread. Each run takes about as long as the profile's training (the demo: 5 minutes on 2 cores),
-so the default, 4 variants x 5 seeds, is 20 trainings. `--epochs N` trains N epochs instead of
-the profile's `max_epochs` (a CLEVR-sized profile's first epochs); a decaying learning rate
-then decays over those N, so compare such runs with one another, not with the profile's.
+spread. Each run takes about as long as the profile's training (the demo's reference run's time
+is in its benchmarks/train_model.tsv), so the default, 4 variants x 5 seeds, is 20 trainings.
+`--epochs N` trains N epochs instead of the profile's `max_epochs` (a CLEVR-sized profile's
+first epochs); a decaying learning rate then decays over those N, so compare such runs with one
+another, not with the profile's.
 `--json` keeps every run as it finishes (`scored_runs.KeptRuns`): started again with the same
 file, the script trains only what it lacks, and a file shared with
 `studies.gate_tolerances.seeds` lends it the default recipe's seeds it already trained.

@@ -5,10 +5,11 @@ figure. Does what the model learns carry over at every stage, or only at the end
     python -m studies.genuine_clevr.over_training --params config/<profile>.yaml \\
         --genuine ../shared/clevr_genuine \\
         --out results/reference/<name>/sim_to_real_over_training \\
-        "epoch 1=models/epoch1.pt" "epoch 2=models/epoch2.pt" ...
+        "epoch 1=models/epoch-1.pt" "epoch 2=models/epoch-2.pt" ...
 
 Each checkpoint is `LABEL=PATH` (or a PATH, labelled by its file name), in training order:
-a `film.pt`, or a `last.pt` kept as an epoch ended (its `model` is that epoch's weights; its
+a `film.pt`, or a resume point kept as an epoch ended (`train_model.keep_epoch_checkpoints`
+keeps them as `epoch-<N>.pt` beside `last.pt`: its `model` is that epoch's weights, its
 history's last entry that epoch's accuracy on the whole validation split, which the table shows
 beside the harness's sample). Writes `over_training.json` (one row per checkpoint, keyed by
 its SHA-256: a rerun measures only the checkpoints it lacks) and `over_training.png`.
