@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -868,6 +869,8 @@ def _resume(run: _Run) -> None:
     checkpoint = _matching_last_checkpoint(
         run.last_checkpoint, run.meta["fingerprint"], run.cfg.max_epochs
     )
+    if checkpoint is None and run.ctx.main:
+        _remove_epoch_checkpoints(run.last_checkpoint)
     if checkpoint is not None:
         run.raw_model.load_state_dict(checkpoint["model"])
         run.optimizer.load_state_dict(checkpoint["optimizer"])
@@ -1095,6 +1098,24 @@ def _finish(run: _Run, samples: int, seconds: float, stopped_early: bool) -> dic
 def epoch_checkpoint(last_checkpoint: Path, epoch: int) -> Path:
     """Where `keep_epoch_checkpoints` keeps the resume point of the end of `epoch` (1-based)."""
     return last_checkpoint.with_name(f"epoch-{epoch}.pt")
+
+
+def _remove_epoch_checkpoints(last_checkpoint: Path) -> None:
+    """A fresh start replaces the run whose `last` lay here: that run's epoch-<N>.pt go with
+    it, so that the folder never holds two runs' epochs as if they were one's."""
+    stale = [
+        path
+        for path in last_checkpoint.parent.glob("epoch-*.pt")
+        if re.fullmatch(r"epoch-[0-9]+\.pt", path.name)
+    ]
+    for path in stale:
+        path.unlink()
+    if stale:
+        log.info(
+            "removed %d epoch checkpoints of an earlier run from %s",
+            len(stale),
+            last_checkpoint.parent,
+        )
 
 
 def _last_checkpoint(run: _Run, partial: Sums) -> dict[str, Any]:

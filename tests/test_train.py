@@ -300,6 +300,20 @@ def test_keep_epoch_checkpoints_keeps_each_epochs_resume_point(
         assert torch.equal(value, final["model"][key]), key
 
 
+def test_a_fresh_start_removes_the_earlier_runs_epoch_checkpoints(
+    data: dict[str, Path], tmp_path: Path
+) -> None:
+    kept = {**TINY_TRAIN.asdict(), "keep_epoch_checkpoints": True}
+    run(data, tmp_path, TrainConfig.from_dict(kept))
+    assert (tmp_path / "epoch-2.pt").is_file()
+    (tmp_path / "epoch-notes.pt").write_text("not a checkpoint of the trainer's")
+    # Another seed is another run: it starts fresh, for one epoch.
+    run(data, tmp_path, TrainConfig.from_dict({**kept, "seed": 7, "max_epochs": 1}))
+    assert sorted(p.name for p in tmp_path.glob("epoch-*.pt")) == ["epoch-1.pt", "epoch-notes.pt"]
+    fresh = load_checkpoint(tmp_path / "last.pt")
+    assert load_checkpoint(tmp_path / "epoch-1.pt")["fingerprint"] == fresh["fingerprint"]
+
+
 def test_resume_mid_epoch_gives_the_same_run(
     reference: Path, data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
