@@ -66,9 +66,11 @@ def _params(tmp_path: Path) -> tuple[dict, Path]:
     return params, params_file
 
 
-def _study_without_training(tmp_path, monkeypatch, params_file, kept, *args) -> dict:
+def _study_without_training(
+    tmp_path, monkeypatch, params_file, kept, *args, baseline: float = 50.0
+) -> dict:
     """The study on kept runs alone (training fails the test), against a baseline folder of
-    one precision; its --summary."""
+    one precision (`baseline` overall and in every column); its --summary."""
 
     def no_training(*args, **kwargs):
         raise AssertionError("a run the kept file lacks was trained")
@@ -76,7 +78,9 @@ def _study_without_training(tmp_path, monkeypatch, params_file, kept, *args) -> 
     monkeypatch.setattr("filmclevr.scored_runs.train_and_score", no_training)
     baselines = tmp_path / "baseline"
     (baselines / "bf16").mkdir(parents=True)
-    (baselines / "bf16" / "metrics.json").write_text(json.dumps(_run(50.0)))
+    (baselines / "bf16" / "metrics.json").write_text(
+        json.dumps(_run(baseline, shift=baseline - 50.0))
+    )
     summary_path = tmp_path / "summary.json"
     study.main(["--params", str(params_file), "--data", str(_data(tmp_path)), "--json", str(kept),
                 "--summary", str(summary_path), "--baseline", str(baselines), *args])  # fmt: skip
@@ -126,9 +130,34 @@ def test_a_restart_on_kept_runs_trains_nothing_and_summarises_them(tmp_path, cap
     assert at_profile["tolerance"] == 2.0
     assert at_profile["runs"]["seed 2"]["gate"] == "pass"  # 0.2 below seed 0, and columns 0.2
     assert at_profile["runs"]["blank images"]["failures"]
+    # CI's gate: every run against the committed baseline (50.0), at the profile's tolerance.
+    against_baseline = summary["gate"]["baseline"]
+    assert against_baseline["file"].endswith("metrics.json")
+    assert {name: v["gate"] for name, v in against_baseline["runs"].items()} == {
+        "seed 0": "pass", "seed 1": "pass", "seed 2": "pass",
+        "no FiLM": "fail", "blank images": "fail", "shuffled questions": "fail",
+    }  # fmt: skip
     printed = capsys.readouterr().out
     assert "NOT AS IT MUST BE" not in printed
     assert "implied regression.tolerance." in printed
+
+
+def test_a_seed_the_baseline_gate_would_fail_is_marked(tmp_path, capsys, monkeypatch):
+    """A baseline above the seeds' spread: CI would fail a sound run, and the study says so."""
+    params, params_file = _params(tmp_path)
+    seeds = {s: _run(v, shift=v - 50.0) for s, v in {0: 50.0, 1: 50.4, 2: 49.8}.items()}
+    kept = _kept_file(tmp_path, params, seeds, [])
+    summary = _study_without_training(
+        tmp_path, monkeypatch, params_file, kept, "--seeds", "0", "1", "2", "--no-breakages",
+        baseline=52.1,
+    )  # fmt: skip
+    verdicts = summary["gate"]["baseline"]["runs"]
+    assert {name: v["gate"] for name, v in verdicts.items()} == {
+        "seed 0": "fail",
+        "seed 1": "pass",
+        "seed 2": "fail",
+    }
+    assert "NOT AS IT MUST BE" in capsys.readouterr().out
 
 
 def test_without_breakages_only_the_seeds_are_asked_for(tmp_path, monkeypatch):

@@ -13,8 +13,9 @@ temporary folder, evaluates each on the validation split, and prints:
    on another CPU once fell 6.15 points on 325 Compare Attribute questions, where 5 seeds had
    implied 6.0); rounded up to half a point;
 2. the gate (`regression.check_regression`) of each run against the first seed's, at the
-   profile's tolerance and at the implied one, which must FAIL for each breakage and PASS for
-   the other seeds (the control):
+   profile's tolerance and at the implied one, and against the committed baseline of this
+   numeric path (as CI gates) at the profile's, which must FAIL for each breakage and PASS for
+   the seeds (the control):
    - control: another seed, nothing broken;
    - no FiLM: the model without FiLM in any ResBlock (model.ABLATIONS' no_film_blocks1_4);
    - blank images: every image all zeros, in training and evaluation;
@@ -46,7 +47,7 @@ import statistics
 from pathlib import Path
 
 from filmclevr import shards
-from filmclevr.fileio import write_json_atomic
+from filmclevr.fileio import read_json, write_json_atomic
 from filmclevr.model import ABLATIONS
 from filmclevr.params import GATE_METRICS, load_params
 from filmclevr.regression import check_regression, choose_baseline, tolerance_for
@@ -145,8 +146,9 @@ def main(argv: list[str] | None = None) -> None:
               flush=True)  # fmt: skip
     seeds = [runs[f"seed {s}"] for s in args.seeds]
 
-    # The tolerance CI would hold a run of this numeric path to.
-    _, gated_as, _ = choose_baseline(args.baseline, precision)
+    # The tolerance CI would hold a run of this numeric path to, and the baseline it would
+    # hold the run against.
+    baseline_file, gated_as, _ = choose_baseline(args.baseline, precision)
     tolerance = tolerance_for(written, gated_as)
     label = f"{params['profile']}, {precision}, {len(seeds)} runs"
     print(f"\nSpread over seeds {args.seeds} ({label}):")
@@ -172,6 +174,12 @@ def main(argv: list[str] | None = None) -> None:
         runs, first_run, tolerance, f"the profile's tolerance {json.dumps(tolerance)}"
     )
     at_implied = print_gate(runs, first_run, implied, "the implied tolerance")
+    at_baseline = print_gate(
+        {"the baseline": read_json(baseline_file), **runs},
+        "the baseline",
+        tolerance,
+        f"the profile's tolerance, as CI gates ({baseline_file}),",
+    )
     if args.summary is not None:
         write_json_atomic(args.summary, {
             "profile": params["profile"], "precision": precision, "seeds": args.seeds,
@@ -182,7 +190,9 @@ def main(argv: list[str] | None = None) -> None:
             "implied_tolerance": implied,
             "gate": {"against": first_run,
                      "profile_tolerance": {"tolerance": tolerance, "runs": at_profile},
-                     "implied_tolerance": {"tolerance": implied, "runs": at_implied}},
+                     "implied_tolerance": {"tolerance": implied, "runs": at_implied},
+                     "baseline": {"file": str(baseline_file), "tolerance": tolerance,
+                                  "runs": at_baseline}},
         }, indent=1)  # fmt: skip
 
 
