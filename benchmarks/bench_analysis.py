@@ -13,16 +13,14 @@ import argparse
 import contextlib
 import io
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from filmclevr.analysis import analyze
+from filmclevr.params import load_params
 
-from filmclevr.analysis import analyze  # noqa: E402
-from filmclevr.params import load_params  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
