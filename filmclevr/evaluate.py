@@ -535,6 +535,8 @@ def write_test_answers(
     predictions: Mapping[int, int],
     answer_vocab: Mapping[str, int],
     out_txt: Path,
+    *,
+    records_path: str | Path = "the test records",
 ) -> None:
     """Write one predicted answer word per line, in question-index order (CLEVR's test format).
 
@@ -543,24 +545,29 @@ def write_test_answers(
             which must run 0..N-1, as in CLEVR's question files.
         predictions: question_index -> answer index.
         answer_vocab: `answer_token_to_idx` of vocab.json.
+        records_path: the file the records came from, named by every error.
     """
     words = {index: token for token, index in answer_vocab.items()}
     if len(words) != len(answer_vocab):
-        raise ValueError("answer vocabulary maps two answers to one index")
+        raise ValueError(f"{records_path}: the answer vocabulary maps two answers to one index")
     indices = sorted(r["question_index"] for r in records_in_question_order)
     if len(set(indices)) != len(indices):
-        raise ValueError("question indices repeat in the test records")
+        raise ValueError(f"{records_path}: question indices repeat")
     if indices != list(range(len(indices))):  # line i must answer question i
         raise ValueError(
-            f"the test records' question indices are not 0..{len(indices) - 1}: line numbers "
+            f"{records_path}: the question indices are not 0..{len(indices) - 1}: line numbers "
             "would not be question indices"
         )
     missing = [q for q in indices if q not in predictions]
     if missing:
-        raise ValueError(f"{len(missing)} of {len(indices)} test questions have no prediction")
+        raise ValueError(
+            f"{records_path}: {len(missing)} of {len(indices)} test questions have no prediction"
+        )
     unknown = sorted({predictions[q] for q in indices} - words.keys())
     if unknown:
-        raise ValueError(f"predicted answer indices {unknown} are not in the answer vocabulary")
+        raise ValueError(
+            f"{records_path}: predicted answer indices {unknown} are not in the answer vocabulary"
+        )
     write_text_atomic(out_txt, "".join(f"{words[predictions[q]]}\n" for q in indices))
 
 

@@ -41,13 +41,19 @@ def paper_table4() -> dict[str, float]:
 
 
 def accuracy(
-    records: Iterable[Mapping[str, Any]], predictions: Mapping[int, int]
+    records: Iterable[Mapping[str, Any]],
+    predictions: Mapping[int, int],
+    records_path: str | Path = "the records",
 ) -> dict[str, Any]:
-    """{"accuracy": percent correct (2 decimals; None without questions), "questions": n}."""
+    """{"accuracy": percent correct (2 decimals; None without questions), "questions": n}.
+    `records_path`, the file the records came from, is named by the error."""
     total = correct = 0
     for r in records:
         if r["question_index"] not in predictions:
-            raise ValueError(f"question {r['question_index']} has no prediction")
+            raise ValueError(
+                f"{records_path}: question {r['question_index']} has no prediction (the shards "
+                "lack it: rerun prepare_humans)"
+            )
         total += 1
         correct += int(predictions[r["question_index"]] == r["answer"])
     return {"accuracy": round(100 * correct / total, 2) if total else None, "questions": total}
@@ -105,13 +111,14 @@ def report(
     batch_size = params["evaluate_model"]["batch_size"]
     scores: dict[str, dict[str, dict[str, Any]]] = {}
     for split in SCORED:
-        records = read_encoded_split(tokens_dir / f"{split}.json", split)
+        records_path = tokens_dir / f"{split}.json"
+        records = read_encoded_split(records_path, split)
         groups = subsets(records, tokens["clevr_words"])
         for name, model in (("before", before), ("after", after)):
             loader = checked_loader(model, shards_dir, split, batch_size)
             predictions = predict(model, loader, device)
             scores.setdefault(name, {})[split] = {
-                subset: accuracy(groups[subset], predictions) for subset in SUBSETS
+                subset: accuracy(groups[subset], predictions, records_path) for subset in SUBSETS
             }
     config = TrainConfig.from_dict(state["train_config"])  # what the fine-tuning ran
     metrics = {

@@ -9,7 +9,9 @@ the FiLMed network (`FiLMedNet`) as two modules, each as its constructor's argum
 state dict (`program_generator_kwargs` / `program_generator_state`, `execution_engine_kwargs` /
 `execution_engine_state`), beside the vocabulary (`vocab`), the command line (`args`) and the
 run's statistics (`best_val_acc`, `model_t`, ...). `convert` writes such a file as this project's
-checkpoint (`checkpoint.py`), so that evaluation, analysis and `filmclevr-ask` read it.
+checkpoint (`checkpoint.py`) with its record beside it (OUT with `.json`, as models/film.json
+beside models/film.pt: the run's validation checks), so that the evaluate_model, submit_test and
+analyze_model stages and `filmclevr-ask` read it.
 
 Only the `film_pixels` family converts: a FiLM model on raw pixels with a GRU FiLM generator, whose
 every option `FiLMConfig` expresses with the same computation. Anything else (a FiLM model on
@@ -30,6 +32,7 @@ Exit status: 0 converted; 1 bad input (one line on stderr naming the file); 2 us
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
 from collections.abc import Mapping
@@ -45,15 +48,20 @@ from filmclevr.fileio import file_sha256, write_json_atomic
 from filmclevr.model import FiLMConfig, FiLMedNet, count_parameters
 from filmclevr.tokenize import check_vocab
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "NAME_MAPPING",
     "OfficialCheckpointError",
     "convert",
     "main",
+    "official_record",
     "project_config",
     "project_name",
     "project_state_dict",
     "read_official_checkpoint",
+    "record_path",
+    "unverified_options",
 ]
 
 # Official state-dict name -> this project's, per official module: (module, pattern, project
@@ -83,6 +91,24 @@ _IGNORED = {
 }
 _CONDITION_METHODS = {official: ours for ours, official in FILM_PLACEMENTS.items()}
 _RESTRICTED_GAMMAS = ("sigmoid", "tanh", "exp")
+# The FiLMConfig options that choose a computation rather than a size. The official code's own
+# outputs (tests/data/official_golden/) check the film_pixels model, each of these at its
+# FiLMConfig() default; another value converts by reading the official source, unchecked by its
+# outputs, and the conversion says so.
+CHECKED_COMPUTATION = (
+    "rnn_num_layers",
+    "stem_batchnorm",
+    "use_coords",
+    "use_gamma",
+    "use_beta",
+    "gamma_option",
+    "film_placement",
+    "condition_pattern",
+    "residual",
+    "module_batchnorm",
+    "classifier_batchnorm",
+    "dropout",
+)
 
 
 class OfficialCheckpointError(ValueError):
@@ -319,6 +345,20 @@ def project_config(
         raise OfficialCheckpointError(f"{source}: {e}; {FAMILY}") from None
 
 
+def unverified_options(config: FiLMConfig) -> dict[str, Any]:
+    """The options of `config` (CHECKED_COMPUTATION) at another value than the one the official
+    code's own outputs check; a condition pattern of every block is the default's."""
+    checked = FiLMConfig()
+    unchecked = {}
+    for option in CHECKED_COMPUTATION:
+        value = getattr(config, option)
+        if option == "condition_pattern" and value is not None and all(value):
+            continue
+        if value != getattr(checked, option):
+            unchecked[option] = value
+    return unchecked
+
+
 # --- Reading and converting ----------------------------------------------------------------------
 def read_official_checkpoint(path: str | Path) -> dict[str, Any]:
     """The official checkpoint at `path`, read safely (tensors and plain data only) to the CPU.
@@ -381,8 +421,65 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# The official scripts/train_model.py's --batch_size default, for a file whose args lack it.
+OFFICIAL_BATCH_SIZE = 64
+
+
+def record_path(out_path: str | Path) -> Path:
+    """Where `convert` writes the checkpoint's record: beside it, as train_model writes
+    models/film.json beside models/film.pt."""
+    return Path(out_path).with_suffix(".json")
+
+
+def official_history(official: Mapping[str, Any], batch_size: int) -> list[dict[str, Any]]:
+    """The official run's validation checks as a history of this project's (the rows
+    `evaluate.learning_curve` reads): step = the official iteration `val_accs_ts`, questions
+    seen = step x batch size, accuracies as fractions. An official run checks every
+    `checkpoint_every` iterations, not per epoch, so a row's `epoch` is None. Empty where the
+    statistics are missing or do not line up (one accuracy per check)."""
+    steps = official.get("val_accs_ts") or []
+    val = official.get("val_accs") or []
+    train = official.get("train_accs") or []
+    if not (len(steps) == len(val) == len(train)):
+        return []
+    return [
+        {
+            "epoch": None,
+            "step": int(step),
+            "questions_seen": int(step) * batch_size,
+            "val_accuracy": float(val_accuracy),
+            "train_accuracy": float(train_accuracy),
+        }
+        for step, val_accuracy, train_accuracy in zip(steps, val, train, strict=True)
+    ]
+
+
+def official_record(official: Mapping[str, Any], checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """The record train_model writes beside a checkpoint (models/film.json), for the converted
+    checkpoint of `official`: what the stages that read a record need (evaluate_model draws its
+    history, the official run's own validation checks, beside the paper's curve)."""
+    args = official.get("args")
+    args = args if isinstance(args, Mapping) else {}
+    batch_size = int(args.get("batch_size") or OFFICIAL_BATCH_SIZE)
+    return {
+        "model_config": checkpoint["model_config"],
+        "train_config": {"batch_size": batch_size},
+        "epoch": checkpoint["epoch"],
+        "val_accuracy": official.get("best_val_acc"),
+        "parameters": checkpoint["parameters"],
+        "world_size": 1,
+        "fingerprint": checkpoint["fingerprint"],
+        "history": official_history(official, batch_size),
+        "official": {
+            k: checkpoint["official"][k] for k in ("source", "sha256", "unverified_options")
+        },
+    }
+
+
 def convert(official_path: str | Path, out_path: str | Path) -> dict[str, Any]:
-    """Write the official checkpoint at `official_path` as this project's checkpoint `out_path`.
+    """Write the official checkpoint at `official_path` as this project's checkpoint `out_path`,
+    with its record beside it (`record_path`: what train_model writes as models/film.json), so
+    that the stages take it as one of this project's.
 
     Returns:
         the checkpoint written (as `checkpoint.load_checkpoint` reads it back).
@@ -437,6 +534,7 @@ def convert(official_path: str | Path, out_path: str | Path) -> dict[str, Any]:
         "official": {
             "source": str(official_path),
             "sha256": file_sha256(official_path),
+            "unverified_options": unverified_options(config),
             "best_val_acc": official.get("best_val_acc"),
             "program_generator_kwargs": _plain(generator_kwargs),
             "execution_engine_kwargs": _plain(
@@ -445,6 +543,16 @@ def convert(official_path: str | Path, out_path: str | Path) -> dict[str, Any]:
         },
     }
     save_checkpoint(out_path, checkpoint)
+    write_json_atomic(record_path(out_path), official_record(official, checkpoint))
+    unverified = checkpoint["official"]["unverified_options"]
+    if unverified:
+        log.warning(
+            "%s: %s: the official code's own outputs check none of these values (the "
+            "conversion follows the official source; the golden files cover the film_pixels "
+            "defaults only)",
+            out_path,
+            ", ".join(f"{k}={v!r}" for k, v in unverified.items()),
+        )
     return checkpoint
 
 
@@ -466,10 +574,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     try:
-        if args.out.resolve() == args.official.resolve():
-            raise ValueError(f"{args.out}: would overwrite the official checkpoint it reads")
+        record = record_path(args.out)
+        for path in (args.out, record):
+            if path.resolve() == args.official.resolve():
+                raise ValueError(f"{path}: would overwrite the official checkpoint it reads")
         if args.vocab_out is not None:
-            for path, what in ((args.official, "official checkpoint"), (args.out, "checkpoint")):
+            written = (
+                (args.official, "official checkpoint"),
+                (args.out, "checkpoint"),
+                (record, "checkpoint's record"),
+            )
+            for path, what in written:
                 if args.vocab_out.resolve() == path.resolve():
                     raise ValueError(
                         f"--vocab-out {args.vocab_out}: would overwrite the {what} {path}"
@@ -485,7 +600,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.out}: the official FiLM model of {args.official}, "
         f"{config['image_size']}-pixel images, {config['num_blocks']} ResBlocks of "
         f"{config['module_channels']} channels, {checkpoint['vocab_size']} question tokens, "
-        f"{checkpoint['num_answers']} answers, {checkpoint['parameters']['total']:,} parameters"
+        f"{checkpoint['num_answers']} answers, {checkpoint['parameters']['total']:,} parameters; "
+        f"its record: {record_path(args.out)}"
     )
     return 0
 

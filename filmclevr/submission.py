@@ -148,7 +148,7 @@ def write_submission(
                 device=torch_device,
             )
             path = tmp / answers_file(split)
-            write_test_answers(records, predictions, answer_vocab, path)
+            write_test_answers(records, predictions, answer_vocab, path, records_path=records_path)
             special = sum(
                 predictions[r["question_index"]] in SPECIAL_TOKENS.values() for r in records
             )

@@ -355,8 +355,10 @@ def test_write_test_answers_order_and_format(tmp_path):
     evaluate.write_test_answers(records, {0: 4, 1: 6, 2: 5}, vocab, out)
     assert out.read_text() == "yes\n3\nno\n"
 
-    with pytest.raises(ValueError, match="1 of 3 test questions have no prediction"):
-        evaluate.write_test_answers(records, {0: 4, 1: 6}, vocab, out)
+    with pytest.raises(ValueError, match="test.json: 1 of 3 test questions have no prediction"):
+        evaluate.write_test_answers(
+            records, {0: 4, 1: 6}, vocab, out, records_path=tmp_path / "test.json"
+        )
     with pytest.raises(ValueError, match=r"\[99\]"):
         evaluate.write_test_answers(records, {0: 4, 1: 6, 2: 99}, vocab, out)
     # Line i answers question i: indices with a gap have no line numbers to match.

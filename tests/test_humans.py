@@ -30,7 +30,7 @@ from filmclevr.humans_data import (
     prepare,
     question_file,
 )
-from filmclevr.humans_report import paper_table4
+from filmclevr.humans_report import accuracy, paper_table4
 from filmclevr.mini import generate_mini_clevr
 from filmclevr.mini.generate import answered_questions, generator_arguments
 from filmclevr.mini.humans import KEYS, SYNONYMS, reword, write_stand_in
@@ -455,3 +455,11 @@ def test_humans_under_both_engines(tmp_path: Path):
     dvc_repro_in_a_new_repo(dvc_side)
     assert check_humans(dvc_side) == metrics  # the same runs, the same numbers
     assert "humans" not in dvc(dvc_side, "status")
+
+
+def test_accuracy_counts_right_answers_and_names_the_file_of_an_unpredicted_question():
+    records = [{"question_index": 0, "answer": 5}, {"question_index": 1, "answer": 6}]
+    assert accuracy(records, {0: 5, 1: 7}) == {"accuracy": 50.0, "questions": 2}
+    assert accuracy([], {}) == {"accuracy": None, "questions": 0}
+    with pytest.raises(ValueError, match=r"val\.json: question 1 has no prediction"):
+        accuracy(records, {0: 5}, Path("tokens/val.json"))

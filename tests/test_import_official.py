@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from filmclevr import ask, official
+from filmclevr import ask, clevr, evaluate, official, submission
+from filmclevr.fileio import read_json
 from filmclevr.tokenize import load_vocab
-from tests.test_official_golden import ULPS, golden, golden_eval, official_eval, rounding_units
+from tests.helpers import write_random_images, write_tokens_and_shards
+from tests.test_official_golden import EVAL_ULPS, golden, golden_eval, official_eval, rounding_units
 
 # The clevr-iep vocabulary of CLEVR's train questions, as the official code's vocab.json: the
 # golden ids' question and answer tables and the 44 program tokens (decoder_vocab_size).
@@ -47,6 +49,7 @@ def official_checkpoint() -> dict[str, Any]:
         "args": {
             "model_type": "FiLM",
             "feature_dim": "3,64,64",
+            "batch_size": 64,
             "learning_rate": 3e-4,
             "weight_decay": 1e-5,
             "debug_every": INF,
@@ -108,7 +111,7 @@ def test_an_official_checkpoint_converts_and_answers_as_the_official_model(tmp_p
     # Bit for bit the official computation on this CPU, and so the golden file's logits
     # themselves wherever this CPU reproduces them (tests/test_official_golden.py).
     assert torch.equal(logits, official_eval()["logits"])
-    assert rounding_units(logits, golden_eval()["logits"]) <= ULPS
+    assert rounding_units(logits, golden_eval()["logits"]) <= EVAL_ULPS
 
     _, checkpoint = ask.load(tmp_path / "ours.pt")
     assert checkpoint["official"]["sha256"] and checkpoint["step"] == 2
@@ -178,12 +181,25 @@ def test_no_output_overwrites_an_input_or_the_other_output(tmp_path, capsys):
             "--vocab-out",
             str(tmp_path / "." / "official.pt"),  # the same file, spelled otherwise
         ],
+        f"--vocab-out {tmp_path / 'ours.json'}: would overwrite the checkpoint's record": [
+            str(source),
+            str(ours),
+            "--vocab-out",
+            str(tmp_path / "ours.json"),
+        ],
     }
     for message, argv in refused.items():
         assert official.main(argv) == 1
         assert message in capsys.readouterr().err
         assert source.read_bytes() == original
         assert not ours.exists()  # refused before converting
+    # The record goes beside the checkpoint with .json: never over an official file so named.
+    named_json = write_official(tmp_path / "run.json", official_checkpoint())
+    assert official.main([str(named_json), str(tmp_path / "run.pt")]) == 1
+    assert f"{tmp_path / 'run.json'}: would overwrite the official checkpoint" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "run.pt").exists()
 
 
 @pytest.mark.parametrize(
@@ -268,3 +284,98 @@ def test_objects_are_never_unpickled(tmp_path, capsys):
     checkpoint["best_val_acc"] = np.float64(0.5)  # numpy scalars are objects too
     status, output = convert(tmp_path, checkpoint, capsys)
     assert status == 1 and "holds an object of type numpy" in output
+
+
+def test_the_stages_take_a_converted_checkpoint_as_one_of_ours(tmp_path, capsys):
+    """evaluate_model (its metrics, and the official run's validation checks from the record
+    beside the paper's curve) and submit_test, as their stages call them, on tiny data encoded
+    with the model's own vocabulary."""
+    status, output = convert(tmp_path, official_checkpoint(), capsys)
+    assert status == 0, output
+    ours = tmp_path / "ours.pt"
+    assert f"its record: {official.record_path(ours)}" in output
+    _, checkpoint = ask.load(ours)
+    data = tmp_path / "data"
+    (data / "tokens").mkdir(parents=True)
+    (data / "tokens" / "vocab.json").write_text(json.dumps(checkpoint["vocab"]))
+    answers = [checkpoint["vocab"]["answer_token_to_idx"][a] for a in clevr.ANSWERS]
+    types = list(clevr.QUESTION_TYPES)
+    rng = np.random.default_rng(0)
+    questions: dict[str, list[dict[str, Any]]] = {}
+    image_size = checkpoint["model_config"]["image_size"]
+    for split, n_images in {"train": 4, "val": 3, "test": 2}.items():
+        records = questions[split] = []
+        for i, name, _ in write_random_images(data, split, n_images, image_size, rng):
+            for _ in range(3):
+                kind = types[int(rng.integers(len(types)))]
+                words = rng.integers(4, checkpoint["vocab_size"], int(rng.integers(3, 9)))
+                records.append(
+                    {
+                        "question_index": len(records),
+                        "image_index": i,
+                        "image_filename": name,
+                        "tokens": [1, *words.tolist(), 2],
+                        "answer": answers[int(rng.integers(len(answers)))],
+                        "type": kind,
+                        "function": clevr.QUESTION_TYPES[kind][0],
+                        "family": 0,
+                    }
+                )
+    shards_dir = write_tokens_and_shards(data, questions, images_per_shard=4)
+
+    result = evaluate.evaluate(
+        ours, shards_dir, data / "tokens", split="val", batch_size=4, device="cpu",
+        profile="official", source="mini", predictions_dir=tmp_path / "predictions",
+    )  # fmt: skip
+    assert result.metrics["counts"]["overall"] == 9
+    beside = evaluate.write_learning_curve(
+        read_json(official.record_path(ours)),
+        prior=result.prior["overall"],
+        context=result.context,
+        out_csv=tmp_path / "curve.csv",
+        out_png=tmp_path / "curve.png",
+    )
+    assert beside  # the official run started from the paper's init: beside the paper's curve
+    curve = (tmp_path / "curve.csv").read_text().splitlines()
+    header, row = (
+        curve[0].split(","),
+        dict(zip(curve[0].split(","), curve[1].split(","), strict=True)),
+    )
+    assert len(curve) == 2 and "questions_seen" in header
+    assert (int(row["questions_seen"]), float(row["val_accuracy"])) == (2 * 64, 50.0)
+
+    manifest = submission.write_submission(
+        ours, shards_dir, data / "tokens", tmp_path / "submission",
+        batch_size=4, profile="official", source="mini", device="cpu",
+    )  # fmt: skip
+    lines = (tmp_path / "submission" / submission.answers_file("test")).read_text().splitlines()
+    assert len(lines) == 6 and set(lines) <= set(clevr.ANSWERS)
+    assert manifest["model"]["fingerprint"] == checkpoint["fingerprint"]
+
+
+def test_options_the_golden_files_do_not_check_convert_with_a_warning(tmp_path, capsys, caplog):
+    def with_pattern(pattern: tuple[int, ...]) -> dict[str, Any]:
+        checkpoint = official_checkpoint()
+        network = checkpoint["execution_engine_kwargs"]
+        checkpoint["execution_engine_kwargs"] = {**network, "condition_pattern": pattern}
+        return checkpoint
+
+    restricted = official_checkpoint()  # gamma = sigmoid(delta gamma), as in the paper's Table 2
+    generator = restricted["program_generator_kwargs"]
+    restricted["program_generator_kwargs"] = {
+        **generator, "gamma_option": "sigmoid", "gamma_baseline": 0
+    }  # fmt: skip
+    status, output = convert(tmp_path, restricted, capsys)
+    assert status == 0, output
+    unverified = {"gamma_option": "sigmoid"}
+    assert ask.load(tmp_path / "ours.pt")[1]["official"]["unverified_options"] == unverified
+    record = read_json(official.record_path(tmp_path / "ours.pt"))
+    assert record["official"]["unverified_options"] == unverified
+    assert "gamma_option='sigmoid': the official code's own outputs check none" in caplog.text
+
+    caplog.clear()  # FiLM in every block, however it is spelled, is what the golden files check
+    for checked in (with_pattern((1, 1, 1, 1)), official_checkpoint()):
+        status, output = convert(tmp_path, checked, capsys)
+        assert status == 0, output
+        assert ask.load(tmp_path / "ours.pt")[1]["official"]["unverified_options"] == {}
+    assert "check none" not in caplog.text
