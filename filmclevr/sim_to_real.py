@@ -1,7 +1,7 @@
 """filmclevr-sim-to-real: how a checkpoint does on genuine CLEVR images beside mini-CLEVR ones.
 
     filmclevr-sim-to-real --model results/reference/demo/film.pt \\
-        --genuine /work/shared/clevr_genuine
+        --genuine ../shared/clevr_genuine
     python -m filmclevr.sim_to_real ...   (the same)
 
 One harness, two sides (three with `--re-rendered`):
@@ -265,8 +265,39 @@ def _check_scene(scene: Any, scenes_file: Path, position: int) -> None:
             raise ValueError(f"{where}: relationships[{relation!r}] does not list every object")
 
 
-def genuine_images(genuine_root: str | Path, split: str = GENUINE_SPLIT) -> list[GenuineImage]:
-    """Every image of `genuine_root/images/{split}/` with its scene record, by image index.
+def read_image_list(path: str | Path, split: str = GENUINE_SPLIT) -> list[str]:
+    """The image file names listed in `path`, one per line (CLEVR_{split}_NNNNNN.png; blank
+    lines and lines starting with # are skipped), sorted and each once.
+
+    Raises:
+        ValueError: a missing file, a line that is not such a name, or no names; the message
+            names the file (and the line).
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the image list ({e.strerror or e})") from None
+    pattern = re.compile(rf"CLEVR_{re.escape(split)}_\d{{6}}\.png")
+    names = set()
+    for number, line in enumerate(lines, 1):
+        name = line.strip()
+        if not name or name.startswith("#"):
+            continue
+        if pattern.fullmatch(name) is None:
+            raise ValueError(f"{path}:{number}: {name!r} is not a CLEVR_{split}_NNNNNN.png name")
+        names.add(name)
+    if not names:
+        raise ValueError(f"{path}: lists no images")
+    return sorted(names)
+
+
+def genuine_images(
+    genuine_root: str | Path, split: str = GENUINE_SPLIT, image_list: str | Path | None = None
+) -> list[GenuineImage]:
+    """Every image of `genuine_root/images/{split}/` with its scene record, by image index; with
+    `image_list` (`read_image_list`), only those it names (each must be there), so that CLEVR's
+    release scores the very images of a sample.
 
     Only images that exist are measured; each must have its record in the scene file.
 
@@ -286,8 +317,18 @@ def genuine_images(genuine_root: str | Path, split: str = GENUINE_SPLIT) -> list
     if not folder.is_dir():
         raise ValueError(f"{folder}: image folder not found")
     pattern = re.compile(rf"CLEVR_{re.escape(split)}_(\d{{6}})\.png")
+    if image_list is None:
+        paths = sorted(folder.iterdir())
+    else:
+        paths = [folder / name for name in read_image_list(image_list, split)]
+        missing = [path.name for path in paths if not path.is_file()]
+        if missing:
+            raise ValueError(
+                f"{image_list}: {len(missing)} listed images are not in {folder} "
+                f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})"
+            )
     found = []
-    for path in sorted(folder.iterdir()):
+    for path in paths:
         match = pattern.fullmatch(path.name)
         if match is None:
             raise ValueError(f"{path}: not named CLEVR_{split}_NNNNNN.png")
@@ -553,6 +594,7 @@ def measure(
     device: str = "cpu",
     progress: bool = True,
     re_rendered: bool = False,
+    image_list: str | Path | None = None,
 ) -> Measurement:
     """Score the checkpoint at `model_path` on the genuine images of `genuine_root` and on as
     many images of `profile`'s validation split (module docstring).
@@ -562,6 +604,7 @@ def measure(
             mix the checkpoint was validated on), on both sides.
         re_rendered: also score the genuine scenes re-rendered in CLEVR's look
             (`re_rendered_side`); a profile in CLEVR's look only.
+        image_list: only the genuine images this file names (`read_image_list`).
 
     Raises:
         FileNotFoundError, ValueError: a missing or unusable checkpoint, genuine sample or
@@ -578,7 +621,7 @@ def measure(
             f"{profile.source or 'profile'}: the re-rendered side draws the genuine scenes in "
             f"CLEVR's look, but this profile's look is {profile.look!r} (get_data.mini.look)"
         )
-    images = genuine_images(genuine_root)  # a bad sample fails before the model loads
+    images = genuine_images(genuine_root, image_list=image_list)  # fails before the model loads
     model, checkpoint = ask.load(model_path, device)
     image_size = int(checkpoint["model_config"]["image_size"])
     if profile.image_size is not None and profile.image_size != image_size:
@@ -629,7 +672,12 @@ def measure(
         "questions_per_image": questions_per_image,
         "language": language,
         "question_mix": mix if isinstance(mix, str) else dict(mix),
-        "genuine": {"root": str(genuine_root), "split": GENUINE_SPLIT, "images": len(images)},
+        "genuine": {
+            "root": str(genuine_root),
+            "split": GENUINE_SPLIT,
+            "images": len(images),
+            **({"image_list": str(image_list)} if image_list is not None else {}),
+        },
         "mini_clevr": {"split": profile.val.name, "images": len(images)},
         "prior": {
             "how": (
@@ -908,6 +956,14 @@ def _parser() -> argparse.ArgumentParser:
         "params.yaml beside the checkpoint if there is one, else ./params.yaml; refused when\n"
         "the checkpoint records another profile",
     )
+    p.add_argument(
+        "--images",
+        type=Path,
+        metavar="LIST",
+        help="only the genuine images this file names, one CLEVR_train_NNNNNN.png a line (e.g.\n"
+        "results/reference/genuine-sample/train_images.txt with --genuine CLEVR_v1.0: the\n"
+        "development sample's images, from CLEVR's release)",
+    )
     p.add_argument("--out", type=Path, help="output folder (default: the checkpoint's folder)")
     p.add_argument(
         "--questions-per-image",
@@ -970,6 +1026,7 @@ def _run(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress,
         re_rendered=args.re_rendered,
+        image_list=args.images,
     )
     out = args.out if args.out is not None else Path(args.model).parent
     paths = write_outputs(measurement, out, questions=args.questions)

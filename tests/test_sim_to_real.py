@@ -619,3 +619,53 @@ def test_missing_checkpoint_and_params_are_named(tmp_path, capsys):
     argv = ["--model", str(tmp_path / "film.pt"), "--genuine", str(GENUINE)]
     assert sim_to_real.main([*argv, "--params", str(tmp_path / "none.yaml")]) == 1
     assert f"{tmp_path / 'none.yaml'}: parameters file not found" in capsys.readouterr().err
+
+
+def _asked(images: list[sim_to_real.GenuineImage]) -> list[dict]:
+    """The genuine side's records (questions, answers, images) for `images`, FAST's settings."""
+    mix = PROFILE.val.question_mix
+    sampler = sim_to_real.question_sampler(
+        "clevr", sim_to_real.side_rng(0, sim_to_real.GENUINE), mix
+    )
+    side = sim_to_real.genuine_side(
+        images, sampler, IMAGE_SIZE, QUESTIONS_PER_IMAGE, progress=False
+    )
+    return side.records
+
+
+def test_an_image_list_asks_what_a_sample_of_just_those_images_asks(tmp_path):
+    """A release folder narrowed by a list scores exactly the sample the list names: the same
+    images, questions and answers as a folder that holds only those images."""
+    names = sorted(p.name for p in (GENUINE / "images" / "train").glob("*.png"))
+    kept = names[1:]
+    image_list = tmp_path / "images.txt"
+    image_list.write_text("# the sample\n" + "\n".join(reversed(kept)) + f"\n\n{kept[0]}\n")
+    assert sim_to_real.read_image_list(image_list) == kept
+    listed = sim_to_real.genuine_images(GENUINE, image_list=image_list)
+    assert [image.path.name for image in listed] == kept
+
+    sample = genuine_copy(tmp_path)
+    (sample / "images" / "train" / names[0]).unlink()
+    assert _asked(listed) == _asked(sim_to_real.genuine_images(sample))
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (None, ": cannot read the image list"),
+        ("# nothing\n\n", ": lists no images"),
+        ("CLEVR_train_000000.png\nCLEVR_val_000001.png\n", ":2: 'CLEVR_val_000001.png' is not"),
+        ("CLEVR_train_000000.png\nCLEVR_train_000001.png\n", ": 1 listed images are not in"),
+    ],
+)
+def test_a_bad_image_list_is_one_line_naming_it(tiny, tmp_path, capsys, text, expected):
+    image_list = tmp_path / "images.txt"
+    if text is not None:
+        image_list.write_text(text)
+    argv = ["--model", str(tiny["model"]), "--genuine", str(GENUINE), "--no-progress"]
+    argv += ["--params", str(sim_to_real_params(tmp_path)), "--out", str(tmp_path / "out")]
+    assert sim_to_real.main([*argv, "--images", str(image_list)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {image_list}{expected}"), err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
