@@ -238,3 +238,20 @@ def test_wildcards_match_only_the_listed_values():
     assert not re.fullmatch(constraints["split"], "finetune")  # results/cogent/{split}
     assert not re.fullmatch(constraints["name"], "")  # no experiments: matches nothing
     assert not re.fullmatch(constraints["name"], "no-experiment")
+
+
+def test_the_running_pages_stage_table_lists_every_stage_in_order():
+    """docs/running.md's table of stages (what each reads and writes, in words) names the stage
+    table's stages, in its order, and each row the outputs' folders or files."""
+    text = (ROOT / "docs" / "running.md").read_text()
+    table = text.split("## Stages and what they write", 1)[1].split("\n\n", 2)[1]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    named = [row.split("`", 2)[1] for row in rows]
+    assert named == list(STAGES)
+    for row, stage in zip(rows, STAGES.values(), strict=True):
+        writes = row.rsplit("|", 2)[1]
+        for output in stage.outputs.values():
+            path = str(getattr(output, "path", output))
+            fixed = path.split("{", 1)[0].rstrip("/")  # a matrix's templates: their folder
+            name = fixed.rsplit("/", 1)[-1].split(".", 1)[0]  # table.{md,csv,html} says "table"
+            assert name and name in writes, (stage.name, path)
