@@ -204,20 +204,37 @@ def check_predicted_questions(
 
 
 # --- Context and labels -----------------------------------------------------------------------
+# What a result can depend on: the package (its data files included), the stages, the
+# workflow and every Python file; a documentation edit leaves a result's commit clean.
+CODE_PATHSPECS = (
+    ":(top)filmclevr",
+    ":(top)stages",
+    ":(top)workflow",
+    ":(top)Snakefile",
+    ":(top,glob)**/*.py",
+)
+
+
 def git_commit(cwd: str | Path | None = None) -> str:
-    """Short commit hash of the code (`git rev-parse --short HEAD`), "unknown" outside a repo."""
+    """Short commit hash of the code (`git rev-parse --short HEAD`), with "-dirty" when the code
+    (CODE_PATHSPECS) has uncommitted changes, as `git describe --dirty` marks them, so that a
+    result never names a commit whose code could not have produced it; "unknown" outside a
+    repo."""
+    where = cwd if cwd is not None else Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=where, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
     try:
-        result = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=cwd if cwd is not None else Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
+        commit = git("rev-parse", "--short", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHSPECS)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return result.stdout.strip() or "unknown"
+    if not commit:
+        return "unknown"
+    return f"{commit}-dirty" if changed else commit
 
 
 def is_clevr(dataset: str) -> bool:

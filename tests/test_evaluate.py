@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import NamedTuple
@@ -381,6 +382,27 @@ def test_read_encoded_split_names_file(tmp_path):
 
 def test_git_commit_outside_a_repo_is_unknown(tmp_path):
     assert evaluate.git_commit(tmp_path) == "unknown"
+
+
+def test_git_commit_is_marked_dirty_by_uncommitted_code_only(tmp_path):
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=tmp_path, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "filmclevr").mkdir()
+    (tmp_path / "filmclevr" / "model.py").write_text("WIDTH = 1\n")
+    (tmp_path / "README.md").write_text("about\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "code")
+    commit = git("rev-parse", "--short", "HEAD")
+    assert evaluate.git_commit(tmp_path) == commit
+    (tmp_path / "README.md").write_text("about, edited\n")  # documentation: still that code
+    (tmp_path / "notes.py").write_text("untracked = True\n")  # never committed: not the code
+    assert evaluate.git_commit(tmp_path) == commit
+    (tmp_path / "filmclevr" / "model.py").write_text("WIDTH = 2\n")
+    assert evaluate.git_commit(tmp_path / "filmclevr") == f"{commit}-dirty"  # from any folder
 
 
 def test_is_clevr_labels():
