@@ -64,7 +64,7 @@ def test_fitted_camera_reprojects_genuine_records(genuine_pairs):
         camera = render_clevr.fit_camera(scene)
         errors = render_clevr.reprojection_errors(scene, camera)
         assert errors.mean() <= 0.5, scene["image_index"]
-        # an unmoved camera, the mini look's, misses the records by pixels
+        # CLEVR's camera unmoved (no per-scene jitter) misses the records by pixels
         unmoved = render_clevr.reprojection_errors(scene, scenes.CLEVR_CAMERA)
         assert unmoved.mean() > 2 * errors.mean()
 

@@ -1130,10 +1130,14 @@ def read_question_texts(path: str | Path) -> list[str]:
     raise ValueError(f"{path}: neither a release question file nor image -> texts")
 
 
+# The look of the scenes the coverage is measured on: the one CLEVR's language is trained with.
+COVERAGE_LOOK = "clevr"
+
+
 def _mini_scenes(images: int, seed: int, split: str = "train") -> list[dict[str, Any]]:
     from filmclevr.mini.generate import make_scene  # generate imports questions, not this module
 
-    return [make_scene(seed, split, i) for i in range(images)]
+    return [make_scene(seed, split, i, look=COVERAGE_LOOK) for i in range(images)]
 
 
 def _recorded_path(path: Path) -> str:
@@ -1177,6 +1181,7 @@ def coverage_report(
         "generated_on": {
             "scenes": len(scenes),
             "split": "train",
+            "look": COVERAGE_LOOK,
             "questions_per_image": questions_per_image,
             "seed": seed,
         },

@@ -1,14 +1,17 @@
 """Mini-CLEVR scenes: sampling, the camera, directions and relationships (SPEC §1).
 
 Scenes follow CLEVR's generator (`render_images.py` of facebookresearch/clevr-dataset-gen): objects
-of CLEVR's vocabulary stand on the ground plane z = 0, `3d_coords` is the object centre (its z is
-the half height, so cubes use CLEVR's `size / sqrt(2)`), placement keeps a minimum gap between
-objects and a margin along every ground direction so that each left/right/front/behind relation
-is unambiguous, and a scene is redrawn when an object is hidden behind others.
+of CLEVR's vocabulary stand on the ground plane z = 0, `3d_coords` is the object centre,
+placement keeps a minimum gap between objects and a margin along every ground direction so that
+each left/right/front/behind relation is unambiguous, and a scene is redrawn when an object is
+hidden behind others.
 
-Unlike CLEVR the camera is fixed (no jitter), so `directions` is the same for every scene, and
-positions are drawn over the ground the camera sees (every object lies fully inside the frame),
-which keeps objects large once images are downsized.
+Two looks (`get_data.mini.look`). In CLEVR's (`clevr`, SPEC §7) the camera is jittered and
+re-aimed per scene, `directions` are those of the unmoved camera as in the release, cubes have
+side 2r with `3d_coords.z` = r, and objects are placed in world axes with CLEVR's gap, margin
+and visibility rules. In mini's older look (`mini`) the camera is fixed (no jitter), cubes use
+`size / sqrt(2)` as half height, and positions are drawn over the ground the camera sees (every
+object fully inside the frame), which keeps objects large once images are downsized.
 
 This module owns the scene geometry (camera rays and ray/object intersection), because the
 visibility test of `sample_scene` needs it; `render.py` adds shading on top of the same geometry.
