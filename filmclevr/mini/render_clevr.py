@@ -66,7 +66,6 @@ BACK = ((-1.1685, 2.6460, 5.8157), 1.0, 50.0, (1.0, 1.0, 1.0))
 LAMP_JITTER = 1.0
 SUN_ELEVATION_DEG = 63.0  # high in front of the scene, towards the camera, not jittered
 SUN_STRENGTH = 0.2  # SPEC §7's re-creation: 0.45; chosen with the calibrated constants below
-SUN_SOFTNESS = 0.03  # radians: the penumbra's half angle
 
 TINT_STRENGTH = 0.5  # calibrated: how much of the re-creation's lamp tints the floor shows
 AREA_GAIN = 3.0  # calibrated: the area lamps' irradiance over Cycles' power convention
@@ -356,7 +355,7 @@ def _occlusion(obj, lamp, points, to_lamp, dist, camera) -> tuple[np.ndarray, np
     centre = np.asarray(obj["3d_coords"], dtype=np.float32)
     offset = centre - points
     along = scenes.row_dots(offset, to_lamp)
-    half_angle = SUN_SOFTNESS if lamp.size == 0 else 0.5 * lamp.size / dist
+    half_angle = 0.5 * lamp.size / dist  # an area lamp's (the sun casts no shadow: _visibility)
     width = np.maximum(along, 0.0) * half_angle + 0.01
     # Only rays that pass near the object (and towards it) can be shadowed by it.
     miss2 = scenes.row_dots(offset, offset) - along * along
