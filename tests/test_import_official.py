@@ -74,9 +74,28 @@ def official_checkpoint() -> dict[str, Any]:
     }
 
 
-def write_official(path: Path, checkpoint: dict[str, Any]) -> Path:
-    torch.save(checkpoint, path, _use_new_zipfile_serialization=False)
+def write_official(path: Path, checkpoint: dict[str, Any], location: str | None = None) -> Path:
+    """`checkpoint` saved as the official code saved it; with `location` (e.g. "cuda:0"), every
+    tensor tagged as stored there, as a checkpoint saved from a GPU is."""
+    if location is None:
+        torch.save(checkpoint, path, _use_new_zipfile_serialization=False)
+        return path
+    _TAG_LOCATION.append(location)
+    try:
+        torch.save(checkpoint, path, _use_new_zipfile_serialization=False)
+    finally:
+        _TAG_LOCATION.pop()
     return path
+
+
+# torch.save asks its registered taggers where each storage lives; this one, registered once,
+# answers only while write_official asks it to (otherwise the CPU's own tagger answers).
+_TAG_LOCATION: list[str] = []
+torch.serialization.register_package(
+    0,
+    lambda storage: _TAG_LOCATION[-1] if _TAG_LOCATION else None,
+    lambda storage, location: None,
+)
 
 
 def convert(tmp_path: Path, checkpoint: dict[str, Any], capsys) -> tuple[int, str]:
@@ -379,3 +398,11 @@ def test_options_the_golden_files_do_not_check_convert_with_a_warning(tmp_path, 
         assert status == 0, output
         assert ask.load(tmp_path / "ours.pt")[1]["official"]["unverified_options"] == {}
     assert "check none" not in caplog.text
+
+
+def test_a_checkpoint_saved_from_a_gpu_converts_on_a_cpu(tmp_path, capsys):
+    """The official code trained on GPUs: its tensors are tagged cuda:0 in the file."""
+    source = write_official(tmp_path / "official.pt", official_checkpoint(), location="cuda:0")
+    assert b"cuda:0" in source.read_bytes()
+    assert official.main([str(source), str(tmp_path / "ours.pt")]) == 0, capsys.readouterr().err
+    assert torch.equal(golden_logits_of(tmp_path / "ours.pt"), official_eval()["logits"])
