@@ -204,14 +204,17 @@ def check_predicted_questions(
 
 
 # --- Context and labels -----------------------------------------------------------------------
-# What a result can depend on: the package (its data files included), the stages, the
-# workflow and every Python file; a documentation edit leaves a result's commit clean.
+# What a result can depend on, as git pathspecs: the package (its data files included), the
+# stages, the workflow of each engine and the scripts of the studies and benchmarks. Tests and
+# documentation are not; filmclevr-reference holds a kept run to the same paths.
 CODE_PATHSPECS = (
     ":(top)filmclevr",
     ":(top)stages",
     ":(top)workflow",
     ":(top)Snakefile",
-    ":(top,glob)**/*.py",
+    ":(top)dvc.yaml",
+    ":(top,glob)studies/**/*.py",
+    ":(top,glob)benchmarks/**/*.py",
 )
 
 
@@ -229,7 +232,10 @@ def git_commit(cwd: str | Path | None = None) -> str:
 
     try:
         commit = git("rev-parse", "--short", "HEAD")
-        changed = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHSPECS)
+        changed = git(
+            "--no-optional-locks", "status", "--porcelain", "--untracked-files=no", "--",
+            *CODE_PATHSPECS,
+        )  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     if not commit:

@@ -386,16 +386,21 @@ def plot_curve_vs_paper(
     if paper is not None:
         axis.plot(paper["questions_seen"] / 1e6, paper["val_accuracy"], "s--", color="black",
                   label="official FiLM on CLEVR (paper Fig. 11, read off the plot)")  # fmt: skip
-    if "prior" in ours:
+    if "prior" in ours and len(ours):
         axis.axhline(float(ours["prior"].iloc[0]), color="gray", linewidth=0.8, linestyle=":",
                      label="this run's Q-type prior")  # fmt: skip
-    right = max(float(ours["questions_seen"].max()) * 1.15, 1.0) / 1e6
+    if len(ours):
+        right = max(float(ours["questions_seen"].max()) * 1.15, 1.0) / 1e6
+    else:  # a record without a history (an imported checkpoint's may have none)
+        right = float(paper["questions_seen"].max()) * 1.05 / 1e6 if paper is not None else 1.0
     axis.set_xlim(0, right)
     axis.set_ylim(0, 100)
     axis.set_xlabel("training questions seen (millions)")
     axis.set_ylabel("validation accuracy (%)")
     axis.legend(fontsize=7, loc="lower right")
-    if paper is not None:
+    if not len(ours):
+        axis.set_title("no validation history in this checkpoint's record", fontsize=9)
+    elif paper is not None:
         axis.set_title("learning curve beside the official one", fontsize=9)
     else:
         axis.set_title(

@@ -91,12 +91,17 @@ _IGNORED = {
 }
 _CONDITION_METHODS = {official: ours for ours, official in FILM_PLACEMENTS.items()}
 _RESTRICTED_GAMMAS = ("sigmoid", "tanh", "exp")
-# The FiLMConfig options that choose a computation rather than a size. The official code's own
+# The FiLMConfig options that choose a computation rather than a width. The official code's own
 # outputs (tests/data/official_golden/) check the film_pixels model, each of these at its
-# FiLMConfig() default; another value converts by reading the official source, unchecked by its
-# outputs, and the conversion says so.
+# FiLMConfig() default (and a classifier projection, classifier_proj_dim > 0); another value
+# converts by reading the official source, unchecked by its outputs, and the conversion says so.
 CHECKED_COMPUTATION = (
     "rnn_num_layers",
+    "stem_num_layers",
+    "stem_kernel_size",
+    "stem_stride",
+    "stem_padding",
+    "module_kernel_size",
     "stem_batchnorm",
     "use_coords",
     "use_gamma",
@@ -356,6 +361,8 @@ def unverified_options(config: FiLMConfig) -> dict[str, Any]:
             continue
         if value != getattr(checked, option):
             unchecked[option] = value
+    if config.classifier_proj_dim == 0:  # no 1x1 projection before the classifier's pooling
+        unchecked["classifier_proj_dim"] = 0
     return unchecked
 
 
@@ -542,8 +549,11 @@ def convert(official_path: str | Path, out_path: str | Path) -> dict[str, Any]:
             ),
         },
     }
+    if record_path(out_path).resolve() == out_path.resolve():
+        raise ValueError(f"{out_path}: the checkpoint's record would be written over it (.json)")
+    record = official_record(official, checkpoint)  # before anything is written
     save_checkpoint(out_path, checkpoint)
-    write_json_atomic(record_path(out_path), official_record(official, checkpoint))
+    write_json_atomic(record_path(out_path), record)
     unverified = checkpoint["official"]["unverified_options"]
     if unverified:
         log.warning(

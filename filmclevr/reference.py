@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from filmclevr import params as params_mod
+from filmclevr.evaluate import CODE_PATHSPECS
 from filmclevr.fileio import atomic_dir, read_json, write_json_atomic
 
 # What a reference keeps of a run, relative to the project root: (source, required).
@@ -76,7 +77,6 @@ COGENT_FILES: tuple[str, ...] = (
 # CLEVR-Humans profiles: the report of each source (results/humans/<source>/) and the
 # fine-tuning's sidecar (its history; the fine-tuned weights are not kept).
 HUMANS_FILES: tuple[str, ...] = ("table.md", "learning_curve.png", "metrics.json")
-CODE = ("filmclevr", "stages", "workflow", "Snakefile", "dvc.yaml")
 
 
 def _git(root: Path, *args: str) -> str:
@@ -100,7 +100,7 @@ def keep_reference(root: Path, name: str, params: Path, *, measurements_only: bo
             f"reference name {name!r}: give one folder name of letters, digits, '.', '_' and "
             "'-' (the result is kept in results/reference/<name>/)"
         )
-    dirty = _git(root, "status", "--porcelain", "--", *CODE)
+    dirty = _git(root, "status", "--porcelain", "--", *CODE_PATHSPECS)
     if dirty:
         raise ValueError(
             f"uncommitted changes to the code ({dirty.splitlines()[0].strip()} ...): commit "
@@ -113,7 +113,7 @@ def keep_reference(root: Path, name: str, params: Path, *, measurements_only: bo
     evaluated = evaluated_commit(metrics, root / "results/metrics.json")
     # --end-of-options as well: a value read from a file never reaches git as an option.
     changed = subprocess.run(
-        ["git", "diff", "--quiet", "--end-of-options", evaluated, "HEAD", "--", *CODE],
+        ["git", "diff", "--quiet", "--end-of-options", evaluated, "HEAD", "--", *CODE_PATHSPECS],
         cwd=root,
         check=False,
     ).returncode
@@ -180,6 +180,11 @@ def evaluated_commit(metrics: Any, path: Path) -> str:
     """
     context = metrics.get("context") if isinstance(metrics, dict) else None
     commit = context.get("commit") if isinstance(context, dict) else None
+    if isinstance(commit, str) and re.fullmatch(r"[0-9a-fA-F]{7,40}-dirty", commit):
+        raise ValueError(
+            f"{path}: context.commit {commit!r}: the run was made with uncommitted code changes, "
+            "so no commit holds its code: commit them and rerun the pipeline"
+        )
     if not isinstance(commit, str) or not re.fullmatch(r"[0-9a-fA-F]{7,40}", commit):
         raise ValueError(
             f"{path}: context.commit {commit!r} is not a commit id (7 to 40 hexadecimal digits): "

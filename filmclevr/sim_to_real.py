@@ -69,7 +69,7 @@ from filmclevr import ask, clevr, figures, resize
 from filmclevr.distributed import machine_description
 from filmclevr.evaluate import compute_metrics, git_commit
 from filmclevr.executor import execute
-from filmclevr.fileio import file_sha256, write_json_atomic, write_text_atomic
+from filmclevr.fileio import file_sha256, read_json_value, write_json_atomic, write_text_atomic
 from filmclevr.mini import generate
 from filmclevr.mini.generate import SPLIT_SETTINGS, derive_seed, make_questions, make_scene
 from filmclevr.mini.questions import QuestionMix
@@ -309,6 +309,12 @@ def genuine_images(
     root = Path(genuine_root)
     scenes_file = find_scenes_file(root, split)
     scenes = clevr.read_scenes(scenes_file)  # ClevrFormatError (a ValueError) names the file
+    info = read_json_value(scenes_file, "info", {})
+    if isinstance(info, dict) and info.get("generator") == clevr.MINI_GENERATOR:
+        raise ValueError(
+            f"{scenes_file}: mini-CLEVR's own scenes (info.generator {clevr.MINI_GENERATOR!r}), "
+            "not genuine CLEVR: give a folder of CLEVR v1.0's files"
+        )
     by_index: dict[int, dict[str, Any]] = {}
     for position, scene in enumerate(scenes):
         _check_scene(scene, scenes_file, position)
@@ -632,8 +638,10 @@ def measure(
     if profile.val.images is not None and len(images) > profile.val.images:
         raise ValueError(
             f"{profile.source or 'profile'}: the mini-CLEVR side needs as many images as the "
-            f"genuine sample's {len(images)} ({genuine_root}), but the validation split "
-            f"{profile.val.name!r} has {profile.val.images}"
+            f"genuine sample's {len(images)} ({genuine_root}"
+            + (f", the images {image_list} names" if image_list is not None else "")
+            + f"), but the validation split {profile.val.name!r} has {profile.val.images}: "
+            "narrow the genuine side with --images"
         )
     _check_checkpoint_profile(checkpoint, model_path, profile)
     prior, prior_questions = training_prior(profile, prior_train_images, language)

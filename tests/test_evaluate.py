@@ -327,6 +327,15 @@ def _curve(tmp_path: Path, run: dict) -> bool:
     )
 
 
+def test_a_record_without_history_gives_an_empty_curve_and_a_figure(tmp_path):
+    """An imported official checkpoint's record may hold no validation checks."""
+    assert _curve(tmp_path, {"train_config": {"batch_size": 64}, "history": []}) is True
+    assert (tmp_path / "curve.csv").read_text().splitlines() == [
+        "epoch,questions_seen,val_accuracy,train_accuracy,prior"
+    ]
+    assert (tmp_path / "curve.png").stat().st_size > 0
+
+
 def test_learning_curve_counts_questions_seen_and_is_drawn_beside_the_official(tmp_path):
     assert _curve(tmp_path, _run_record()) is True
     # questions seen: steps x 32 per process x 2 processes

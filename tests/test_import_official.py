@@ -212,6 +212,9 @@ def test_no_output_overwrites_an_input_or_the_other_output(tmp_path, capsys):
         assert message in capsys.readouterr().err
         assert source.read_bytes() == original
         assert not ours.exists()  # refused before converting
+    assert official.main([str(source), str(tmp_path / "ours.json")]) == 1  # record == checkpoint
+    assert "ours.json: the checkpoint's record would be written over it" in capsys.readouterr().err
+    assert not (tmp_path / "ours.json").exists()
     # The record goes beside the checkpoint with .json: never over an official file so named.
     named_json = write_official(tmp_path / "run.json", official_checkpoint())
     assert official.main([str(named_json), str(tmp_path / "run.pt")]) == 1
@@ -406,3 +409,15 @@ def test_a_checkpoint_saved_from_a_gpu_converts_on_a_cpu(tmp_path, capsys):
     assert b"cuda:0" in source.read_bytes()
     assert official.main([str(source), str(tmp_path / "ours.pt")]) == 0, capsys.readouterr().err
     assert torch.equal(golden_logits_of(tmp_path / "ours.pt"), official_eval()["logits"])
+
+
+def test_official_statistics_that_do_not_line_up_give_no_history():
+    stats = {"val_accs": [0.5, 0.6], "val_accs_ts": [100, 200], "train_accs": [0.4, 0.7]}
+    assert official.official_history(stats, 64) == [
+        {"epoch": None, "step": 100, "questions_seen": 6400, "val_accuracy": 0.5,
+         "train_accuracy": 0.4},
+        {"epoch": None, "step": 200, "questions_seen": 12800, "val_accuracy": 0.6,
+         "train_accuracy": 0.7},
+    ]  # fmt: skip
+    assert official.official_history({**stats, "train_accs": [0.4]}, 64) == []
+    assert official.official_history({}, 64) == []

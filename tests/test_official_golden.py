@@ -48,12 +48,13 @@ LEARNING_RATE, WEIGHT_DECAY = 3e-4, 1e-5
 NULL = 0  # <NULL>
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 # The rounding bounds, in units of float32's epsilon times the largest magnitude of what is
-# compared, a few times what AVX2 AMD EPYCs (Zen 1, Zen 3) measure: the eval outputs (and the
-# weights after Adam's step) within 6 of these, one training step's loss, logits, gradients and
-# BatchNorm statistics within 27. A BatchNorm eps of 2e-5 instead of 1e-5 moves the logits by
-# about 280 of them, a BatchNorm loaded with weight and bias swapped by 1.5 million.
-EVAL_ULPS = 16
-TRAIN_ULPS = 64
+# compared, about five times what AVX2 AMD EPYCs (Zen 1, Zen 3) measure, for CPUs whose kernels
+# sum otherwise: the eval outputs (and the weights after Adam's step) within 6 of these, one
+# training step's loss, logits, gradients and BatchNorm statistics within 27. A BatchNorm eps of
+# 2e-5 instead of 1e-5 moves the stem's output by about 140 of them and the logits by 280, a
+# BatchNorm loaded with weight and bias swapped by 1.5 million.
+EVAL_ULPS = 32
+TRAIN_ULPS = 128
 # golden.json as delivered beside the official files; it holds their SHA-256s (`files`).
 GOLDEN_JSON_SHA256 = "a31f0b543095ebf5839aeb1427b3fbee53f7fc3e11d4d17502375bd829d8f60a"
 

@@ -221,6 +221,16 @@ def test_refuses_a_recorded_commit_that_is_no_commit_id(run: Path, commit: objec
     assert not (run / "results/reference").exists()
 
 
+def test_refuses_a_run_made_with_uncommitted_code(run: Path) -> None:
+    path = run / "results/metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["context"]["commit"] += "-dirty"  # what evaluation records then (evaluate.git_commit)
+    path.write_text(json.dumps(metrics))
+    with pytest.raises(ValueError, match="made with uncommitted code changes"):
+        reference.keep_reference(run, "demo", run / "params.yaml")
+    assert not (run / "results/reference").exists()
+
+
 def test_accepts_a_full_commit_id(run: Path) -> None:
     path = run / "results/metrics.json"
     metrics = json.loads(path.read_text())

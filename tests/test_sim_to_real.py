@@ -582,6 +582,15 @@ def damage_no_images(root: Path) -> str:
     return f"{root / 'images' / 'train'}: image folder not found"
 
 
+def damage_mini_clevrs_own_scenes(root: Path) -> str:
+    """mini-CLEVR's release tree (data/clevr of a mini profile) has CLEVR's layout and names."""
+    path = scenes_file(root)
+    document = json.loads(path.read_text())
+    document["info"]["generator"] = clevr.MINI_GENERATOR
+    path.write_text(json.dumps(document))
+    return f"{path}: mini-CLEVR's own scenes"
+
+
 @pytest.mark.parametrize(
     "damage",
     [
@@ -592,6 +601,7 @@ def damage_no_images(root: Path) -> str:
         damage_image_without_scene,
         damage_corrupt_image,
         damage_no_images,
+        damage_mini_clevrs_own_scenes,
     ],
 )
 def test_bad_genuine_sample_is_one_line_naming_the_file(tiny, tmp_path, capsys, damage):
