@@ -150,3 +150,16 @@ def test_an_interrupted_run_keeps_what_it_measured(run, monkeypatch, tmp_path):
     measured.clear()
     assert over_training.main([*argv, *map(str, run["paths"])]) == 0
     assert measured == [run["paths"][1]]
+
+
+def test_an_image_list_narrows_the_genuine_side(run, tmp_path):
+    names = sorted(p.name for p in (GENUINE / "images" / "train").glob("*.png"))
+    image_list = tmp_path / "images.txt"
+    image_list.write_text(f"{names[0]}\n")
+    out = tmp_path / "out"
+    argv = [*run["argv"][: -len(HARNESS) - 2], "--out", str(out), *HARNESS]
+    assert over_training.main([*argv, "--images", str(image_list), str(run["paths"][0])]) == 0
+    report = json.loads((out / over_training.OUTPUT_JSON).read_text())
+    assert report["settings"]["image_list"] == str(image_list)
+    full = run["report"]["rows"][0]["questions"]
+    assert report["rows"][0]["questions"] == full // len(names)  # one image of the three

@@ -116,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoints", nargs="+", type=parse_checkpoint, help="LABEL=PATH or PATH")
     p.add_argument("--params", required=True, type=Path, help="the run's parameters file")
     p.add_argument("--genuine", required=True, type=Path, help="genuine CLEVR sample")
+    p.add_argument(
+        "--images", type=Path, metavar="LIST", help="as filmclevr-sim-to-real's: only these images"
+    )
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument(
         "--questions-per-image",
@@ -145,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         harness = {
             "questions_per_image": args.questions_per_image,
             "prior_train_images": args.prior_train_images,
+            # only when given: the rows kept by runs before the option are still theirs
+            **({"image_list": str(args.images)} if args.images is not None else {}),
         }
         # What the rows depend on (not where the parameters file lies): rows of other
         # settings are measured again.
