@@ -449,16 +449,19 @@ def official_history(official: Mapping[str, Any], batch_size: int) -> list[dict[
     train = official.get("train_accs") or []
     if not (len(steps) == len(val) == len(train)):
         return []
-    return [
-        {
-            "epoch": None,
-            "step": int(step),
-            "questions_seen": int(step) * batch_size,
-            "val_accuracy": float(val_accuracy),
-            "train_accuracy": float(train_accuracy),
-        }
-        for step, val_accuracy, train_accuracy in zip(steps, val, train, strict=True)
-    ]
+    try:
+        return [
+            {
+                "epoch": None,
+                "step": int(step),
+                "questions_seen": int(step) * batch_size,
+                "val_accuracy": float(val_accuracy),
+                "train_accuracy": float(train_accuracy),
+            }
+            for step, val_accuracy, train_accuracy in zip(steps, val, train, strict=True)
+        ]
+    except (TypeError, ValueError):  # statistics of another kind than numbers: no history
+        return []
 
 
 def official_record(official: Mapping[str, Any], checkpoint: Mapping[str, Any]) -> dict[str, Any]:

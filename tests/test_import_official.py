@@ -420,4 +420,5 @@ def test_official_statistics_that_do_not_line_up_give_no_history():
          "train_accuracy": 0.7},
     ]  # fmt: skip
     assert official.official_history({**stats, "train_accs": [0.4]}, 64) == []
+    assert official.official_history({**stats, "val_accs": [None, "n/a"]}, 64) == []
     assert official.official_history({}, 64) == []
