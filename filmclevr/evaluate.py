@@ -548,6 +548,8 @@ def write_learning_curve(
     write_text_atomic(out_csv, curve.to_csv(index=False, lineterminator="\n"))
     beside = not started_from_checkpoint(run)
     label = f"this run: {context.get('dataset')}, profile {context.get('profile')}"
+    if "official" in run:  # an imported checkpoint's record: the official run's own checks
+        label = f"the official code's run of this model ({run['official'].get('source')})"
     paper = pd.read_csv(PAPER_CURVE) if beside else None
     plot_curve_vs_paper(curve, paper, out_png, label=label)
     return beside
