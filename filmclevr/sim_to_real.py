@@ -265,6 +265,11 @@ def _check_scene(scene: Any, scenes_file: Path, position: int) -> None:
             raise ValueError(f"{where}: relationships[{relation!r}] does not list every object")
 
 
+def _image_name(split: str) -> re.Pattern[str]:
+    """CLEVR's image file names of `split` (`clevr.image_filename`), the index as group 1."""
+    return re.compile(rf"CLEVR_{re.escape(split)}_(\d{{6}})\.png")
+
+
 def read_image_list(path: str | Path, split: str = GENUINE_SPLIT) -> list[str]:
     """The image file names listed in `path`, one per line (CLEVR_{split}_NNNNNN.png; blank
     lines and lines starting with # are skipped), sorted and each once.
@@ -278,7 +283,7 @@ def read_image_list(path: str | Path, split: str = GENUINE_SPLIT) -> list[str]:
         lines = path.read_text().splitlines()
     except OSError as e:
         raise ValueError(f"{path}: cannot read the image list ({e.strerror or e})") from None
-    pattern = re.compile(rf"CLEVR_{re.escape(split)}_\d{{6}}\.png")
+    pattern = _image_name(split)
     names = set()
     for number, line in enumerate(lines, 1):
         name = line.strip()
@@ -322,7 +327,7 @@ def genuine_images(
     folder = root / "images" / split
     if not folder.is_dir():
         raise ValueError(f"{folder}: image folder not found")
-    pattern = re.compile(rf"CLEVR_{re.escape(split)}_(\d{{6}})\.png")
+    pattern = _image_name(split)
     if image_list is None:
         paths = sorted(folder.iterdir())
     else:
