@@ -6,8 +6,10 @@ curves, analysis, CoGenT and CLEVR-Humans reports, Snakemake's per-stage wall ti
 memory, the parameters that ran (params.yaml: the parameters file as it is, or, for a profile
 that names a base, the profile resolved and complete, as filmclevr-params writes it),
 PROVENANCE.json (the commit of the code, the dvc.lock stage hashes when DVC ran it, the
-machine, the date), and its learning curve beside the official one (learning_curve.csv,
-learning_curve_vs_paper.png, as the evaluate_model stage drew it).
+machine, the date), its learning curve beside the official one (learning_curve.csv,
+learning_curve_vs_paper.png, as the evaluate_model stage drew it), and training_time.json: the
+training's own time summed over its epochs, which stays right when training resumed, where
+Snakemake's benchmark of train_model times only the last invocation.
 Refused when the working tree has uncommitted changes to the code, since the commit would then
 not name the code that ran.
 
@@ -143,7 +145,34 @@ def keep_reference(root: Path, name: str, params: Path, *, measurements_only: bo
             shutil.copyfile(tsv, tmp / "benchmarks" / tsv.name)
         _keep_params(Path(params), tmp / "params.yaml")
         write_json_atomic(tmp / "PROVENANCE.json", _provenance(root, metrics, params))
+        sidecar = read_json(root / "models/film.json")
+        if sidecar.get("history"):
+            write_json_atomic(tmp / "training_time.json", training_time(sidecar))
     return out
+
+
+def training_time(sidecar: dict[str, Any]) -> dict[str, Any]:
+    """The training's own time from its checkpoint's sidecar (models/film.json): each epoch's
+    training questions over its samples per second, summed (validation excluded). It holds for a
+    run that resumed (after a kill or a session's end), where Snakemake's benchmark of
+    train_model times only the last invocation; a curriculum's history counts every phase."""
+    history = sidecar["history"]
+    if all("questions_seen" in row for row in history):  # a curriculum's merged history
+        seen = [row["questions_seen"] for row in history]
+    else:
+        batch = sidecar["train_config"]["batch_size"] * sidecar.get("world_size", 1)
+        seen = [row["step"] * batch for row in history]
+    per_epoch = [b - a for a, b in zip([0, *seen], seen, strict=False)]
+    seconds = sum(q / row["samples_per_s"] for q, row in zip(per_epoch, history, strict=True))
+    return {
+        "seconds": round(seconds, 1),
+        "epochs": len(history),
+        "questions": seen[-1],
+        "how": (
+            "each epoch's training questions / its samples_per_s (film.json's history), "
+            "summed; validation and start-up excluded"
+        ),
+    }
 
 
 def _keep_params(params: Path, out: Path) -> None:

@@ -237,3 +237,28 @@ def test_accepts_a_full_commit_id(run: Path) -> None:
     metrics["context"]["commit"] = git(run, "rev-parse", "HEAD")
     path.write_text(json.dumps(metrics))
     assert reference.keep_reference(run, "demo", run / "params.yaml").is_dir()
+
+
+def test_training_time_sums_each_epochs_questions_over_its_rate(run: Path) -> None:
+    # Two epochs of 10 steps of 64 questions, at 64 and 32 samples/s: 10 s + 20 s. The epochs'
+    # own rates count, so a run resumed in its second epoch is timed whole.
+    sidecar = {
+        "train_config": {"batch_size": 64},
+        "world_size": 1,
+        "history": [{"step": 10, "samples_per_s": 64.0}, {"step": 20, "samples_per_s": 32.0}],
+    }
+    (run / "models/film.json").write_text(json.dumps(sidecar))
+    out = reference.keep_reference(run, "demo", run / "params.yaml")
+    timed = json.loads((out / "training_time.json").read_text())
+    assert (timed["seconds"], timed["epochs"], timed["questions"]) == (30.0, 2, 1280)
+
+
+def test_training_time_of_a_curriculum_counts_every_phase() -> None:
+    # A curriculum's merged history counts questions from the first phase's start; each phase's
+    # steps restart, so `step` alone would count the later phases wrong.
+    history = [
+        {"step": 10, "questions_seen": 640, "samples_per_s": 64.0},
+        {"step": 5, "questions_seen": 960, "samples_per_s": 32.0},
+    ]
+    timed = reference.training_time({"train_config": {"batch_size": 64}, "history": history})
+    assert (timed["seconds"], timed["questions"]) == (20.0, 960)
