@@ -490,6 +490,13 @@ def started_from_checkpoint(run: Mapping[str, Any]) -> bool:
     return bool(first.get("init_checkpoint"))
 
 
+def questions_seen(run: Mapping[str, Any]) -> list[int]:
+    """Training questions seen by the end of each epoch of a run's record (models/film.json);
+    a curriculum's history counts them over its phases (filmclevr/curriculum.py)."""
+    batch = run["train_config"]["batch_size"] * run.get("world_size", 1)
+    return [row.get("questions_seen", row["step"] * batch) for row in run["history"]]
+
+
 def learning_curve(run: Mapping[str, Any], prior: float | None) -> pandas.DataFrame:
     """Accuracy per epoch (%) against training questions seen, from a run's record
     (models/film.json: its history, recipe and processes), with the Q-type prior's overall
@@ -497,13 +504,11 @@ def learning_curve(run: Mapping[str, Any], prior: float | None) -> pandas.DataFr
     the split each epoch trained on."""
     import pandas as pd
 
-    batch = run["train_config"]["batch_size"] * run.get("world_size", 1)
     history = run["history"]
     curve = pd.DataFrame(
         {
             "epoch": [row["epoch"] for row in history],
-            # a curriculum's history counts them over its phases (filmclevr/curriculum.py)
-            "questions_seen": [row.get("questions_seen", row["step"] * batch) for row in history],
+            "questions_seen": questions_seen(run),
             "val_accuracy": [100 * row["val_accuracy"] for row in history],
             "train_accuracy": [100 * row["train_accuracy"] for row in history],
             "prior": prior,

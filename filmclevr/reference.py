@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from filmclevr import params as params_mod
-from filmclevr.evaluate import CODE_PATHSPECS
+from filmclevr.evaluate import CODE_PATHSPECS, questions_seen
 from filmclevr.fileio import atomic_dir, read_json, write_json_atomic
 
 # What a reference keeps of a run, relative to the project root: (source, required).
@@ -157,11 +157,7 @@ def training_time(sidecar: dict[str, Any]) -> dict[str, Any]:
     run that resumed (after a kill or a session's end), where Snakemake's benchmark of
     train_model times only the last invocation; a curriculum's history counts every phase."""
     history = sidecar["history"]
-    if all("questions_seen" in row for row in history):  # a curriculum's merged history
-        seen = [row["questions_seen"] for row in history]
-    else:
-        batch = sidecar["train_config"]["batch_size"] * sidecar.get("world_size", 1)
-        seen = [row["step"] * batch for row in history]
+    seen = questions_seen(sidecar)
     per_epoch = [b - a for a, b in zip([0, *seen], seen, strict=False)]
     seconds = sum(q / row["samples_per_s"] for q, row in zip(per_epoch, history, strict=True))
     return {
