@@ -6,12 +6,12 @@ interp='bicubic')`, which is PIL's bicubic `Image.resize`: aspect ratio not kept
 We call PIL directly, so the pixels are those of the official code.
 
 Stored format, chosen by measurement (`benchmarks/bench_data.py`): PNG at zlib level 4.
-PNG is lossless, so the model sees exactly the official pixels (JPEG q95 moves some by ~100
-levels at object edges, PSNR ~40 dB). Raw `.npy` decodes ~20x faster but takes 3-7x the bytes,
-and PNG decoding is not the bottleneck: one decode serves the image's ~10 questions, so one core
-feeds ~8,000-12,000 questions/s. Level 4 is the knee: as small as PIL's default level 6 on
-noisy CLEVR-like renders (10% larger on smooth mini-CLEVR) at 2-3x its encoding speed, and
-14-17% smaller than level 1; decoding speed is the same at every level.
+PNG is lossless, so the model sees exactly the official pixels (JPEG q95 moves some by many
+levels at object edges). Raw `.npy` decodes faster but takes several times the bytes, and PNG
+decoding is not the bottleneck: one decode serves all of the image's questions. Level 4 is the
+knee: nearly as small as PIL's default level 6 at a much faster encode, and smaller than level
+1; decoding speed is about the same at every level (the measurements: bench_data.json under
+results/reference/cpu-benchmarks/).
 """
 
 from __future__ import annotations

@@ -283,8 +283,8 @@ def native_cpu_bf16() -> bool:
 
 
 def bf16_to_use(device: torch.device, bf16: bool) -> bool:
-    """Whether to train in bf16: False, with a warning, where a CPU would emulate it (measured
-    8x slower than float32 on an AVX2-only CPU: 35 against 290 samples/s)."""
+    """Whether to train in bf16: False, with a warning, where a CPU would emulate it: emulated
+    bfloat16 is many times slower than float32."""
     if bf16 and device.type == "cpu" and not native_cpu_bf16():
         log.warning(
             "train_model.bf16 is true but this CPU has no native bfloat16 (AVX512-BF16, AMX): "
