@@ -168,3 +168,22 @@ def test_without_breakages_only_the_seeds_are_asked_for(tmp_path, monkeypatch):
     )
     assert list(summary["runs"]) == ["seed 1", "seed 2", "seed 3"]
     assert set(summary["gate"]["implied_tolerance"]["runs"]) == {"seed 2", "seed 3"}
+
+
+def test_the_default_profile_holds_float32_runs_to_its_committed_measurement():
+    """config/demo.yaml's float32 tolerance is the one the committed summary gated its runs at,
+    no metric's is below what the summary's seeds imply, and at it every kept run's verdict is
+    the one it must be: a new seed or breakage that changes the rule's answer fails here until
+    the profile and the summary are brought up to date together."""
+    summary = json.loads((ROOT / "results/reference/gate-tolerances/float32.json").read_text())
+    written = load_params(ROOT / "config/demo.yaml")["regression"]["tolerance"]["float32"]
+    assert summary["precision"] == "float32"
+    assert summary["gate"]["profile_tolerance"]["tolerance"] == written
+    for name in GATE_METRICS:
+        assert written[name] >= summary["implied_tolerance"][name], name
+    for gate in ("profile_tolerance", "baseline"):
+        verdicts = summary["gate"][gate]["runs"]
+        assert verdicts, gate
+        assert {run: v["gate"] for run, v in verdicts.items()} == {
+            run: v["expected"] for run, v in verdicts.items()
+        }, gate
