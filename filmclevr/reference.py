@@ -268,12 +268,21 @@ def _provenance(root: Path, metrics: dict[str, Any], params: Path) -> dict[str, 
     return {
         "commit": _git(root, "rev-parse", "HEAD"),
         "commit_of_the_evaluation": metrics.get("context", {}).get("commit"),
-        "parameters": str(params),
+        "parameters": str(_within(root, Path(params))),
         "dvc_lock": lock,  # None when the tree's dvc.lock records another run (or none)
         "machine": metrics.get("context", {}).get("machine"),
         "kept": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "how": "filmclevr-reference after the pipeline ran these parameters at this commit",
     }
+
+
+def _within(root: Path, path: Path) -> Path:
+    """`path` relative to the run's tree where it lies in it: the record names the profile as
+    the repository does, not by a folder of the machine that kept it."""
+    try:
+        return path.resolve().relative_to(Path(root).resolve())
+    except ValueError:
+        return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:

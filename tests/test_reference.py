@@ -116,6 +116,12 @@ def test_a_profile_with_a_base_is_kept_resolved_and_complete(run: Path, monkeypa
     assert json.loads((out / "PROVENANCE.json").read_text())["parameters"] == (
         "config/mini-large.yaml"
     )
+    # Named by its absolute path (a run kept from another worktree, --root), the profile is
+    # still recorded as the repository names it.
+    out = reference.keep_reference(run, "large", (run / "config/mini-large.yaml").resolve())
+    assert json.loads((out / "PROVENANCE.json").read_text())["parameters"] == (
+        "config/mini-large.yaml"
+    )
     # A profile with a base that is not valid is refused, naming it; nothing is kept.
     (config / "bad.yaml").write_text("base: demo.yaml\nprofile: bad\nmodel: {depth: 1}\n")
     with pytest.raises(ValueError, match=r"config/bad\.yaml: invalid parameters"):
