@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from filmclevr import ask
+from filmclevr.fileio import relative_name
 from filmclevr.manifest import manifest_over
 from filmclevr.model_cards import card_path
 
@@ -124,11 +125,7 @@ class DemoModel:
 
 def _shown(path: Path, root: Path | None) -> str:
     """`path` relative to `root` (the working directory by default) when it is under it."""
-    base = (root or Path.cwd()).resolve()
-    try:
-        return path.resolve().relative_to(base).as_posix()
-    except ValueError:
-        return str(path)
+    return relative_name(path, root or Path.cwd())
 
 
 def answer_question(

@@ -56,7 +56,7 @@ from typing import Any
 import yaml
 
 from filmclevr import clevr
-from filmclevr.fileio import write_text_atomic
+from filmclevr.fileio import relative_name, write_text_atomic
 from filmclevr.params import ParamsError, load_params
 
 log = logging.getLogger(__name__)
@@ -529,13 +529,6 @@ def pages(root: Path = ROOT, patterns: Sequence[str] = PAGES) -> list[Path]:
     return sorted(found)
 
 
-def _page_name(path: Path, root: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(root.resolve()))
-    except ValueError:
-        return str(path)
-
-
 def run(paths: Iterable[Path], root: Path = ROOT, check: bool = False) -> list[Stale]:
     """Fill (or, with `check`, only compare) each page; returns the stale places found.
 
@@ -545,7 +538,7 @@ def run(paths: Iterable[Path], root: Path = ROOT, check: bool = False) -> list[S
     updates: list[tuple[Path, str]] = []
     stale: list[Stale] = []
     for path in paths:
-        name = _page_name(path, root)
+        name = relative_name(path, root)
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
@@ -557,7 +550,7 @@ def run(paths: Iterable[Path], root: Path = ROOT, check: bool = False) -> list[S
     if not check:
         for path, new in updates:
             write_text_atomic(path, new)
-            log.info("%s: numbers written", _page_name(path, root))
+            log.info("%s: numbers written", relative_name(path, root))
     return stale
 
 

@@ -255,6 +255,15 @@ def read_json_value(
         return next(ijson.items(f, key, use_float=True), default)
 
 
+def relative_name(path: str | Path, root: str | Path) -> str:
+    """`path` as named from `root` when it lies under it (so a record or a page names a file as
+    the project does, not by a folder of the machine that wrote it), else as given."""
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def file_sha256(path: str | Path) -> str:
     """The SHA-256 of a file's bytes, in hexadecimal (read in 1 MiB blocks)."""
     digest = hashlib.sha256()

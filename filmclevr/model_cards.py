@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from filmclevr import ask, clevr
-from filmclevr.fileio import file_sha256, read_json, write_text_atomic
+from filmclevr.fileio import file_sha256, read_json, relative_name, write_text_atomic
 from filmclevr.manifest import (
     MANIFEST_NAME,
     build_manifest,
@@ -223,7 +223,7 @@ def _accuracy_rows(s: Sources) -> list[list[str]]:
 def _facts(s: Sources, manifest: Path, root: Path) -> list[tuple[str, str]]:
     r, m = s.record, (s.metrics or {}).get("context", {})
     p = s.provenance or {}
-    where = f" (listed in `{_relative(manifest, root)}`)"
+    where = f" (listed in `{relative_name(manifest, root)}`)"
     facts = [
         ("file", f"`{s.checkpoint.name}`, {s.size:,} bytes"),
         ("SHA-256", f"`{s.sha256}`{where}"),
@@ -292,13 +292,6 @@ def _start(train_config: Mapping[str, Any], params: Mapping[str, Any] | None) ->
 
 def _language(name: Any) -> str:
     return LANGUAGES.get(name, f"the {name} language")
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return str(path)
 
 
 def _limits(s: Sources) -> list[str]:
@@ -371,7 +364,7 @@ def _reproduce(s: Sources, root: Path) -> list[str]:
     if not p.get("commit") or s.params is None:
         where = "README.md in this folder" if s.readme else "the project's docs"
         return [f"No PROVENANCE.json and params.yaml beside it: {where} says how it was made."]
-    folder = _relative(s.checkpoint.parent, root)
+    folder = relative_name(s.checkpoint.parent, root)
     name = s.checkpoint.parent.name
     kept = f"/tmp/{name}.params.yaml"
     lines = [
@@ -402,7 +395,7 @@ def _reproduce(s: Sources, root: Path) -> list[str]:
 
 def card_text(s: Sources, manifest: Path, root: Path) -> str:
     """The model card of one checkpoint, in Markdown; `manifest` lists it."""
-    name = _relative(s.checkpoint, root)
+    name = relative_name(s.checkpoint, root)
     dataset = (s.metrics or {}).get("context", {}).get("dataset")
     lines = [
         GENERATED,

@@ -35,7 +35,7 @@ from typing import Any
 
 from filmclevr import params as params_mod
 from filmclevr.evaluate import CODE_PATHSPECS, questions_seen
-from filmclevr.fileio import atomic_dir, read_json, write_json_atomic
+from filmclevr.fileio import atomic_dir, read_json, relative_name, write_json_atomic
 
 # What a reference keeps of a run, relative to the project root: (source, required).
 FILES: tuple[tuple[str, bool], ...] = (
@@ -268,21 +268,12 @@ def _provenance(root: Path, metrics: dict[str, Any], params: Path) -> dict[str, 
     return {
         "commit": _git(root, "rev-parse", "HEAD"),
         "commit_of_the_evaluation": metrics.get("context", {}).get("commit"),
-        "parameters": str(_within(root, Path(params))),
+        "parameters": relative_name(params, root),
         "dvc_lock": lock,  # None when the tree's dvc.lock records another run (or none)
         "machine": metrics.get("context", {}).get("machine"),
         "kept": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "how": "filmclevr-reference after the pipeline ran these parameters at this commit",
     }
-
-
-def _within(root: Path, path: Path) -> Path:
-    """`path` relative to the run's tree where it lies in it: the record names the profile as
-    the repository does, not by a folder of the machine that kept it."""
-    try:
-        return path.resolve().relative_to(Path(root).resolve())
-    except ValueError:
-        return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
