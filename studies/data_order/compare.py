@@ -25,6 +25,7 @@ file, the script trains only what it lacks, and a file shared with
 
     python -m studies.data_order.compare [--params params.yaml] [--seeds 0 1 2 3 4]
         [--only "shards, ones" "official, ones"] [--epochs N] [--data data] [--json runs.json]
+        [--summary summary.json]
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import statistics
 from pathlib import Path
 
 from filmclevr import clevr
+from filmclevr.fileio import write_json_atomic
 from filmclevr.params import load_params
 from filmclevr.scored_runs import KeptRuns, numeric_path
 
@@ -63,19 +65,36 @@ def summary(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def print_table(results: dict[str, list[dict[str, float]]]) -> None:
+def compare(results: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, dict]]:
+    """Per variant and metric: seeds, mean, std, and (but for the first variant) the difference
+    of its mean from the first variant's with its standard error."""
     first = next(iter(results))
     base = {m: summary([r[m] for r in results[first]]) for m in METRICS}
-    seeds = len(results[first])
-    print(f"\nValidation accuracy (%), mean +- std over seeds; the difference from {first!r}:")
-    print(f"{'variant':<18} {'metric':<18} {'mean':>6} {'std':>5} {'diff':>6} {'+-se':>5}")
+    table: dict[str, dict[str, dict]] = {}
     for name, runs in results.items():
         for metric in METRICS:
             mean, std = summary([r[metric] for r in runs])
-            base_mean, base_std = base[metric]
-            se = math.sqrt(base_std**2 / seeds + std**2 / len(runs))
-            diff = "" if name == first else f"{mean - base_mean:+6.2f} {se:5.2f}"
-            print(f"{name:<18} {metric:<18} {mean:6.2f} {std:5.2f} {diff}")
+            row = {"seeds": len(runs), "mean": mean, "std": std}
+            table.setdefault(name, {})[metric] = row
+            if name != first:
+                base_mean, base_std = base[metric]
+                row["difference"] = mean - base_mean
+                row["standard_error"] = math.sqrt(
+                    base_std**2 / len(results[first]) + std**2 / len(runs)
+                )
+    return table
+
+
+def print_table(table: dict[str, dict[str, dict]]) -> None:
+    first = next(iter(table))
+    print(f"\nValidation accuracy (%), mean +- std over seeds; the difference from {first!r}:")
+    print(f"{'variant':<18} {'metric':<18} {'mean':>6} {'std':>5} {'diff':>6} {'+-se':>5}")
+    for name, rows in table.items():
+        for metric, row in rows.items():
+            diff = ""
+            if "difference" in row:
+                diff = f"{row['difference']:+6.2f} {row['standard_error']:5.2f}"
+            print(f"{name:<18} {metric:<18} {row['mean']:6.2f} {row['std']:5.2f} {diff}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, help="train this many epochs (default: the profile's)")
     p.add_argument("--data", type=Path, default=Path("data"), help="the profile's data stages'")
     p.add_argument("--json", type=Path, help="keep every run here; its runs are reused")
+    p.add_argument("--summary", type=Path, help="write the table and each run's accuracies here")
     args = p.parse_args(argv)
     for option, given in (("--seeds", args.seeds), ("--only", args.only or [])):
         if len(set(given)) < len(given):  # one run counted twice narrows the spread
@@ -94,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     kept = KeptRuns(args.json, params, numeric_path(params), args.data)
     results: dict[str, list[dict[str, float]]] = {}
+    runs: dict[str, dict[str, dict]] = {}
     for name in args.only or VARIANTS:
         changes, model = VARIANTS[name]
         if args.epochs is not None:
@@ -102,10 +123,21 @@ def main(argv: list[str] | None = None) -> None:
             train = {**changes, "seed": seed}
             run = kept.train_and_score(model=model, train=train)
             results.setdefault(name, []).append(measures(run))
+            runs.setdefault(name, {})[f"seed {seed}"] = {
+                key: run[key] for key in ("overall", "columns", "counts", "context", "history",
+                                          "seconds")
+            }  # fmt: skip
             print(
                 f"{name}, seed {seed}: {run['overall']:.2f}% ({run['seconds']:.0f} s)", flush=True
             )
-    print_table(results)
+    table = compare(results)
+    print_table(table)
+    if args.summary is not None:
+        write_json_atomic(args.summary, {
+            "profile": params["profile"], "precision": numeric_path(params),
+            "seeds": args.seeds, "epochs": args.epochs, "compared_with": next(iter(table)),
+            "variants": table, "runs": runs,
+        }, indent=1)  # fmt: skip
 
 
 if __name__ == "__main__":
