@@ -67,6 +67,18 @@ def test_a_restart_on_kept_runs_trains_nothing_and_summarises_the_variants(
     assert "+3.00" in capsys.readouterr().out
 
 
+def test_one_seed_a_variant_gives_a_difference_with_no_error_claimed():
+    table = study.compare(
+        {
+            "shards, ones": [dict.fromkeys(study.METRICS, 50.0)],
+            "official, ones": [dict.fromkeys(study.METRICS, 52.0)],
+        }
+    )
+    assert table["shards, ones"]["overall"] == {"seeds": 1, "mean": 50.0, "std": None}
+    official = table["official, ones"]["overall"]
+    assert official["difference"] == 2.0 and official["standard_error"] is None
+
+
 def test_each_seed_and_variant_is_given_once(tmp_path, capsys):
     _, params_file = _params(tmp_path)
     with pytest.raises(SystemExit):

@@ -60,14 +60,15 @@ def measures(run: dict) -> dict[str, float]:
     }
 
 
-def summary(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+def summary(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for one value: its spread is not measured)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 def compare(results: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, dict]]:
     """Per variant and metric: seeds, mean, std, and (but for the first variant) the difference
-    of its mean from the first variant's with its standard error."""
+    of its mean from the first variant's with its standard error (None where either has one
+    seed: a difference of two single runs has no measured error, not an error of 0)."""
     first = next(iter(results))
     base = {m: summary([r[m] for r in results[first]]) for m in METRICS}
     table: dict[str, dict[str, dict]] = {}
@@ -79,9 +80,11 @@ def compare(results: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, d
             if name != first:
                 base_mean, base_std = base[metric]
                 row["difference"] = mean - base_mean
-                row["standard_error"] = math.sqrt(
-                    base_std**2 / len(results[first]) + std**2 / len(runs)
-                )
+                row["standard_error"] = None
+                if base_std is not None and std is not None:
+                    row["standard_error"] = math.sqrt(
+                        base_std**2 / len(results[first]) + std**2 / len(runs)
+                    )
     return table
 
 
@@ -93,8 +96,12 @@ def print_table(table: dict[str, dict[str, dict]]) -> None:
         for metric, row in rows.items():
             diff = ""
             if "difference" in row:
-                diff = f"{row['difference']:+6.2f} {row['standard_error']:5.2f}"
-            print(f"{name:<18} {metric:<18} {row['mean']:6.2f} {row['std']:5.2f} {diff}")
+                diff = f"{row['difference']:+6.2f} {_or_dash(row['standard_error'])}"
+            print(f"{name:<18} {metric:<18} {row['mean']:6.2f} {_or_dash(row['std'])} {diff}")
+
+
+def _or_dash(value: float | None) -> str:
+    return f"{value:5.2f}" if value is not None else f"{'-':>5}"
 
 
 def main(argv: list[str] | None = None) -> None:
