@@ -496,3 +496,37 @@ def plot_sim_to_real_over_training(rows: Sequence[Mapping[str, Any]], out_png: P
         "questions a side"
     )
     _save(figure, out_png)
+
+
+# --- Training variants over seeds ---------------------------------------------------------------
+def plot_variant_curves(
+    histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], out_png: Path, *, title: str
+) -> None:
+    """Validation accuracy over epochs per variant: each seed's run thin, their mean bold.
+
+    Args:
+        histories: variant name -> one training history per seed (rows with `epoch` and
+            `val_accuracy`, a fraction).
+    """
+    if not any(histories.values()):
+        raise ValueError("no runs to plot")
+    from matplotlib.ticker import MaxNLocator
+
+    figure = _new_figure(6.5, 4.2)
+    axis = figure.add_subplot(1, 1, 1)
+    for i, (name, runs) in enumerate(histories.items()):
+        colour = f"C{i}"  # the colour cycle's i-th: one colour per variant, seeds and mean
+        curves = [dict(zip(*_series(history, "val_accuracy"), strict=True)) for history in runs]
+        for curve in curves:
+            axis.plot(list(curve), [100 * v for v in curve.values()], "-", color=colour,
+                      alpha=0.35, linewidth=0.8)  # fmt: skip
+        epochs = sorted(set.intersection(*(set(c) for c in curves)))
+        mean = [100 * sum(c[e] for c in curves) / len(curves) for e in epochs]
+        axis.plot(epochs, mean, "o-", color=colour, label=f"{name} (mean of {len(curves)})")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("validation accuracy (%)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="lower right")
+    axis.set_title(title, fontsize=9)
+    _save(figure, out_png)

@@ -71,3 +71,18 @@ def test_accuracy_bars_png(tmp_path):
     again = tmp_path / "bars2.png"
     figures.plot_accuracy_bars(metrics, paper, again, label="mini-CLEVR / val (profile mini)")
     assert out.read_bytes() == again.read_bytes()
+
+
+def test_variant_curves_draw_seeds_of_unequal_length_and_refuse_no_runs(tmp_path):
+    histories = {
+        "shards, ones": [HISTORY, HISTORY[:2]],  # a seed that stopped early: the mean is over 2
+        "official, ones": [[{**row, "val_accuracy": 0.6} for row in HISTORY]],
+    }
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    figures.plot_variant_curves(histories, first, title="demo")
+    figures.plot_variant_curves(histories, second, title="demo")
+    _open_png(first)
+    assert first.read_bytes() == second.read_bytes()
+    with pytest.raises(ValueError, match="no runs"):
+        figures.plot_variant_curves({"shards, ones": []}, tmp_path / "c.png", title="none")
+    assert not (tmp_path / "c.png").exists()

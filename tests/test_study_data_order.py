@@ -45,7 +45,8 @@ def test_a_restart_on_kept_runs_trains_nothing_and_summarises_the_variants(
     summary_path = tmp_path / "summary.json"
     study.main(["--params", str(params_file), "--data", str(data), "--json", str(kept.path),
                 "--seeds", "0", "1", "2", "--only", *overall,
-                "--summary", str(summary_path)])  # fmt: skip
+                "--summary", str(summary_path),
+                "--plot", str(tmp_path / "curves.png")])  # fmt: skip
     summary = json.loads(summary_path.read_text())
 
     assert summary["compared_with"] == "shards, ones"
@@ -65,6 +66,7 @@ def test_a_restart_on_kept_runs_trains_nothing_and_summarises_the_variants(
     assert summary["runs"]["official, ones"]["seed 2"]["overall"] == 54.0
     assert statistics.mean(r["overall"] for r in summary["runs"]["shards, ones"].values()) == 50
     assert "+3.00" in capsys.readouterr().out
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_one_seed_a_variant_gives_a_difference_with_no_error_claimed():

@@ -25,7 +25,7 @@ file, the script trains only what it lacks, and a file shared with
 
     python -m studies.data_order.compare [--params params.yaml] [--seeds 0 1 2 3 4]
         [--only "shards, ones" "official, ones"] [--epochs N] [--data data] [--json runs.json]
-        [--summary summary.json]
+        [--summary summary.json] [--plot curves.png]
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import statistics
 from pathlib import Path
 
 from filmclevr import clevr
+from filmclevr.figures import plot_variant_curves
 from filmclevr.fileio import write_json_atomic
 from filmclevr.params import load_params
 from filmclevr.scored_runs import KeptRuns, numeric_path
@@ -113,13 +114,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", type=Path, default=Path("data"), help="the profile's data stages'")
     p.add_argument("--json", type=Path, help="keep every run here; its runs are reused")
     p.add_argument("--summary", type=Path, help="write the table and each run's accuracies here")
+    p.add_argument("--plot", type=Path, help="draw each variant's validation curves here")
     args = p.parse_args(argv)
     for option, given in (("--seeds", args.seeds), ("--only", args.only or [])):
         if len(set(given)) < len(given):  # one run counted twice narrows the spread
             p.error(f"{option}: each once, not {given}")
     logging.basicConfig(level=logging.WARNING)
     params = load_params(args.params)
-    kept = KeptRuns(args.json, params, numeric_path(params), args.data)
+    precision = numeric_path(params)  # warns once where bf16 falls back to float32
+    kept = KeptRuns(args.json, params, precision, args.data)
     results: dict[str, list[dict[str, float]]] = {}
     runs: dict[str, dict[str, dict]] = {}
     for name in args.only or VARIANTS:
@@ -141,10 +144,16 @@ def main(argv: list[str] | None = None) -> None:
     print_table(table)
     if args.summary is not None:
         write_json_atomic(args.summary, {
-            "profile": params["profile"], "precision": numeric_path(params),
+            "profile": params["profile"], "precision": precision,
             "seeds": args.seeds, "epochs": args.epochs, "compared_with": next(iter(table)),
             "variants": table, "runs": runs,
         }, indent=1)  # fmt: skip
+    if args.plot is not None:
+        histories = {name: [run["history"] for run in seeds.values()]
+                     for name, seeds in runs.items()}  # fmt: skip
+        title = (f"{params['profile']} profile, {precision}: validation accuracy "
+                 "per data order and BatchNorm start")  # fmt: skip
+        plot_variant_curves(histories, args.plot, title=title)
 
 
 if __name__ == "__main__":
