@@ -516,6 +516,8 @@ def plot_variant_curves(
     axis = figure.add_subplot(1, 1, 1)
     for i, (name, runs) in enumerate(histories.items()):
         colour = f"C{i}"  # the colour cycle's i-th: one colour per variant, seeds and mean
+        if not runs:  # a variant not trained yet: nothing to draw, its colour kept
+            continue
         curves = [dict(zip(*_series(history, "val_accuracy"), strict=True)) for history in runs]
         for curve in curves:
             axis.plot(list(curve), [100 * v for v in curve.values()], "-", color=colour,

@@ -77,6 +77,7 @@ def test_variant_curves_draw_seeds_of_unequal_length_and_refuse_no_runs(tmp_path
     histories = {
         "shards, ones": [HISTORY, HISTORY[:2]],  # a seed that stopped early: the mean is over 2
         "official, ones": [[{**row, "val_accuracy": 0.6} for row in HISTORY]],
+        "shards, uniform": [],  # not trained yet: drawn as nothing
     }
     first, second = tmp_path / "a.png", tmp_path / "b.png"
     figures.plot_variant_curves(histories, first, title="demo")

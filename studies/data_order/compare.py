@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
             p.error(f"{option}: each once, not {given}")
     logging.basicConfig(level=logging.WARNING)
     params = load_params(args.params)
-    precision = numeric_path(params)  # warns once where bf16 falls back to float32
+    precision = numeric_path(params)  # asked once: it warns each time bf16 falls back
     kept = KeptRuns(args.json, params, precision, args.data)
     results: dict[str, list[dict[str, float]]] = {}
     runs: dict[str, dict[str, dict]] = {}
