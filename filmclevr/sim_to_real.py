@@ -35,7 +35,13 @@ image, objects and question mix). That is evaluation's prior (its Q-type row), o
 the split rather than all of it (on the demo's val, 500 images give 41.7%, all 6,000 41.4%): a
 model that only learned each family's usual answer in training scores it, on either side. The
 same prior scores both sides, so it is fitted on neither side's questions. A family of another
-language than the training split's falls back to its terminal function's majority.
+language than the training split's falls back to its terminal function's majority (the report
+says so). The prior is also scored over the questions without unknown words, beside the model.
+
+**How far the sample can tell**: each side's accuracy and the difference between the sides
+come with a 95% interval from resampling each side's images, every question of an image with
+it (`image_bootstrap`): questions about one image are not independent, and with about a hundred
+questions a column, a few points either way is within what another sample would give.
 
 Outputs, each written atomically into `--out` (default: the checkpoint's folder):
 `sim_to_real.json` (every number with its context), `sim_to_real.md` (the table) and
@@ -86,6 +92,8 @@ DEFAULT_QUESTIONS_PER_IMAGE = 10
 DEFAULT_SEED = 0
 DEFAULT_PRIOR_TRAIN_IMAGES = 500  # prior within ~0.5 points of the whole split's (docstring)
 DEFAULT_BATCH_SIZE = 256
+BOOTSTRAP_RESAMPLES = 2000
+CONFIDENCE_LEVEL = 0.95
 QUERIED_ATTRIBUTES: tuple[str, ...] = ("query_color", "query_shape", "query_size", "query_material")
 OTHER_ANSWER = "other"  # a query_color answer that is no colour, or an unknown-word question's
 OUTPUT_JSON = "sim_to_real.json"
@@ -529,6 +537,22 @@ def training_prior(
     return (lambda family, function: predict((language, family), function)), len(questions)
 
 
+def prior_description(profile: MiniProfile, language: str, train_images: int) -> str:
+    """What `training_prior` counted, in words: which answer it gives a question."""
+    how = (
+        "clevr.majority_answer_by_family (each family's most common answer) counted on the "
+        f"questions of the first {train_images} images of the profile's training split "
+        f"{profile.train.name!r}, regenerated exactly; the same prior scores both sides"
+    )
+    if language != profile.language:
+        how += (
+            f". The training questions are in language {profile.language!r} and these in "
+            f"{language!r}, whose families are numbered apart: each question gets its terminal "
+            "function's most common training answer instead"
+        )
+    return how
+
+
 def _scored_predictions(records: Iterable[dict[str, Any]]) -> dict[int, str | None]:
     """The answers scored: an unknown-word question's is None, which is never right."""
     return {r["question_index"]: None if r["unknown_words"] else r["predicted"] for r in records}
@@ -563,7 +587,8 @@ def color_confusion(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
 def score_side(records: list[dict[str, Any]], prior: Prior) -> dict[str, Any]:
     """One side's numbers: the model's accuracy (`evaluate.compute_metrics`: overall, per column,
     per terminal function, per family, with the questions behind each), the same over questions
-    without unknown words, the prior's, unknown words and the colour confusion."""
+    without unknown words, the prior's (over all questions and over those), unknown words and
+    the colour confusion."""
     known = [r for r in records if not r["unknown_words"]]
     unknown_words = Counter(w for r in records for w in r["unknown_words"])
     prior_predictions = {r["question_index"]: prior(r["family"], r["function"]) for r in records}
@@ -573,6 +598,9 @@ def score_side(records: list[dict[str, Any]], prior: Prior) -> dict[str, Any]:
         "model": compute_metrics(records, _scored_predictions(records)),
         "model_known_words": compute_metrics(known, _scored_predictions(known)) if known else None,
         "prior": compute_metrics(records, prior_predictions),
+        # the prior answers an unknown-word question too: over the same questions as the
+        # model's known-word numbers, so that model and prior compare like with like
+        "prior_known_words": compute_metrics(known, prior_predictions) if known else None,
         "unknown_word_questions": len(records) - len(known),
         "unknown_words": dict(sorted(unknown_words.items())),
         # Right answers the model cannot give: its answer vocabulary (its training answers)
@@ -693,17 +721,15 @@ def measure(
         },
         "mini_clevr": {"split": profile.val.name, "images": len(images)},
         "prior": {
-            "how": (
-                "clevr.majority_answer_by_family (each family's most common answer) counted on "
-                f"the questions of the first {prior_train_images} images of the profile's "
-                f"training split {profile.train.name!r}, regenerated exactly; the same prior "
-                "scores both sides"
-            ),
+            "how": prior_description(profile, language, prior_train_images),
             "train_images": prior_train_images,
             "train_questions": prior_questions,
         },
         "sides": scores,
         "difference": difference(scores[GENUINE]["model"], scores[MINI]["model"]),
+        "intervals": image_bootstrap(
+            sides[GENUINE].records, sides[MINI].records, seed=seed, names=(GENUINE, MINI)
+        ),
         **(
             {
                 # genuine minus re-rendered: the pixels' share of the gap; re-rendered minus
@@ -757,6 +783,71 @@ def difference(genuine: Mapping[str, Any], mini: Mapping[str, Any]) -> dict[str,
         "functions": {
             k: minus(genuine["functions"][k], mini["functions"][k]) for k in mini["functions"]
         },
+    }
+
+
+def _per_image_counts(records: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """(right, asked): per image row, the questions answered right and asked, overall (column 0)
+    and per question type (`clevr.QUESTION_TYPES`, columns 1 on)."""
+    types = list(clevr.QUESTION_TYPES)
+    images = 1 + max((r["image_row"] for r in records), default=-1)
+    right = np.zeros((images, 1 + len(types)))
+    asked = np.zeros_like(right)
+    for r in records:
+        for column in (0, 1 + types.index(r["type"])):
+            asked[r["image_row"], column] += 1
+            right[r["image_row"], column] += bool(r["correct"])
+    return right, asked
+
+
+def image_bootstrap(
+    first: Sequence[Mapping[str, Any]],
+    second: Sequence[Mapping[str, Any]],
+    *,
+    seed: int = DEFAULT_SEED,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    level: float = CONFIDENCE_LEVEL,
+    names: tuple[str, str] = ("first", "second"),
+) -> dict[str, Any]:
+    """Percentile intervals (at `level`) of each side's accuracy and of first minus second, in
+    points, overall and per column: each resample draws a side's images with replacement, every
+    question of a drawn image with it, the two sides apart (they hold different images). A
+    column with no question in some resamples is judged on the others; None where it has none."""
+    rng = np.random.default_rng([seed, resamples])
+
+    def accuracies(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        right, asked = _per_image_counts(records)
+        n = right.shape[0]
+        if n == 0:
+            return np.full((resamples, right.shape[1]), np.nan)
+        draws = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples)  # times drawn
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return 100.0 * (draws @ right) / (draws @ asked)
+
+    def interval(values: np.ndarray) -> list[float] | None:
+        values = values[~np.isnan(values)]
+        if values.size == 0:
+            return None
+        tail = 100.0 * (1.0 - level) / 2.0
+        low, high = np.percentile(values, [tail, 100.0 - tail])
+        return [round(float(low), 2), round(float(high), 2)]
+
+    def by_column(values: np.ndarray) -> dict[str, Any]:
+        return {
+            "overall": interval(values[:, 0]),
+            "columns": {c: interval(values[:, 1 + i]) for i, c in enumerate(clevr.QUESTION_TYPES)},
+        }
+
+    a, b = accuracies(first), accuracies(second)
+    return {
+        "how": (
+            f"{level:.0%} percentile intervals over {resamples} resamples of each side's "
+            "images with replacement (all of an image's questions with it, the sides apart)"
+        ),
+        "level": level,
+        "resamples": resamples,
+        "sides": {names[0]: by_column(a), names[1]: by_column(b)},
+        "difference": by_column(a - b),
     }
 
 
@@ -816,6 +907,13 @@ def _value(metrics: Mapping[str, Any] | None, group: str, key: str) -> float | N
     return metrics[group] if group == "overall" else metrics[group].get(key)
 
 
+def _interval(by_column: Mapping[str, Any], group: str, key: str) -> list[float] | None:
+    """An interval of `image_bootstrap`'s for a table row (queried attributes have none)."""
+    if group == "overall":
+        return by_column["overall"]
+    return by_column["columns"].get(key) if group == "columns" else None
+
+
 def _count(metrics: Mapping[str, Any] | None, group: str, key: str) -> int:
     if metrics is None:
         return 0
@@ -835,12 +933,16 @@ def markdown(report: Mapping[str, Any]) -> str:
         + ("---:|---:|" if again else "")
     )
     lines = [head]
+    intervals = report.get("intervals")  # absent from reports written before it was measured
     for label, group, key in table_rows():
         g, m = _value(genuine["model"], group, key), _value(mini["model"], group, key)
+        between = _interval(intervals["difference"], group, key) if intervals else None
         line = (
             f"| {label} | {_cell(g)} | {_cell(m)} "
             f"| {_cell(_value(genuine['prior'], group, key))} "
-            f"| {_cell(_value(mini['prior'], group, key))} | {_signed(g, m)} "
+            f"| {_cell(_value(mini['prior'], group, key))} | {_signed(g, m)}"
+            + (f" [{between[0]:+.1f}, {between[1]:+.1f}]" if between else "")
+            + " "
             f"| {_count(genuine['model'], group, key)} / {_count(mini['model'], group, key)} |"
         )
         if again:
@@ -853,7 +955,9 @@ def markdown(report: Mapping[str, Any]) -> str:
     g = _value(genuine["model_known_words"], "overall", "")
     m = _value(mini["model_known_words"], "overall", "")
     lines.append(
-        f"| Overall, questions without unknown words | {_cell(g)} | {_cell(m)} | | "
+        f"| Overall, questions without unknown words | {_cell(g)} | {_cell(m)} "
+        f"| {_cell(_value(genuine.get('prior_known_words'), 'overall', ''))} "
+        f"| {_cell(_value(mini.get('prior_known_words'), 'overall', ''))} "
         f"| {_signed(g, m)} "
         f"| {_count(genuine['model_known_words'], 'overall', '')} / "
         f"{_count(mini['model_known_words'], 'overall', '')} |" + (" | |" if again else "")
@@ -876,7 +980,8 @@ def markdown(report: Mapping[str, Any]) -> str:
         f"{genuine['answers_outside_vocabulary']}, "
         f"mini-CLEVR {mini['answers_outside_vocabulary']}.",
         f"Prior: {report['prior']['how']} ({report['prior']['train_questions']} questions).",
-        "Difference: genuine minus mini-CLEVR, in points.",
+        "Difference: genuine minus mini-CLEVR, in points"
+        + (f"; in brackets its {intervals['how']}." if intervals else "."),
     ]
     if again:
         notes.append(

@@ -234,6 +234,8 @@ def test_unknown_words_are_counted_and_scored_wrong(tiny):
         assert scores["model_known_words"]["overall"] == percent(
             sum(r["correct"] for r in known), len(known)
         )
+        # the prior over the same questions as the model's known-word numbers
+        assert scores["prior_known_words"]["counts"]["overall"] == len(known)
     assert total > 0  # the vocabulary really lacks an asked word
 
 
@@ -303,6 +305,46 @@ def test_prior_is_the_training_splits_q_type_prior(tmp_path):
     # Another language's family 0 is not this language's family 0: its function's majority.
     other_prior, _ = sim_to_real.training_prior(PROFILE, images=4, language="other")
     assert other_prior(0, "count") == expected(10_000, "count")
+
+
+def test_the_prior_says_when_it_cannot_use_the_questions_families():
+    same = sim_to_real.prior_description(PROFILE, PROFILE.language, 500)
+    assert "first 500 images" in same and "terminal function" not in same
+    other = sim_to_real.prior_description(PROFILE, "clevr", 500)
+    assert other.startswith(same) and "terminal function's most common training answer" in other
+
+
+# --- How far the sample can tell ------------------------------------------------------------------
+def bootstrap_record(image_row: int, correct: bool, function: str = "exist") -> dict:
+    return {"image_row": image_row, "correct": correct, "type": clevr.TYPE_OF_FUNCTION[function]}
+
+
+def test_the_bootstrap_resamples_whole_images():
+    """Image 0's ten questions all right, image 1's all wrong: a resample of two images can only
+    score 0, 50 or 100, which it could not if questions were drawn one by one."""
+    halves = [bootstrap_record(0, True)] * 10 + [bootstrap_record(1, False)] * 10
+    right = [bootstrap_record(i, True) for i in range(2) for _ in range(10)]
+    intervals = sim_to_real.image_bootstrap(halves, right, names=("halves", "right"))
+    low, high = intervals["sides"]["halves"]["overall"]
+    assert {low, high} <= {0.0, 50.0, 100.0} and low <= 50.0 <= high and low < high
+    assert intervals["sides"]["right"]["overall"] == [100.0, 100.0]
+    assert intervals["difference"]["overall"] == [low - 100.0, high - 100.0]
+    assert intervals["sides"]["halves"]["columns"]["exist"] == [low, high]
+    assert intervals["sides"]["halves"]["columns"]["count"] is None  # no question of that type
+    assert intervals == sim_to_real.image_bootstrap(halves, right, names=("halves", "right"))
+
+
+def test_the_bootstrap_narrows_with_more_images():
+    rng = random.Random(0)
+
+    def side(images: int) -> list[dict]:
+        return [bootstrap_record(i, rng.random() < 0.7) for i in range(images) for _ in range(5)]
+
+    def width(images: int) -> float:
+        low, high = sim_to_real.image_bootstrap(side(images), side(images))["difference"]["overall"]
+        return high - low
+
+    assert width(400) < width(25) / 2  # 16x the images: about a quarter of the width
 
 
 # --- Images ---------------------------------------------------------------------------------------
@@ -394,6 +436,9 @@ def test_outputs_written_with_their_context(tiny, tmp_path):
     assert "| column | genuine | mini-CLEVR | prior (genuine) | prior (mini-CLEVR) |" in table
     overall = report["sides"]["genuine"]["model"]["overall"]
     assert f"| Overall | {overall:.2f} |" in table
+    low, high = report["intervals"]["difference"]["overall"]
+    assert low <= report["difference"]["overall"] <= high
+    assert f" [{low:+.1f}, {high:+.1f}] |" in table
     with Image.open(paths["colors"]) as image:
         assert image.format == "PNG"
     records = json.loads(paths["questions"].read_text())
