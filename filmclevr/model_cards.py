@@ -317,17 +317,27 @@ def _limits(s: Sources) -> list[str]:
     for name, data in s.sim_to_real:
         side = data["sides"]["genuine"]
         unknown = side.get("unknown_word_questions", 0)
+        known_prior = side.get("prior_known_words")  # absent from older reports
         words = (
             f"; {unknown} of its {side.get('questions'):,} questions hold words it never saw, "
-            f"scored wrong ({side['model_known_words']['overall']:.2f}% on the others)"
+            f"scored wrong ({side['model_known_words']['overall']:.2f}% on the others"
+            + (f", the prior {known_prior['overall']:.2f}%" if known_prior else "")
+            + ")"
             if unknown
+            else ""
+        )
+        between = (data.get("intervals") or {}).get("difference", {}).get("overall")
+        spread = (
+            f" (genuine minus own: {between[0]:+.1f} to {between[1]:+.1f} points, a 95% "
+            "interval over resampled images)"
+            if between
             else ""
         )
         limits.append(
             f"Genuine CLEVR images, {_language(data.get('language'))} (`{name}`): "
             f"{side['model']['overall']:.2f}% against the prior's {side['prior']['overall']:.2f}%, "
             f"and {data['sides']['mini-CLEVR']['model']['overall']:.2f}% on as many of its own "
-            f"val images with questions drawn the same way{words}."
+            f"val images with questions drawn the same way{spread}{words}."
         )
     config = s.record["model_config"]
     limits.append(

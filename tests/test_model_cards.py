@@ -70,6 +70,21 @@ def write(project: Path) -> list[Path]:
     return model_cards.write_cards_and_manifest(project / REFERENCE, project)
 
 
+def test_a_card_gives_the_genuine_differences_interval_and_the_known_word_prior(project):
+    path = project / REFERENCE / "demo" / "sim_to_real.json"
+    report = json.loads(path.read_text())
+    genuine = report["sides"]["genuine"]
+    genuine["unknown_word_questions"] = 7
+    genuine["model_known_words"] = {**genuine["model"], "overall": 55.5}
+    genuine["prior_known_words"] = {**genuine["prior"], "overall": 44.25}
+    report["intervals"] = {"difference": {"overall": [-3.14, 2.5]}}
+    path.write_text(json.dumps(report))
+    write(project)
+    card = (project / REFERENCE / "demo" / "film.card.md").read_text()
+    assert "genuine minus own: -3.1 to +2.5 points, a 95% interval over resampled images" in card
+    assert "scored wrong (55.50% on the others, the prior 44.25%)" in card
+
+
 def test_a_card_says_what_the_files_beside_the_checkpoint_say(project):
     write(project)
     folder = project / REFERENCE / "demo"
