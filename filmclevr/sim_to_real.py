@@ -933,10 +933,10 @@ def markdown(report: Mapping[str, Any]) -> str:
         + ("---:|---:|" if again else "")
     )
     lines = [head]
-    intervals = report.get("intervals")  # absent from reports written before it was measured
+    intervals = report["intervals"]
     for label, group, key in table_rows():
         g, m = _value(genuine["model"], group, key), _value(mini["model"], group, key)
-        between = _interval(intervals["difference"], group, key) if intervals else None
+        between = _interval(intervals["difference"], group, key)
         line = (
             f"| {label} | {_cell(g)} | {_cell(m)} "
             f"| {_cell(_value(genuine['prior'], group, key))} "
@@ -956,8 +956,8 @@ def markdown(report: Mapping[str, Any]) -> str:
     m = _value(mini["model_known_words"], "overall", "")
     lines.append(
         f"| Overall, questions without unknown words | {_cell(g)} | {_cell(m)} "
-        f"| {_cell(_value(genuine.get('prior_known_words'), 'overall', ''))} "
-        f"| {_cell(_value(mini.get('prior_known_words'), 'overall', ''))} "
+        f"| {_cell(_value(genuine['prior_known_words'], 'overall', ''))} "
+        f"| {_cell(_value(mini['prior_known_words'], 'overall', ''))} "
         f"| {_signed(g, m)} "
         f"| {_count(genuine['model_known_words'], 'overall', '')} / "
         f"{_count(mini['model_known_words'], 'overall', '')} |" + (" | |" if again else "")
@@ -980,8 +980,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         f"{genuine['answers_outside_vocabulary']}, "
         f"mini-CLEVR {mini['answers_outside_vocabulary']}.",
         f"Prior: {report['prior']['how']} ({report['prior']['train_questions']} questions).",
-        "Difference: genuine minus mini-CLEVR, in points"
-        + (f"; in brackets its {intervals['how']}." if intervals else "."),
+        f"Difference: genuine minus mini-CLEVR, in points; in brackets its {intervals['how']}.",
     ]
     if again:
         notes.append(
