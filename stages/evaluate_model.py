@@ -70,4 +70,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    _common.run(main)
+    _common.run(main, models=True)

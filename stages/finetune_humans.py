@@ -42,4 +42,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    _common.run(main)
+    _common.run(main, models=True)
