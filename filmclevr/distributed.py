@@ -26,10 +26,10 @@ def flush_denormals() -> bool:
     """Treat denormal floats as zero on the CPU (x86 FTZ and DAZ) in this thread and in every
     thread it starts later, torch's intra-op pool among them: a model trained long with weight
     decay holds thousands of weights below float32's normal range (1.2e-38), and an x86 CPU
-    computes with such numbers many times more slowly (`benchmarks/bench_train.py
-    --init CHECKPOINT`). A process calls it before its first parallel torch operation, since the
-    pool's threads copy the floating-point mode of the thread that starts them. Returns whether
-    the CPU supports it."""
+    computes with such numbers many times more slowly (`benchmarks/bench_denormals.py`). A
+    process calls it before its first parallel torch operation, since the pool's threads copy
+    the floating-point mode of the thread that starts them. Returns whether the CPU supports
+    it."""
     return torch.set_flush_denormal(True)
 
 
