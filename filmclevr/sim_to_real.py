@@ -72,7 +72,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from filmclevr import ask, clevr, figures, resize
-from filmclevr.distributed import flush_denormals, machine_description
+from filmclevr.distributed import machine_description
 from filmclevr.evaluate import compute_metrics, git_commit
 from filmclevr.executor import execute
 from filmclevr.fileio import file_sha256, read_json_value, write_json_atomic, write_text_atomic
@@ -1162,7 +1162,6 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """The command line (module docstring); returns the exit status."""
     args = _parser().parse_args(argv)
-    flush_denormals()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return ask.exit_status(lambda: _run(args))
 
