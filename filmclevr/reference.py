@@ -19,6 +19,13 @@ not name the code that ran.
 learning curve, per-stage times and memory, parameters and provenance, no checkpoint,
 vocabulary, figures or analysis: a profile already kept, run again on another machine (its
 time and accuracy there).
+
+    filmclevr-reference --in-progress [--params config/<profile>.yaml]
+
+`--in-progress` keeps an unfinished training instead: its resume point (`models/last.pt`) in
+`results/in-progress/<profile>/` with `progress.json` (how far it got, each finished epoch's
+accuracy, its fingerprint, the commit and the machine), so that a run longer than its machine
+is lent goes on elsewhere (results/in-progress/README.md).
 """
 
 from __future__ import annotations
@@ -263,6 +270,66 @@ def _lock_of_this_run(root: Path) -> str | None:
     return text if hashlib.md5(metrics.read_bytes()).hexdigest() in recorded else None
 
 
+def keep_in_progress(root: Path, params: Path) -> Path:
+    """Copy the unfinished run's resume point (`root/models/last.pt`) and its `progress.json`
+    into `root/results/in-progress/<profile>/` (replaced atomically).
+
+    Raises:
+        ValueError: the profile has a curriculum (each phase resumes from its own folder), the
+            parameters file is not valid, or the resume point is missing or another profile's.
+    """
+    from filmclevr.checkpoint import load_checkpoint
+
+    root = Path(root)
+    profile = params_mod.load_params(params)
+    name = profile["profile"]
+    if profile.get("curriculum"):
+        raise ValueError(
+            f"{params}: a curriculum resumes phase by phase (models/curriculum/<k>-<split>/); "
+            "keep its run when it is finished"
+        )
+    last = root / "models" / "last.pt"
+    if not last.is_file():
+        raise ValueError(f"{last}: missing; no training to keep")
+    checkpoint = load_checkpoint(last)
+    if checkpoint.get("profile") != name:
+        raise ValueError(
+            f"{last}: written by profile {checkpoint.get('profile')!r}, not by {name!r} ({params})"
+        )
+    progress = {
+        "profile": name,
+        "epochs_done": checkpoint["epoch"],
+        "steps_into_next_epoch": checkpoint["epoch_step"],
+        "step": checkpoint["step"],
+        "max_epochs": checkpoint["train_config"]["max_epochs"],
+        "init_checkpoint": checkpoint["train_config"].get("init_checkpoint"),
+        "fingerprint": checkpoint["fingerprint"],
+        "epochs": [_epoch_progress(row) for row in checkpoint.get("history") or []],
+        "commit": _git(root, "rev-parse", "HEAD"),
+        "machine": checkpoint.get("machine"),
+        "how": "filmclevr-reference --in-progress: read from last.pt, train_model's resume point",
+    }
+    out = root / "results" / "in-progress" / name
+    with atomic_dir(out) as tmp:
+        shutil.copyfile(last, tmp / "last.pt")
+        write_json_atomic(tmp / "progress.json", progress)
+    return out
+
+
+def _epoch_progress(row: dict[str, Any]) -> dict[str, Any]:
+    """A finished epoch of the history, its accuracies in percent."""
+    return {
+        "epoch": row["epoch"],
+        "val_percent": round(100 * row["val_accuracy"], 2),
+        "val_columns_percent": {
+            column: round(100 * value, 2)
+            for column, value in (row.get("val_columns") or {}).items()
+        },
+        "train_percent": round(100 * row["train_accuracy"], 2),
+        "samples_per_s": round(row["samples_per_s"], 1),
+    }
+
+
 def _provenance(root: Path, metrics: dict[str, Any], params: Path) -> dict[str, Any]:
     lock = _lock_of_this_run(root)
     return {
@@ -282,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--name", required=True, help="folder under results/reference/")
+    parser.add_argument("--name", help="folder under results/reference/")
     parser.add_argument(
         "--params", type=Path, help="the profile that ran (default: the project's params.yaml)"
     )
@@ -292,18 +359,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="keep the numbers and times, not the model, figures or analysis",
     )
+    parser.add_argument(
+        "--in-progress",
+        action="store_true",
+        help="keep an unfinished training's resume point in results/in-progress/<profile>/",
+    )
     args = parser.parse_args(argv)
+    if args.in_progress == (args.name is not None):
+        parser.error("give --name (a finished run) or --in-progress (an unfinished one)")
+    params = args.params or args.root / "params.yaml"
     try:
-        out = keep_reference(
-            args.root,
-            args.name,
-            args.params or args.root / "params.yaml",
-            measurements_only=args.measurements_only,
-        )
+        if args.in_progress:
+            out = keep_in_progress(args.root, params)
+        else:
+            out = keep_reference(
+                args.root, args.name, params, measurements_only=args.measurements_only
+            )
     except (ValueError, OSError, subprocess.CalledProcessError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"reference result kept in {out}")
+    print(f"{'resume point' if args.in_progress else 'reference result'} kept in {out}")
     return 0
 
 

@@ -268,3 +268,59 @@ def test_training_time_of_a_curriculum_counts_every_phase() -> None:
     ]
     timed = reference.training_time({"train_config": {"batch_size": 64}, "history": history})
     assert (timed["seconds"], timed["questions"]) == (20.0, 960)
+
+
+def write_resume_point(root: Path, profile: str) -> None:
+    """A `models/last.pt` as training writes it, one epoch and a few steps into a run."""
+    from filmclevr.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+
+    (root / "models").mkdir(exist_ok=True)
+    epoch = {"epoch": 1, "val_accuracy": 0.70851, "train_accuracy": 0.7227, "samples_per_s": 378.94}
+    save_checkpoint(
+        root / "models/last.pt",
+        {
+            "format": CHECKPOINT_FORMAT,
+            "profile": profile,
+            "epoch": 1,
+            "epoch_step": 7063,
+            "step": 18000,
+            "fingerprint": "f" * 64,
+            "train_config": {"max_epochs": 6, "init_checkpoint": "start.pt"},
+            "history": [{**epoch, "val_columns": {"count": 0.5106}}],
+            "machine": {"processor": "x"},
+        },
+    )
+
+
+def test_in_progress_keeps_the_resume_point_and_how_far_it_got(run: Path) -> None:
+    write_resume_point(run, "mini")
+    assert reference.main(["--in-progress", "--root", str(run)]) == 0
+    out = run / "results/in-progress/mini"
+    assert (out / "last.pt").read_bytes() == (run / "models/last.pt").read_bytes()
+    progress = json.loads((out / "progress.json").read_text())
+    assert progress["epochs_done"] == 1 and progress["step"] == 18000
+    assert progress["epochs"] == [
+        {
+            "epoch": 1,
+            "val_percent": 70.85,
+            "val_columns_percent": {"count": 51.06},
+            "train_percent": 72.27,
+            "samples_per_s": 378.9,
+        }
+    ]
+    assert progress["commit"] == git(run, "rev-parse", "HEAD")
+    assert progress["fingerprint"] == "f" * 64 and progress["max_epochs"] == 6
+
+
+def test_in_progress_refuses_another_profiles_resume_point(run: Path, capsys) -> None:
+    write_resume_point(run, "another-profile")
+    assert reference.main(["--in-progress", "--root", str(run)]) == 1
+    assert "written by profile 'another-profile', not by 'mini'" in capsys.readouterr().err
+    assert not (run / "results/in-progress").exists()
+
+
+def test_in_progress_or_a_name_not_both(run: Path) -> None:
+    with pytest.raises(SystemExit):
+        reference.main(["--in-progress", "--name", "x", "--root", str(run)])
+    with pytest.raises(SystemExit):
+        reference.main(["--root", str(run)])
