@@ -31,13 +31,11 @@ def workers(requested: int) -> int:
 EXPECTED_ERRORS = (ParamsError, ClevrFormatError, ValueError, OSError, FloatingPointError)
 
 
-def run(main: Callable[[], None], *, models: bool = False) -> None:
-    """Run a stage: log to stderr, turn expected errors into one line and exit code 1. A stage
-    that runs `models` treats denormal floats as zero from its start (`flush_denormals`)."""
-    if models:
-        from filmclevr.distributed import flush_denormals
-
-        flush_denormals()
+def run(main: Callable[[], None], *, first: Callable[[], object] | None = None) -> None:
+    """Run a stage: log to stderr, turn expected errors into one line and exit code 1. `first`
+    runs before anything else (a model stage's `distributed.flush_denormals`)."""
+    if first is not None:
+        first()
     logging.basicConfig(
         level=os.environ.get("FILMCLEVR_LOG", "INFO"),
         format="%(asctime)s %(name)s %(levelname)s: %(message)s",

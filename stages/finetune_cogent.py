@@ -42,4 +42,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    _common.run(main, models=True)
+    from filmclevr.distributed import flush_denormals
+
+    _common.run(main, first=flush_denormals)

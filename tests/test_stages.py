@@ -60,7 +60,9 @@ def main():
     worker.start(); worker.join()
     print(seen["main"], seen["thread"])
 
-_common.run(main, models=sys.argv[1] == "models")
+from filmclevr.distributed import flush_denormals
+
+_common.run(main, first=flush_denormals if sys.argv[1] == "models" else None)
 """
 
 
