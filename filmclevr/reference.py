@@ -109,12 +109,7 @@ def keep_reference(root: Path, name: str, params: Path, *, measurements_only: bo
             f"reference name {name!r}: give one folder name of letters, digits, '.', '_' and "
             "'-' (the result is kept in results/reference/<name>/)"
         )
-    dirty = _git(root, "status", "--porcelain", "--", *CODE_PATHSPECS)
-    if dirty:
-        raise ValueError(
-            f"uncommitted changes to the code ({dirty.splitlines()[0].strip()} ...): commit "
-            "them and rerun the pipeline, so the reference names the code that made it"
-        )
+    _check_code_committed(root)
     missing = [src for src, required in FILES if required and not (root / src).is_file()]
     if missing:
         raise ValueError(f"{root / missing[0]}: missing; run the pipeline first")
@@ -275,12 +270,14 @@ def keep_in_progress(root: Path, params: Path) -> Path:
     into `root/results/in-progress/<profile>/` (replaced atomically).
 
     Raises:
-        ValueError: the profile has a curriculum (each phase resumes from its own folder), the
-            parameters file is not valid, or the resume point is missing or another profile's.
+        ValueError: the code has uncommitted changes, the profile has a curriculum (each phase
+            resumes from its own folder), the parameters file is not valid, or the resume point
+            is missing or another profile's.
     """
     from filmclevr.checkpoint import load_checkpoint
 
     root = Path(root)
+    _check_code_committed(root)
     profile = params_mod.load_params(params)
     name = profile["profile"]
     if profile.get("curriculum"):
@@ -328,6 +325,16 @@ def _epoch_progress(row: dict[str, Any]) -> dict[str, Any]:
         "train_percent": round(100 * row["train_accuracy"], 2),
         "samples_per_s": round(row["samples_per_s"], 1),
     }
+
+
+def _check_code_committed(root: Path) -> None:
+    """Refuse a tree with uncommitted changes to the code: the commit kept would not name it."""
+    dirty = _git(root, "status", "--porcelain", "--", *CODE_PATHSPECS)
+    if dirty:
+        raise ValueError(
+            f"uncommitted changes to the code ({dirty.splitlines()[0].strip()} ...): commit "
+            "them and rerun the pipeline, so the reference names the code that made it"
+        )
 
 
 def _provenance(root: Path, metrics: dict[str, Any], params: Path) -> dict[str, Any]:

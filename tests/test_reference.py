@@ -324,3 +324,11 @@ def test_in_progress_or_a_name_not_both(run: Path) -> None:
         reference.main(["--in-progress", "--name", "x", "--root", str(run)])
     with pytest.raises(SystemExit):
         reference.main(["--root", str(run)])
+
+
+def test_in_progress_refuses_uncommitted_code(run: Path, capsys) -> None:
+    write_resume_point(run, "mini")
+    (run / "filmclevr" / "model.py").write_text("# changed\n")
+    assert reference.main(["--in-progress", "--root", str(run)]) == 1
+    assert "uncommitted changes to the code" in capsys.readouterr().err
+    assert not (run / "results/in-progress").exists()
