@@ -3,7 +3,7 @@
 A model trained long with weight decay holds weights below float32's normal range (about
 1.2e-38); an x86 CPU computes with such numbers many times more slowly. The model stages treat
 them as zero (`filmclevr.distributed.flush_denormals`). This times training steps
-(`filmclevr.train.train_step`, random data of the model's shapes, questions of 40 tokens) from
+(`bench_train.measure`: random data of the model's shapes, questions of up to 40 tokens) from
 the checkpoint's weights, in float32 and in bf16 autocast, with the CPU's denormals kept and
 flushed. Each row runs in a fresh process, since the mode must be set before torch's thread pool
 starts (its threads copy the mode of the thread that starts them).
@@ -19,7 +19,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,36 +31,27 @@ def one_row(checkpoint: Path, flush: bool, bf16: bool, steps: int) -> dict:
 
     if flush:
         torch.set_flush_denormal(True)  # before any parallel torch operation
+    from bench_train import measure  # this directory: the script's own
+
     from filmclevr.checkpoint import load_checkpoint
-    from filmclevr.distributed import set_seed
-    from filmclevr.model import FiLMConfig, build_model
-    from filmclevr.train import TrainConfig, build_optimizer, train_step
+    from filmclevr.model import FiLMConfig
 
     saved = load_checkpoint(checkpoint)
-    config = FiLMConfig.from_dict(saved["model_config"])
-    model = build_model(config, saved["vocab_size"], saved["num_answers"])
-    model.load_state_dict(saved["model"])
-    model.train()
-    device = torch.device("cpu")
-    optimizer = build_optimizer(model, TrainConfig(learning_rate=1e-3), device)
-    set_seed(0)
-    batch, size = 64, config.image_size
-    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
-    lengths = torch.randint(QUESTION_LENGTH // 2, QUESTION_LENGTH + 1, (batch,))
-    questions = torch.randint(4, saved["vocab_size"], (batch, QUESTION_LENGTH))
-    questions[torch.arange(QUESTION_LENGTH)[None, :] >= lengths[:, None]] = 0
-    answers = torch.randint(4, saved["num_answers"], (batch,))
-    for _ in range(3):
-        train_step(model, optimizer, images, questions, lengths, answers, bf16=bf16)
-    start = time.perf_counter()
-    for _ in range(steps):
-        train_step(model, optimizer, images, questions, lengths, answers, bf16=bf16)
-    return {
-        "flush": flush,
-        "bf16": bf16,
-        "samples_per_s": steps * batch / (time.perf_counter() - start),
-        "threads": torch.get_num_threads(),
-    }
+    rate = measure(
+        FiLMConfig.from_dict(saved["model_config"]),
+        64,
+        torch.device("cpu"),
+        bf16=bf16,
+        channels_last=False,
+        compile=False,
+        warmup=3,
+        steps=steps,
+        vocab_size=saved["vocab_size"],
+        num_answers=saved["num_answers"],
+        question_length=QUESTION_LENGTH,
+        weights=saved["model"],
+    )
+    return {"flush": flush, "bf16": bf16, "samples_per_s": rate, "threads": torch.get_num_threads()}
 
 
 def denormal_weights(checkpoint: Path) -> int:

@@ -44,15 +44,23 @@ def demo_setup(params_path: Path) -> tuple[FiLMConfig, int, str]:
     return FiLMConfig.from_dict(model_overrides(params)), batch, f"{params_path.name} model:"
 
 
-def random_batch(config: FiLMConfig, batch: int, device: torch.device) -> tuple:
+def random_batch(
+    config: FiLMConfig,
+    batch: int,
+    device: torch.device,
+    *,
+    vocab_size: int = VOCAB_SIZE,
+    num_answers: int = NUM_ANSWERS,
+    question_length: int = QUESTION_LENGTH,
+) -> tuple:
     """(images uint8, questions, lengths, answers) of the model's shapes, on `device`."""
     g = torch.Generator().manual_seed(0)
     size = config.image_size
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g)
-    lengths = torch.randint(8, QUESTION_LENGTH + 1, (batch,), generator=g)
-    questions = torch.randint(4, VOCAB_SIZE, (batch, QUESTION_LENGTH), generator=g)
-    questions[torch.arange(QUESTION_LENGTH)[None, :] >= lengths[:, None]] = 0  # <NULL> padding
-    answers = torch.randint(4, NUM_ANSWERS, (batch,), generator=g)
+    lengths = torch.randint(8, question_length + 1, (batch,), generator=g)
+    questions = torch.randint(4, vocab_size, (batch, question_length), generator=g)
+    questions[torch.arange(question_length)[None, :] >= lengths[:, None]] = 0  # <NULL> padding
+    answers = torch.randint(4, num_answers, (batch,), generator=g)
     return tuple(t.to(device) for t in (images, questions, lengths, answers))
 
 
@@ -66,11 +74,26 @@ def measure(
     compile: bool,
     warmup: int,
     steps: int,
+    vocab_size: int = VOCAB_SIZE,
+    num_answers: int = NUM_ANSWERS,
+    question_length: int = QUESTION_LENGTH,
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> float:
-    """Samples per second of `steps` training steps after `warmup` ones."""
+    """Samples per second of `steps` training steps after `warmup` ones, from fresh weights or
+    from `weights` (a checkpoint's state dict)."""
     set_seed(0)
-    model = build_model(config, VOCAB_SIZE, NUM_ANSWERS).to(device).train()
-    images, questions, lengths, answers = random_batch(config, batch, device)
+    model = build_model(config, vocab_size, num_answers)
+    if weights is not None:
+        model.load_state_dict(weights)
+    model = model.to(device).train()
+    images, questions, lengths, answers = random_batch(
+        config,
+        batch,
+        device,
+        vocab_size=vocab_size,
+        num_answers=num_answers,
+        question_length=question_length,
+    )
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
