@@ -47,6 +47,7 @@ import statistics
 from pathlib import Path
 
 from filmclevr import shards
+from filmclevr.distributed import flush_denormals
 from filmclevr.fileio import read_json, write_json_atomic
 from filmclevr.model import ABLATIONS
 from filmclevr.params import GATE_METRICS, load_params
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(set(args.seeds)) < len(args.seeds):  # one run counted twice narrows the spread
         p.error(f"--seeds: each seed once, not {args.seeds}")
     logging.basicConfig(level=logging.WARNING)
+    flush_denormals()  # as the pipeline's model stages do, so that a seed trains as it would there
     params = load_params(args.params)
     written = params["regression"]["tolerance"]
     cases = {f"seed {s}": (s, None, None) for s in args.seeds}  # (seed, model change, breakage)
