@@ -333,11 +333,13 @@ def _limits(s: Sources) -> list[str]:
             if between
             else ""
         )
+        mini_count = data["mini_clevr"]["images"]
+        own_images = "as many" if mini_count == data["genuine"]["images"] else f"{mini_count:,}"
         limits.append(
             f"Genuine CLEVR images, {_language(data.get('language'))} (`{name}`): "
             f"{side['model']['overall']:.2f}% against the prior's {side['prior']['overall']:.2f}%, "
-            f"and {data['sides']['mini-CLEVR']['model']['overall']:.2f}% on as many of its own "
-            f"val images with questions drawn the same way{spread}{words}."
+            f"and {data['sides']['mini-CLEVR']['model']['overall']:.2f}% on {own_images} of its "
+            f"own val images with questions drawn the same way{spread}{words}."
         )
     config = s.record["model_config"]
     limits.append(

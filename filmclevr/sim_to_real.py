@@ -10,7 +10,8 @@ One harness, two sides (three with `--re-rendered`):
   scene record from the one `GENUINE/scenes/CLEVR_train_scenes*.json`;
 - **mini-CLEVR**: as many images of the checkpoint's own profile's validation split, images
   0, 1, 2, ...: `mini.generate.make_scene` and the renderer give exactly that split's scenes
-  and images, drawn here on the fly;
+  and images, drawn here on the fly; `--mini-images N` takes N of them instead (more than the
+  genuine sample's: the difference's interval narrows to the genuine side's own sampling error);
 - **re-rendered** (with `--re-rendered`, for a profile in CLEVR's look): the genuine side's scene
   records drawn by the project's renderer in CLEVR's look, each camera fitted to its record,
   asked the genuine side's very questions, so that genuine minus re-rendered is what the
@@ -634,6 +635,7 @@ def measure(
     progress: bool = True,
     re_rendered: bool = False,
     image_list: str | Path | None = None,
+    mini_images: int | None = None,
 ) -> Measurement:
     """Score the checkpoint at `model_path` on the genuine images of `genuine_root` and on as
     many images of `profile`'s validation split (module docstring).
@@ -644,6 +646,7 @@ def measure(
         re_rendered: also score the genuine scenes re-rendered in CLEVR's look
             (`re_rendered_side`); a profile in CLEVR's look only.
         image_list: only the genuine images this file names (`read_image_list`).
+        mini_images: the mini-CLEVR side's number of images; None: as many as the genuine side.
 
     Raises:
         FileNotFoundError, ValueError: a missing or unusable checkpoint, genuine sample or
@@ -660,7 +663,10 @@ def measure(
             f"{profile.source or 'profile'}: the re-rendered side draws the genuine scenes in "
             f"CLEVR's look, but this profile's look is {profile.look!r} (get_data.mini.look)"
         )
+    if mini_images is not None and mini_images < 1:
+        raise ValueError(f"mini_images must be at least 1, got {mini_images}")
     images = genuine_images(genuine_root, image_list=image_list)  # fails before the model loads
+    mini_count = len(images) if mini_images is None else mini_images
     model, checkpoint = ask.load(model_path, device)
     image_size = int(checkpoint["model_config"]["image_size"])
     if profile.image_size is not None and profile.image_size != image_size:
@@ -668,13 +674,22 @@ def measure(
             f"{profile.source or 'profile'}: resize_images.image_size is {profile.image_size} but "
             f"{model_path} reads {image_size}-pixel images: not this checkpoint's profile"
         )
-    if profile.val.images is not None and len(images) > profile.val.images:
-        raise ValueError(
-            f"{profile.source or 'profile'}: the mini-CLEVR side needs as many images as the "
-            f"genuine sample's {len(images)} ({genuine_root}"
+    if profile.val.images is not None and mini_count > profile.val.images:
+        wanted = (
+            f"{mini_count} images (--mini-images)"
+            if mini_images is not None
+            else f"as many images as the genuine sample's {len(images)} ({genuine_root}"
             + (f", the images {image_list} names" if image_list is not None else "")
-            + f"), but the validation split {profile.val.name!r} has {profile.val.images}: "
-            "narrow the genuine side with --images"
+            + ")"
+        )
+        raise ValueError(
+            f"{profile.source or 'profile'}: the mini-CLEVR side needs {wanted}, but the "
+            f"validation split {profile.val.name!r} has {profile.val.images}: "
+            + (
+                "ask for fewer"
+                if mini_images is not None
+                else "narrow the genuine side with --images"
+            )
         )
     _check_checkpoint_profile(checkpoint, model_path, profile)
     prior, prior_questions = training_prior(profile, prior_train_images, language)
@@ -688,7 +703,7 @@ def measure(
         ),
         MINI: mini_clevr_side(
             profile,
-            len(images),
+            mini_count,
             question_sampler(language, side_rng(seed, MINI), mix),
             image_size,
             questions_per_image,
@@ -719,7 +734,7 @@ def measure(
             "images": len(images),
             **({"image_list": str(image_list)} if image_list is not None else {}),
         },
-        "mini_clevr": {"split": profile.val.name, "images": len(images)},
+        "mini_clevr": {"split": profile.val.name, "images": mini_count},
         "prior": {
             "how": prior_description(profile, language, prior_train_images),
             "train_images": prior_train_images,
@@ -1122,6 +1137,12 @@ def _parser() -> argparse.ArgumentParser:
         help="also ask the genuine side's questions about its scenes re-rendered in CLEVR's\n"
         "look (a profile in CLEVR's look): genuine minus re-rendered is the pixels' share",
     )
+    p.add_argument(
+        "--mini-images",
+        type=ask.positive_int,
+        help="mini-CLEVR val images (default: as many as the genuine side); more narrow the\n"
+        "difference's interval to the genuine side's own sampling error",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -1144,6 +1165,7 @@ def _run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         re_rendered=args.re_rendered,
         image_list=args.images,
+        mini_images=args.mini_images,
     )
     out = args.out if args.out is not None else Path(args.model).parent
     paths = write_outputs(measurement, out, questions=args.questions)

@@ -561,6 +561,29 @@ def test_splits_smaller_than_the_measurement_are_refused(tiny):
         sim_to_real.measure(tiny["model"], GENUINE, small_train, **FAST)
 
 
+def test_the_mini_side_can_take_more_images_than_the_genuine_one(tiny):
+    """--mini-images: the first images are the default measurement's, asked the same questions;
+    the genuine side is unchanged."""
+    default = tiny["m"]
+    more = sim_to_real.measure(tiny["model"], GENUINE, PROFILE, mini_images=5, **FAST)
+    assert more.report["mini_clevr"]["images"] == more.report["sides"]["mini-CLEVR"]["images"] == 5
+    assert more.report["genuine"]["images"] == GENUINE_IMAGES
+    assert more.records["genuine"] == default.records["genuine"]
+
+    def asked(records: list[dict], images: int) -> list[tuple]:
+        return [(r["image_row"], r["question"], r["answer"]) for r in records
+                if r["image_row"] < images]  # fmt: skip
+
+    mini = more.records["mini-CLEVR"]
+    assert asked(mini, GENUINE_IMAGES) == asked(default.records["mini-CLEVR"], GENUINE_IMAGES)
+    assert {r["image_row"] for r in mini} == set(range(5))
+    assert more.report["intervals"]["sides"]["mini-CLEVR"]["overall"] is not None
+    small_val = dataclasses.replace(PROFILE, val=dataclasses.replace(PROFILE.val, images=4))
+    with pytest.raises(ValueError, match=r"needs 5 images \(--mini-images\), but the validation "
+                       r"split 'val' has 4: ask for fewer"):  # fmt: skip
+        sim_to_real.measure(tiny["model"], GENUINE, small_val, mini_images=5, **FAST)
+
+
 def test_cli_warns_when_it_guesses_the_profile(tiny, tmp_path, monkeypatch, caplog):
     """No params.yaml beside a checkpoint that records no profile: ./params.yaml is a guess."""
     model = checkpoint_of_profile(tiny, tmp_path / "models", None)
